@@ -1,0 +1,17 @@
+"""jitgrad: fast gradients of NumPy code.
+
+>>> import numpy as np, jitgrad as jg
+>>> @jg.jit_grad(argnums=(0, 1, 2))
+... def c(x, y, z):
+...     return np.sum(x * y + z)
+>>> value, (dx, dy, dz) = c(np.ones(3), np.full(3, 2.0), np.zeros(3))
+"""
+from . import nn, numpy  # noqa: F401
+from .errors import GradError, JitgradError, ShapeError, TraceError  # noqa: F401
+from .frontend.api import Lowered, grad, jit, jit_grad, jvp, make_ir, value_and_grad, vjp  # noqa: F401
+from .frontend.numpy_api import stop_gradient  # noqa: F401
+from .runtime.devices import device_put  # noqa: F401
+
+__version__ = "0.1.0"
+__all__ = ["jit_grad", "jit", "grad", "value_and_grad", "jvp", "vjp", "make_ir", "Lowered", "device_put",
+           "stop_gradient", "numpy", "nn", "JitgradError", "ShapeError", "TraceError", "GradError"]

@@ -1,0 +1,1 @@
+"""Backends: each turns an optimized ``Program`` into something that runs (one module or folder each)."""

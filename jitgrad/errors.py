@@ -1,0 +1,52 @@
+"""The exceptions users see (SPEC 3). Each also derives from the builtin a NumPy user expects."""
+import contextlib
+import os
+import sys
+import threading
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+_NUMPY_DIR = os.path.dirname(os.path.abspath(__import__("numpy").__file__))
+
+
+class JitgradError(Exception):
+    """Base class of every error jitgrad raises on purpose."""
+
+
+class ShapeError(JitgradError, ValueError):
+    """Operands whose shapes do not fit the operation (names the op, the shapes and the user's line)."""
+
+
+class TraceError(JitgradError, TypeError):
+    """A traced value was used in a way tracing cannot follow (``float(x)``, ``if x > 0``, ...)."""
+
+
+class GradError(JitgradError, TypeError):
+    """A gradient that cannot be taken: non-scalar output, integer input, bad ``argnums``."""
+
+
+_state = threading.local()
+
+
+@contextlib.contextmanager
+def location(where):
+    """Attribute everything built inside to ``where`` (the user's line of the op being transformed)."""
+    saved = getattr(_state, "where", None)
+    _state.where = where
+    try:
+        yield
+    finally:
+        _state.where = saved
+
+
+def user_frame():
+    """``file:line`` of the innermost caller outside jitgrad and NumPy, for error messages and IR comments."""
+    forced = getattr(_state, "where", None)
+    if forced:
+        return forced
+    frame = sys._getframe(1)
+    while frame is not None:
+        path = frame.f_code.co_filename
+        if not (path.startswith(_PACKAGE_DIR) or path.startswith(_NUMPY_DIR) or path.startswith("<__array_function__")):
+            return f"{os.path.basename(path)}:{frame.f_lineno}"
+        frame = frame.f_back
+    return "<unknown>"

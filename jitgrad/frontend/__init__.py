@@ -1,0 +1,1 @@
+"""Frontend: tracing NumPy code into the IR, and the public transformations."""

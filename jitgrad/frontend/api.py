@@ -1,0 +1,355 @@
+"""The public transformations: ``jit``, ``grad``, ``value_and_grad``, ``jit_grad``, ``jvp``,
+``vjp`` and ``make_ir``. Each traces the user's function into a ``Program`` and then either
+evaluates a transform of it (``grad`` and friends) or compiles it (``jit``)."""
+import functools
+import numbers
+import threading
+
+import numpy as np
+
+from ..errors import GradError, ShapeError
+from ..ir.ops import is_float
+from ..runtime import devices
+from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
+from ..transforms.simplify import simplify
+from . import numpy_api as jnp
+from .tracing import Tracer, eval_program, is_tracing, new_trace
+from .tree import flatten, to_array, unflatten
+
+
+# --------------------------------------------------------------------------- tracing a function
+
+class Traced:
+    """A function traced at one signature: the program, the values to feed its inputs
+    (argument leaves, then captured outer values), and how to rebuild its outputs."""
+
+    def __init__(self, program, leaves, in_defs, out_def, captured):
+        self.program, self.leaves, self.in_defs, self.out_def = program, leaves, in_defs, out_def
+        self.captured = captured
+
+    @property
+    def args(self):
+        return self.leaves + self.captured
+
+
+def _leaf_value(leaf, where):
+    return leaf if isinstance(leaf, Tracer) else to_array(leaf, where)
+
+
+def trace(fn, args, traced_argnums, name=None):
+    """Trace ``fn(*args)``; arguments in ``traced_argnums`` become inputs, others pass through as-is."""
+    leaves, in_defs = [], {}
+    with new_trace() as t:
+        call_args = list(args)
+        for i in traced_argnums:
+            arg_leaves, treedef = flatten(args[i])
+            in_defs[i] = treedef
+            values = [_leaf_value(leaf, f"argument {i}") for leaf in arg_leaves]
+            inputs = [t.new_input(v.shape, v.dtype, _is_python_scalar(leaf) or
+                                  (isinstance(v, Tracer) and v.node.weak))
+                      for v, leaf in zip(values, arg_leaves)]
+            leaves += values
+            call_args[i] = unflatten(treedef, inputs)
+        out = fn(*call_args)
+        out_leaves, out_def = flatten(out)
+        for j, leaf in enumerate(out_leaves):
+            if not isinstance(leaf, Tracer):
+                _leaf_value(leaf, f"output {j}")
+        program = t.program(out_leaves, name=name or getattr(fn, "__name__", "f").replace("<lambda>", "f"))
+    return Traced(program, leaves, in_defs, out_def, t.captured_values)
+
+
+def _is_python_scalar(x):
+    return isinstance(x, (bool, int, float))
+
+
+def _normalize_argnums(argnums, nargs, what="argnums"):
+    single = isinstance(argnums, numbers.Integral)
+    nums = (argnums,) if single else tuple(argnums)
+    for i in nums:
+        if not -nargs <= i < nargs:
+            raise GradError(f"{what} {i} is out of range for a function called with {nargs} positional arguments")
+    return tuple(i % nargs for i in nums), single
+
+
+# --------------------------------------------------------------------------- differentiation
+
+def value_and_grad(f, argnums=0, has_aux=False):
+    """A function returning ``(value, gradient)`` of scalar-valued ``f`` w.r.t. argument(s) ``argnums``.
+
+    With ``has_aux=True``, ``f`` returns ``(value, aux)`` and the result is ``((value, aux), grads)``.
+    The gradient has the argument's structure; a tuple ``argnums`` gives a tuple of gradients.
+
+    >>> vg = jg.value_and_grad(lambda x: np.sum(x ** 2))
+    >>> vg(np.array([1.0, 2.0]))
+    (array(5.), array([2., 4.]))
+    """
+    @functools.wraps(f)
+    def value_and_grad_f(*args):
+        nums, single = _normalize_argnums(argnums, len(args))
+        traced = trace(f, args, nums)
+        out_leaves = traced.program.outputs
+        value = _check_grad_output(traced, has_aux)
+        wrt, offset = [], 0
+        for i in nums:
+            n = len(flatten(args[i])[0])
+            for node in traced.program.inputs[offset:offset + n]:
+                if not is_float(node.dtype):
+                    raise GradError(f"grad: argument {i} has dtype {node.dtype}; gradients are taken only with "
+                                    "respect to float arguments (pass x.astype(float))")
+            wrt += range(offset, offset + n)
+            offset += n
+        seed = [jnp.full((), 1, value.dtype, traced.args)] + [None] * (len(out_leaves) - 1)
+        outputs, grads = backward_pass(traced.program, traced.args, seed, wrt)
+        grads = [g if g is not None else zeros_for(traced.program.inputs[k], traced.args) for g, k in zip(grads, wrt)]
+        per_arg, offset = [], 0
+        for i in nums:
+            n = len(flatten(args[i])[0])
+            per_arg.append(unflatten(traced.in_defs[i], grads[offset:offset + n]))
+            offset += n
+        grads = per_arg[0] if single else tuple(per_arg)
+        result = unflatten(traced.out_def, outputs)
+        return (tuple(result), grads) if has_aux else (result, grads)
+
+    return value_and_grad_f
+
+
+def _check_grad_output(traced, has_aux):
+    outs, out_def = traced.program.outputs, traced.out_def
+    if has_aux and not (out_def[0] in ("tuple", "list") and len(out_def[1]) == 2 and out_def[1][0] == ("leaf",)):
+        raise GradError("has_aux=True needs the function to return a pair (value, aux) with an array value")
+    if not has_aux and out_def != ("leaf",):
+        raise GradError(f"grad needs a function returning one scalar; it returned a {out_def[0]} "
+                        "(use has_aux=True to return extra values)")
+    value = outs[0]
+    if value.shape != ():
+        raise GradError(f"grad needs a scalar output, got shape {value.shape} (reduce it, e.g. np.sum, "
+                        "or use jg.vjp for non-scalar outputs)")
+    if not is_float(value.dtype):
+        raise GradError(f"grad needs a float output, got {value.dtype}: integer outputs have no gradient")
+    return value
+
+
+def grad(f, argnums=0, has_aux=False):
+    """The gradient function of scalar-valued ``f``; composes with ``jit``, ``grad``, ``jvp``.
+
+    >>> jg.grad(lambda x: np.sum(np.sin(x)))(np.zeros(2))
+    array([1., 1.])
+    """
+    vg = value_and_grad(f, argnums, has_aux)
+
+    @functools.wraps(f)
+    def grad_f(*args):
+        (value, grads) = vg(*args)
+        return (grads, value[1]) if has_aux else grads
+
+    return grad_f
+
+
+def vjp(f, *primals):
+    """``(outputs, vjp_fn)``: ``vjp_fn(cotangents)`` returns one cotangent per primal (JAX semantics).
+
+    >>> y, pull = jg.vjp(np.sin, np.zeros(2))
+    >>> pull(np.ones(2))
+    (array([1., 1.]),)
+    """
+    traced = trace(f, primals, range(len(primals)))
+    outputs = eval_program(traced.program, traced.args)
+
+    def vjp_fn(cotangents):
+        ct_leaves, ct_def = flatten(cotangents)
+        _check_like(ct_leaves, ct_def, traced.program.outputs, traced.out_def, "vjp cotangent")
+        wrt = list(range(len(traced.leaves)))
+        _, grads = backward_pass(traced.program, traced.args, ct_leaves, wrt)
+        grads = [g if g is not None else zeros_for(n, traced.args) for g, n in zip(grads, traced.program.inputs)]
+        per_arg, offset = [], 0
+        for i in range(len(primals)):
+            n = len(flatten(primals[i])[0])
+            per_arg.append(unflatten(traced.in_defs[i], grads[offset:offset + n]))
+            offset += n
+        return tuple(per_arg)
+
+    return unflatten(traced.out_def, outputs), vjp_fn
+
+
+def jvp(f, primals, tangents):
+    """``(f(*primals), J @ tangents)``: forward-mode derivative (JAX semantics).
+
+    >>> jg.jvp(np.sin, (np.zeros(2),), (np.ones(2),))
+    (array([0., 0.]), array([1., 1.]))
+    """
+    primals, tangents = tuple(primals), tuple(tangents)
+    if len(primals) != len(tangents):
+        raise ShapeError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
+    traced = trace(f, primals, range(len(primals)))
+    tan_leaves, tan_def = flatten(tangents)
+    _check_like(tan_leaves, tan_def, traced.program.inputs[:len(traced.leaves)], ("tuple", tuple(
+        traced.in_defs[i] for i in range(len(primals)))), "jvp tangent")
+    tan_leaves = [t if is_float(n.dtype) else None for t, n in zip(tan_leaves, traced.program.inputs)]
+    outs, jv = jvp_pass(traced.program, traced.args, tan_leaves + [None] * len(traced.captured))
+    return unflatten(traced.out_def, outs), unflatten(traced.out_def, jv)
+
+
+def _check_like(leaves, treedef, nodes, expected_def, what):
+    if treedef != expected_def:
+        raise ShapeError(f"{what} structure {treedef} does not match {expected_def}")
+    for leaf, node in zip(leaves, nodes):
+        if np.shape(leaf) != node.shape:
+            raise ShapeError(f"{what} shape {np.shape(leaf)} does not match {node.shape}")
+
+
+# --------------------------------------------------------------------------- compilation
+
+class Lowered:
+    """What ``jit(f).lower(*args)`` shows: the optimized IR, the kernels, the generated code."""
+
+    def __init__(self, program, executable, device):
+        self.program, self.executable, self.device = program, executable, device
+
+    @property
+    def ir(self):
+        return self.program.text()
+
+    @property
+    def source(self):
+        return self.executable.source
+
+    @property
+    def kernels(self):
+        """The fused groups, each as the IR lines of its ops."""
+        lines = {id(n): line for n, line in zip(self.program.nodes, self._lines())}
+        return [[lines[id(n)] for n in group] for group in self.executable.kernels]
+
+    def _lines(self):
+        body = self.program.text(locations=False).splitlines()[1:-1]
+        inputs = [f"  %{i}: {n.type} = input" for i, n in enumerate(self.program.inputs)]
+        return [line.strip() for line in inputs + body]
+
+    def to_dot(self):
+        """Graphviz DOT: one box per op, clustered by kernel."""
+        names = {id(n): f"n{i}" for i, n in enumerate(self.program.nodes)}
+        out = ["digraph jitgrad {", "  rankdir=TB; node [shape=box, fontname=monospace];"]
+        grouped = set()
+        for k, group in enumerate(self.executable.kernels):
+            out.append(f"  subgraph cluster_{k} {{ label=\"kernel {k}\"; style=rounded;")
+            for n in group:
+                grouped.add(id(n))
+                out.append(f"    {names[id(n)]} [label=\"{n.op}\\n{n.type}\"];")
+            out.append("  }")
+        for n in self.program.nodes:
+            if id(n) not in grouped:
+                label = n.op if n.op != "input" else f"input {self.program.inputs.index(n)}"
+                out.append(f"  {names[id(n)]} [label=\"{label}\\n{n.type}\", shape=ellipse];")
+            for a in n.args:
+                out.append(f"  {names[id(a)]} -> {names[id(n)]};")
+        for i, o in enumerate(self.program.outputs):
+            out.append(f"  out{i} [label=\"output {i}\", shape=ellipse]; {names[id(o)]} -> out{i};")
+        out.append("}")
+        return "\n".join(out)
+
+    def __repr__(self):
+        return f"Lowered(device={self.device!r}, ops={self.program.count()}, kernels={len(self.executable.kernels)})"
+
+
+class _Compiled:
+    def __init__(self, traced, device):
+        self.program = simplify(traced.program)
+        self.executable = devices.backend(device).Executable(self.program)
+        self.out_def, self.device = traced.out_def, device
+
+
+class Jitted:
+    """A compiled function: one executable per signature (argument structure, shapes, dtypes,
+    static values, device). Called while another transform traces it, it inlines its body."""
+
+    def __init__(self, fn, static_argnums=(), device=None):
+        functools.update_wrapper(self, fn)
+        self.fn = fn
+        self.static_argnums = (static_argnums,) if isinstance(static_argnums, numbers.Integral) else tuple(static_argnums)
+        self.device = device
+        self._cache, self._lock = {}, threading.Lock()
+
+    def __call__(self, *args):
+        if is_tracing():
+            return self.fn(*args)
+        compiled, leaves = self._compiled(args)
+        return unflatten(compiled.out_def, compiled.executable(*leaves))
+
+    def lower(self, *args):
+        """The optimized IR, the fused kernels and the generated code for these arguments."""
+        compiled, _ = self._compiled(args)
+        return Lowered(compiled.program, compiled.executable, compiled.device)
+
+    def _dynamic(self, nargs):
+        static = {i % nargs for i in self.static_argnums if -nargs <= i < nargs}
+        return [i for i in range(nargs) if i not in static], sorted(static)
+
+    def _compiled(self, args):
+        device = devices.resolve(self.device)
+        dynamic, static = self._dynamic(len(args))
+        leaves, defs = [], []
+        for i in dynamic:
+            arg_leaves, treedef = flatten(args[i])
+            leaves += [to_array(leaf, f"argument {i}") for leaf in arg_leaves]
+            defs.append((treedef, tuple(_is_python_scalar(leaf) for leaf in arg_leaves)))
+        try:
+            statics = tuple((i, args[i]) for i in static)
+            hash(statics)
+        except TypeError:
+            raise TypeError(f"static arguments must be hashable; got {[type(args[i]).__name__ for i in static]}") from None
+        key = (tuple(defs), tuple((a.shape, a.dtype.str) for a in leaves), statics, device)
+        with self._lock:
+            compiled = self._cache.get(key)
+            if compiled is None:
+                compiled = self._cache[key] = _Compiled(trace(self.fn, args, dynamic), device)
+        return compiled, leaves
+
+    @property
+    def cache_size(self):
+        return len(self._cache)
+
+
+def jit(f=None, *, static_argnums=(), device=None):
+    """Compile ``f`` (any output structure); usable bare or with arguments.
+
+    >>> @jg.jit
+    ... def f(x):
+    ...     return np.tanh(x) * 2
+    >>> f(np.zeros(3))
+    array([0., 0., 0.])
+    """
+    if f is None:
+        return lambda fn: Jitted(fn, static_argnums, device)
+    return Jitted(f, static_argnums, device)
+
+
+def jit_grad(f=None, *, argnums=0, has_aux=False, static_argnums=(), device=None):
+    """Compiled value and gradient: ``jit(value_and_grad(f, argnums, has_aux), static_argnums, device)``.
+
+    >>> @jg.jit_grad
+    ... def loss(w, x):
+    ...     return np.sum((x @ w) ** 2)
+    >>> value, dw = loss(np.ones(2), np.eye(2))
+    """
+    def build(fn):
+        nums = (argnums,) if isinstance(argnums, numbers.Integral) else tuple(argnums)
+        statics = (static_argnums,) if isinstance(static_argnums, numbers.Integral) else tuple(static_argnums)
+        if set(nums) & set(statics):
+            raise GradError(f"argnums {nums} and static_argnums {statics} overlap: a static argument has no gradient")
+        return Jitted(value_and_grad(fn, argnums, has_aux), static_argnums, device)
+
+    return build if f is None else build(f)
+
+
+def make_ir(f, static_argnums=()):
+    """A function that traces ``f`` on example arguments and returns its IR ``Program`` (print it).
+
+    >>> print(jg.make_ir(lambda x: np.sum(x * 2))(np.ones(3)))  # doctest: +SKIP
+    """
+    statics = (static_argnums,) if isinstance(static_argnums, numbers.Integral) else tuple(static_argnums)
+
+    def make(*args):
+        dynamic = [i for i in range(len(args)) if i not in {s % len(args) for s in statics}]
+        return trace(f, args, dynamic).program
+
+    return make

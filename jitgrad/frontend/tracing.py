@@ -1,0 +1,190 @@
+"""Tracing: ``Tracer`` values stand in for arrays while a function runs, and record every
+primitive they meet as an IR node.
+
+``bind`` is the one door through which every primitive passes: with concrete arrays it runs
+the op at once (the reference implementation); with tracers it records a node in the
+innermost active trace. Because transforms (``grad``, ``jvp``) are themselves written with
+``bind``, running a transform on tracers emits the transformed program into the enclosing
+trace: that is how ``grad(grad(f))`` and ``jit(grad(f))`` compose.
+"""
+import contextlib
+import threading
+
+import numpy as np
+
+from ..codegen.numpy_ref import run_op
+from ..errors import TraceError, location, user_frame
+from ..ir import ops
+from ..ir.graph import Node, Program
+
+_local = threading.local()
+
+
+def _stack():
+    if not hasattr(_local, "traces"):
+        _local.traces = []
+    return _local.traces
+
+
+class Trace:
+    """One level of tracing: its input nodes, and outer values it captured from closures."""
+
+    def __init__(self, level):
+        self.level, self.active = level, True
+        self.inputs, self.captured, self.captured_values = [], {}, []
+
+    def new_input(self, shape, dtype, weak=False):
+        node = ops.make("input", shape=tuple(shape), dtype=np.dtype(dtype), weak=weak)
+        self.inputs.append(node)
+        return Tracer(self, node)
+
+    def const(self, value):
+        return Tracer(self, ops.const(value))
+
+    def lift(self, x):
+        """The node standing for ``x`` in this trace (a constant, or a captured outer tracer)."""
+        if not isinstance(x, Tracer):
+            return ops.const(x)
+        if x._trace is self:
+            return x.node
+        if not x._trace.active:
+            raise TraceError(f"a traced value ({x.node.type}) escaped the function that traced it "
+                             "(stored in a global or a closure?); return it instead")
+        if id(x.node) not in self.captured:  # a closure over an outer trace's value
+            node = ops.make("input", shape=x.shape, dtype=x.dtype, weak=x.node.weak)
+            self.captured[id(x.node)] = node
+            self.captured_values.append(x)
+        return self.captured[id(x.node)]
+
+    def program(self, outputs, name="f"):
+        """Inputs are the explicit ones, then one per captured outer value (``captured_values``)."""
+        outs = [self.lift(o) for o in outputs]
+        return Program(self.inputs + list(self.captured.values()), outs, name)
+
+
+@contextlib.contextmanager
+def new_trace():
+    stack = _stack()
+    trace = Trace(len(stack) + 1)
+    stack.append(trace)
+    try:
+        yield trace
+    finally:
+        stack.pop()
+        trace.active = False
+
+
+def is_tracing():
+    return bool(_stack())
+
+
+def innermost_trace(values):
+    """The deepest trace among the tracers in ``values`` (None when all are concrete)."""
+    best = None
+    for v in values:
+        if isinstance(v, Tracer):
+            if not v._trace.active:
+                v._trace.lift(v)  # raises the "escaped" error
+            if best is None or v._trace.level > best.level:
+                best = v._trace
+    return best
+
+
+def bind(op, *args, **params):
+    """Apply primitive ``op``: record it when any argument is traced, else compute it now."""
+    trace = innermost_trace(args)
+    if trace is None:
+        arrays = [np.asarray(a) for a in args]
+        ops.RULES[op](op, *[Node("input", (), {}, a.shape, a.dtype) for a in arrays], **params)
+        return run_op(op, arrays, params)
+    return Tracer(trace, ops.make(op, [trace.lift(a) for a in args], **params))
+
+
+def eval_program(program, args):
+    """Run ``program`` on ``args``: computes with arrays, re-records (inlines) with tracers."""
+    env = {id(n): a for n, a in zip(program.inputs, args)}
+    for node in program.nodes:
+        evaluate(node, env, innermost_trace(args))
+    return [env[id(o)] for o in program.outputs]
+
+
+def evaluate(node, env, trace):
+    """One step of ``eval_program``: ``env`` maps node ids to values."""
+    if node.op == "input":
+        return
+    if node.op == "const":  # constants stay lazy while tracing (no big arrays built eagerly)
+        env[id(node)] = Tracer(trace, node) if trace is not None else node.params["value"]
+        return
+    with location(node.where):
+        env[id(node)] = bind(node.op, *[env[id(a)] for a in node.args], **node.params)
+
+
+class Tracer:
+    """An array whose value is not known yet. Supports the NumPy protocols, operators,
+    methods and attributes a NumPy user writes; see ``numpy_api`` for the operations."""
+    __slots__ = ("_trace", "node")
+    __array_priority__ = 1000
+
+    def __init__(self, trace, node):
+        self._trace, self.node = trace, node
+
+    shape = property(lambda self: self.node.shape)
+    dtype = property(lambda self: self.node.dtype)
+    ndim = property(lambda self: self.node.ndim)
+    size = property(lambda self: self.node.size)
+
+    def __repr__(self):
+        return f"Tracer<{self.node.type}>"
+
+    def __len__(self):
+        if not self.shape:
+            raise TypeError("len() of unsized traced value")
+        return self.shape[0]
+
+    def __iter__(self):
+        if not self.shape:
+            raise TypeError("iteration over a 0-d traced value")
+        return (self[i] for i in range(self.shape[0]))
+
+    def __hash__(self):
+        return id(self)
+
+    # Concretization: the value does not exist while tracing.
+    def _concrete(self, what, hint):
+        raise TraceError(f"{what} needs the value of a traced array {self.node.type}, which does not "
+                         f"exist while tracing (at {user_frame()}). {hint}")
+
+    def __bool__(self):
+        self._concrete("Python control flow on a traced value (`if`, `while`, `and`/`or`, bool())",
+                       "Use np.where(cond, a, b) to select values, or pass the value in static_argnums.")
+
+    def __float__(self):
+        self._concrete("float()", "Keep it an array (0-d arrays work in arithmetic), or mark the argument static.")
+
+    def __int__(self):
+        self._concrete("int()", "Keep it an array, or mark the argument static with static_argnums.")
+
+    def __index__(self):
+        self._concrete("Using a traced value as a Python index/size",
+                       "Use np.take / integer-array indexing, or mark the argument static.")
+
+    def __complex__(self):
+        self._concrete("complex()", "Complex numbers are not supported.")
+
+    def item(self, *args):
+        self._concrete(".item()", "Keep it an array; return it from the function to read its value.")
+
+    def tolist(self):
+        self._concrete(".tolist()", "Return the array from the function and convert it outside.")
+
+    def __array__(self, *args, **kwargs):
+        self._concrete("np.asarray/np.array (conversion to a concrete ndarray)",
+                       "It already is an array inside the traced function: drop the conversion.")
+
+    def __setitem__(self, key, value):
+        raise TraceError(f"in-place assignment x[...] = v on a traced array {self.node.type} (at "
+                         f"{user_frame()}) is not supported: arrays are immutable while tracing. "
+                         "Build the result instead: np.where(mask, v, x), np.concatenate, or np.pad.")
+
+
+from . import numpy_api  # noqa: E402,F401  (attaches operators and methods to Tracer)

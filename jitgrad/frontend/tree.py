@@ -1,0 +1,73 @@
+"""Pytrees: nested tuples, lists and dicts of arrays, flattened to a list of leaves plus a
+hashable description of the structure (the cache key needs it)."""
+import numbers
+
+import numpy as np
+
+
+def _numeric_list(x):
+    return isinstance(x, list) and bool(x) and all(
+        isinstance(v, numbers.Number) and not isinstance(v, complex) or _numeric_list(v) for v in x)
+
+
+def flatten(tree):
+    """(leaves, treedef). A list of plain numbers is data (one array leaf), as in NumPy."""
+    leaves = []
+
+    def walk(x):
+        if isinstance(x, (tuple, list)) and not _numeric_list(x):
+            return (type(x).__name__, tuple(walk(v) for v in x))
+        if isinstance(x, dict):
+            keys = sorted(x)
+            return ("dict", tuple(keys), tuple(walk(x[k]) for k in keys))
+        if x is None:
+            return ("none",)
+        leaves.append(x)
+        return ("leaf",)
+
+    return leaves, walk(tree)
+
+
+def unflatten(treedef, leaves):
+    it = iter(leaves)
+
+    def build(d):
+        kind = d[0]
+        if kind == "leaf":
+            return next(it)
+        if kind == "none":
+            return None
+        if kind == "dict":
+            return {k: build(c) for k, c in zip(d[1], d[2])}
+        children = [build(c) for c in d[1]]
+        return tuple(children) if kind == "tuple" else children
+
+    return build(treedef)
+
+
+def leaf_count(treedef):
+    if treedef[0] == "leaf":
+        return 1
+    return sum(leaf_count(c) for c in treedef[-1]) if treedef[0] != "none" else 0
+
+
+def to_array(leaf, where):
+    """A user's leaf as an array, or a clear TypeError for what jitgrad cannot compute on."""
+    if isinstance(leaf, (str, bytes)):
+        raise TypeError(f"{where} is a {type(leaf).__name__}; jitgrad functions take numeric arrays")
+    if isinstance(leaf, list):
+        try:
+            leaf = np.array(leaf)
+        except ValueError as e:
+            raise TypeError(f"{where} is a ragged nested list, which is not an array: {e}") from None
+    elif isinstance(leaf, (bool, int, float, np.generic, np.ndarray)):
+        leaf = np.asarray(leaf)
+    elif hasattr(leaf, "__array__") and not hasattr(leaf, "node"):
+        leaf = np.asarray(leaf)
+    else:
+        raise TypeError(f"{where} has type {type(leaf).__name__}; jitgrad functions take arrays, "
+                        "Python numbers, and tuples/lists/dicts of them")
+    if leaf.dtype.kind not in "biuf" or leaf.dtype == np.float16:
+        raise TypeError(f"{where} has dtype {leaf.dtype}; jitgrad computes on float32, float64, "
+                        "integer and bool arrays")
+    return leaf

@@ -1,0 +1,133 @@
+"""The IR: a typed SSA graph. A ``Node`` is one value (an op applied to argument nodes with
+static params, a static shape and a dtype); a ``Program`` is inputs plus outputs, and its
+body is every node the outputs reach, in topological order. Nodes are immutable and shared
+between programs, so transforms build new nodes instead of editing old ones."""
+import hashlib
+
+import math
+
+import numpy as np
+
+_SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "int64": "i64", "int32": "i32",
+          "int16": "i16", "int8": "i8", "uint64": "u64", "uint32": "u32", "uint16": "u16",
+          "uint8": "u8", "bool": "bool"}
+
+
+def type_str(shape, dtype):
+    return f"{_SHORT.get(np.dtype(dtype).name, np.dtype(dtype).name)}[{','.join(map(str, shape))}]"
+
+
+class Node:
+    """One SSA value. Build nodes with ``jitgrad.ir.ops.make``, which checks shapes and dtypes."""
+    __slots__ = ("op", "args", "params", "shape", "dtype", "weak", "where")
+
+    def __init__(self, op, args, params, shape, dtype, weak=False, where=None):
+        self.op, self.args, self.params = op, tuple(args), params
+        self.shape, self.dtype, self.weak, self.where = tuple(shape), np.dtype(dtype), weak, where
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    @property
+    def size(self):
+        return math.prod(self.shape)
+
+    @property
+    def type(self):
+        return type_str(self.shape, self.dtype)
+
+    def key(self):
+        """Structural identity (op, argument identities, params): equal keys compute equal values."""
+        return (self.op, tuple(id(a) for a in self.args), params_key(self.params), self.shape, self.dtype.str)
+
+    def __repr__(self):
+        return f"Node({self.op}, {self.type})"
+
+
+def params_key(params):
+    return tuple((k, _param_key(v)) for k, v in sorted(params.items()))
+
+
+def _param_key(v):
+    if isinstance(v, np.ndarray):
+        return ("array", v.dtype.str, v.shape, hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest())
+    if isinstance(v, np.dtype):
+        return v.str
+    return v
+
+
+def _param_str(v):
+    if isinstance(v, np.ndarray):
+        if v.size <= 8:
+            return np.array2string(v, separator=",", threshold=8).replace("\n", "")
+        return f"<{type_str(v.shape, v.dtype)} {_param_key(v)[3][:12]}>"
+    if isinstance(v, np.dtype):
+        return _SHORT.get(v.name, v.name)
+    return str(v)
+
+
+def toposort(outputs):
+    """Every node the outputs reach, arguments before users. Iterative: deep graphs must not hit
+    Python's recursion limit."""
+    order, seen = [], set()
+    for root in outputs:
+        stack = [(root, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if expanded:
+                order.append(node)
+                continue
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((a, False) for a in reversed(node.args) if id(a) not in seen)
+    return order
+
+
+class Program:
+    """A traced function: ``inputs`` (nodes with op ``input``) to ``outputs``."""
+
+    def __init__(self, inputs, outputs, name="f"):
+        self.inputs, self.outputs, self.name = list(inputs), list(outputs), name
+        self._nodes = None
+
+    @property
+    def nodes(self):
+        """The body in topological order (inputs first, even unused ones)."""
+        if self._nodes is None:
+            body = toposort(self.outputs)
+            inputs = set(map(id, self.inputs))
+            self._nodes = list(self.inputs) + [n for n in body if id(n) not in inputs]
+        return self._nodes
+
+    def count(self, include_constants=False):
+        """Number of primitive ops in the body (the size a person would count)."""
+        skip = {"input"} if include_constants else {"input", "const"}
+        return sum(n.op not in skip for n in self.nodes)
+
+    def text(self, locations=True):
+        names = {id(n): f"%{i}" for i, n in enumerate(self.nodes)}
+        head = ", ".join(f"{names[id(n)]}: {n.type}" for n in self.inputs)
+        lines = [f"def {self.name}({head}):"]
+        for n in self.nodes:
+            if n.op == "input":
+                continue
+            args = " ".join(names[id(a)] for a in n.args)
+            params = " ".join(f"{k}={_param_str(v)}" for k, v in sorted(n.params.items()))
+            line = f"  {names[id(n)]}: {n.type} = {n.op} {args} {params}".rstrip()
+            if locations and n.where:
+                line = f"{line:<60}  # {n.where}"
+            lines.append(line)
+        lines.append("  return " + ", ".join(names[id(n)] for n in self.outputs))
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.text()
+
+    __repr__ = __str__
+
+    def content_hash(self):
+        """Stable across processes: depends on the computation only (not on source lines)."""
+        return hashlib.sha256(self.text(locations=False).encode()).hexdigest()

@@ -1,0 +1,208 @@
+"""The primitive set: every op the IR knows, each with one shape/dtype rule.
+
+Primitives take operands that already agree (the NumPy layer in ``frontend/numpy_api.py``
+broadcasts and promotes first), so each rule only checks and computes the result type.
+Adding a primitive: one rule here, one gradient rule in ``transforms/autodiff.py``, one
+lowering per backend in ``codegen/``.
+"""
+import math
+
+import numpy as np
+
+from ..errors import ShapeError, user_frame
+from .graph import Node
+
+# Elementwise ops, by the dtypes they take and give.
+UNARY_FLOAT = ("exp", "expm1", "log", "log1p", "sqrt", "cbrt", "sin", "cos", "tan", "asin", "acos",
+               "atan", "sinh", "cosh", "tanh", "asinh", "atanh", "erf", "floor", "ceil", "round")
+UNARY_NUMERIC = ("neg", "abs", "sign")
+UNARY_LOGICAL = ("logical_not",)
+BINARY_NUMERIC = ("add", "sub", "mul", "max", "min")
+BINARY_FLOAT = ("div", "pow", "atan2", "hypot")
+COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
+BINARY_LOGICAL = ("logical_and", "logical_or", "logical_xor")
+UNARY = UNARY_FLOAT + UNARY_NUMERIC + UNARY_LOGICAL
+BINARY = BINARY_NUMERIC + BINARY_FLOAT + COMPARE + BINARY_LOGICAL
+ELEMENTWISE = UNARY + BINARY + ("select", "cast", "stop_gradient")
+REDUCE = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod")
+# Views: index arithmetic on one operand, no arithmetic on values.
+MOVEMENT = ("expand", "reshape", "transpose", "slice", "rev", "pad", "concat")
+
+
+def is_float(dtype):
+    return np.issubdtype(dtype, np.floating)
+
+
+def _fail(op, msg, *args):
+    shapes = ", ".join(str(a.shape) for a in args)
+    raise ShapeError(f"{op}: {msg} (operand shapes {shapes}) at {user_frame()}")
+
+
+def _same(op, *args):
+    first = args[0]
+    for a in args[1:]:
+        if a.shape != first.shape:
+            _fail(op, "operands must have equal shapes", *args)
+        if a.dtype != first.dtype:
+            _fail(op, f"operands must have one dtype, got {first.dtype} and {a.dtype}", *args)
+    return first
+
+
+def _unary(op, x):
+    if op in UNARY_FLOAT and not is_float(x.dtype):
+        _fail(op, f"needs a float operand, got {x.dtype}", x)
+    if op in UNARY_LOGICAL and x.dtype != np.bool_:
+        _fail(op, f"needs a bool operand, got {x.dtype}", x)
+    return x.shape, x.dtype, x.weak
+
+
+def _binary(op, a, b):
+    _same(op, a, b)
+    if op in BINARY_FLOAT and not is_float(a.dtype):
+        _fail(op, f"needs float operands, got {a.dtype}", a, b)
+    if op in BINARY_LOGICAL and a.dtype != np.bool_:
+        _fail(op, f"needs bool operands, got {a.dtype}", a, b)
+    dtype = np.dtype(np.bool_) if op in COMPARE else a.dtype
+    return a.shape, dtype, a.weak and b.weak
+
+
+def _norm_axes(op, x, axes):
+    axes = tuple(sorted(set(axes)))
+    if any(not 0 <= ax < x.ndim for ax in axes):
+        _fail(op, f"axes {axes} out of range for rank {x.ndim}", x)
+    return axes
+
+
+def _reduce(op, x, *, axes):
+    axes = _norm_axes(op, x, axes)
+    if op == "reduce_sum" and x.dtype == np.bool_:
+        _fail(op, "cannot sum bools; cast first", x)
+    return tuple(d for i, d in enumerate(x.shape) if i not in axes), x.dtype, x.weak
+
+
+def _argreduce(op, x, *, axis):
+    _norm_axes(op, x, (axis,))
+    if x.shape[axis] == 0:
+        _fail(op, "attempt to get argmax/argmin of an empty axis", x)
+    return x.shape[:axis] + x.shape[axis + 1:], np.dtype(np.int64), False
+
+
+def _select(op, cond, a, b):
+    if cond.dtype != np.bool_:
+        _fail(op, f"condition must be bool, got {cond.dtype}", cond)
+    _same(op, a, b)
+    if cond.shape != a.shape:
+        _fail(op, "condition and branches must have equal shapes", cond, a, b)
+    return a.shape, a.dtype, a.weak and b.weak
+
+
+def _cast(op, x, *, dtype):
+    return x.shape, np.dtype(dtype), False
+
+
+def _expand(op, x, *, shape):
+    if len(shape) != x.ndim or any(s != d and s != 1 for s, d in zip(x.shape, shape)):
+        _fail(op, f"cannot broadcast to {tuple(shape)}", x)
+    return tuple(shape), x.dtype, x.weak
+
+
+def _reshape(op, x, *, shape):
+    if math.prod(shape) != x.size or any(d < 0 for d in shape):
+        _fail(op, f"cannot reshape array of size {x.size} into shape {tuple(shape)}", x)
+    return tuple(shape), x.dtype, x.weak
+
+
+def _transpose(op, x, *, perm):
+    if sorted(perm) != list(range(x.ndim)):
+        _fail(op, f"axes {tuple(perm)} are not a permutation of the {x.ndim} axes", x)
+    return tuple(x.shape[p] for p in perm), x.dtype, x.weak
+
+
+def _slice(op, x, *, starts, limits, strides):
+    if not len(starts) == len(limits) == len(strides) == x.ndim:
+        _fail(op, "needs one start, limit and stride per axis", x)
+    out = []
+    for s, l, st, d in zip(starts, limits, strides, x.shape):
+        if st < 1 or not 0 <= s <= max(l, s) <= d:
+            _fail(op, f"slice {s}:{l}:{st} out of range for a dim of {d}", x)
+        out.append(max(0, -(-(l - s) // st)))
+    return tuple(out), x.dtype, x.weak
+
+
+def _rev(op, x, *, axes):
+    _norm_axes(op, x, axes)
+    return x.shape, x.dtype, x.weak
+
+
+def _pad(op, x, *, lo, hi, interior, value):
+    if not len(lo) == len(hi) == len(interior) == x.ndim or min(lo + hi + interior, default=0) < 0:
+        _fail(op, "needs non-negative lo, hi and interior padding per axis", x)
+    shape = tuple(l + h + d + max(d - 1, 0) * i for l, h, i, d in zip(lo, hi, interior, x.shape))
+    return shape, x.dtype, x.weak
+
+
+def _concat(op, *xs, axis):
+    first = xs[0]
+    for x in xs:
+        if x.ndim != first.ndim or x.dtype != first.dtype or \
+                any(a != b for i, (a, b) in enumerate(zip(x.shape, first.shape)) if i != axis):
+            _fail(op, f"all inputs must match except along axis {axis}", *xs)
+    shape = list(first.shape)
+    shape[axis] = sum(x.shape[axis] for x in xs)
+    return tuple(shape), first.dtype, all(x.weak for x in xs)
+
+
+def _matmul(op, a, b):
+    if a.ndim < 2 or a.ndim != b.ndim or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]:
+        _fail(op, "needs (..., m, k) @ (..., k, n) with equal batch dims", a, b)
+    if a.dtype != b.dtype:
+        _fail(op, f"operands must have one dtype, got {a.dtype} and {b.dtype}", a, b)
+    return a.shape[:-1] + b.shape[-1:], a.dtype, False
+
+
+def _check_indices(op, x, idx):
+    if len(idx) > x.ndim or any(i.shape != idx[0].shape for i in idx):
+        _fail(op, "needs at most one index array per axis, all of one shape", x, *idx)
+    if any(not np.issubdtype(i.dtype, np.integer) for i in idx):
+        _fail(op, "index arrays must be integers", x, *idx)
+
+
+def _gather(op, x, *idx):
+    _check_indices(op, x, idx)
+    return idx[0].shape + x.shape[len(idx):], x.dtype, False
+
+
+def _scatter_add(op, updates, *idx, shape):
+    if len(idx) > len(shape) or updates.shape != idx[0].shape + tuple(shape[len(idx):]):
+        _fail(op, f"updates must have shape index.shape + {tuple(shape[len(idx):])}", updates, *idx)
+    _check_indices(op, Node("input", (), {}, shape, updates.dtype), idx)
+    return tuple(shape), updates.dtype, False
+
+
+def _const(op, *, value):
+    return value.shape, value.dtype, False
+
+
+def _input(op, *, shape, dtype, weak=False):
+    return shape, dtype, weak
+
+
+RULES = {"select": _select, "cast": _cast, "stop_gradient": lambda op, x: (x.shape, x.dtype, x.weak),
+         "argmax": _argreduce, "argmin": _argreduce, "expand": _expand, "reshape": _reshape,
+         "transpose": _transpose, "slice": _slice, "rev": _rev, "pad": _pad, "concat": _concat,
+         "matmul": _matmul, "gather": _gather, "scatter_add": _scatter_add, "const": _const,
+         "input": _input}
+RULES.update({op: _unary for op in UNARY})
+RULES.update({op: _binary for op in BINARY})
+RULES.update({op: _reduce for op in REDUCE})
+
+
+def make(op, args=(), **params):
+    """Build a node after checking its operands with the op's rule (raises ``ShapeError``)."""
+    shape, dtype, weak = RULES[op](op, *args, **params)
+    return Node(op, args, params, shape, dtype, weak, user_frame())
+
+
+def const(value, dtype=None):
+    value = np.asarray(value, dtype=dtype)
+    return make("const", value=value)

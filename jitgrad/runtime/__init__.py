@@ -1,0 +1,1 @@
+"""Runtime: devices and (later) the compilation cache."""

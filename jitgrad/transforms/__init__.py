@@ -1,0 +1,1 @@
+"""Program transforms: automatic differentiation (``autodiff``) and simplification (``simplify``)."""

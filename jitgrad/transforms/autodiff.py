@@ -1,0 +1,197 @@
+"""Symbolic differentiation, IR in and IR out.
+
+One table, ``VJP``, holds a reverse-mode rule per primitive, written with the same NumPy-level
+functions users write, so every rule is itself made of primitives and can be differentiated
+again. ``backward_pass`` walks a program in reverse with these rules; forward mode (``jvp``)
+is derived from it by transposition (the vjp of a vjp, which is linear in its cotangent), so
+there is no second rule table to keep in sync.
+
+Values flowing through the rules are whatever the caller passes: tracers (the rules then emit
+IR into the caller's trace) or arrays (the rules compute eagerly).
+"""
+import math
+
+import numpy as np
+
+from ..errors import location
+from ..frontend import numpy_api as jnp
+from ..frontend.tracing import bind, evaluate, innermost_trace, new_trace
+from ..ir.ops import is_float
+
+NONDIFFERENTIABLE = {"floor", "ceil", "round", "sign", "argmax", "argmin", "stop_gradient", "logical_not",
+                     "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor"}
+
+
+def _sum_to(g, node_shape, out_shape):
+    """Undo ``expand``: sum over the broadcast axes, keep size-1 dims."""
+    axes = tuple(i for i, (a, b) in enumerate(zip(node_shape, out_shape)) if a == 1 and b != 1)
+    return jnp.reshape(jnp.sum(g, axis=axes), node_shape) if axes else g
+
+
+def _keepdims(g, x, axes):
+    """Broadcast a reduced cotangent back over the reduced axes of ``x``."""
+    return jnp.broadcast_to(jnp.reshape(g, tuple(1 if i in axes else d for i, d in enumerate(x.shape))), x.shape)
+
+
+def _max_vjp(g, out, x, *, axes):
+    # Ties share the gradient equally (JAX's convention).
+    mask = jnp.cast(jnp.equal(x, _keepdims(out, x, axes)), x.dtype)
+    count = jnp.sum(mask, axis=axes, keepdims=True)
+    return (_keepdims(g, x, axes) * mask / count,)
+
+
+def _prod_vjp(g, out, x, *, axes):
+    # d prod / d x_i = product of the others, computed without dividing by zero.
+    is_zero = jnp.equal(x, 0)
+    zeros = jnp.sum(jnp.cast(is_zero, x.dtype), axis=axes, keepdims=True)
+    safe = jnp.where(is_zero, 1, x)
+    nonzero_prod = jnp.prod(safe, axis=axes, keepdims=True)
+    others = jnp.where(jnp.equal(zeros, 0), nonzero_prod / safe,
+                       jnp.where(jnp.logical_and(jnp.equal(zeros, 1), is_zero), nonzero_prod, 0))
+    return (_keepdims(g, x, axes) * others,)
+
+
+def _pow_vjp(g, out, a, b):
+    # JAX's guards: 0 ** 0 has zero slope in a; log(0) is replaced where it would meet a zero.
+    da = jnp.where(jnp.equal(b, 0), 0, b * jnp.power(a, b - 1))
+    db = jnp.log(jnp.where(jnp.equal(a, 0), 1, a)) * out
+    return g * da, g * db
+
+
+def _minmax_vjp(g, out, a, b, pick):
+    share = jnp.cast(pick(a, b), g.dtype) + jnp.cast(jnp.equal(a, b), g.dtype) * 0.5
+    return g * share, g * (1 - share)
+
+
+def _slice_vjp(g, out, x, *, starts, limits, strides):
+    hi = tuple(d - s - n - max(n - 1, 0) * (st - 1) for d, s, n, st in zip(x.shape, starts, out.shape, strides))
+    return (bind("pad", g, lo=tuple(starts), hi=hi, interior=tuple(st - 1 for st in strides), value=0),)
+
+
+def _pad_vjp(g, out, x, *, lo, hi, interior, value):
+    limits = tuple(l + (d - 1) * (i + 1) + 1 if d else l for l, i, d in zip(lo, interior, x.shape))
+    return (bind("slice", g, starts=tuple(lo), limits=limits, strides=tuple(i + 1 for i in interior)),)
+
+
+def _concat_vjp(g, out, *xs, axis):
+    bounds = np.cumsum([0] + [x.shape[axis] for x in xs])
+    return tuple(jnp._take_range(g, axis, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]))
+
+
+def _matmul_vjp(g, out, a, b):
+    return jnp.matmul(g, jnp.swapaxes(b, -1, -2)), jnp.matmul(jnp.swapaxes(a, -1, -2), g)
+
+
+def _cast_vjp(g, out, x, *, dtype):
+    return (jnp.cast(g, x.dtype) if is_float(x.dtype) else None,)
+
+
+_SQRT_PI = 2 / math.sqrt(math.pi)
+
+VJP = {
+    "neg": lambda g, out, x: (-g,),
+    "abs": lambda g, out, x: (g * jnp.sign(x),),
+    "exp": lambda g, out, x: (g * out,),
+    "expm1": lambda g, out, x: (g * (out + 1),),
+    "log": lambda g, out, x: (g / x,),
+    "log1p": lambda g, out, x: (g / (x + 1),),
+    "sqrt": lambda g, out, x: (g * 0.5 / out,),
+    "cbrt": lambda g, out, x: (g / (3 * out * out),),
+    "sin": lambda g, out, x: (g * jnp.cos(x),),
+    "cos": lambda g, out, x: (-g * jnp.sin(x),),
+    "tan": lambda g, out, x: (g * (1 + out * out),),
+    "asin": lambda g, out, x: (g / jnp.sqrt(1 - x * x),),
+    "acos": lambda g, out, x: (-g / jnp.sqrt(1 - x * x),),
+    "atan": lambda g, out, x: (g / (1 + x * x),),
+    "sinh": lambda g, out, x: (g * jnp.cosh(x),),
+    "cosh": lambda g, out, x: (g * jnp.sinh(x),),
+    "tanh": lambda g, out, x: (g * (1 - out * out),),
+    "asinh": lambda g, out, x: (g / jnp.sqrt(x * x + 1),),
+    "atanh": lambda g, out, x: (g / (1 - x * x),),
+    "erf": lambda g, out, x: (g * _SQRT_PI * jnp.exp(-(x * x)),),
+    "add": lambda g, out, a, b: (g, g),
+    "sub": lambda g, out, a, b: (g, -g),
+    "mul": lambda g, out, a, b: (g * b, g * a),
+    "div": lambda g, out, a, b: (g / b, -g * out / b),
+    "pow": _pow_vjp,
+    "max": lambda g, out, a, b: _minmax_vjp(g, out, a, b, jnp.greater),
+    "min": lambda g, out, a, b: _minmax_vjp(g, out, a, b, jnp.less),
+    "atan2": lambda g, out, a, b: (g * b / (a * a + b * b), -g * a / (a * a + b * b)),
+    "hypot": lambda g, out, a, b: (g * a / out, g * b / out),
+    "select": lambda g, out, c, a, b: (None, jnp.where(c, g, 0), jnp.where(c, 0, g)),
+    "cast": _cast_vjp,
+    "reduce_sum": lambda g, out, x, *, axes: (_keepdims(g, x, axes),),
+    "reduce_max": _max_vjp,
+    "reduce_min": _max_vjp,
+    "reduce_prod": _prod_vjp,
+    "expand": lambda g, out, x, *, shape: (_sum_to(g, x.shape, shape),),
+    "reshape": lambda g, out, x, *, shape: (jnp.reshape(g, x.shape),),
+    "transpose": lambda g, out, x, *, perm: (jnp.transpose(g, np.argsort(perm)),),
+    "slice": _slice_vjp,
+    "pad": _pad_vjp,
+    "rev": lambda g, out, x, *, axes: (bind("rev", g, axes=axes),),
+    "concat": _concat_vjp,
+    "matmul": _matmul_vjp,
+    "gather": lambda g, out, x, *idx: (bind("scatter_add", g, *idx, shape=x.shape),) + (None,) * len(idx),
+    "scatter_add": lambda g, out, u, *idx, shape: (bind("gather", g, *idx),) + (None,) * len(idx),
+}
+
+
+def _differentiable(node):
+    return is_float(node.dtype) and node.op not in NONDIFFERENTIABLE
+
+
+def backward_pass(program, args, cotangents, wrt):
+    """Run ``program`` on ``args`` and pull ``cotangents`` (one per output, None for zero) back to
+    the inputs listed in ``wrt``. Returns (outputs, gradients); a gradient is None when zero."""
+    env = {id(n): a for n, a in zip(program.inputs, args)}
+    trace = innermost_trace(list(args) + list(cotangents))
+    active = {id(program.inputs[i]) for i in wrt}  # nodes that depend on a differentiated input
+    for node in program.nodes:
+        evaluate(node, env, trace)
+        if _differentiable(node) and any(id(a) in active for a in node.args):
+            active.add(id(node))
+    cts = {}
+
+    def accumulate(node, g):
+        if g is not None and id(node) in active:
+            cts[id(node)] = g if id(node) not in cts else cts[id(node)] + g
+
+    for out, ct in zip(program.outputs, cotangents):
+        accumulate(out, ct)
+    for node in reversed(program.nodes):
+        if node.op in ("input", "const") or id(node) not in cts:
+            continue
+        g = cts.pop(id(node))
+        with location(node.where):
+            grads = VJP[node.op](g, env[id(node)], *[env[id(a)] for a in node.args], **node.params)
+            for arg, ga in zip(node.args, grads):
+                accumulate(arg, ga)
+    outputs = [env[id(o)] for o in program.outputs]
+    return outputs, [cts.get(id(program.inputs[i])) for i in wrt]
+
+
+def zeros_for(node, like=()):
+    """A zero value shaped like ``node`` (a lazy broadcast when ``like`` holds tracers)."""
+    return jnp.full(node.shape, 0, node.dtype, like)
+
+
+def jvp_pass(program, args, tangents):
+    """Forward mode by transposition: ``J v`` is the vjp of ``u -> J^T u`` (linear in ``u``) at ``v``.
+    ``tangents`` has one entry per program input (None for no tangent)."""
+    wrt = [i for i, (n, t) in enumerate(zip(program.inputs, tangents)) if t is not None and is_float(n.dtype)]
+    with new_trace() as trace:
+        xs = [trace.new_input(n.shape, n.dtype, n.weak) for n in program.inputs]
+        us = [trace.new_input(o.shape, o.dtype) for o in program.outputs]
+        outs, grads = backward_pass(program, xs, us, wrt)
+        transposed = trace.program(outs + [g if g is not None else zeros_for(program.inputs[i], xs)
+                                           for g, i in zip(grads, wrt)], name="vjp")
+    n_in, n_out = len(program.inputs), len(program.outputs)
+    captured = trace.captured_values
+    u_zeros = [zeros_for(o, args) for o in program.outputs]
+    in_args = list(args) + u_zeros + captured
+    cts = [None] * n_out + [tangents[i] for i in wrt]
+    u_index = list(range(n_in, n_in + n_out))
+    outs, jv = backward_pass(transposed, in_args, cts, u_index)
+    jv = [j if j is not None else zeros_for(o, args) for j, o in zip(jv, program.outputs)]
+    return outs[:n_out], jv

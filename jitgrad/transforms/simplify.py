@@ -1,0 +1,126 @@
+"""Simplification: one forward sweep that rebuilds the program node by node.
+
+Each node is rewritten after its arguments, so rules see simplified operands:
+- dead code disappears because only what the outputs reach is visited;
+- common subexpressions are merged by structural key (op, arguments, params);
+- constant operands are folded (when that does not materialize a broadcast);
+- algebraic identities: x*1, x+0, x-0, x/1, --x, cast/reshape/transpose/expand that change nothing,
+  reshape of reshape, transpose of transpose, expand of expand, and sum of a broadcast becomes a
+  multiply by the broadcast size.
+``stop_gradient`` has done its work once differentiation is over, so it is dropped here.
+Multiplying by zero is not folded: 0 * inf is NaN, and NumPy semantics are kept.
+"""
+import math
+
+import numpy as np
+
+from ..codegen.numpy_ref import run_op
+from ..errors import location
+from ..ir import ops
+from ..ir.graph import Node, Program
+
+
+def uniform_value(node):
+    """The single value every element of ``node`` has, when that is known statically."""
+    while node.op in ("expand", "reshape", "transpose"):
+        node = node.args[0]
+    if node.op == "const":
+        v = node.params["value"]
+        if v.size and (v.size == 1 or (v.flat[0] == v).all()):
+            return v.flat[0].item()
+    return None
+
+
+def _is(node, value):
+    u = uniform_value(node)
+    return u is not None and u == value
+
+
+def _rewrite(node, args):
+    """A simpler node equal to ``node`` with arguments ``args``, or None."""
+    op, p = node.op, node.params
+    x = args[0] if args else None
+    if op == "stop_gradient":
+        return x
+    if op in ("cast", "reshape", "expand", "transpose") and x.shape == node.shape and x.dtype == node.dtype \
+            and (op != "transpose" or p["perm"] == tuple(range(x.ndim))):
+        return x
+    if op == "reshape" and x.op == "reshape":
+        return ops.make("reshape", [x.args[0]], shape=p["shape"])
+    if op == "transpose" and x.op == "transpose":
+        perm = tuple(x.params["perm"][i] for i in p["perm"])
+        return ops.make("transpose", [x.args[0]], perm=perm)
+    if op == "expand" and x.op == "expand":
+        return ops.make("expand", [x.args[0]], shape=p["shape"])
+    if op == "neg" and x.op == "neg":
+        return x.args[0]
+    if op in ("mul", "add", "sub", "div"):
+        a, b = args
+        identity = 1 if op in ("mul", "div") else 0
+        if _is(b, identity) and a.shape == node.shape:
+            return a
+        if op in ("mul", "add") and _is(a, identity) and b.shape == node.shape:
+            return b
+        if op == "mul" and _is(b, -1):
+            return ops.make("neg", [a])
+    if op == "select" and args[1] is args[2]:
+        return args[1]
+    if op == "reduce_sum":
+        return _sum_rewrite(x, p["axes"])
+    if op in ("reduce_max", "reduce_min", "reduce_prod") and not p["axes"]:
+        return x
+    return None
+
+
+def _sum_rewrite(x, axes):
+    if not axes:
+        return x
+    if all(x.shape[a] == 1 for a in axes):
+        return ops.make("reshape", [x], shape=tuple(d for i, d in enumerate(x.shape) if i not in axes))
+    if x.op != "expand":
+        return None
+    # sum over broadcast axes of expand(y) == y (broadcast over the other axes) * count
+    y = x.args[0]
+    if any(y.shape[a] != 1 for a in axes):
+        return None
+    kept = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    y = y if y.shape == kept else ops.make("expand", [y], shape=kept)
+    y = ops.make("reshape", [y], shape=tuple(d for i, d in enumerate(kept) if i not in axes))
+    count = math.prod([x.shape[a] for a in axes])
+    return ops.make("mul", [y, ops.make("expand", [ops.const(np.asarray(count, x.dtype))], shape=y.shape)
+                            if y.shape else ops.const(np.asarray(count, x.dtype))])
+
+
+def _fold(node, args):
+    if node.op in ("input", "const") or not all(a.op == "const" for a in args):
+        return None
+    if node.size > max([a.size for a in args] + [1]):  # keep broadcasts of constants lazy
+        return None
+    return ops.const(run_op(node.op, [a.params["value"] for a in args], node.params))
+
+
+def simplify(program):
+    """A smaller program computing the same outputs (see the module docstring)."""
+    memo, table = {}, {}
+
+    def intern(node):
+        # Rewrites may build nodes; CSE them too, and keep rewriting until nothing applies.
+        for _ in range(8):
+            args = node.args
+            better = _fold(node, args) or _rewrite(node, args)
+            if better is None or better is node:
+                break
+            node = better
+        key = node.key() if node.op != "input" else id(node)
+        return table.setdefault(key, node)
+
+    for node in program.nodes:
+        if node.op == "input":
+            memo[id(node)] = node
+            continue
+        args = [memo[id(a)] for a in node.args]
+        rebuilt = node if all(a is b for a, b in zip(args, node.args)) else \
+            Node(node.op, args, node.params, node.shape, node.dtype, node.weak, node.where)
+        with location(node.where):
+            memo[id(node)] = intern(rebuilt)
+    return Program(program.inputs, [memo[id(o)] for o in program.outputs], program.name)
