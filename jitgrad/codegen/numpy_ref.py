@@ -79,10 +79,13 @@ class Executable:
             lines.append(f"    {name} = {node.op}({', '.join(args)})")
         inputs = ", ".join(names[id(n)] for n in program.inputs)
         outputs = "".join(f"{names[id(n)]}, " for n in program.outputs)
-        self.source = "\n".join([f"def {program.name}({inputs}):", *lines, f"    return ({outputs})"])
         scope.update(np=np, dtype=np.dtype, inf=np.inf, nan=np.nan)
+        # The user's function name must not shadow an op (a function named ``sign`` calls ``sign``).
+        fname = program.name if program.name.isidentifier() and program.name not in scope else \
+            "f_" + "".join(c if c.isalnum() else "_" for c in program.name)
+        self.source = "\n".join([f"def {fname}({inputs}):", *lines, f"    return ({outputs})"])
         exec(compile(self.source, f"<jitgrad numpy {program.name}>", "exec"), scope)
-        self._fn = scope[program.name]
+        self._fn = scope[fname]
 
     @property
     def kernels(self):

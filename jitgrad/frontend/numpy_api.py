@@ -21,8 +21,10 @@ from .tracing import Tracer, bind, innermost_trace
 
 
 def _is_weak(x):
-    """Python scalars (and values computed only from them) take the dtype of their partner."""
-    return isinstance(x, (bool, int, float)) or (isinstance(x, Tracer) and x.node.weak)
+    """Python scalars (and values computed only from them) take the dtype of their partner.
+    NumPy scalars are strong (NEP 50), though ``np.float64`` subclasses ``float``."""
+    return (isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)) or \
+        (isinstance(x, Tracer) and x.node.weak)
 
 
 def _weak_sample(x):
@@ -208,6 +210,21 @@ def _logical(prim, name):
 
 
 logical_and, logical_or, logical_xor = (_logical(f"logical_{n}", f"logical_{n}") for n in ("and", "or", "xor"))
+
+
+def _bitwise(logical, name):
+    """``& | ^ ~`` on bools are the logical ops; on integers they act on bits, which the IR lacks."""
+    def fn(*xs):
+        if any(result_type(x) != np.bool_ for x in xs):
+            raise TraceError(f"{name} on integer arrays is not supported (at {user_frame()}); & | ^ ~ work on "
+                             "bool arrays such as comparison results")
+        return logical(*xs)
+    fn.__name__ = name
+    return fn
+
+
+bitwise_and, bitwise_or = _bitwise(logical_and, "bitwise_and"), _bitwise(logical_or, "bitwise_or")
+bitwise_xor, invert = _bitwise(logical_xor, "bitwise_xor"), _bitwise(logical_not, "invert")
 
 
 def power(a, b):
@@ -882,13 +899,14 @@ UFUNCS = {
     np.fmin: fmin, np.arctan2: arctan2, np.hypot: hypot, np.logaddexp: logaddexp, np.equal: equal,
     np.not_equal: not_equal, np.less: less, np.less_equal: less_equal, np.greater: greater,
     np.greater_equal: greater_equal, np.logical_and: logical_and, np.logical_or: logical_or,
-    np.logical_xor: logical_xor, np.logical_not: logical_not, np.negative: negative, np.positive: positive,
+    np.logical_xor: logical_xor, np.logical_not: logical_not, np.bitwise_and: bitwise_and,
+    np.bitwise_or: bitwise_or, np.bitwise_xor: bitwise_xor, np.invert: invert, np.negative: negative, np.positive: positive,
     np.absolute: absolute, np.fabs: absolute, np.sign: sign, np.exp: exp, np.expm1: expm1, np.exp2: exp2,
     np.log: log, np.log1p: log1p, np.log2: log2, np.log10: log10, np.sqrt: sqrt, np.cbrt: cbrt,
     np.square: square, np.reciprocal: reciprocal, np.sin: sin, np.cos: cos, np.tan: tan, np.arcsin: arcsin,
     np.arccos: arccos, np.arctan: arctan, np.sinh: sinh, np.cosh: cosh, np.tanh: tanh, np.arcsinh: arcsinh,
     np.arctanh: arctanh, np.floor: floor, np.ceil: ceil, np.rint: rint, np.isnan: isnan, np.isinf: isinf,
-    np.isfinite: isfinite,
+    np.isfinite: isfinite, np.matmul: matmul,  # ndarray @ Tracer arrives as the matmul ufunc
 }
 UFUNC_REDUCE = {np.add: sum, np.multiply: prod, np.maximum: max, np.minimum: min}
 
@@ -949,10 +967,10 @@ _OPERATORS = {
     "__add__": add, "__sub__": subtract, "__mul__": multiply, "__truediv__": divide, "__pow__": power,
     "__matmul__": matmul, "__radd__": _swap(add), "__rsub__": _swap(subtract), "__rmul__": _swap(multiply),
     "__rtruediv__": _swap(divide), "__rpow__": _swap(power), "__rmatmul__": _swap(matmul),
-    "__neg__": negative, "__pos__": positive, "__abs__": absolute, "__invert__": logical_not,
+    "__neg__": negative, "__pos__": positive, "__abs__": absolute, "__invert__": invert,
     "__eq__": equal, "__ne__": not_equal, "__lt__": less, "__le__": less_equal, "__gt__": greater,
-    "__ge__": greater_equal, "__and__": logical_and, "__or__": logical_or, "__xor__": logical_xor,
-    "__rand__": _swap(logical_and), "__ror__": _swap(logical_or), "__getitem__": getitem,
+    "__ge__": greater_equal, "__and__": bitwise_and, "__or__": bitwise_or, "__xor__": bitwise_xor,
+    "__rand__": _swap(bitwise_and), "__ror__": _swap(bitwise_or), "__rxor__": _swap(bitwise_xor), "__getitem__": getitem,
 }
 _METHODS = {
     "sum": sum, "prod": prod, "max": max, "min": min, "mean": mean, "var": var, "std": std,

@@ -87,8 +87,8 @@ def _sum_rewrite(x, axes):
     y = y if y.shape == kept else ops.make("expand", [y], shape=kept)
     y = ops.make("reshape", [y], shape=tuple(d for i, d in enumerate(kept) if i not in axes))
     count = math.prod([x.shape[a] for a in axes])
-    return ops.make("mul", [y, ops.make("expand", [ops.const(np.asarray(count, x.dtype))], shape=y.shape)
-                            if y.shape else ops.const(np.asarray(count, x.dtype))])
+    scale = ops.const(np.full((1,) * y.ndim, count, x.dtype))  # expand keeps the rank: broadcast from 1s
+    return ops.make("mul", [y, ops.make("expand", [scale], shape=y.shape) if y.shape else scale])
 
 
 def _fold(node, args):

@@ -1,0 +1,1 @@
+"""Numba CPU backend: fused parallel loops."""

@@ -1,0 +1,83 @@
+"""``device="cpu"``: the fusion plan run as Numba-compiled loop kernels plus library calls.
+
+Each loop kernel is compiled on its own and cached by its source text, so programs that share
+a kernel share its machine code. Library kernels call NumPy (BLAS for matmul).
+"""
+import hashlib
+import threading
+
+import numba
+import numpy as np
+
+from ...schedule.fuse import plan
+from ..numpy_ref import IMPLS
+from .codegen import loop_kernel_source
+
+FASTMATH = {"contract", "arcp", "nsz", "reassoc"}  # keeps NaN and inf semantics (no nnan/ninf)
+_compiled, _lock = {}, threading.Lock()
+
+
+def compile_kernel(source, name):
+    """The jitted function for ``source`` (shared by every program whose kernel has this text)."""
+    key = hashlib.sha256(source.encode()).hexdigest()
+    with _lock:
+        if key not in _compiled:
+            scope = {"np": np, "math": __import__("math"), "prange": numba.prange}
+            exec(compile(source, f"<jitgrad kernel {key[:12]}>", "exec"), scope)
+            _compiled[key] = numba.njit(parallel=True, fastmath=FASTMATH, error_model="numpy")(scope[name])
+        return _compiled[key]
+
+
+class _LoopStep:
+    def __init__(self, kernel, index):
+        name = f"kernel{index}"
+        self.kernel = kernel
+        self.source, self.inputs = loop_kernel_source(kernel, name)
+        self.fn = compile_kernel(self.source.replace(f"def {name}(", "def kernel("), "kernel")
+        self.stores = kernel.stores
+
+    def run(self, env):
+        outs = [np.empty(o.shape, o.dtype) for o in self.stores]
+        self.fn(*[env[id(n)] for n in self.inputs], *outs)
+        for o, buf in zip(self.stores, outs):
+            env[id(o)] = buf
+
+
+class _LibraryStep:
+    def __init__(self, kernel):
+        self.kernel = kernel
+        (self.node,) = kernel.outputs
+        args = ", ".join(f"%{i}" for i in range(len(self.node.args)))
+        self.source = f"# library: {self.node.op}({args}) -> {self.node.type}"
+
+    def run(self, env):
+        n = self.node
+        env[id(n)] = np.asarray(IMPLS[n.op](*[env[id(a)] for a in n.args], **n.params))
+
+
+class Executable:
+    """A program planned into kernels; calling it runs them in order on NumPy buffers."""
+
+    def __init__(self, program):
+        self.program = program
+        self.plan = plan(program)
+        self.steps = [_LoopStep(k, i) if k.kind == "loop" else _LibraryStep(k) for i, k in enumerate(self.plan)]
+        self.consts = {id(n): n.params["value"] for n in program.nodes if n.op == "const"}
+
+    @property
+    def kernels(self):
+        return [k.body for k in self.plan]
+
+    @property
+    def source(self):
+        return "\n\n".join(f"# kernel {i}: {k!r}\n{s.source}" for i, (k, s) in enumerate(zip(self.plan, self.steps)))
+
+    def __call__(self, *args):
+        env = dict(self.consts)
+        env.update((id(n), np.asarray(a)) for n, a in zip(self.program.inputs, args))
+        with np.errstate(all="ignore"):
+            for step in self.steps:
+                step.run(env)
+        # Results never alias the caller's arrays or our constants.
+        produced = {id(o) for s in self.steps for o in getattr(s, "stores", [getattr(s, "node", None)])}
+        return [env[id(o)] if id(o) in produced else np.array(env[id(o)]) for o in self.program.outputs]

@@ -1,0 +1,140 @@
+"""Numba source for loop kernels: readable Python, one ``@njit`` function per kernel.
+
+The loop nest iterates over the kernel's shape: kept axes outside (the first one a ``prange``),
+reduced axes inside with one scalar accumulator per reduction. A kernel with no kept axes (a
+full reduction) splits its first axis into chunks, one per ``prange`` step, and combines the
+chunk results after the loop. Every value in the body is one scalar temporary; views become
+index arithmetic on the buffers they read.
+"""
+from ...ir import ops
+from ..numba_cpu import scalar_ops
+
+CHUNKS = 64  # prange steps of a full reduction: enough for load balance, few partials to combine
+
+
+def _idx(names):
+    return ", ".join(names) if names else "()"
+
+
+class _Body:
+    """Emits scalar temporaries for (node, index) pairs, iteratively (deep chains are fine)."""
+
+    def __init__(self, kernel, buffers):
+        self.kernel, self.buffers = kernel, buffers  # buffers: id(node) -> argument name
+        self.lines, self.cache, self.count = [], {}, 0
+
+    def value(self, root, idx):
+        stack = [(root, idx, False)]
+        while stack:
+            node, idx, ready = stack.pop()
+            key = (id(node), idx)
+            if key in self.cache:
+                continue
+            if id(node) in self.buffers and not ready:
+                self.cache[key] = self._load(node, idx)
+                continue
+            if node.op == "const":
+                self.cache[key] = self._const(node, idx)
+                continue
+            if node.op in scalar_ops.VIEW_INDEX:
+                src = (node.args[0], scalar_ops.VIEW_INDEX[node.op](node, idx))
+                if (id(src[0]), src[1]) in self.cache:
+                    self.cache[key] = self.cache[(id(src[0]), src[1])]
+                elif ready:
+                    raise AssertionError("view source missing")
+                else:
+                    stack += [(node, idx, True), (src[0], src[1], False)]
+                continue
+            missing = [a for a in node.args if (id(a), idx) not in self.cache]
+            if missing and not ready:
+                stack.append((node, idx, True))
+                stack += [(a, idx, False) for a in reversed(missing)]
+                continue
+            args = [self.cache[(id(a), idx)] for a in node.args]
+            self.cache[key] = self._temp(scalar_ops.expression(node, args))
+        return self.cache[(id(root), idx)]
+
+    def _load(self, node, idx):
+        return self._temp(f"{self.buffers[id(node)]}[{_idx(idx)}]")
+
+    def _const(self, node, idx):
+        value = node.params["value"]
+        if value.size == 1:
+            return scalar_ops.literal(value.reshape(()).item(), node.dtype)
+        return self._temp(f"{self.buffers[id(node)]}[{_idx(idx)}]")
+
+    def _temp(self, expr):
+        name = f"t{self.count}"
+        self.count += 1
+        self.lines.append(f"{name} = {expr}")
+        return name
+
+
+def loop_kernel_source(kernel, name):
+    """(source, argument nodes): the kernel reads its input buffers and writes its stores."""
+    inputs = [n for n in kernel.inputs if not (n.op == "const" and n.size == 1)]
+    buffers = {id(n): f"in{i}" for i, n in enumerate(inputs)}
+    stores = {id(o): f"out{i}" for i, o in enumerate(kernel.stores)}
+    shape, raxes = kernel.shape, kernel.reduce_axes
+    kept = [a for a in range(len(shape)) if a not in raxes]
+    idx = tuple(f"i{a}" for a in range(len(shape)))
+    body = _Body(kernel, buffers)
+    reductions = [o for o in kernel.outputs if o.op in ops.REDUCE]
+    elementwise = [o for o in kernel.outputs if o.op not in ops.REDUCE]
+    inner = []
+    for o in elementwise:
+        v = body.value(o, idx)
+        if id(o) in stores:
+            inner.append(f"{stores[id(o)]}[{_idx(idx)}] = {v}")
+    for j, r in enumerate(reductions):
+        inner.append(scalar_ops.accumulate(r.op, f"acc{j}", body.value(r.args[0], idx)))
+    inner = body.lines + inner
+    inits = [f"acc{j} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
+    args = ", ".join(list(buffers.values()) + [stores[id(o)] for o in kernel.stores])
+    lines = [f"def {name}({args}):"]
+    if kept or not reductions:
+        lines += _nested(kept, raxes, shape, inits, inner,
+                         [f"{stores[id(r)]}[{_idx(tuple(idx[a] for a in kept))}] = acc{j}"
+                          for j, r in enumerate(reductions) if id(r) in stores])
+    else:
+        lines += _chunked(raxes, shape, reductions, inits, inner, stores)
+    return "\n".join(lines), inputs
+
+
+def _nested(kept, raxes, shape, inits, inner, finals):
+    lines, depth = [], 1
+    for n, a in enumerate(kept):
+        loop = "prange" if n == 0 else "range"
+        lines.append("    " * depth + f"for i{a} in {loop}({shape[a]}):")
+        depth += 1
+    lines += ["    " * depth + s for s in inits]
+    rdepth = depth
+    for a in raxes:
+        lines.append("    " * rdepth + f"for i{a} in range({shape[a]}):")
+        rdepth += 1
+    lines += ["    " * rdepth + s for s in inner]
+    lines += ["    " * depth + s for s in finals]
+    return lines
+
+
+def _chunked(raxes, shape, reductions, inits, inner, stores):
+    first, rest = raxes[0], raxes[1:]
+    n = shape[first]
+    chunks = max(1, min(CHUNKS, n))
+    lines = [f"    partial{j} = np.empty({chunks}, np.{r.dtype.name})" for j, r in enumerate(reductions)]
+    lines.append(f"    for c in prange({chunks}):")
+    lines += ["        " + s for s in inits]
+    lines.append(f"        for i{first} in range(c * {n} // {chunks}, (c + 1) * {n} // {chunks}):")
+    depth = 3
+    for a in rest:
+        lines.append("    " * depth + f"for i{a} in range({shape[a]}):")
+        depth += 1
+    lines += ["    " * depth + s for s in inner]
+    lines += [f"        partial{j}[c] = acc{j}" for j in range(len(reductions))]
+    for j, r in enumerate(reductions):
+        lines.append(f"    acc{j} = {scalar_ops.reduce_init(r.op, r.dtype)}")
+        lines.append(f"    for c in range({chunks}):")
+        lines.append("        " + scalar_ops.accumulate(r.op, f"acc{j}", f"partial{j}[c]"))
+        if id(r) in stores:
+            lines.append(f"    {stores[id(r)]}[()] = acc{j}")
+    return lines

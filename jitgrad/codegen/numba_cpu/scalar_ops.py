@@ -1,0 +1,122 @@
+"""Per-primitive scalar code for loop kernels: one table entry per elementwise op, one index
+mapping per view. This is the only place the CPU backend knows what an op computes."""
+import math
+
+import numpy as np
+
+# Elementwise ops as Python expressions over scalar operands {0}, {1}, {2}.
+EXPR = {
+    "neg": "-{0}", "abs": "abs({0})", "sign": "np.sign({0})", "logical_not": "not {0}",
+    "exp": "math.exp({0})", "expm1": "math.expm1({0})", "log": "math.log({0})", "log1p": "math.log1p({0})",
+    "sqrt": "math.sqrt({0})", "cbrt": "np.cbrt({0})", "sin": "math.sin({0})", "cos": "math.cos({0})",
+    "tan": "math.tan({0})", "asin": "math.asin({0})", "acos": "math.acos({0})", "atan": "math.atan({0})",
+    "sinh": "math.sinh({0})", "cosh": "math.cosh({0})", "tanh": "math.tanh({0})", "asinh": "math.asinh({0})",
+    "atanh": "math.atanh({0})", "erf": "math.erf({0})", "floor": "np.floor({0})", "ceil": "np.ceil({0})",
+    "round": "np.rint({0})",
+    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "pow": "{0} ** {1}",
+    # NaN-propagating like np.maximum / np.minimum
+    "max": "{0} if ({0} >= {1} or {0} != {0}) else {1}", "min": "{0} if ({0} <= {1} or {0} != {0}) else {1}",
+    "atan2": "math.atan2({0}, {1})", "hypot": "math.hypot({0}, {1})",
+    "eq": "{0} == {1}", "ne": "{0} != {1}", "lt": "{0} < {1}", "le": "{0} <= {1}", "gt": "{0} > {1}",
+    "ge": "{0} >= {1}", "logical_and": "{0} and {1}", "logical_or": "{0} or {1}", "logical_xor": "{0} != {1}",
+    "select": "{1} if {0} else {2}", "stop_gradient": "{0}",
+}
+
+
+def _typed(dtype, expr):
+    return f"np.{np.dtype(dtype).name}({expr})" if np.dtype(dtype) != np.bool_ else f"({expr}) != 0"
+
+
+def expression(node, args):
+    if node.op == "cast":
+        return _typed(node.dtype, args[0])
+    expr = EXPR[node.op].format(*args)
+    # Keep the node's dtype exactly (math.* works in float64; comparisons stay bool).
+    if node.dtype != np.bool_ and (node.op in ("div",) or expr.startswith(("math.", "np."))):
+        return _typed(node.dtype, expr)
+    return expr
+
+
+def literal(value, dtype):
+    dtype = np.dtype(dtype)
+    if dtype == np.bool_:
+        return repr(bool(value))
+    if math.isnan(value) if isinstance(value, float) else False:
+        return f"np.{dtype.name}(np.nan)"
+    if isinstance(value, float) and math.isinf(value):
+        return f"np.{dtype.name}({'-' if value < 0 else ''}np.inf)"
+    return f"np.{dtype.name}({value!r})"
+
+
+def reduce_init(op, dtype):
+    dtype = np.dtype(dtype)
+    big = "np.inf" if dtype.kind == "f" else str(np.iinfo(dtype).max)
+    small = "-np.inf" if dtype.kind == "f" else str(np.iinfo(dtype).min)
+    return {"reduce_sum": f"np.{dtype.name}(0)", "reduce_prod": f"np.{dtype.name}(1)",
+            "reduce_max": f"np.{dtype.name}({small})", "reduce_min": f"np.{dtype.name}({big})"}[op]
+
+
+def accumulate(op, acc, value):
+    return {"reduce_sum": f"{acc} += {value}", "reduce_prod": f"{acc} *= {value}",
+            "reduce_max": f"{acc} = {value} if ({value} > {acc} or {value} != {value}) else {acc}",
+            "reduce_min": f"{acc} = {value} if ({value} < {acc} or {value} != {value}) else {acc}"}[op]
+
+
+# Views: the index into the operand for an index (tuple of expressions) into the result.
+
+def _expand(node, idx):
+    src = node.args[0].shape
+    return tuple("0" if s == 1 and d != 1 else i for s, d, i in zip(src, node.shape, idx))
+
+
+def _transpose(node, idx):
+    out = [None] * len(idx)
+    for k, p in enumerate(node.params["perm"]):
+        out[p] = idx[k]
+    return tuple(out)
+
+
+def _slice(node, idx):
+    p = node.params
+    return tuple(i if (s, st) == (0, 1) else f"({s} + {st} * {i})" if st != 1 else f"({s} + {i})"
+                 for s, st, i in zip(p["starts"], p["strides"], idx))
+
+
+def _rev(node, idx):
+    axes = node.params["axes"]
+    return tuple(f"({d - 1} - {i})" if a in axes else i for a, (d, i) in enumerate(zip(node.shape, idx)))
+
+
+def _reshape(node, idx):
+    """Dims are matched in groups of equal size products: size-1 dims vanish, merged dims
+    linearize, split dims delinearize."""
+    src, dst = node.args[0].shape, node.shape
+    out, i, j = [], 0, 0
+    while i < len(src) or j < len(dst):
+        gi, gj = [i] if i < len(src) else [], [j] if j < len(dst) else []
+        pi = src[i] if i < len(src) else 1
+        pj = dst[j] if j < len(dst) else 1
+        while pi != pj:
+            if pi < pj and i + len(gi) < len(src):
+                gi.append(i + len(gi))
+                pi *= src[gi[-1]]
+            elif j + len(gj) < len(dst):
+                gj.append(j + len(gj))
+                pj *= dst[gj[-1]]
+            else:
+                break
+        lin = " + ".join(f"{idx[k]} * {math.prod(dst[k + 1:gj[-1] + 1])}" if k != gj[-1] else idx[k]
+                         for k in gj if dst[k] != 1) or "0"
+        for k in gi:
+            stride = math.prod(src[k + 1:gi[-1] + 1])
+            if src[k] == 1:
+                out.append("0")
+            elif len(gj) == 1 and len(gi) == 1:
+                out.append(lin)
+            else:
+                out.append(f"(({lin}) // {stride}) % {src[k]}" if k != gi[0] else f"({lin}) // {stride}")
+        i, j = i + len(gi), j + len(gj)
+    return tuple(out)
+
+
+VIEW_INDEX = {"expand": _expand, "transpose": _transpose, "slice": _slice, "rev": _rev, "reshape": _reshape}

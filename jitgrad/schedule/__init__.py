@@ -1,0 +1,1 @@
+"""Scheduling: fusion of an optimized program into kernels (``fuse.plan``)."""
