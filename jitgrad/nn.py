@@ -85,7 +85,7 @@ def cross_entropy(logits, labels, reduction="mean"):
     if labels.dtype.kind in "iu":
         if labels.shape != logp.shape[:-1]:
             raise jnp.ShapeError(f"cross_entropy: integer labels must have shape {logp.shape[:-1]}, "
-                                 f"got {labels.shape}")
+                                 f"got {labels.shape} at {jnp.user_frame()}")
         flat = jnp.reshape(logp, (-1, logp.shape[-1]))
         picked = flat[np.arange(flat.shape[0]), jnp.ravel(labels)]
         losses = -jnp.reshape(picked, labels.shape)

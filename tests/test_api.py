@@ -180,6 +180,16 @@ def test_python_scalars_are_traced_and_weak():
     assert step(np.ones(3, np.float64), np.float32(2.0)).dtype == np.float64
 
 
+def test_numpy_scalars_are_strong():
+    # NEP 50: np.float64(2) promotes float32 to float64 although it subclasses Python's float
+    f = jg.jit(lambda x, s: x * s, device=D)
+    x32 = np.ones(2, np.float32)
+    assert f(x32, np.float64(2)).dtype == (x32 * np.float64(2)).dtype == np.float64
+    assert f(x32, 2.0).dtype == np.float32
+    assert f(x32, np.float32(2)).dtype == np.float32
+    assert jg.jit(lambda x: x * np.float64(2), device=D)(x32).dtype == np.float64
+
+
 def test_python_scalar_gradient_is_0d():
     v, (gx, glr) = jg.jit_grad(lambda x, lr: np.sum(x * lr), argnums=(0, 1), device=D)(np.ones(3, np.float32), 0.5)
     assert v.dtype == np.float32 and gx.dtype == np.float32
@@ -234,6 +244,14 @@ def test_grad_of_grad_through_reductions():
     h = jg.grad(lambda x: np.sum(jg.grad(lambda y: np.sum(np.tanh(y)))(x)))(x)
     t = np.tanh(x)
     np.testing.assert_allclose(h, -2 * t * (1 - t * t), rtol=1e-12)
+
+
+def test_hessian_of_prod_at_zero():
+    # H[i, j] = product of the entries other than i and j: exact even where an entry is 0
+    x = np.array([1.0, 0.0, 0.5])
+    H = np.array([jg.grad(lambda x, i=i: jg.grad(np.prod)(x)[i])(x) for i in range(3)])
+    np.testing.assert_allclose(H, [[0, 0.5, 0], [0.5, 0, 1], [0, 1, 0]])
+    np.testing.assert_allclose(jg.grad(np.prod)(np.array([np.inf, 2.0, 3.0])), [6, np.inf, np.inf])
 
 
 def test_jit_of_grad_and_grad_of_jit():

@@ -66,6 +66,19 @@ def test_softmax_loss():
     np.testing.assert_allclose(ds, softmax_loss_backward(scores, y), rtol=1e-10, atol=1e-12)
 
 
+def test_softmax_loss_with_range_gather():
+    def loss(scores, y):  # cs231n's other spelling of the gather: a Python range
+        N = scores.shape[0]
+        probs = np.exp(scores - scores.max(axis=1, keepdims=True))
+        probs = probs / probs.sum(axis=1, keepdims=True)
+        return -np.sum(np.log(probs[range(N), y])) / N
+
+    r = rng(40)
+    scores, y = r.standard_normal((5, 4)), np.array([0, 3, 3, 1, 2])
+    _, (ds,) = check_grad(loss, (scores, y))
+    np.testing.assert_allclose(ds, softmax_loss_backward(scores, y), rtol=1e-10, atol=1e-12)
+
+
 def svm_loss(scores, y):
     N, C = scores.shape
     correct = scores[np.arange(N), y]

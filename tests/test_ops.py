@@ -162,7 +162,8 @@ LINALG = [C(f"matmul-{a}-{b}", np.matmul, a, b) for a, b in MATMUL_SHAPES] + [
     C("trace", np.trace, (3, 3)), C("trace_rect", np.trace, A34), C("trace_offset", lambda x: np.trace(x, 1), A34),
     C("trace_neg_offset", lambda x: np.trace(x, -1), A34),
     C("trace_axes", lambda x: np.trace(x, axis1=1, axis2=2), (2, 3, 3)),
-    C("diagonal", np.diagonal, A34), C("diagonal_offset", lambda x: np.diagonal(x, 1, 0, 2), A234),
+    C("diagonal", np.diagonal, A34), C("diagonal_past_end", lambda x: np.diagonal(x, 5) + np.diagonal(x, -3), A34),
+    C("einsum_empty", lambda x: np.einsum("ij->j", x[:0]) + x[0], A34), C("diagonal_offset", lambda x: np.diagonal(x, 1, 0, 2), A234),
 ]
 
 SHAPE = [
@@ -218,6 +219,7 @@ INDEXING = [
         ("broadcast_arrays", lambda x: x[np.array([[0], [1]]), :, np.array([0, 1, 3])]),
         ("array_none", lambda x: x[None, [1, 0], 2]),
         ("bool_const_mask", lambda x: x[:, np.array([True, False, True])]),
+        ("bool_list", lambda x: x[:, [True, False, True]]), ("empty_list", lambda x: x[[]]),
         ("take", lambda x: np.take(x, [3, 0], axis=-1)), ("take_flat", lambda x: np.take(x, [5, 0, 23])),
     ]
 ] + [
@@ -341,6 +343,8 @@ OPERATORS = [
         ("compare_chain", lambda x: ((x > -0.5) & (x <= 0.5) | ~(x != x)) * x, NONZERO),
         ("eq_scalar", lambda x: np.where(np.round(x) == 0, x, 2 * x), None),
         ("xor", lambda x: ((x > 0) ^ (x > 0.5)) * x, NONZERO),
+        ("rxor", lambda x: (True ^ (x > 0)) * x, NONZERO), ("invert", lambda x: np.invert(x > 0) * x, NONZERO),
+        ("np_bitwise", lambda x: np.bitwise_or(x > 0, np.array([True, False, False, True])) * x, NONZERO),
         ("bool_rand", lambda x: (np.ones((3, 4), bool) & (x > 0)) * x, NONZERO),
         ("float_mul_bool", lambda x: x * (x > 0), NONZERO),
     ]
@@ -360,7 +364,10 @@ DTYPE_MIX = [
     C("int_div", lambda x, i: x * (i / 2), A34, np.arange(4)),
     C("bool_arg", lambda x, m: np.where(m, x, -x) + m, A34, np.array([True, False, True, True])),
     C("np_scalar_f64", lambda x: x * np.float64(2.0), A34),
-    C("np_scalar_f32", lambda x: x * np.float32(2.0), A34),
+    C("np_scalar_f32", lambda x: x * np.float32(2.0), A34), C("np_scalar_i64", lambda x: x * np.int64(2), A34),
+    C("uint8_sum", lambda x, i: x * np.sum(i) + np.prod(i), A34, np.array([200, 100], np.uint8)),
+    C("round_int", lambda x, i: x * np.round(i, -1) + np.round(i, 1), A34, np.arange(4) * 7),
+    C("round_decimals_neg", lambda x: np.round(x * 100, -1) + np.round(x, 2), A34),
     C("python_scalar_arg", lambda x, s: x * s + s, A34, 2.5),
     C("python_int_arg", lambda x, n: x ** 2 * n, A34, 3),
 ]
@@ -449,6 +456,12 @@ def test_gather_gradient_scatter_adds_repeated_indices():
     np.testing.assert_array_equal(g, [[0, 0, 0], [0, 2, 0]])
 
 
+def test_bitwise_operators_on_integers_are_errors():
+    for f in (lambda i: i & 3, lambda i: ~i, lambda i: np.bitwise_xor(i, i)):
+        with pytest.raises(jg.TraceError, match="bool"):
+            jg.jit(f, device="numpy")(np.arange(3))
+
+
 def test_integer_output_and_integer_argument_errors():
     with pytest.raises(jg.GradError):
         jg.grad(lambda x: np.argmax(x))(np.ones(3))
@@ -456,6 +469,7 @@ def test_integer_output_and_integer_argument_errors():
         jg.grad(lambda i: np.sum(i * 1.0))(np.arange(3))
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_nan_and_inf_propagate_as_in_numpy():
     x = np.array([-1.0, 0.0, 1.0, np.inf, np.nan])
     for f in (np.log, np.sqrt, lambda x: 1 / x, lambda x: x * 0, np.exp, lambda x: np.maximum(x, 0), np.fmax,

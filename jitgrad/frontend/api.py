@@ -60,7 +60,8 @@ def trace(fn, args, traced_argnums, name=None):
 
 
 def _is_python_scalar(x):
-    return isinstance(x, (bool, int, float))
+    # np.float64 subclasses float but is a strong NumPy scalar (NEP 50): not weak
+    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
 
 
 def _normalize_argnums(argnums, nargs, what="argnums"):
@@ -89,7 +90,6 @@ def value_and_grad(f, argnums=0, has_aux=False):
         nums, single = _normalize_argnums(argnums, len(args))
         traced = trace(f, args, nums)
         out_leaves = traced.program.outputs
-        value = _check_grad_output(traced, has_aux)
         wrt, offset = [], 0
         for i in nums:
             n = len(flatten(args[i])[0])
@@ -99,6 +99,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
                                     "respect to float arguments (pass x.astype(float))")
             wrt += range(offset, offset + n)
             offset += n
+        value = _check_grad_output(traced, has_aux)  # after the arguments: an int argument is the cause
         seed = [jnp.full((), 1, value.dtype, traced.args)] + [None] * (len(out_leaves) - 1)
         outputs, grads = backward_pass(traced.program, traced.args, seed, wrt)
         grads = [g if g is not None else zeros_for(traced.program.inputs[k], traced.args) for g, k in zip(grads, wrt)]

@@ -154,10 +154,16 @@ def positive(x):
 
 
 def round(x, decimals=0):  # noqa: A001  (NumPy's name)
-    if decimals:
+    dtype = result_type(x)
+    if not is_float(dtype):  # integers stay integers, as in NumPy
+        return asarray(x) if decimals >= 0 else cast(round(cast(asarray(x), np.float64), decimals), dtype)
+    if decimals > 0:
         scale = 10.0 ** decimals
         return rint(multiply(x, scale)) / scale
-    return rint(x) if is_float(result_type(x)) else asarray(x)
+    if decimals < 0:  # NumPy divides by 10**-d here; multiplying by 0.1 would round differently
+        scale = 10.0 ** -decimals
+        return multiply(rint(divide(x, scale)), scale)
+    return rint(x)
 
 
 def square(x):
@@ -318,8 +324,8 @@ def _reduction(prim, name):
         x = asarray(a)
         if dtype is not None:
             x = cast(x, dtype)
-        elif prim in ("reduce_sum", "reduce_prod") and x.dtype.kind in "bi":
-            x = cast(x, np.int64)
+        elif prim in ("reduce_sum", "reduce_prod") and x.dtype.kind in "biu":
+            x = cast(x, np.uint64 if x.dtype.kind == "u" else np.int64)  # NumPy accumulates in 64 bits
         axes = normalize_axes(axis, x.ndim, name)
         if prim in ("reduce_max", "reduce_min") and any(x.shape[ax] == 0 for ax in axes):
             _shape_error(name, "zero-size array to reduction operation which has no identity", x.shape)
@@ -565,8 +571,8 @@ def diagonal(a, offset=0, axis1=0, axis2=1):
     i, j = normalize_axes((axis1, axis2), x.ndim, "diagonal")
     x = moveaxis(x, (i, j), (-2, -1))
     rows, cols = x.shape[-2:]
-    x = _take_range(x, x.ndim - 1, builtins.max(offset, 0), cols) if offset > 0 else x
-    x = _take_range(x, x.ndim - 2, builtins.max(-offset, 0), rows) if offset < 0 else x
+    x = _take_range(x, x.ndim - 1, builtins.min(offset, cols), cols) if offset > 0 else x
+    x = _take_range(x, x.ndim - 2, builtins.min(-offset, rows), rows) if offset < 0 else x
     rows, cols = x.shape[-2:]
     n = builtins.min(rows, cols)
     flat = reshape(x, x.shape[:-2] + (rows * cols,))
@@ -653,7 +659,7 @@ def einsum(subscripts, *operands, optimize=None, out=None):
             if sizes.get(c, 1) not in (1, d) and d != 1:
                 _shape_error("einsum", f"size of label {c!r} differs ({sizes[c]} vs {d}) in {subscripts!r}",
                              *[x.shape for x in xs])
-            sizes[c] = builtins.max(sizes.get(c, 1), d)
+            sizes[c] = d if d != 1 else sizes.get(c, 1)  # size-1 labels broadcast (0 is a real size)
     terms = [_einsum_prepare(x, spec, sizes) for x, spec in zip(xs, inputs)]
     while len(terms) > 1:
         (x, sx), (y, sy) = terms[0], terms[1]
@@ -772,13 +778,17 @@ def getitem(x, key):
 
 
 def _expand_key(x, key):
+    # A list index is an array index (a list of bools is a mask, as in NumPy).
+    key = tuple((np.asarray(k) if len(k) else np.zeros(0, np.int64)) if isinstance(k, (list, tuple, range)) else k
+                for k in key)  # NumPy reads range(n) and nested tuples as index arrays too
     bools = [k for k in key if isinstance(k, np.ndarray) and k.dtype == np.bool_ and k.ndim > 0]
     key = tuple(k for b in key for k in (np.nonzero(b) if any(b is kb for kb in bools) else (b,)))
     for k in key:
         if isinstance(k, Tracer) and k.dtype == np.bool_:
             raise TraceError(f"boolean-mask indexing x[mask] with a traced mask gives a data-dependent shape "
                              f"(at {user_frame()}); use np.where(mask, x, 0) and reduce instead")
-        if isinstance(k, (float, str)) or (isinstance(k, (np.ndarray, Tracer)) and is_float(k.dtype)):
+        known = k is None or k is Ellipsis or isinstance(k, (slice, numbers.Integral, np.ndarray, Tracer))
+        if not known or (isinstance(k, (np.ndarray, Tracer)) and is_float(k.dtype)):  # never guess
             raise TraceError(f"only integers, slices, None, ..., and integer or boolean arrays are valid "
                              f"indices, got {type(k).__name__} (at {user_frame()})")
     if builtins.sum(k is Ellipsis for k in key) > 1:
@@ -941,8 +951,9 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
 
 def _array_function(self, func, types, args, kwargs):
     if func not in FUNCTIONS:
-        name = getattr(func, "__name__", str(func))
-        raise TraceError(f"np.{name} is not supported on traced arrays (at {user_frame()}). Write it with "
+        module = (getattr(func, "__module__", None) or "numpy").replace("numpy", "np", 1)  # np.linalg.svd, not np.svd
+        name = f"{module}.{getattr(func, '__name__', str(func))}"
+        raise TraceError(f"{name} is not supported on traced arrays (at {user_frame()}). Write it with "
                          "supported operations (see jitgrad.numpy), or call it outside the traced function.")
     return FUNCTIONS[func](*args, **kwargs)
 

@@ -9,7 +9,8 @@ gradients that iterate over the same shape land in the same kernel, so e.g. a lo
 gradients of its inputs come out of one pass over the data.
 
 A *library kernel* is one op that has a better implementation than a loop nest of ours:
-matmul (BLAS), gather/scatter-add, concat, pad, argmax/argmin.
+matmul (BLAS), gather/scatter-add, concat, pad, argmax/argmin, and views of buffers that a
+library op reads (a transposed matmul operand is a strided NumPy view, never a copy).
 
 Which nodes become buffers ("realized"): program outputs, library ops and their operands,
 reductions, the operands of ``expand`` (a broadcast must not recompute its operand for every
@@ -99,15 +100,15 @@ def _loop_signature(root):
 
 
 def _new_kernel(root):
-    if root.op in LIBRARY:
-        return Kernel("library", root.shape)
+    if root.op in LIBRARY or _is_view_of_buffer(root):
+        return Kernel("library", root.shape)  # a view of a buffer is a strided view, no loop
     return Kernel("loop", *_loop_signature(root))
 
 
 def _merge_target(root, kernels, realized):
     """The last kernel, when this root can join it: same loop nest, and whatever it reads from
     that kernel is read at the loop's own index (a value already in registers)."""
-    if root.op in LIBRARY or not kernels or kernels[-1].kind != "loop":
+    if root.op in LIBRARY or _is_view_of_buffer(root) or not kernels or kernels[-1].kind != "loop":
         return None
     kernel = kernels[-1]
     shape, axes = _loop_signature(root)

@@ -41,14 +41,25 @@ def _max_vjp(g, out, x, *, axes):
 
 
 def _prod_vjp(g, out, x, *, axes):
-    # d prod / d x_i = product of the others, computed without dividing by zero.
-    is_zero = jnp.equal(x, 0)
-    zeros = jnp.sum(jnp.cast(is_zero, x.dtype), axis=axes, keepdims=True)
-    safe = jnp.where(is_zero, 1, x)
-    nonzero_prod = jnp.prod(safe, axis=axes, keepdims=True)
-    others = jnp.where(jnp.equal(zeros, 0), nonzero_prod / safe,
-                       jnp.where(jnp.logical_and(jnp.equal(zeros, 1), is_zero), nonzero_prod, 0))
-    return (_keepdims(g, x, axes) * others,)
+    # d prod / d x_i = product of the others, by a pairwise tree of multiplies (as JAX does): no
+    # division, so zeros and infs are exact and the rule itself differentiates correctly.
+    rest = [i for i in range(x.ndim) if i not in axes]
+    n, m = math.prod([x.shape[a] for a in axes]), math.prod([x.shape[i] for i in rest])
+    size = 1 << max(n - 1, 0).bit_length()
+    block = jnp.reshape(jnp.transpose(x, list(axes) + rest), (n, m))
+    block = jnp.pad(block, ((0, size - n), (0, 0)), constant_values=1) if size > n else block
+    others, b = None, 1
+    while b < size:  # level by level: each half-block is multiplied by its sibling's product
+        pairs = jnp.reshape(block, (size // (2 * b), 2, m))
+        sibling = jnp.expand_dims(jnp.flip(pairs, axis=1), 2)
+        grouped = sibling if others is None else jnp.reshape(others, (size // (2 * b), 2, b, m)) * sibling
+        others = jnp.reshape(grouped, (size, m))
+        block = pairs[:, 0] * pairs[:, 1]
+        b *= 2
+    if others is None:
+        return (_keepdims(g, x, axes),)
+    others = jnp.reshape(others[:n], tuple(x.shape[a] for a in axes) + tuple(x.shape[i] for i in rest))
+    return (_keepdims(g, x, axes) * jnp.transpose(others, np.argsort(list(axes) + rest)),)
 
 
 def _pow_vjp(g, out, a, b):

@@ -9,7 +9,7 @@ import threading
 import numba
 import numpy as np
 
-from ...schedule.fuse import plan
+from ...schedule.fuse import LIBRARY, plan
 from ..numpy_ref import IMPLS
 from .codegen import loop_kernel_source
 
@@ -24,7 +24,8 @@ def compile_kernel(source, name):
         if key not in _compiled:
             scope = {"np": np, "math": __import__("math"), "prange": numba.prange}
             exec(compile(source, f"<jitgrad kernel {key[:12]}>", "exec"), scope)
-            _compiled[key] = numba.njit(parallel=True, fastmath=FASTMATH, error_model="numpy")(scope[name])
+            parallel = "prange(" in source
+            _compiled[key] = numba.njit(parallel=parallel, fastmath=FASTMATH, error_model="numpy")(scope[name])
         return _compiled[key]
 
 
@@ -37,10 +38,14 @@ class _LoopStep:
         self.stores = kernel.stores
 
     def run(self, env):
-        outs = [np.empty(o.shape, o.dtype) for o in self.stores]
-        self.fn(*[env[id(n)] for n in self.inputs], *outs)
+        outs = [np.empty(o.shape or (1,), o.dtype) for o in self.stores]
+        self.fn(*[_at_least_1d(env[id(n)]) for n in self.inputs], *outs)
         for o, buf in zip(self.stores, outs):
-            env[id(o)] = buf
+            env[id(o)] = buf.reshape(o.shape)
+
+
+def _at_least_1d(a):
+    return a.reshape(1) if a.ndim == 0 else a
 
 
 class _LibraryStep:
@@ -63,6 +68,7 @@ class Executable:
         self.plan = plan(program)
         self.steps = [_LoopStep(k, i) if k.kind == "loop" else _LibraryStep(k) for i, k in enumerate(self.plan)]
         self.consts = {id(n): n.params["value"] for n in program.nodes if n.op == "const"}
+        self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
 
     @property
     def kernels(self):
@@ -78,6 +84,6 @@ class Executable:
         with np.errstate(all="ignore"):
             for step in self.steps:
                 step.run(env)
-        # Results never alias the caller's arrays or our constants.
-        produced = {id(o) for s in self.steps for o in getattr(s, "stores", [getattr(s, "node", None)])}
-        return [env[id(o)] if id(o) in produced else np.array(env[id(o)]) for o in self.program.outputs]
+        # Results are fresh, writeable arrays: never the caller's inputs, our constants or views.
+        return [env[id(o)] if id(o) in self._fresh and env[id(o)].flags.writeable else np.array(env[id(o)])
+                for o in self.program.outputs]

@@ -6,14 +6,19 @@ full reduction) splits its first axis into chunks, one per ``prange`` step, and 
 chunk results after the loop. Every value in the body is one scalar temporary; views become
 index arithmetic on the buffers they read.
 """
+import math
+
 from ...ir import ops
 from ..numba_cpu import scalar_ops
 
 CHUNKS = 64  # prange steps of a full reduction: enough for load balance, few partials to combine
+# Below this many loop iterations threads cost more than they save (and parallel compiles are ~5x
+# slower), so small kernels are plain serial loops.
+PARALLEL_MIN_SIZE = 1 << 15
 
 
 def _idx(names):
-    return ", ".join(names) if names else "()"
+    return ", ".join(names) if names else "0"  # 0-d buffers travel as 1-element arrays
 
 
 class _Body:
@@ -92,20 +97,20 @@ def loop_kernel_source(kernel, name):
     inits = [f"acc{j} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
     args = ", ".join(list(buffers.values()) + [stores[id(o)] for o in kernel.stores])
     lines = [f"def {name}({args}):"]
+    loop = "prange" if math.prod(shape) >= PARALLEL_MIN_SIZE else "range"
     if kept or not reductions:
-        lines += _nested(kept, raxes, shape, inits, inner,
+        lines += _nested(loop, kept, raxes, shape, inits, inner,
                          [f"{stores[id(r)]}[{_idx(tuple(idx[a] for a in kept))}] = acc{j}"
                           for j, r in enumerate(reductions) if id(r) in stores])
     else:
-        lines += _chunked(raxes, shape, reductions, inits, inner, stores)
+        lines += _chunked(loop, raxes, shape, reductions, inits, inner, stores)
     return "\n".join(lines), inputs
 
 
-def _nested(kept, raxes, shape, inits, inner, finals):
+def _nested(loop, kept, raxes, shape, inits, inner, finals):
     lines, depth = [], 1
     for n, a in enumerate(kept):
-        loop = "prange" if n == 0 else "range"
-        lines.append("    " * depth + f"for i{a} in {loop}({shape[a]}):")
+        lines.append("    " * depth + f"for i{a} in {loop if n == 0 else 'range'}({shape[a]}):")
         depth += 1
     lines += ["    " * depth + s for s in inits]
     rdepth = depth
@@ -117,12 +122,12 @@ def _nested(kept, raxes, shape, inits, inner, finals):
     return lines
 
 
-def _chunked(raxes, shape, reductions, inits, inner, stores):
+def _chunked(loop, raxes, shape, reductions, inits, inner, stores):
     first, rest = raxes[0], raxes[1:]
     n = shape[first]
-    chunks = max(1, min(CHUNKS, n))
+    chunks = max(1, min(CHUNKS if loop == "prange" else 1, n))
     lines = [f"    partial{j} = np.empty({chunks}, np.{r.dtype.name})" for j, r in enumerate(reductions)]
-    lines.append(f"    for c in prange({chunks}):")
+    lines.append(f"    for c in {loop}({chunks}):")
     lines += ["        " + s for s in inits]
     lines.append(f"        for i{first} in range(c * {n} // {chunks}, (c + 1) * {n} // {chunks}):")
     depth = 3
@@ -136,5 +141,5 @@ def _chunked(raxes, shape, reductions, inits, inner, stores):
         lines.append(f"    for c in range({chunks}):")
         lines.append("        " + scalar_ops.accumulate(r.op, f"acc{j}", f"partial{j}[c]"))
         if id(r) in stores:
-            lines.append(f"    {stores[id(r)]}[()] = acc{j}")
+            lines.append(f"    {stores[id(r)]}[0] = acc{j}")
     return lines

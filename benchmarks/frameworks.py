@@ -1,0 +1,226 @@
+"""The compared frameworks: how each one computes a workload's value and gradients.
+
+Every framework consumes the same :class:`~benchmarks.workloads.Workload`: NumPy runs the
+hand-written backward pass; autograd, JAX and jitgrad differentiate ``loss(xp, ...)`` with
+``xp`` = ``autograd.numpy`` / ``jax.numpy`` / ``numpy``; PyTorch runs it through
+:func:`torch_numpy`, a few-line NumPy-named shim over torch functions.
+
+``Framework.build(workload, args)`` returns ``(call, to_numpy)``: ``call()`` computes value and
+gradients and returns only once they are ready (JAX ``block_until_ready``; torch on the CPU is
+synchronous; jitgrad on "cuda" synchronizes the device); ``to_numpy(out)`` gives
+``(float value, tuple of ndarrays)`` for the correctness check.
+"""
+import importlib
+import importlib.metadata
+import importlib.util
+import types
+
+import numpy as np
+
+#: the "best peer" of SPEC 5's targets: jitgrad should be at least as fast as the faster of these
+PEERS = ("jax", "torch.compile")
+
+
+class Framework:
+    """Base: a named comparator, with the packages it needs and its disk-cache environment."""
+    name = ""
+    requires = ()           # importable module names
+    has_disk_cache = False
+    dists = ()              # distributions whose versions the report lists
+
+    def available(self):
+        """``None`` when usable, else the reason it is missing."""
+        for mod in self.requires:
+            try:
+                found = importlib.util.find_spec(mod) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                return f"package {mod!r} not installed"
+        return None
+
+    def versions(self):
+        out = {}
+        for dist in self.dists:
+            try:
+                out[dist] = importlib.metadata.version(dist)
+            except importlib.metadata.PackageNotFoundError:
+                pass
+        return out
+
+    def cache_env(self, cache_dir):
+        """Environment variables that point this framework's disk cache at ``cache_dir``."""
+        return {}
+
+    def setup(self, threads):
+        """Called once in the worker process before any ``build`` (imports, thread counts)."""
+
+    def build(self, workload, args):
+        raise NotImplementedError
+
+
+def _as_float(v):
+    return float(np.asarray(v))
+
+
+class NumpyHandwritten(Framework):
+    name, dists = "numpy", ("numpy",)
+
+    def build(self, w, args):
+        return (lambda: w.numpy_vg(*args)), (lambda out: (_as_float(out[0]), tuple(map(np.asarray, out[1]))))
+
+
+class Autograd(Framework):
+    name, requires, dists = "autograd", ("autograd",), ("autograd",)
+
+    def build(self, w, args):
+        import autograd
+        import autograd.numpy as anp
+        vg = autograd.value_and_grad(lambda *a: w.loss(anp, *a), argnum=w.argnums)
+        return (lambda: vg(*args)), (lambda out: (_as_float(out[0]), tuple(map(np.asarray, out[1]))))
+
+
+class Jax(Framework):
+    name, requires, has_disk_cache, dists = "jax", ("jax",), True, ("jax", "jaxlib")
+
+    def cache_env(self, cache_dir):
+        return {"JAX_COMPILATION_CACHE_DIR": cache_dir, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+    def setup(self, threads):
+        import jax  # noqa: F401  (import cost belongs to setup, not to the first call)
+
+    def build(self, w, args):
+        import jax
+        import jax.numpy as jnp
+        f = jax.jit(jax.value_and_grad(lambda *a: w.loss(jnp, *a), argnums=w.argnums))
+        dargs = [jax.device_put(a) for a in args]
+        jax.block_until_ready(dargs)
+        return (lambda: jax.block_until_ready(f(*dargs))), \
+            (lambda out: (_as_float(out[0]), tuple(np.asarray(g) for g in out[1])))
+
+
+def torch_numpy(torch):
+    """The NumPy names the workloads use, over torch (``axis``/``keepdims`` → ``dim``/``keepdim``)."""
+    def reduce(fn):
+        return lambda x, axis=None, keepdims=False: fn(x) if axis is None else fn(x, dim=axis, keepdim=keepdims)
+
+    def maximum(a, b):
+        return torch.maximum(a, b) if isinstance(b, torch.Tensor) else torch.clamp_min(a, b)
+
+    return types.SimpleNamespace(sum=reduce(torch.sum), mean=reduce(torch.mean), max=reduce(torch.amax),
+                                 maximum=maximum, exp=torch.exp, log=torch.log, log1p=torch.log1p,
+                                 tanh=torch.tanh, sqrt=torch.sqrt, arange=torch.arange)
+
+
+class Torch(Framework):
+    """PyTorch eager: ``torch.autograd.grad`` of the loss (no ``.grad`` accumulation to reset)."""
+    name, requires, dists = "torch", ("torch",), ("torch",)
+
+    def setup(self, threads):
+        import torch
+        torch.set_num_threads(threads)
+
+    def wrap(self, fn):
+        return fn
+
+    def build(self, w, args):
+        import torch
+        tnp = torch_numpy(torch)
+        ts = [torch.from_numpy(a) for a in args]
+        wrt = [ts[i].requires_grad_() for i in w.argnums]
+        f = self.wrap(lambda *a: w.loss(tnp, *a))
+
+        def call():
+            loss = f(*ts)
+            return loss.detach(), torch.autograd.grad(loss, wrt)
+        return call, (lambda out: (_as_float(out[0].numpy()), tuple(g.numpy() for g in out[1])))
+
+
+class TorchCompile(Torch):
+    """``torch.compile`` (inductor) of the loss; its backward is the AOT-compiled graph."""
+    name, has_disk_cache = "torch.compile", True
+
+    def cache_env(self, cache_dir):
+        return {"TORCHINDUCTOR_CACHE_DIR": cache_dir, "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
+                "TORCHINDUCTOR_AUTOGRAD_CACHE": "1"}
+
+    def wrap(self, fn):
+        import torch
+        return torch.compile(fn)
+
+
+class Jitgrad(Framework):
+    """``jg.jit_grad`` on one registered device."""
+    requires, has_disk_cache, dists = ("jitgrad",), True, ("numba", "llvmlite")
+
+    def __init__(self, device):
+        self.device = device
+        self.name = f"jitgrad[{device}]"
+
+    def available(self):
+        why = super().available()
+        if why:
+            return why
+        from jitgrad.runtime.devices import BACKENDS
+        if self.device not in BACKENDS:
+            return f"device {self.device!r} not registered (BACKENDS: {', '.join(BACKENDS)})"
+        return None
+
+    def versions(self):
+        import jitgrad
+        return {"jitgrad": jitgrad.__version__, **super().versions()}
+
+    def cache_env(self, cache_dir):
+        return {"JITGRAD_CACHE_DIR": cache_dir, "NUMBA_CACHE_DIR": cache_dir}
+
+    def setup(self, threads):
+        import jitgrad  # noqa: F401
+        if self.device != "numpy":
+            try:
+                import numba
+                numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+            except ImportError:
+                pass
+
+    def build(self, w, args):
+        import jitgrad as jg
+
+        def fn(*a):
+            return w.loss(np, *a)
+        fn.__name__ = fn.__qualname__ = w.name
+        f = jg.jit_grad(fn, argnums=w.argnums, device=self.device)
+        sync = lambda out: out  # noqa: E731
+        if self.device == "cuda":
+            from numba import cuda
+            args = jg.device_put(tuple(args), "cuda")
+            sync = lambda out: (cuda.synchronize(), out)[1]  # noqa: E731
+
+        def host(a):
+            return a.copy_to_host() if hasattr(a, "copy_to_host") else np.asarray(a)
+        return (lambda: sync(f(*args))), (lambda out: (_as_float(host(out[0])), tuple(host(g) for g in out[1])))
+
+
+def jitgrad_devices():
+    """Devices registered in ``jitgrad.runtime.devices.BACKENDS`` (empty if jitgrad is missing)."""
+    try:
+        from jitgrad.runtime.devices import BACKENDS
+    except ImportError:
+        return []
+    return list(BACKENDS)
+
+
+def all_frameworks(devices=None):
+    """The comparators in report order; ``devices`` picks jitgrad's (default: every registered one)."""
+    devices = jitgrad_devices() if devices is None else devices
+    return [NumpyHandwritten(), Autograd(), Jax(), Torch(), TorchCompile()] + [Jitgrad(d) for d in devices]
+
+
+def by_name(name):
+    """The framework called ``name`` (``jitgrad[cpu]`` style for jitgrad devices)."""
+    if name.startswith("jitgrad[") and name.endswith("]"):
+        return Jitgrad(name[len("jitgrad["):-1])
+    for fw in all_frameworks(devices=[]):
+        if fw.name == name:
+            return fw
+    raise KeyError(f"unknown framework {name!r}")

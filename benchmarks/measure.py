@@ -1,0 +1,257 @@
+"""Measurements, run inside worker processes (``python -m benchmarks.measure ...``).
+
+- ``warm``: one process per framework runs each workload: the first call (timed: trace and
+  compile in a process that may already have compiled other workloads), the correctness check
+  against the hand-written NumPy gradients, then warm calls (median per call), page faults
+  per warm call (``ru_minflt`` delta / calls) and the peak extra resident memory of one warm
+  call (``VmHWM`` growth after resetting it through ``/proc/self/clear_refs``).
+- ``first``: one fresh process per (framework, workload): import time, then the first call
+  (trace + compile, or a disk-cache load when the cache directory is already populated) and
+  the ``ru_maxrss`` growth across it.
+- :func:`stream`: STREAM-like copy/scale/add/triad bandwidth with Numba ``prange`` loops.
+
+Workers write JSON to ``--json PATH`` (rewritten after each workload, so a crash keeps what
+was measured) and never raise for a failing cell: the cell gets ``status: "error"``.
+"""
+import argparse
+import gc
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+import traceback
+
+import numpy as np
+
+from .frameworks import by_name
+from .workloads import WORKLOADS
+
+RTOL = 1e-3  # float32: values and gradients within 0.1% (gradients normwise: max|err| / max|ref|)
+
+
+def _status_kb(field):
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def reset_peak():
+    """Reset this process's peak RSS (``VmHWM``) to its current RSS; False where Linux refuses."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def maxrss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def check(got, ref, rtol=RTOL):
+    """``(ok, errors)``: relative error of the value and normwise relative error of each gradient."""
+    (v, gs), (rv, rgs) = got, ref
+    errs = {"value": abs(v - float(rv)) / max(abs(float(rv)), 1e-30), "grads": []}
+    ok = np.isfinite(v) and errs["value"] <= rtol and len(gs) == len(rgs)
+    for g, rg in zip(gs, rgs):
+        if g.shape != rg.shape:
+            errs["grads"].append(f"shape {g.shape} != {rg.shape}")
+            ok = False
+            continue
+        e = float(np.max(np.abs(g.astype(np.float64) - rg))) / max(float(np.max(np.abs(rg))), 1e-30) if g.size else 0.0
+        errs["grads"].append(e)
+        ok = ok and bool(np.all(np.isfinite(g))) and e <= rtol
+    return bool(ok), errs
+
+
+def time_calls(call, repeats, min_time, max_time):
+    """Median of single-call times: at least ``repeats`` samples and ``min_time`` seconds,
+    stopping early after ``max_time`` seconds once 3 samples exist."""
+    gc.collect()
+    samples = []
+    flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    start = time.perf_counter()
+    while True:
+        t = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - t)
+        elapsed = time.perf_counter() - start
+        if (len(samples) >= repeats and elapsed >= min_time) or (len(samples) >= 3 and elapsed >= max_time):
+            break
+    flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0
+    return {"warm_ms": 1e3 * statistics.median(samples), "warm_min_ms": 1e3 * min(samples),
+            "samples": len(samples), "minflt_per_call": flt / len(samples)}
+
+
+def _error(exc):
+    return {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:500],
+            "traceback": traceback.format_exc()[-2000:]}
+
+
+def threadpools():
+    """BLAS/OpenMP pools loaded in this process (threadpoolctl), or [] without it."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keys = ("user_api", "internal_api", "version", "num_threads", "architecture", "threading_layer", "prefix")
+    return [{k: p.get(k) for k in keys if p.get(k) is not None} for p in threadpool_info()]
+
+
+def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_path):
+    """Check and time ``fw`` on each workload in ``names``; results to ``json_path``."""
+    out = {"framework": fw.name, "cells": {}}
+    t = time.perf_counter()
+    fw.setup(threads)
+    out["setup_s"] = time.perf_counter() - t
+
+    def dump():
+        out["threadpools"] = threadpools()
+        with open(json_path, "w") as f:
+            json.dump(out, f)
+    for name in names:
+        w = WORKLOADS[name]
+        cell = out["cells"][name] = {"status": "running"}
+        dump()
+        try:
+            args = w.inputs(small=small)
+            ref = w.numpy_vg(*args)
+            call, to_numpy = fw.build(w, args)
+            t = time.perf_counter()
+            res = call()
+            cell["first_call_inprocess_s"] = time.perf_counter() - t
+            ok, cell["check"] = check(to_numpy(res), ref)
+            del res, ref
+            if not ok:
+                cell["status"] = "wrong"
+                continue
+            call()                                     # warm-up
+            cell.update(time_calls(call, repeats, min_time, max_time))
+            gc.collect()
+            if reset_peak():
+                base = _status_kb("VmRSS")
+                res = call()
+                cell["peak_warm_mb"] = max(0, _status_kb("VmHWM") - base) / 1024
+                del res
+            cell["status"] = "ok"
+        except Exception as exc:  # a failing cell is reported, never fatal
+            cell.update(_error(exc))
+        finally:
+            dump()
+
+
+def first_worker(fw, name, threads, small, json_path):
+    """Fresh-process first call of ``fw`` on workload ``name``; results to ``json_path``."""
+    out = {"framework": fw.name, "workload": name}
+    try:
+        t = time.perf_counter()
+        fw.setup(threads)
+        out["import_s"] = time.perf_counter() - t
+        w = WORKLOADS[name]
+        args = w.inputs(small=small)
+        call, _ = fw.build(w, args)
+        rss0 = maxrss_mb()
+        t = time.perf_counter()
+        res = call()
+        out["first_call_s"] = time.perf_counter() - t
+        out["peak_first_mb"] = maxrss_mb() - rss0
+        del res
+        t = time.perf_counter()
+        call()
+        out["second_call_s"] = time.perf_counter() - t
+        out["status"] = "ok"
+    except Exception as exc:
+        out.update(_error(exc))
+    with open(json_path, "w") as f:
+        json.dump(out, f)
+
+
+def stream(threads, n=2 ** 24, repeats=8):
+    """STREAM-like bandwidth in GB/s (float64, ``n`` elements per array, best of ``repeats``),
+    counting bytes as STREAM does (copy/scale 16 B per element, add/triad 24 B).
+
+    Numba ``prange`` loops on ``threads`` threads; without Numba, single-threaded NumPy copy.
+    """
+    a, b, c = np.empty(n), np.empty(n), np.empty(n)
+    try:
+        import numba
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        prange = numba.prange
+
+        @numba.njit(parallel=True)
+        def init(a, b, c):
+            for i in prange(a.size):
+                a[i], b[i], c[i] = 1.0, 2.0, 0.0
+
+        @numba.njit(parallel=True)
+        def copy(a, b, c, s):
+            for i in prange(a.size):
+                c[i] = a[i]
+
+        @numba.njit(parallel=True)
+        def scale(a, b, c, s):
+            for i in prange(a.size):
+                b[i] = s * c[i]
+
+        @numba.njit(parallel=True)
+        def add(a, b, c, s):
+            for i in prange(a.size):
+                c[i] = a[i] + b[i]
+
+        @numba.njit(parallel=True)
+        def triad(a, b, c, s):
+            for i in prange(a.size):
+                a[i] = b[i] + s * c[i]
+        init(a, b, c)
+        kernels = {"copy": (copy, 2), "scale": (scale, 2), "add": (add, 3), "triad": (triad, 3)}
+        method = f"numba prange, {numba.get_num_threads()} threads, float64 arrays of {n} elements"
+        used = numba.get_num_threads()
+    except ImportError:
+        a[:], b[:], c[:] = 1.0, 2.0, 0.0
+        kernels = {"copy": (lambda a, b, c, s: np.copyto(c, a), 2)}
+        method = f"numpy copyto (numba missing), 1 thread, float64 arrays of {n} elements"
+        used = 1
+    res = {}
+    for name, (k, arrays) in kernels.items():
+        k(a, b, c, 3.0)  # compile and touch
+        best = min(_timed(k, a, b, c) for _ in range(repeats))
+        res[name] = arrays * a.nbytes / best / 1e9
+    return {"GBps": res, "triad_GBps": res.get("triad", res["copy"]), "method": method, "threads": used}
+
+
+def _timed(k, a, b, c):
+    t = time.perf_counter()
+    k(a, b, c, 3.0)
+    return time.perf_counter() - t
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m benchmarks.measure", description=__doc__.split("\n")[0])
+    p.add_argument("mode", choices=["warm", "first"])
+    p.add_argument("--framework", required=True)
+    p.add_argument("--workloads", required=True, help="comma-separated")
+    p.add_argument("--json", required=True)
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--min-time", type=float, default=1.0)
+    p.add_argument("--max-time", type=float, default=10.0)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--small", action="store_true")
+    a = p.parse_args(argv)
+    fw = by_name(a.framework)
+    names = a.workloads.split(",")
+    if a.mode == "warm":
+        warm_worker(fw, names, a.repeats, a.min_time, a.max_time, a.threads, a.small, a.json)
+    else:
+        first_worker(fw, names[0], a.threads, a.small, a.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

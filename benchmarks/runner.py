@@ -1,0 +1,233 @@
+"""Orchestration: machine facts, STREAM, one warm worker per framework, fresh-process first
+calls, then the report. Every measurement runs in a subprocess (``benchmarks.measure``) so
+frameworks never share thread pools, allocators or caches, and a crash costs one cell.
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import report
+from .frameworks import all_frameworks, jitgrad_devices
+from .measure import RTOL, stream, threadpools
+from .workloads import WORKLOADS
+
+ROOT = Path(__file__).resolve().parent.parent
+# Run order (not report order): the baseline and jitgrad first, the slowest compiler last, so a
+# --quick time budget cuts the least important measurements.
+RUN_ORDER = ["numpy", "jitgrad", "jax", "torch", "autograd", "torch.compile"]
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description="jitgrad's benchmark runner (SPEC 5).")
+    p.add_argument("--quick", action="store_true",
+                   help="full sizes, fewer repeats, no fresh-process first calls, 110 s time budget")
+    p.add_argument("--device", action="append",
+                   help="jitgrad device(s) to run, comma-separated or repeated (default: every registered one)")
+    p.add_argument("--frameworks", help="comma-separated subset, e.g. numpy,jax,jitgrad[cpu]")
+    p.add_argument("--workloads", help=f"comma-separated subset of {', '.join(WORKLOADS)}")
+    p.add_argument("--repeats", type=int, help="minimum timed calls per cell (default 30, quick 5)")
+    p.add_argument("--fresh", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure first calls in fresh processes, cold and with a warm disk cache "
+                        "(default: on, off with --quick)")
+    p.add_argument("--budget", type=float, help="seconds for the whole run; later cells are skipped "
+                                                "(default: none, 110 with --quick)")
+    p.add_argument("--threads", type=int, help="threads for BLAS/OpenMP/torch/Numba (default: all cores, "
+                                               "each framework's own default)")
+    p.add_argument("--small", action="store_true", help="tiny sizes (smoke test of the runner; labelled)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="output folder")
+    p.add_argument("--write-results", action="store_true", help="also write benchmarks/RESULTS.md")
+    p.add_argument("--keep-openblas-env", action="store_true",
+                   help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (unset by default for the published table)")
+    a = p.parse_args(argv)
+    a.repeats = a.repeats or (5 if a.quick else 30)
+    a.fresh = (not a.quick) if a.fresh is None else a.fresh
+    a.budget = a.budget if a.budget is not None else (110.0 if a.quick else 0.0)
+    a.min_time, a.max_time = (0.3, 2.0) if a.quick else (2.0, 15.0)
+    return a
+
+
+class Clock:
+    """Elapsed time and the remaining --budget (``None`` when unlimited)."""
+
+    def __init__(self, budget):
+        self.t0, self.budget = time.perf_counter(), budget
+
+    def elapsed(self):
+        return time.perf_counter() - self.t0
+
+    def left(self):
+        return self.budget - self.elapsed() if self.budget else None
+
+    def log(self, msg):
+        print(f"[{self.elapsed():6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+def run_worker(args, env, timeout, log_path):
+    """Run ``python -m benchmarks.measure *args`` in its own session; ``(rc, timed_out, log tail)``."""
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.measure", *args], cwd=ROOT, env=env,
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            rc, timed_out = proc.wait(timeout=timeout), False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the worker and its compile helpers, nothing else
+            rc, timed_out = proc.wait(), True
+    with open(log_path, errors="replace") as log:
+        return rc, timed_out, log.read()[-1500:]
+
+
+def worker_env(fw, cache_dir, threads):
+    env = dict(os.environ, JAX_PLATFORMS="cpu", **fw.cache_env(str(cache_dir)))
+    if threads:
+        env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                                              "NUMBA_NUM_THREADS")})
+    return env
+
+
+def select_frameworks(a):
+    devices = None
+    if a.device:
+        devices = [d for item in a.device for d in item.split(",") if d]
+    fws = all_frameworks(devices)
+    if a.frameworks:
+        wanted = a.frameworks.split(",")
+        fws = [fw for fw in fws if fw.name in wanted or (fw.name.startswith("jitgrad") and "jitgrad" in wanted)]
+    return fws
+
+
+def run_order(fws):
+    return sorted(fws, key=lambda fw: RUN_ORDER.index(fw.name.split("[")[0]))
+
+
+def warm_phase(a, fws, names, tmp, clock, results):
+    """One worker per framework: check, warm time, memory, page faults for every workload."""
+    for fw in run_order(fws):
+        info = results["frameworks"][fw.name]
+        cells = results["cells"]
+        if info["status"] == "missing":
+            for n in names:
+                cells[n][fw.name] = {"status": "missing", "error": info["reason"]}
+            continue
+        left = clock.left()
+        if left is not None and left < 5:
+            for n in names:
+                cells[n][fw.name] = {"status": "skipped", "error": "time budget spent"}
+            continue
+        path = tmp / f"warm-{fw.name}.json"
+        argv = ["warm", "--framework", fw.name, "--workloads", ",".join(names), "--json", str(path),
+                "--repeats", str(a.repeats), "--min-time", str(a.min_time), "--max-time", str(a.max_time),
+                "--threads", str(a.threads or os.cpu_count())] + (["--small"] if a.small else [])
+        timeout = left if left is not None else 3600
+        rc, timed_out, tail = run_worker(argv, worker_env(fw, tmp / "cache" / fw.name, a.threads),
+                                         timeout, tmp / f"warm-{fw.name}.log")
+        got = json.loads(path.read_text()) if path.exists() else {"cells": {}}
+        info.update(setup_s=got.get("setup_s"), threadpools=got.get("threadpools", []))
+        for n in names:
+            cell = got["cells"].get(n)
+            if cell is None:
+                cell = {"status": "skipped", "error": "time budget spent" if timed_out else "worker died first"}
+            elif cell["status"] == "running":
+                cell = {"status": "timeout" if timed_out else "error",
+                        "error": f"worker {'timed out' if timed_out else f'exited {rc}'}: {tail[-400:]}"}
+            cells[n][fw.name] = cell
+        summary = ", ".join(f"{n} {cells[n][fw.name]['status']}" +
+                            (f" {cells[n][fw.name]['warm_ms']:.2f} ms" if "warm_ms" in cells[n][fw.name] else "")
+                            for n in names)
+        clock.log(f"{fw.name}: {summary}")
+
+
+def fresh_phase(a, fws, names, tmp, clock, results):
+    """Fresh-process first calls: cold cache, then (frameworks with a disk cache) warm cache."""
+    for fw in run_order(fws):
+        for n in names:
+            cell = results["cells"][n][fw.name]
+            if cell["status"] != "ok":
+                continue
+            cache = tmp / "fresh-cache" / f"{fw.name}-{n}"
+            runs = ("cold", "warm") if fw.has_disk_cache else ("cold",)
+            for run in runs:
+                left = clock.left()
+                if left is not None and left < 5:
+                    cell[f"first_{run}_error"] = "time budget spent"
+                    break
+                path = tmp / f"first-{fw.name}-{n}-{run}.json"
+                argv = ["first", "--framework", fw.name, "--workloads", n, "--json", str(path),
+                        "--threads", str(a.threads or os.cpu_count())] + (["--small"] if a.small else [])
+                rc, timed_out, tail = run_worker(argv, worker_env(fw, cache, a.threads),
+                                                 min(left or 900, 900), tmp / f"first-{fw.name}-{n}-{run}.log")
+                got = json.loads(path.read_text()) if path.exists() else {
+                    "status": "error", "error": f"worker {'timed out' if timed_out else f'exited {rc}'}: {tail[-300:]}"}
+                if got.get("status") != "ok":
+                    cell[f"first_{run}_error"] = got.get("error")
+                    break
+                cell[f"first_{run}_s"] = got["first_call_s"]
+                if run == "cold":
+                    cell.update(import_s=got["import_s"], peak_first_mb=got["peak_first_mb"])
+            if fw.has_disk_cache:
+                cell["disk_cache"] = True
+            elif "first_cold_s" in cell:  # no disk cache: a new process pays the plain first call
+                cell["first_warm_s"], cell["disk_cache"] = cell["first_cold_s"], False
+        clock.log(f"{fw.name}: fresh-process first calls done")
+
+
+def main(argv=None, openblas_env=None):
+    a = parse(argv)
+    clock = Clock(a.budget)
+    names = a.workloads.split(",") if a.workloads else list(WORKLOADS)
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        sys.exit(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
+    fws = select_frameworks(a)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {
+        "meta": report.machine(),
+        "settings": {"quick": a.quick, "small": a.small, "repeats": a.repeats, "min_time_s": a.min_time,
+                     "max_time_s": a.max_time, "fresh": a.fresh, "budget_s": a.budget, "threads": a.threads,
+                     "jitgrad_devices_registered": jitgrad_devices(), "correctness_rtol": RTOL},
+        "openblas_env": openblas_env or {},
+        "blas": threadpools(),
+        "frameworks": {}, "workloads": {}, "cells": {n: {} for n in names},
+    }
+    for fw in fws:
+        reason = fw.available()
+        results["frameworks"][fw.name] = {"status": "missing" if reason else "ok", "reason": reason,
+                                          "versions": {} if reason else fw.versions(),
+                                          "disk_cache": fw.has_disk_cache}
+    clock.log("STREAM bandwidth ...")
+    results["stream"] = stream(a.threads or os.cpu_count())
+    clock.log(f"STREAM triad {results['stream']['triad_GBps']:.1f} GB/s ({results['stream']['method']})")
+    for n in names:
+        w = WORKLOADS[n]
+        info = {"what": w.what, "argnums": list(w.argnums), "argnames": list(w.argnames), "extra": w.extra,
+                "memory_bound": w.memory_bound, "sizes": w.small_sizes if a.small else w.sizes}
+        if w.memory_bound:
+            info["min_bytes"] = w.min_bytes(w.inputs(small=a.small))
+            info["roofline_floor_ms"] = 1e3 * info["min_bytes"] / (results["stream"]["triad_GBps"] * 1e9)
+        results["workloads"][n] = info
+    tmp = Path(tempfile.mkdtemp(prefix="jitgrad-bench-"))
+    try:
+        warm_phase(a, fws, names, tmp, clock, results)
+        if a.fresh:
+            fresh_phase(a, fws, names, tmp, clock, results)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["meta"]["wall_s"] = clock.elapsed()
+    report.finish(results)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    md = report.markdown(results)
+    (out / "results.md").write_text(md)
+    png = report.chart(results, out / "speed.png")
+    if a.write_results:
+        (ROOT / "benchmarks" / "RESULTS.md").write_text(report.results_page(results))
+    print(md)
+    clock.log(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (f", {png}" if png else "") +
+              (", benchmarks/RESULTS.md" if a.write_results else ""))
