@@ -174,62 +174,49 @@ def first_worker(fw, name, threads, small, json_path):
         json.dump(out, f)
 
 
-def stream(threads, n=2 ** 24, repeats=8):
-    """STREAM-like bandwidth in GB/s (float64, ``n`` elements per array, best of ``repeats``),
-    counting bytes as STREAM does (copy/scale 16 B per element, add/triad 24 B).
+def _stream_kernels():
+    """Numba copy and triad loops, compiled once and cached on disk (``benchmarks/__pycache__``)."""
+    import numba
 
-    Numba ``prange`` loops on ``threads`` threads; without Numba, single-threaded NumPy copy.
+    @numba.njit(parallel=True, cache=True)
+    def kernel(op, a, b, c, s):
+        if op == 0:
+            for i in numba.prange(a.size):
+                c[i] = a[i]
+        else:
+            for i in numba.prange(a.size):
+                a[i] = b[i] + s * c[i]
+    return kernel
+
+
+def stream(threads, n=2 ** 24, repeats=5):
+    """STREAM-like bandwidth in GB/s: best of ``repeats`` over float64 arrays of ``n`` elements,
+    bytes counted as STREAM does (copy 16 B per element, triad 24 B; no write-allocate).
+
+    Numba ``prange`` loops on ``threads`` threads; without Numba, a single-threaded NumPy copy.
     """
-    a, b, c = np.empty(n), np.empty(n), np.empty(n)
+    a, b, c = np.full(n, 1.0), np.full(n, 2.0), np.zeros(n)
     try:
         import numba
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        prange = numba.prange
-
-        @numba.njit(parallel=True)
-        def init(a, b, c):
-            for i in prange(a.size):
-                a[i], b[i], c[i] = 1.0, 2.0, 0.0
-
-        @numba.njit(parallel=True)
-        def copy(a, b, c, s):
-            for i in prange(a.size):
-                c[i] = a[i]
-
-        @numba.njit(parallel=True)
-        def scale(a, b, c, s):
-            for i in prange(a.size):
-                b[i] = s * c[i]
-
-        @numba.njit(parallel=True)
-        def add(a, b, c, s):
-            for i in prange(a.size):
-                c[i] = a[i] + b[i]
-
-        @numba.njit(parallel=True)
-        def triad(a, b, c, s):
-            for i in prange(a.size):
-                a[i] = b[i] + s * c[i]
-        init(a, b, c)
-        kernels = {"copy": (copy, 2), "scale": (scale, 2), "add": (add, 3), "triad": (triad, 3)}
-        method = f"numba prange, {numba.get_num_threads()} threads, float64 arrays of {n} elements"
+        kernel = _stream_kernels()
+        kernels = {"copy": (lambda: kernel(0, a, b, c, 3.0), 2), "triad": (lambda: kernel(1, a, b, c, 3.0), 3)}
         used = numba.get_num_threads()
+        method = f"numba prange, {used} threads, float64 arrays of {n} elements"
     except ImportError:
-        a[:], b[:], c[:] = 1.0, 2.0, 0.0
-        kernels = {"copy": (lambda a, b, c, s: np.copyto(c, a), 2)}
-        method = f"numpy copyto (numba missing), 1 thread, float64 arrays of {n} elements"
-        used = 1
+        kernels = {"copy": (lambda: np.copyto(c, a), 2)}
+        used, method = 1, f"numpy copyto (numba missing), 1 thread, float64 arrays of {n} elements"
     res = {}
     for name, (k, arrays) in kernels.items():
-        k(a, b, c, 3.0)  # compile and touch
-        best = min(_timed(k, a, b, c) for _ in range(repeats))
+        k()  # compile (or load) and touch
+        best = min(_timed(k) for _ in range(repeats))
         res[name] = arrays * a.nbytes / best / 1e9
     return {"GBps": res, "triad_GBps": res.get("triad", res["copy"]), "method": method, "threads": used}
 
 
-def _timed(k, a, b, c):
+def _timed(k):
     t = time.perf_counter()
-    k(a, b, c, 3.0)
+    k()
     return time.perf_counter() - t
 
 

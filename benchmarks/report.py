@@ -89,13 +89,13 @@ def _mem(c, name):
 def markdown(results):
     """All tables as markdown."""
     s, st, m = results["settings"], results["stream"], results["meta"]
-    mode = "quick" if s["quick"] else "full"
+    mode = ("quick" if s["quick"] else "full") + " mode"
     if s["small"]:
         mode += ", SMALL sizes (not SPEC 5's: a smoke test, numbers meaningless)"
     blas = ", ".join(f"{p.get('internal_api')} {p.get('version')} ({p.get('num_threads')} threads"
                      + (f", {p['architecture']}" if p.get("architecture") else "") + ")" for p in results["blas"]
                      if p.get("user_api") == "blas") or "unknown"
-    out = [f"Run: {m['date']}, {m['cpu']}, {m['logical_cpus']} CPUs, {mode} mode, {s['repeats']}+ timed calls per "
+    out = [f"Run: {m['date']}, {m['cpu']}, {m['logical_cpus']} CPUs, {mode}, {s['repeats']}+ timed calls per "
            f"cell, wall {m.get('wall_s', 0):.0f} s. NumPy BLAS: {blas}. STREAM triad {st['triad_GBps']:.1f} GB/s "
            f"({st['method']}).", ""]
     oe = results.get("openblas_env", {})

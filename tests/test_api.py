@@ -503,21 +503,26 @@ def test_simplify_keeps_nan_semantics():
 # --------------------------------------------------------------------------- deep programs
 
 def test_ten_thousand_op_loop():
-    def f(x):
+    def f(x, a, b):
         for _ in range(2500):
-            x = np.tanh(x) * 0.5 + x * 0.5
+            x = np.tanh(x) * a + x * b  # 4 ops a step: 10,000 in all
         return np.sum(x)
 
-    x = np.array([0.3, -0.7, 1.1])
-    assert jg.make_ir(f)(x).count() >= 10_000
-    value, g = jg.jit_grad(f, device=D)(x)
-    np.testing.assert_allclose(value, f(x), rtol=1e-12)
-    want, h = np.ones_like(x), x.copy()  # chain rule by hand: product of the step derivatives
+    r = rng(9)
+    x, a, b = r.standard_normal(3), 0.5 + 0.1 * r.random(3), 0.5 + 0.1 * r.random(3)
+    assert jg.make_ir(f)(x, a, b).count() >= 10_000
+    value, (gx, ga) = jg.jit_grad(f, argnums=(0, 1), device=D)(x, a, b)
+    np.testing.assert_allclose(value, f(x, a, b), rtol=1e-12)
+    hs, h = [], x.copy()  # the chain rule by hand: forward, then backward through the steps
     for _ in range(2500):
-        t = np.tanh(h)
-        want *= 0.5 * (1 - t * t) + 0.5
-        h = t * 0.5 + h * 0.5
-    np.testing.assert_allclose(g, want, rtol=1e-10)
+        hs.append(h)
+        h = np.tanh(h) * a + h * b
+    want_x, want_a = np.ones(3), np.zeros(3)
+    for h in reversed(hs):
+        want_a += want_x * np.tanh(h)
+        want_x = want_x * ((1 - np.tanh(h) ** 2) * a + b)
+    np.testing.assert_allclose(gx, want_x, rtol=1e-10)
+    np.testing.assert_allclose(ga, want_a, rtol=1e-10)
 
 
 def test_deep_chain_grad_of_grad_0d():

@@ -322,26 +322,32 @@ def _broadcastable(a, b):
 
 
 @st.composite
-def programs(draw, max_steps=4):
-    rank = draw(st.integers(0, 3))
-    base = tuple(draw(st.lists(st.integers(1, 4), min_size=rank, max_size=rank)))
+def programs(draw, max_steps=5):
+    # Structure comes from a hypothesis-controlled Random (still shrinkable): sampled_from and small
+    # integers would strongly favor the first op names, rank 0 and one-step programs.
+    rnd = draw(st.randoms(use_true_random=False))
+    rank = rnd.choice([0, 1, 1, 2, 2, 2, 3, 3])
+    base = tuple(rnd.randint(1, 4) for _ in range(rank))
     shapes = []
-    for _ in range(draw(st.integers(1, 3))):  # suffixes of the base shape, some dims 1: they broadcast
-        s = base[draw(st.integers(0, rank)):]
-        shapes.append(tuple(1 if draw(st.integers(0, 3)) == 0 else d for d in s))
-    seed = draw(st.integers(0, 2 ** 32 - 1))
-    program = Program(shapes, [], seed)
+    for _ in range(rnd.randint(1, 3)):  # suffixes of the base shape, some dims 1: they broadcast
+        s = base[rnd.randint(0, rank):] if rnd.random() < 0.3 else base
+        shapes.append(tuple(1 if rnd.random() < 0.2 else d for d in s))
+    program = Program(shapes, [], draw(st.integers(0, 2 ** 32 - 1)))
     pool = [np.shape(x) for x in program.inputs()]
-    for _ in range(draw(st.integers(1, max_steps))):
-        name = draw(st.sampled_from(sorted(REGISTRY)))
-        op = REGISTRY[name]
-        if op.arity == 1:
-            operands = [draw(st.integers(0, len(pool) - 1))]
+    for _ in range(rnd.randint(1, max_steps)):
+        for _ in range(20):  # retry until an op applies to the drawn operands
+            name = rnd.choice(sorted(REGISTRY))
+            op = REGISTRY[name]
+            last = len(pool) - 1
+            if op.arity == 1:
+                operands = [last if rnd.random() < 0.7 else rnd.randint(0, last)]
+            else:
+                pairs = [(i, j) for i in range(len(pool)) for j in range(len(pool)) if _broadcastable(pool[i], pool[j])]
+                operands = list(rnd.choice([p for p in pairs if last in p] or pairs))
+            params = op.params(draw, *[pool[i] for i in operands])
+            if params is not None:
+                break
         else:
-            pairs = [(i, j) for i in range(len(pool)) for j in range(len(pool)) if _broadcastable(pool[i], pool[j])]
-            operands = list(draw(st.sampled_from(pairs)))
-        params = op.params(draw, *[pool[i] for i in operands])
-        if params is None:
             continue
         program.steps.append((name, operands, params))
         with np.errstate(all="ignore"):

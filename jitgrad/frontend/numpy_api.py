@@ -237,11 +237,13 @@ def power(a, b):
     """``x ** n`` for small constant integers (and 0.5) becomes multiplies (or sqrt), as a person writes it."""
     if isinstance(b, (int, float)) and not isinstance(b, bool) and isinstance(a, Tracer):
         a = cast(a, result_type(a, b))
+        if b < 0 and not is_float(a.dtype):
+            raise ValueError("Integers to negative integer powers are not allowed.")  # NumPy's error
         if b == 0:
             return ones_like(a)
         if b == 0.5 and is_float(a.dtype):
             return sqrt(a)
-        if b == int(b) and 1 <= abs(b) <= 4:
+        if float(b).is_integer() and 1 <= abs(b) <= 4:  # (not int(b): b may be nan or inf)
             out = a
             for _ in range(int(abs(b)) - 1):
                 out = multiply(out, a)

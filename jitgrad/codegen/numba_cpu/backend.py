@@ -3,12 +3,12 @@
 Each loop kernel is compiled on its own and cached by its source text, so programs that share
 a kernel share its machine code. Library kernels call NumPy (BLAS for matmul).
 """
-import hashlib
 import threading
 
 import numba
 import numpy as np
 
+from ...runtime import cache
 from ...schedule.fuse import LIBRARY, plan
 from ..numpy_ref import IMPLS
 from .codegen import loop_kernel_source
@@ -18,15 +18,46 @@ _compiled, _lock = {}, threading.Lock()
 
 
 def compile_kernel(source, name):
-    """The jitted function for ``source`` (shared by every program whose kernel has this text)."""
-    key = hashlib.sha256(source.encode()).hexdigest()
+    """The jitted function for ``source`` (shared by every program whose kernel has this text).
+    With the disk cache on, the kernel is a real module file, so Numba caches its machine code."""
+    parallel = "prange(" in source
+    flags = "{" + ", ".join(map(repr, sorted(FASTMATH))) + "}"
+    decorator = f"@njit(parallel={parallel}, fastmath={flags}, error_model='numpy', cache=True)"
+    module_source = f"{MODULE_HEADER}\n{decorator}\n{source}\n"
     with _lock:
-        if key not in _compiled:
-            scope = {"np": np, "math": __import__("math"), "prange": numba.prange}
-            exec(compile(source, f"<jitgrad kernel {key[:12]}>", "exec"), scope)
-            parallel = "prange(" in source
-            _compiled[key] = numba.njit(parallel=parallel, fastmath=FASTMATH, error_model="numpy")(scope[name])
-        return _compiled[key]
+        if module_source not in _compiled:
+            module = cache.load_module(module_source)
+            if module is None:  # cache off: compile from memory
+                scope = {}
+                exec(compile(module_source.replace(", cache=True", ""), "<jitgrad kernel>", "exec"), scope)
+                fn = scope[name]
+            else:
+                fn = _CheckedKernel(getattr(module, name), module.__file__, parallel)
+            _compiled[module_source] = fn
+        return _compiled[module_source]
+
+
+MODULE_HEADER = "import math\n\nimport numpy as np\nfrom numba import njit, prange\n"
+
+
+class _CheckedKernel:
+    """A cached kernel whose first call rebuilds it if its on-disk machine code is unusable."""
+
+    def __init__(self, dispatcher, path, parallel):
+        self.dispatcher, self.path, self.parallel, self.checked = dispatcher, path, parallel, False
+
+    def __call__(self, *args):
+        if self.checked:
+            return self.dispatcher(*args)
+        try:
+            result = self.dispatcher(*args)
+        except Exception:
+            cache.discard(self.path)  # a corrupt entry: drop it and compile afresh
+            self.dispatcher = numba.njit(parallel=self.parallel, fastmath=FASTMATH, error_model="numpy",
+                                         cache=True)(self.dispatcher.py_func)
+            result = self.dispatcher(*args)
+        self.checked = True
+        return result
 
 
 class _LoopStep:

@@ -1,0 +1,106 @@
+"""SPEC 4: one executable per signature in memory; generated code cached on disk, safely."""
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jitgrad as jg
+from jitgrad.runtime import cache
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = textwrap.dedent("""
+    import numpy as np, jitgrad as jg
+    f = jg.jit_grad(lambda x, y: np.sum(np.tanh(x) * y + x * x), argnums=(0, 1), device="cpu")
+    value, (dx, dy) = f(np.linspace(-1, 1, 33), np.linspace(0, 2, 33))
+    print(repr(float(value)), repr(float(dx.sum())), repr(float(dy.sum())))
+""")
+
+
+def _run(cache_dir):
+    env = dict(os.environ, JITGRAD_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+
+
+def _expected():
+    x, y = np.linspace(-1, 1, 33), np.linspace(0, 2, 33)
+    value, (dx, dy) = jg.jit_grad(lambda x, y: np.sum(np.tanh(x) * y + x * x), argnums=(0, 1),
+                                  device="numpy")(x, y)
+    return [float(value), float(dx.sum()), float(dy.sum())]
+
+
+def _check(result):
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_allclose([float(v) for v in result.stdout.split()], _expected(), rtol=1e-12, atol=1e-12)
+
+
+def test_two_processes_compile_the_same_function_at_once(tmp_path):
+    results = []
+    procs = []
+    for _ in range(2):
+        out = []
+        results.append(out)
+        procs.append(threading.Thread(target=lambda out=out: out.append(_run(tmp_path))))
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    for out in results:
+        _check(out[0])
+    assert list(tmp_path.glob("*/k_*.py")) and list(tmp_path.glob("*/__pycache__/*.nbi"))
+
+
+def test_corrupt_entries_are_rebuilt(tmp_path):
+    _check(_run(tmp_path))
+    for f in tmp_path.glob("*/__pycache__/*.nb*"):
+        f.write_bytes(f.read_bytes()[:10])  # truncated machine-code cache
+    _check(_run(tmp_path))
+    for f in tmp_path.glob("*/k_*.py"):
+        f.write_text("garbage")  # a generated module that no longer matches its hash
+    _check(_run(tmp_path))
+
+
+def test_cache_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("JITGRAD_CACHE_DIR", "off")
+    assert cache.cache_dir() is None
+    f = jg.jit(lambda x: np.exp(x) * 2, device="cpu")
+    np.testing.assert_allclose(f(np.zeros(3)), 2.0)
+
+
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+def test_threads_calling_one_function(device):
+    f = jg.jit_grad(lambda x: np.sum(np.sin(x) * x), device=device)
+    xs = [np.linspace(0, 1, 17) * k for k in range(8)]
+    results = [None] * len(xs)
+
+    def work(i):
+        results[i] = f(xs[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(xs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for x, (value, g) in zip(xs, results):
+        np.testing.assert_allclose(value, np.sum(np.sin(x) * x))
+        np.testing.assert_allclose(g, np.cos(x) * x + np.sin(x))
+    assert f.cache_size == 1
+
+
+def test_second_call_does_not_retrace():
+    calls = []
+
+    def f(x):
+        calls.append(1)
+        return np.sum(x * x)
+
+    g = jg.jit_grad(f)
+    g(np.ones(3))
+    g(np.ones(3) * 2)
+    assert len(calls) == 1
+    g(np.ones(4))
+    assert len(calls) == 2
