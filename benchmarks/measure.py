@@ -106,8 +106,38 @@ def threadpools():
     return [{k: p.get(k) for k in keys if p.get(k) is not None} for p in threadpool_info()]
 
 
-def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_path):
-    """Check and time ``fw`` on each workload in ``names``; results to ``json_path``."""
+def prepare(names, small, data_dir):
+    """Write each workload's inputs and hand-written NumPy value/gradients under ``data_dir``
+    (generated once per run; every worker loads them instead of recomputing)."""
+    for name in names:
+        w, d = WORKLOADS[name], os.path.join(data_dir, name)
+        os.makedirs(d, exist_ok=True)
+        args = w.inputs(small=small)
+        value, grads = w.numpy_vg(*args)
+        for i, a in enumerate(args):
+            np.save(os.path.join(d, f"in{i}.npy"), a)
+        np.save(os.path.join(d, "value.npy"), np.asarray(value))
+        for i, g in enumerate(grads):
+            np.save(os.path.join(d, f"grad{i}.npy"), g)
+
+
+def load(w, small, data_dir):
+    """``(args, (value, grads))`` from ``data_dir`` (see :func:`prepare`), or computed here without one."""
+    if not data_dir:
+        args = w.inputs(small=small)
+        return args, w.numpy_vg(*args)
+    d = os.path.join(data_dir, w.name)
+    args = tuple(np.load(os.path.join(d, f"in{i}.npy")) for i in range(len(w.argnames)))
+    grads = tuple(np.load(os.path.join(d, f"grad{i}.npy")) for i in range(len(w.argnums)))
+    return args, (np.load(os.path.join(d, "value.npy")), grads)
+
+
+def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_path, data_dir=None):
+    """Check and time ``fw`` on each workload in ``names``; results to ``json_path``.
+
+    Per cell: the first call (timed, checked), one warm-up call whose peak memory is measured,
+    then the timed calls.
+    """
     out = {"framework": fw.name, "cells": {}}
     t = time.perf_counter()
     fw.setup(threads)
@@ -115,15 +145,15 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
 
     def dump():
         out["threadpools"] = threadpools()
-        with open(json_path, "w") as f:
+        with open(json_path + ".tmp", "w") as f:
             json.dump(out, f)
+        os.replace(json_path + ".tmp", json_path)  # a worker killed mid-write leaves the last whole file
     for name in names:
         w = WORKLOADS[name]
         cell = out["cells"][name] = {"status": "running"}
         dump()
         try:
-            args = w.inputs(small=small)
-            ref = w.numpy_vg(*args)
+            args, ref = load(w, small, data_dir)
             call, to_numpy = fw.build(w, args)
             t = time.perf_counter()
             res = call()
@@ -133,14 +163,14 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
             if not ok:
                 cell["status"] = "wrong"
                 continue
-            call()                                     # warm-up
-            cell.update(time_calls(call, repeats, min_time, max_time))
             gc.collect()
-            if reset_peak():
+            if reset_peak():                           # the warm-up call measures memory
                 base = _status_kb("VmRSS")
-                res = call()
+                call()
                 cell["peak_warm_mb"] = max(0, _status_kb("VmHWM") - base) / 1024
-                del res
+            else:
+                call()
+            cell.update(time_calls(call, repeats, min_time, max_time))
             cell["status"] = "ok"
         except Exception as exc:  # a failing cell is reported, never fatal
             cell.update(_error(exc))
@@ -148,7 +178,7 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
             dump()
 
 
-def first_worker(fw, name, threads, small, json_path):
+def first_worker(fw, name, threads, small, json_path, data_dir=None):
     """Fresh-process first call of ``fw`` on workload ``name``; results to ``json_path``."""
     out = {"framework": fw.name, "workload": name}
     try:
@@ -156,7 +186,7 @@ def first_worker(fw, name, threads, small, json_path):
         fw.setup(threads)
         out["import_s"] = time.perf_counter() - t
         w = WORKLOADS[name]
-        args = w.inputs(small=small)
+        args, _ = load(w, small, data_dir)
         call, _ = fw.build(w, args)
         rss0 = maxrss_mb()
         t = time.perf_counter()
@@ -231,13 +261,14 @@ def main(argv=None):
     p.add_argument("--max-time", type=float, default=10.0)
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--small", action="store_true")
+    p.add_argument("--data", help="folder written by prepare() (default: generate inputs here)")
     a = p.parse_args(argv)
     fw = by_name(a.framework)
     names = a.workloads.split(",")
     if a.mode == "warm":
-        warm_worker(fw, names, a.repeats, a.min_time, a.max_time, a.threads, a.small, a.json)
+        warm_worker(fw, names, a.repeats, a.min_time, a.max_time, a.threads, a.small, a.json, a.data)
     else:
-        first_worker(fw, names[0], a.threads, a.small, a.json)
+        first_worker(fw, names[0], a.threads, a.small, a.json, a.data)
 
 
 if __name__ == "__main__":

@@ -81,6 +81,16 @@ def _first(c, name):
     return f"{c['first_call_inprocess_s']:.2f} (in-proc)"
 
 
+def _first_note(s):
+    note = ("Fresh process, trace + compile with an empty disk cache / a second fresh process after the first "
+            "populated the cache (\\* no disk cache: the plain first call again). ")
+    note += ("\"in-proc\": no fresh-process run; the warm worker's first call, after the framework was imported "
+             "and earlier workloads compiled")
+    note += (", with compile caches kept from earlier runs (--persistent-cache), so possibly not cold. "
+             if s.get("persistent_cache") else ", with an empty disk cache. ")
+    return note + "Last row: the warm worker's framework import + setup."
+
+
 def _mem(c, name):
     s = f"{c['peak_warm_mb']:.0f}" if "peak_warm_mb" in c else "?"
     return s + (f" / {c['peak_first_mb']:.0f}" if "peak_first_mb" in c else "")
@@ -106,11 +116,7 @@ def markdown(results):
     out += ["### Warm time per call (ms, median)",
             "In parentheses: time / the faster of JAX and torch.compile on that workload (below 1.00x is faster).", "",
             _table(results, "workload", _warm), ""]
-    out += ["### First call (s)",
-            "Fresh process, trace + compile with an empty disk cache / a second fresh process after the first "
-            "populated the cache (\\* no disk cache: the plain first call again). \"in-proc\": measured in the "
-            "warm worker instead (no fresh-process runs), where the framework was already imported and may have "
-            "compiled earlier workloads. Last row: the worker's framework import + setup.", "",
+    out += ["### First call (s)", _first_note(s), "",
             _table(results, "workload", _first,
                    [("import + setup (s)", lambda fw: f"{results['frameworks'][fw].get('setup_s') or 0:.2f}"
                      if results["frameworks"][fw]["status"] == "ok" else "missing")]), ""]

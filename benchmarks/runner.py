@@ -13,30 +13,35 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from . import report
 from .frameworks import all_frameworks, jitgrad_devices
-from .measure import RTOL, stream, threadpools
+from .measure import RTOL, prepare, stream, threadpools
 from .workloads import WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run order (not report order): the baseline, jitgrad and the SPEC's peers first, so a --quick
-# time budget cuts the least important measurements; each later framework keeps a reserve.
+# Run order (not report order). Under a --budget each framework's worker gets an equal share of
+# the time left (what one leaves unused goes to the next), so every column gets some cells.
 RUN_ORDER = ["numpy", "jitgrad", "jax", "torch.compile", "torch", "autograd"]
-RESERVE_S = 8.0  # of a --budget, kept for each framework still to run
 
 
 def parse(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="jitgrad's benchmark runner (SPEC 5).")
     p.add_argument("--quick", action="store_true",
-                   help="full sizes, fewer repeats, no fresh-process first calls, 105 s time budget")
+                   help="full sizes, 3 timed calls per cell, SPEC workloads only (no variant), no fresh-process "
+                        "first calls, a 105 s time budget")
     p.add_argument("--device", action="append",
                    help="jitgrad device(s) to run, comma-separated or repeated (default: every registered one)")
     p.add_argument("--frameworks", help="comma-separated subset, e.g. numpy,jax,jitgrad[cpu]")
-    p.add_argument("--workloads", help=f"comma-separated subset of {', '.join(WORKLOADS)}")
+    p.add_argument("--workloads", help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: all; --quick: all but variants)")
     p.add_argument("--repeats", type=int, help="minimum timed calls per cell (default 30, quick 5)")
     p.add_argument("--fresh", action=argparse.BooleanOptionalAction, default=None,
                    help="measure first calls in fresh processes, cold and with a warm disk cache "
                         "(default: on, off with --quick)")
+    p.add_argument("--persistent-cache", action=argparse.BooleanOptionalAction, default=None,
+                   help="keep compile caches (jitgrad, JAX, inductor) in OUT/cache across runs, so warm workers "
+                        "skip compiling; their in-process first calls are then not cold (default: on with --quick)")
     p.add_argument("--budget", type=float, help="seconds for the whole run; later cells are skipped "
                                                 "(default: none, 105 with --quick)")
     p.add_argument("--threads", type=int, help="threads for BLAS/OpenMP/torch/Numba (default: all cores, "
@@ -47,10 +52,11 @@ def parse(argv):
     p.add_argument("--keep-openblas-env", action="store_true",
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (unset by default for the published table)")
     a = p.parse_args(argv)
-    a.repeats = a.repeats or (5 if a.quick else 30)
+    a.repeats = a.repeats or (3 if a.quick else 30)
     a.fresh = (not a.quick) if a.fresh is None else a.fresh
+    a.persistent_cache = a.quick if a.persistent_cache is None else a.persistent_cache
     a.budget = a.budget if a.budget is not None else (105.0 if a.quick else 0.0)
-    a.min_time, a.max_time = (0.3, 2.0) if a.quick else (2.0, 15.0)
+    a.min_time, a.max_time = (0.0, 1.0) if a.quick else (2.0, 15.0)
     return a
 
 
@@ -110,28 +116,31 @@ def run_order(fws):
 
 def warm_phase(a, fws, names, tmp, clock, results):
     """One worker per framework: check, warm time, memory, page faults for every workload."""
-    order = run_order(fws)
-    for k, fw in enumerate(order):
+    cells = results["cells"]
+    todo = []
+    for fw in run_order(fws):
         info = results["frameworks"][fw.name]
-        cells = results["cells"]
         if info["status"] == "missing":
             for n in names:
                 cells[n][fw.name] = {"status": "missing", "error": info["reason"]}
-            continue
+        else:
+            todo.append(fw)
+    for k, fw in enumerate(todo):
+        info = results["frameworks"][fw.name]
         left = clock.left()
         if left is not None:
-            later = sum(results["frameworks"][f.name]["status"] == "ok" for f in order[k + 1:])
-            left -= RESERVE_S * later
-        if left is not None and left < 5:
+            left /= len(todo) - k
+        if left is not None and left < 3:
             for n in names:
                 cells[n][fw.name] = {"status": "skipped", "error": "time budget spent"}
             continue
         path = tmp / f"warm-{fw.name}.json"
         argv = ["warm", "--framework", fw.name, "--workloads", ",".join(names), "--json", str(path),
                 "--repeats", str(a.repeats), "--min-time", str(a.min_time), "--max-time", str(a.max_time),
-                "--threads", str(a.threads or os.cpu_count())] + (["--small"] if a.small else [])
+                "--threads", str(a.threads or os.cpu_count()), "--data", str(tmp / "data")] + (["--small"] if a.small else [])
         timeout = left if left is not None else 3600
-        rc, timed_out, tail = run_worker(argv, worker_env(fw, tmp / "cache" / fw.name, a.threads),
+        cache = (Path(a.out) / "cache" if a.persistent_cache else tmp / "cache") / fw.name
+        rc, timed_out, tail = run_worker(argv, worker_env(fw, cache, a.threads),
                                          timeout, tmp / f"warm-{fw.name}.log")
         got = json.loads(path.read_text()) if path.exists() else {"cells": {}}
         info.update(setup_s=got.get("setup_s"), threadpools=got.get("threadpools", []))
@@ -165,7 +174,8 @@ def fresh_phase(a, fws, names, tmp, clock, results):
                     break
                 path = tmp / f"first-{fw.name}-{n}-{run}.json"
                 argv = ["first", "--framework", fw.name, "--workloads", n, "--json", str(path),
-                        "--threads", str(a.threads or os.cpu_count())] + (["--small"] if a.small else [])
+                        "--threads", str(a.threads or os.cpu_count()), "--data", str(tmp / "data")] + \
+                    (["--small"] if a.small else [])
                 rc, timed_out, tail = run_worker(argv, worker_env(fw, cache, a.threads),
                                                  min(left or 900, 900), tmp / f"first-{fw.name}-{n}-{run}.log")
                 got = json.loads(path.read_text()) if path.exists() else {
@@ -183,10 +193,23 @@ def fresh_phase(a, fws, names, tmp, clock, results):
         clock.log(f"{fw.name}: fresh-process first calls done")
 
 
+def describe_workloads(names, small, data_dir, results):
+    """Workload facts for the report; the roofline floor for memory-bound ones."""
+    for n in names:
+        w = WORKLOADS[n]
+        info = {"what": w.what, "argnums": list(w.argnums), "argnames": list(w.argnames), "extra": w.extra,
+                "memory_bound": w.memory_bound, "sizes": w.small_sizes if small else w.sizes}
+        if w.memory_bound:
+            args = [np.load(data_dir / n / f"in{i}.npy", mmap_mode="r") for i in range(len(w.argnames))]
+            info["min_bytes"] = w.min_bytes(args)
+            info["roofline_floor_ms"] = 1e3 * info["min_bytes"] / (results["stream"]["triad_GBps"] * 1e9)
+        results["workloads"][n] = info
+
+
 def main(argv=None, openblas_env=None):
     a = parse(argv)
     clock = Clock(a.budget)
-    names = a.workloads.split(",") if a.workloads else list(WORKLOADS)
+    names = a.workloads.split(",") if a.workloads else [n for n, w in WORKLOADS.items() if not (a.quick and w.extra)]
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         sys.exit(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
@@ -196,7 +219,7 @@ def main(argv=None, openblas_env=None):
     results = {
         "meta": report.machine(),
         "settings": {"quick": a.quick, "small": a.small, "repeats": a.repeats, "min_time_s": a.min_time,
-                     "max_time_s": a.max_time, "fresh": a.fresh, "budget_s": a.budget, "threads": a.threads,
+                     "max_time_s": a.max_time, "fresh": a.fresh, "persistent_cache": a.persistent_cache, "budget_s": a.budget, "threads": a.threads,
                      "jitgrad_devices_registered": jitgrad_devices(), "correctness_rtol": RTOL},
         "openblas_env": openblas_env or {},
         "blas": threadpools(),
@@ -210,16 +233,11 @@ def main(argv=None, openblas_env=None):
     clock.log("STREAM bandwidth ...")
     results["stream"] = stream(a.threads or os.cpu_count())
     clock.log(f"STREAM triad {results['stream']['triad_GBps']:.1f} GB/s ({results['stream']['method']})")
-    for n in names:
-        w = WORKLOADS[n]
-        info = {"what": w.what, "argnums": list(w.argnums), "argnames": list(w.argnames), "extra": w.extra,
-                "memory_bound": w.memory_bound, "sizes": w.small_sizes if a.small else w.sizes}
-        if w.memory_bound:
-            info["min_bytes"] = w.min_bytes(w.inputs(small=a.small))
-            info["roofline_floor_ms"] = 1e3 * info["min_bytes"] / (results["stream"]["triad_GBps"] * 1e9)
-        results["workloads"][n] = info
     tmp = Path(tempfile.mkdtemp(prefix="jitgrad-bench-"))
     try:
+        prepare(names, a.small, tmp / "data")
+        clock.log(f"inputs and hand-written NumPy gradients of {len(names)} workloads written to {tmp / 'data'}")
+        describe_workloads(names, a.small, tmp / "data", results)
         warm_phase(a, fws, names, tmp, clock, results)
         if a.fresh:
             fresh_phase(a, fws, names, tmp, clock, results)

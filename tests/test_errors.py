@@ -353,6 +353,13 @@ def test_wrong_argument_types_fail_at_the_call(bad, word):
     assert not entered  # rejected before tracing, not deep inside
 
 
+def test_unhashable_static_argument():
+    with pytest.raises(TypeError, match="hashable"):
+        jit(lambda x, shape: x.reshape(shape), static_argnums=1)(np.ones(4), [2, 2])
+    np.testing.assert_array_equal(jit(lambda x, shape: x.reshape(shape), static_argnums=-1)(np.ones(4), (2, 2)),
+                                  np.ones((2, 2)))
+
+
 def test_wrong_type_in_second_argument_named():
     with pytest.raises(TypeError, match="argument 1"):
         jit(lambda x, y: x + y)(np.ones(2), "abc")

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import jitgrad as jg
@@ -163,6 +163,8 @@ def _slice(draw, n):
 
 def index_params(draw, shape):
     """A basic index (slices with any step, ints, None, ...): never empty."""
+    if not shape or not all(shape):
+        return None
     key = []
     for n in shape:
         kind = draw(st.sampled_from(["slice", "int", "all"]))
@@ -172,12 +174,12 @@ def index_params(draw, shape):
     if len(key) > 1 and draw(st.booleans()):  # replace a run of full slices by an ellipsis
         i = draw(st.integers(0, len(key) - 1))
         key = key[:i] + [Ellipsis] + [k for k in key[i:] if k is None or not (isinstance(k, slice) and k == slice(None))]
-    return {"key": tuple(key)} if shape else None
+    return {"key": tuple(key)} if shape and all(shape) else None
 
 
 def gather_params(draw, shape):
     """Integer-array indexes on one or two axes (negative and repeated entries), with slices around."""
-    if not shape:
+    if not shape or not all(shape):
         return None
     axes = sorted(draw(st.lists(st.integers(0, len(shape) - 1), min_size=1, max_size=2, unique=True)))
     idx_shape = tuple(draw(st.lists(st.integers(1, 3), max_size=2)))
@@ -398,6 +400,7 @@ def test_jvp_is_transpose_of_vjp(program):
     out, jv = jg.jvp(program, tuple(xs), tuple(vs))
     u = rng.standard_normal(np.shape(out))
     out2, pull = jg.vjp(program, *xs)
+    assume(np.all(np.isfinite(out)))  # e.g. the mean of an empty array: no derivative identity to check
     cts = pull(u)
     _close(out, out2, 1e-12, f"outputs of {program}")
     forward = np.sum(u * jv)

@@ -181,6 +181,12 @@ class Tracer:
         self._concrete("np.asarray/np.array (conversion to a concrete ndarray)",
                        "It already is an array inside the traced function: drop the conversion.")
 
+    def __getattr__(self, name):
+        if hasattr(np.ndarray, name):
+            raise TraceError(f"x.{name} is not supported on traced arrays (at {user_frame()}); write it with "
+                             "the supported NumPy operations (see jitgrad.numpy)")
+        raise AttributeError(f"'Tracer' object has no attribute {name!r}")
+
     def __setitem__(self, key, value):
         raise TraceError(f"in-place assignment x[...] = v on a traced array {self.node.type} (at "
                          f"{user_frame()}) is not supported: arrays are immutable while tracing. "

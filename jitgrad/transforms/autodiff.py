@@ -155,6 +155,11 @@ def _differentiable(node):
 def backward_pass(program, args, cotangents, wrt):
     """Run ``program`` on ``args`` and pull ``cotangents`` (one per output, None for zero) back to
     the inputs listed in ``wrt``. Returns (outputs, gradients); a gradient is None when zero."""
+    with np.errstate(all="ignore"):  # eager rules warn where compiled code would not (inf, NaN)
+        return _backward_pass(program, args, cotangents, wrt)
+
+
+def _backward_pass(program, args, cotangents, wrt):
     env = {id(n): a for n, a in zip(program.inputs, args)}
     trace = innermost_trace(list(args) + list(cotangents))
     active = {id(program.inputs[i]) for i in wrt}  # nodes that depend on a differentiated input
