@@ -27,6 +27,7 @@ class Framework:
     requires = ()           # importable module names
     has_disk_cache = False
     dists = ()              # distributions whose versions the report lists
+    weight = 1.0            # share of a --budget (compilers need more)
 
     def available(self):
         """``None`` when usable, else the reason it is missing."""
@@ -139,7 +140,7 @@ class Torch(Framework):
 
 class TorchCompile(Torch):
     """``torch.compile`` (inductor) of the loss; its backward is the AOT-compiled graph."""
-    name, has_disk_cache = "torch.compile", True
+    name, has_disk_cache, weight = "torch.compile", True, 3.0
 
     def cache_env(self, cache_dir):
         return {"TORCHINDUCTOR_CACHE_DIR": cache_dir, "TORCHINDUCTOR_FX_GRAPH_CACHE": "1",
@@ -157,6 +158,7 @@ class Jitgrad(Framework):
     def __init__(self, device):
         self.device = device
         self.name = f"jitgrad[{device}]"
+        self.weight = 1.0 if device == "numpy" else 1.5
 
     def available(self):
         why = super().available()

@@ -21,9 +21,10 @@ from .measure import RTOL, prepare, stream, threadpools
 from .workloads import WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run order (not report order). Under a --budget each framework's worker gets an equal share of
-# the time left (what one leaves unused goes to the next), so every column gets some cells.
-RUN_ORDER = ["numpy", "jitgrad", "jax", "torch.compile", "torch", "autograd"]
+# Run order (not report order). Under a --budget each framework's worker gets its weighted share
+# (Framework.weight) of the time left; what one leaves unused goes to the later ones, the
+# slowest compiler last.
+RUN_ORDER = ["numpy", "jitgrad", "jax", "torch", "autograd", "torch.compile"]
 
 
 def parse(argv):
@@ -91,6 +92,19 @@ def run_worker(args, env, timeout, log_path):
         return rc, timed_out, log.read()[-1500:]
 
 
+def drop_newer(cache_dir, since):
+    """Delete files written to ``cache_dir`` since ``since``: a worker killed mid-compile can leave a
+    truncated entry (inductor writes its .so in place) that would break every later run."""
+    for root, _, files in os.walk(cache_dir):
+        for f in files:
+            path = os.path.join(root, f)
+            try:
+                if os.path.getmtime(path) >= since - 1:
+                    os.remove(path)
+            except OSError:
+                pass
+
+
 def worker_env(fw, cache_dir, threads):
     env = dict(os.environ, JAX_PLATFORMS="cpu", **fw.cache_env(str(cache_dir)))
     if threads:
@@ -129,7 +143,7 @@ def warm_phase(a, fws, names, tmp, clock, results):
         info = results["frameworks"][fw.name]
         left = clock.left()
         if left is not None:
-            left /= len(todo) - k
+            left *= fw.weight / sum(f.weight for f in todo[k:])
         if left is not None and left < 3:
             for n in names:
                 cells[n][fw.name] = {"status": "skipped", "error": "time budget spent"}
@@ -146,6 +160,8 @@ def warm_phase(a, fws, names, tmp, clock, results):
         info.update(setup_s=got.get("setup_s"), threadpools=got.get("threadpools", []))
         for n in names:
             cell = got["cells"].get(n)
+            if timed_out and a.persistent_cache and cell and cell["status"] == "running":
+                drop_newer(cache, cell["started"])
             if cell is None:
                 cell = {"status": "skipped", "error": "time budget spent" if timed_out else "worker died first"}
             elif cell["status"] == "running":

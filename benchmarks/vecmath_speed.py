@@ -1,6 +1,6 @@
 """Speed of the call-free vecmath functions against NumPy and against Numba loops calling np.<fn>.
 
-    python3 benchmarks/vecmath_speed.py [--n 4194304] [--repeat 20]
+    python3 benchmarks/vecmath_speed.py [--n 4194304] [--repeat 20] [--threads T]
 
 Prints ms per call for float32 arrays: NumPy's own ufunc (writing into a preallocated output),
 an @njit(parallel=True) prange loop calling np.<fn> (a scalar libm call per element), and the
@@ -13,7 +13,7 @@ import sys
 import time
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, njit, prange, set_num_threads
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from jitgrad.codegen.numba_cpu import vecmath as vm  # noqa: E402
@@ -86,7 +86,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=2 ** 22)
     ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=0, help="Numba threads (default: all)")
     args = ap.parse_args()
+    if args.threads:
+        set_num_threads(args.threads)
     rng = np.random.default_rng(0)
     inputs = {
         "exp": rng.uniform(-80, 80, args.n).astype(np.float32),

@@ -83,9 +83,11 @@ BINARY = [C(f"{name}-{a}-{b}", fn, a, b, dom=dom) for name, fn, dom in BINARY_FN
 
 LOGICAL = [
     C(name, fn, A34, (4,), grad=False) for name, fn in [
-        ("equal", lambda a, b: np.equal(np.round(a), np.round(b))), ("not_equal", lambda a, b: np.round(a) != np.round(b)),
+        ("equal", lambda a, b: np.equal(np.round(a), np.round(b))),
+        ("not_equal", lambda a, b: np.round(a) != np.round(b)),
         ("less", np.less), ("less_equal", np.less_equal), ("greater", np.greater), ("greater_equal", np.greater_equal),
-        ("logical_and", lambda a, b: np.logical_and(a > 0, b > 0)), ("logical_or", lambda a, b: np.logical_or(a > 0, b > 0)),
+        ("logical_and", lambda a, b: np.logical_and(a > 0, b > 0)),
+        ("logical_or", lambda a, b: np.logical_or(a > 0, b > 0)),
         ("logical_xor", lambda a, b: np.logical_xor(a > 0, b > 0)), ("logical_not", lambda a, b: np.logical_not(a > b)),
         ("logical_on_floats", lambda a, b: np.logical_and(a, np.round(b))),
         ("isnan_isfinite", lambda a, b: np.isfinite(a / b) & ~np.isnan(a)),
@@ -122,7 +124,8 @@ REDUCTIONS = [
 ] + [
     C(f"{name}-axis{axis}-keep{keep}", lambda x, fn=fn, axis=axis, keep=keep: fn(x, axis=axis, keepdims=keep),
       A234, grad=False)
-    for name, fn in [("argmax", np.argmax), ("argmin", np.argmin)] for axis in [None, 0, -1, 1] for keep in (False, True)
+    for name, fn in [("argmax", np.argmax), ("argmin", np.argmin)]
+    for axis in [None, 0, -1, 1] for keep in (False, True)
 ] + [
     C("sum_dtype", lambda x: np.sum(x, axis=0, dtype=np.float64), A34),
     C("sum_of_bools", lambda x: np.sum(x > 0, axis=1), A34, grad=False),
@@ -163,7 +166,8 @@ LINALG = [C(f"matmul-{a}-{b}", np.matmul, a, b) for a, b in MATMUL_SHAPES] + [
     C("trace_neg_offset", lambda x: np.trace(x, -1), A34),
     C("trace_axes", lambda x: np.trace(x, axis1=1, axis2=2), (2, 3, 3)),
     C("diagonal", np.diagonal, A34), C("diagonal_past_end", lambda x: np.diagonal(x, 5) + np.diagonal(x, -3), A34),
-    C("einsum_empty", lambda x: np.einsum("ij->j", x[:0]) + x[0], A34), C("diagonal_offset", lambda x: np.diagonal(x, 1, 0, 2), A234),
+    C("einsum_empty", lambda x: np.einsum("ij->j", x[:0]) + x[0], A34),
+    C("diagonal_offset", lambda x: np.diagonal(x, 1, 0, 2), A234),
 ]
 
 SHAPE = [
@@ -184,15 +188,19 @@ SHAPE = [
     C("concatenate_neg", lambda a, b: np.concatenate((a, b, a), axis=-1), A34, (3, 1)),
     C("concatenate_none", lambda a, b: np.concatenate((a, b), axis=None), A34, (5,)),
     C("concatenate_const", lambda a: np.concatenate((a, A_CONST)), A34),
-    C("stack", lambda a, b: np.stack([a, b]), A34, A34), C("stack_neg", lambda a, b: np.stack([a, b], axis=-1), A34, A34),
-    C("hstack", lambda a, b: np.hstack([a, b]), A34, (3, 2)), C("hstack_1d", lambda a, b: np.hstack([a, b]), (3,), (2,)),
-    C("vstack", lambda a, b: np.vstack([a, b]), A34, (2, 4)), C("vstack_1d", lambda a, b: np.vstack([a, b]), (4,), (4,)),
+    C("stack", lambda a, b: np.stack([a, b]), A34, A34),
+    C("stack_neg", lambda a, b: np.stack([a, b], axis=-1), A34, A34),
+    C("hstack", lambda a, b: np.hstack([a, b]), A34, (3, 2)),
+    C("hstack_1d", lambda a, b: np.hstack([a, b]), (3,), (2,)),
+    C("vstack", lambda a, b: np.vstack([a, b]), A34, (2, 4)),
+    C("vstack_1d", lambda a, b: np.vstack([a, b]), (4,), (4,)),
     C("split", lambda x: np.split(x, 2, axis=1), A34), C("split_indices", lambda x: np.split(x, [1, 3]), (5, 2)),
     C("split_neg_axis", lambda x: np.split(x, [2], axis=-1), A234),
     C("tile", lambda x: np.tile(x, 2), A34), C("tile_tuple", lambda x: np.tile(x, (2, 1, 3)), A34),
     C("repeat", lambda x: np.repeat(x, 2), A34), C("repeat_axis", lambda x: np.repeat(x, 2, axis=1), A34),
     C("repeat_counts", lambda x: np.repeat(x, [1, 0, 2], axis=0), A34),
-    C("flip", np.flip, A34), C("flip_axis", lambda x: np.flip(x, -1), A234), C("flip_axes", lambda x: np.flip(x, (0, 2)), A234),
+    C("flip", np.flip, A34), C("flip_axis", lambda x: np.flip(x, -1), A234),
+    C("flip_axes", lambda x: np.flip(x, (0, 2)), A234),
     C("pad", lambda x: np.pad(x, 1), A34), C("pad_pairs", lambda x: np.pad(x, ((1, 0), (0, 2))), A34),
     C("pad_value", lambda x: np.pad(x, (2, 1), constant_values=1.5), A34),
     C("pad_3d", lambda x: np.pad(x, ((0, 0), (1, 1), (2, 0))), A234),
@@ -236,7 +244,8 @@ CREATION = [
         ("zeros_like", lambda x: np.zeros_like(x) + x * 2, None), ("ones_like", lambda x: np.ones_like(x) - x, None),
         ("ones_like_int", lambda x: np.ones_like(x, dtype=np.int64) + x, None),
         ("full", lambda x: np.full(x.shape, 2.5) * x, None), ("full_like", lambda x: np.full_like(x, 3.0) / x, NONZERO),
-        ("arange", lambda x: x * np.arange(x.shape[1]), None), ("arange_float", lambda x: x - np.arange(0.0, 1.0, 0.25), None),
+        ("arange", lambda x: x * np.arange(x.shape[1]), None),
+        ("arange_float", lambda x: x - np.arange(0.0, 1.0, 0.25), None),
         ("eye", lambda x: np.eye(3) @ x, None), ("eye_k", lambda x: x * np.eye(3, 4, k=1), None),
         ("linspace", lambda x: x * np.linspace(0, 1, 4), None),
         ("jnp_zeros", lambda x: jg.numpy.zeros((3, 4)) + x, None),
@@ -300,8 +309,10 @@ NN = [
 METHODS = [
     C(name, fn, A34, dom=dom) for name, fn, dom in [
         ("sum_axis", lambda x: x.sum(axis=1), None), ("sum_kw", lambda x: x.sum(0, keepdims=True), None),
-        ("T", lambda x: x.T, None), ("mT", lambda x: x.mT * 1, None), ("reshape_args", lambda x: x.reshape(2, -1), None),
-        ("reshape_tuple", lambda x: x.reshape((4, 3)), None), ("reshape_shape_kw", lambda x: np.reshape(x, shape=(12,)), None),
+        ("T", lambda x: x.T, None), ("mT", lambda x: x.mT * 1, None),
+        ("reshape_args", lambda x: x.reshape(2, -1), None),
+        ("reshape_tuple", lambda x: x.reshape((4, 3)), None),
+        ("reshape_shape_kw", lambda x: np.reshape(x, shape=(12,)), None),
         ("astype64", lambda x: x.astype(np.float64), None),
         ("astype_int", lambda x: (x * 3).astype(np.int64) + x, None),
         ("mean", lambda x: x.mean(), None), ("mean_axis", lambda x: x.mean(axis=-1), None),
@@ -336,7 +347,8 @@ OPERATORS = [
         ("matmul_const", lambda x: x @ A_CONST.T, None), ("rmatmul_const", lambda x: A_CONST.T @ x, None),
         ("add_const", lambda x: A_CONST + x, None), ("sub_const", lambda x: A_CONST - x, None),
         ("mul_const", lambda x: A_CONST * x, None), ("div_const", lambda x: A_CONST / x, NONZERO),
-        ("const_pow", lambda x: np.abs(A_CONST) ** x, None), ("pow_int_array", lambda x: x ** np.array([1, 2, 3, 0]), None),
+        ("const_pow", lambda x: np.abs(A_CONST) ** x, None),
+        ("pow_int_array", lambda x: x ** np.array([1, 2, 3, 0]), None),
         ("int_array_mul", lambda x: np.arange(4) * x, None),
         ("gt_scalar", lambda x: (x > 0) * x, NONZERO), ("lt_rscalar", lambda x: (0 < x) * x, NONZERO),
         ("ge_const", lambda x: np.where(x >= A_CONST, x, 0.0), NONZERO),
@@ -355,7 +367,8 @@ OPERATORS = [
 ]
 
 DTYPE_MIX = [
-    C("f32_plus_f64_const", lambda x: x + np.ones(4), A34), C("int_arg_times_float", lambda x, i: x * i, A34, np.arange(4)),
+    C("f32_plus_f64_const", lambda x: x + np.ones(4), A34),
+    C("int_arg_times_float", lambda x, i: x * i, A34, np.arange(4)),
     C("int_arg_plus_scalar", lambda x, i: x + (i + 1), A34, np.arange(4)),
     C("int_sqrt", lambda x, i: np.sqrt(i) * x, A34, np.arange(4)),
     C("int_mean", lambda x, i: np.mean(i) * x, A34, np.arange(4)),
@@ -462,6 +475,11 @@ def test_bitwise_operators_on_integers_are_errors():
             jg.jit(f, device="numpy")(np.arange(3))
 
 
+def test_integer_to_negative_power_is_an_error_as_in_numpy():
+    with pytest.raises(ValueError, match="negative integer powers"):
+        jg.jit(lambda i: i ** -2, device="numpy")(np.arange(1, 3))
+
+
 def test_integer_output_and_integer_argument_errors():
     with pytest.raises(jg.GradError):
         jg.grad(lambda x: np.argmax(x))(np.ones(3))
@@ -473,6 +491,8 @@ def test_integer_output_and_integer_argument_errors():
 def test_nan_and_inf_propagate_as_in_numpy():
     x = np.array([-1.0, 0.0, 1.0, np.inf, np.nan])
     for f in (np.log, np.sqrt, lambda x: 1 / x, lambda x: x * 0, np.exp, lambda x: np.maximum(x, 0), np.fmax,
-              lambda x: np.fmin(x, 0.5), np.logaddexp, np.hypot):
+              lambda x: np.fmin(x, 0.5), np.logaddexp, np.hypot, lambda x: x ** np.nan + x ** np.inf - x ** -np.inf):
         g = (lambda x, f=f: f(x, x[::-1])) if f in (np.fmax, np.logaddexp, np.hypot) else f
         assert_same(jg.jit(g, device="numpy")(x), g(x))
+    infs = np.array([-np.inf, np.inf, -np.inf])
+    assert_same(jg.jit(np.logaddexp, device="numpy")(infs, infs), np.logaddexp(infs, infs))

@@ -168,12 +168,15 @@ def index_params(draw, shape):
     key = []
     for n in shape:
         kind = draw(st.sampled_from(["slice", "int", "all"]))
-        key.append(draw(st.integers(-n, n - 1)) if kind == "int" else _slice(draw, n) if kind == "slice" else slice(None))
+        key.append(draw(st.integers(-n, n - 1)) if kind == "int" else
+                   _slice(draw, n) if kind == "slice" else slice(None))
         if draw(st.integers(0, 5)) == 0:
             key.append(None)
-    if len(key) > 1 and draw(st.booleans()):  # replace a run of full slices by an ellipsis
-        i = draw(st.integers(0, len(key) - 1))
-        key = key[:i] + [Ellipsis] + [k for k in key[i:] if k is None or not (isinstance(k, slice) and k == slice(None))]
+    if draw(st.booleans()):  # an ellipsis stands for a run of (zero or more) full slices
+        i = end = draw(st.integers(0, len(key)))
+        while end < len(key) and isinstance(key[end], slice) and key[end] == slice(None):
+            end += 1
+        key = key[:i] + [Ellipsis] + key[end:]
     return {"key": tuple(key)} if shape and all(shape) else None
 
 

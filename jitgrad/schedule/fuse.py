@@ -50,10 +50,15 @@ def plan(program):
     nodes = [n for n in program.nodes if n.op not in ("input", "const")]
     realized = _realized(program, nodes)
     roots = [n for n in nodes if id(n) in realized]
+    # Outputs that are inputs or constants are copied by a loop (a result never aliases an
+    # input); placed last, such a copy joins the kernel that already streams that shape.
+    copies = {id(o): o for o in program.outputs if o.op in ("input", "const")}
+    library_views = {id(a) for n in nodes if n.op in LIBRARY for a in n.args if a.op in VIEWS and _is_view_of_buffer(a)}
     kernels = []
-    for root in roots:
-        if _merge_target(root, kernels, realized) is None:
-            kernels.append(_new_kernel(root))
+    for root in roots + list(copies.values()):
+        library = root.op in LIBRARY or id(root) in library_views
+        if library or _merge_target(root, kernels, realized) is None:
+            kernels.append(Kernel("library", root.shape) if library else Kernel("loop", *_loop_signature(root)))
         kernels[-1].outputs.append(root)
     for kernel in kernels:
         _fill(kernel, realized)
@@ -99,16 +104,10 @@ def _loop_signature(root):
     return root.shape, ()
 
 
-def _new_kernel(root):
-    if root.op in LIBRARY or _is_view_of_buffer(root):
-        return Kernel("library", root.shape)  # a view of a buffer is a strided view, no loop
-    return Kernel("loop", *_loop_signature(root))
-
-
 def _merge_target(root, kernels, realized):
     """The last kernel, when this root can join it: same loop nest, and whatever it reads from
     that kernel is read at the loop's own index (a value already in registers)."""
-    if root.op in LIBRARY or _is_view_of_buffer(root) or not kernels or kernels[-1].kind != "loop":
+    if not kernels or kernels[-1].kind != "loop":
         return None
     kernel = kernels[-1]
     shape, axes = _loop_signature(root)
@@ -154,6 +153,8 @@ def _fill(kernel, realized):
         if _is_buffer(n, realized) and id(n) not in outputs:
             inputs.append(n)
             continue
+        if n.op in ("input", "const"):  # an output that copies a buffer also reads it
+            inputs.append(n)
         stack.append((n, True))
         if kernel.kind == "library" and id(n) in outputs:
             inputs.extend(a for a in n.args if id(a) not in seen and not seen.add(id(a)))

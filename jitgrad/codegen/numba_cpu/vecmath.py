@@ -4,9 +4,10 @@ Numba from PyPI ships without SVML, so ``np.exp`` / ``math.exp`` inside an ``@nj
 scalar libm call that stops LLVM's loop vectorizer. The functions here contain no calls at all:
 range reduction (Cody-Waite), minimax / Cephes / fdlibm polynomials, and exponent arithmetic done on
 the float's bits through small ``numba.extending.intrinsic`` helpers (``bitcast``, shifts, and the
-LLVM intrinsics ``llvm.rint``, ``llvm.fabs``, ``llvm.copysign``, ``llvm.fma``, which become single
-instructions on x86-64-v3 / AArch64). Special cases are handled with selects, not branches, so a
-loop ``out[i] = exp_f32(x[i])`` compiles to packed AVX2/AVX-512 code.
+LLVM intrinsics ``llvm.rint``, ``llvm.fabs``, ``llvm.copysign`` and, in pow_f64 only, ``llvm.fma``,
+which are single instructions on x86-64 with SSE4.1 + FMA (x86-64-v3) and on AArch64; on an older
+x86 CPU LLVM would lower rint/fma to libm calls). Special cases are handled with selects, not
+branches, so a loop ``out[i] = exp_f32(x[i])`` compiles to packed AVX2/AVX-512 code.
 
 Every function comes in a float32 and a float64 variant (``exp_f32``, ``exp_f64``, ...), looked up by
 primitive name in ``VECMATH[name] -> (f32_fn, f64_fn)`` or ``get(name, dtype)``. Float32 variants do
@@ -14,9 +15,10 @@ all their arithmetic in float32 (constants are ``np.float32``; no ``fpext``/``do
 IR), except ``pow_f32``, which deliberately evaluates ``exp(y*log|x|)`` in float64 and rounds once
 (the only way to get a correctly rounded-ish powf; glibc and musl do the same).
 
-The functions are compiled with their own fast-math flags ``{"contract"}`` and
-``error_model="numpy"``; LLVM inlines them into the calling kernel and keeps those per-instruction
-flags, so a kernel may use ``FASTMATH`` (or any flags) without changing their results. A kernel must
+The functions are compiled with their own fast-math flags ``{"contract"}``, ``error_model="numpy"``
+(no ZeroDivisionError branch) and ``forceinline=True`` (LLVM ``alwaysinline``): LLVM inlines them
+into the calling kernel and keeps those per-instruction flags, so a kernel may use ``FASTMATH`` (or
+any flags, even ``fastmath=True``) without changing their results. A kernel must
 not inline them at Numba-IR level (``inline="always"`` wrappers) under ``reassoc``/``nnan``/``ninf``:
 those flags would rewrite the reduction steps and the NaN/inf selects.
 
@@ -396,6 +398,7 @@ def _make_log(F):
             R = z * poly(z)
             hfsq = HALF * (f * f)
             return e * LN2_HI - ((hfsq - (s * (hfsq + R) + e * LN2_LO)) - f)
+
     @njit(**_OPTS)
     def log(x):
         sub = x < TINY
@@ -490,22 +493,20 @@ def _make_sincos(F):
         v = c if _is_odd(q) else s
         return _flip_if_bit1(v, q)
 
-    ZERO_ = k.ZERO
-
-    NAN = k.NAN
+    ZERO, NAN = k.ZERO, k.NAN
 
     @njit(**_OPTS)
     def sin(x):
-        ax = _fabs(x)                          # reduce |x|: exact odd symmetry at any |x|
-        y = core(ax, ZERO_)
-        y = -y if x < ZERO_ else y
+        ax = _fabs(x)                         # reduce |x|: exact odd symmetry at any |x|
+        y = core(ax, ZERO)
+        y = -y if x < ZERO else y
         y = x if ax < STINY else y
-        return y if x - x == ZERO_ else NAN    # +-inf and NaN -> NaN
+        return y if x - x == ZERO else NAN    # +-inf and NaN -> NaN
 
     @njit(**_OPTS)
     def cos(x):
         y = core(_fabs(x), ONE)
-        return y if x - x == ZERO_ else NAN
+        return y if x - x == ZERO else NAN
     return sin, cos
 
 
@@ -633,6 +634,8 @@ def _pow_special(x, y, mag):
 
 @njit(**_OPTS)
 def pow_f64(x, y):
+    """C99 pow: exp(y*log|x|) with log|x| as a double-double and the product y*log|x| split
+    exactly by FMA, so the error stays ~1 ULP even when |y log x| is near 709."""
     ax = _fabs(x)
     axs = ax if ((ax > _D_ZERO) & (ax < _D_INF)) else _D_ONE   # keep the core finite
     ys = y if _fabs(y) < _D_INF else _D_ZERO
