@@ -150,7 +150,7 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
         os.replace(json_path + ".tmp", json_path)  # a worker killed mid-write leaves the last whole file
     for name in names:
         w = WORKLOADS[name]
-        cell = out["cells"][name] = {"status": "running", "started": time.time()}
+        cell = out["cells"][name] = {"status": "running"}
         dump()
         try:
             args, ref = load(w, small, data_dir)
@@ -172,7 +172,6 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
                 call()
             cell.update(time_calls(call, repeats, min_time, max_time))
             cell["status"] = "ok"
-            del cell["started"]
         except Exception as exc:  # a failing cell is reported, never fatal
             cell.update(_error(exc))
         finally:

@@ -86,23 +86,20 @@ def run_worker(args, env, timeout, log_path):
         try:
             rc, timed_out = proc.wait(timeout=timeout), False
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # the worker and its compile helpers, nothing else
+            # SIGTERM first, to the worker's own process group only: compilers (gcc) then remove
+            # half-written outputs instead of leaving truncated cache entries.
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
             rc, timed_out = proc.wait(), True
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # helpers the worker left behind (compile pools)
+        except ProcessLookupError:
+            pass
     with open(log_path, errors="replace") as log:
         return rc, timed_out, log.read()[-1500:]
-
-
-def drop_newer(cache_dir, since):
-    """Delete files written to ``cache_dir`` since ``since``: a worker killed mid-compile can leave a
-    truncated entry (inductor writes its .so in place) that would break every later run."""
-    for root, _, files in os.walk(cache_dir):
-        for f in files:
-            path = os.path.join(root, f)
-            try:
-                if os.path.getmtime(path) >= since - 1:
-                    os.remove(path)
-            except OSError:
-                pass
 
 
 def worker_env(fw, cache_dir, threads):
@@ -157,11 +154,12 @@ def warm_phase(a, fws, names, tmp, clock, results):
         rc, timed_out, tail = run_worker(argv, worker_env(fw, cache, a.threads),
                                          timeout, tmp / f"warm-{fw.name}.log")
         got = json.loads(path.read_text()) if path.exists() else {"cells": {}}
+        if a.persistent_cache and str(cache) in json.dumps(got):
+            shutil.rmtree(cache, ignore_errors=True)  # an entry broke a cell: start that cache afresh
+            clock.log(f"{fw.name}: an error named its persistent cache; removed {cache}")
         info.update(setup_s=got.get("setup_s"), threadpools=got.get("threadpools", []))
         for n in names:
             cell = got["cells"].get(n)
-            if timed_out and a.persistent_cache and cell and cell["status"] == "running":
-                drop_newer(cache, cell["started"])
             if cell is None:
                 cell = {"status": "skipped", "error": "time budget spent" if timed_out else "worker died first"}
             elif cell["status"] == "running":

@@ -1,12 +1,20 @@
 """Fusion planning: partition an optimized program into kernels.
 
-A *loop kernel* is one loop nest over an iteration shape. Its body is a DAG of elementwise ops
-and views (expand, reshape, transpose, slice, rev: index arithmetic, never copies); it reads
-*buffers* (program inputs, constants, results of earlier kernels) and writes its outputs:
-elementwise values of the iteration shape, and reductions of body values over one set of axes
-(all reductions in a kernel share that set, so they share the loops). Forward values and
-gradients that iterate over the same shape land in the same kernel, so e.g. a loss and the
-gradients of its inputs come out of one pass over the data.
+A *loop kernel* is one loop nest over an iteration shape ``shape``, with ``reduce_axes``
+iterated inside and the other ("kept") axes outside. Its body is a DAG of elementwise ops and
+views (expand, reshape, transpose, slice, rev: index arithmetic, never copies); it reads
+*buffers* (program inputs, constants, results of earlier kernels) and writes its outputs.
+Inside one iteration of the kept loops the kernel runs *steps* in order:
+
+- a ``phase`` loops over the reduced axes, computing elementwise values of the full shape
+  and reductions over ``reduce_axes`` (all reductions of a kernel share those axes);
+- a ``row`` step computes values of one row (the kept shape, with or without size-1 reduced
+  dims) from the reductions before it: a mean, a variance, a log-sum.
+
+So softmax, layer norm and their gradients run row by row with each row read from memory
+once and re-read from cache by the later phases, and a loss plus the gradients of its inputs
+come out of one pass over the data. Values are recomputed in a later phase rather than stored
+(memory is the bottleneck, arithmetic is not); reductions and row values are stored.
 
 A *library kernel* is one op that has a better implementation than a loop nest of ours:
 matmul (BLAS), gather/scatter-add, concat, pad, argmax/argmin, and views of buffers that a
@@ -14,31 +22,48 @@ library op reads (a transposed matmul operand is a strided NumPy view, never a c
 
 Which nodes become buffers ("realized"): program outputs, library ops and their operands,
 reductions, the operands of ``expand`` (a broadcast must not recompute its operand for every
-copy), and values several kernels need. Then roots are merged greedily, in program order, into
-the kernel that iterates over the same shape when nothing in between stops it.
+copy), and values several consumers need. Then these roots are merged greedily, in program
+order, into the last kernel when it iterates over the same shape and reads nothing it cannot
+see yet; otherwise they start a new kernel.
 """
 from ..ir import ops
 
 VIEWS = ("expand", "reshape", "transpose", "slice", "rev")
 LIBRARY = ("matmul", "gather", "scatter_add", "concat", "pad", "argmax", "argmin")
-FUSIBLE = set(ops.ELEMENTWISE) | set(VIEWS)
+
+
+class Step:
+    def __init__(self, kind):
+        self.kind, self.outputs = kind, []
+
+    def __repr__(self):
+        return f"{self.kind}[{', '.join(o.op for o in self.outputs)}]"
 
 
 class Kernel:
-    """A group of nodes run as one unit. ``outputs`` are written to buffers; ``body`` holds every
-    node computed inside, in topological order; ``inputs`` are the buffers it reads."""
+    """A group of nodes run as one unit: ``outputs`` (in ``steps`` for loop kernels), ``body``
+    (every node computed inside, topological order), ``inputs`` (the buffers it reads) and
+    ``stores`` (the outputs written to buffers)."""
 
     def __init__(self, kind, shape, reduce_axes=()):
         self.kind, self.shape, self.reduce_axes = kind, tuple(shape), tuple(reduce_axes)
-        self.outputs, self.body, self.inputs, self.stores = [], [], [], []
+        self.steps, self.body, self.inputs, self.stores = [], [], [], []
 
     @property
-    def signature(self):
-        return (self.shape, self.reduce_axes)
+    def outputs(self):
+        return [o for s in self.steps for o in s.outputs]
+
+    @property
+    def kept_axes(self):
+        return tuple(a for a in range(len(self.shape)) if a not in self.reduce_axes)
+
+    def row_shapes(self):
+        """The shapes a row value may have: kept dims only, or with size-1 reduced dims."""
+        kept = tuple(self.shape[a] for a in self.kept_axes)
+        return kept, tuple(1 if a in self.reduce_axes else d for a, d in enumerate(self.shape))
 
     def __repr__(self):
-        outs = ", ".join(n.op for n in self.outputs)
-        return f"Kernel({self.kind}, shape={self.shape}, reduce={self.reduce_axes}, outputs=[{outs}])"
+        return f"Kernel({self.kind}, shape={self.shape}, reduce={self.reduce_axes}, steps={self.steps})"
 
 
 def _is_buffer(node, realized):
@@ -53,26 +78,21 @@ def plan(program):
     # Outputs that are inputs or constants are copied by a loop (a result never aliases an
     # input); placed last, such a copy joins the kernel that already streams that shape.
     copies = {id(o): o for o in program.outputs if o.op in ("input", "const")}
-    library_views = {id(a) for n in nodes if n.op in LIBRARY for a in n.args if a.op in VIEWS and _is_view_of_buffer(a)}
+    library_views = {id(a) for n in nodes if n.op in LIBRARY for a in n.args
+                     if a.op in VIEWS and _is_view_of_buffer(a)}
     kernels = []
     for root in roots + list(copies.values()):
-        library = root.op in LIBRARY or id(root) in library_views
-        if library or _merge_target(root, kernels, realized) is None:
-            kernels.append(Kernel("library", root.shape) if library else Kernel("loop", *_loop_signature(root)))
-        kernels[-1].outputs.append(root)
+        if root.op in LIBRARY or id(root) in library_views:
+            kernels.append(Kernel("library", root.shape))
+            kernels[-1].steps.append(Step("library"))
+        elif not (kernels and _join(root, kernels[-1], realized)):
+            kernels.append(Kernel("loop", *_loop_signature(root)))
+            kernels[-1].steps.append(Step("phase"))
+        kernels[-1].steps[-1].outputs.append(root)
     for kernel in kernels:
         _fill(kernel, realized)
     _mark_stores(program, kernels)
     return kernels
-
-
-def _mark_stores(program, kernels):
-    """``kernel.stores``: the outputs something outside the kernel reads (the rest stay in registers)."""
-    needed = {id(o) for o in program.outputs}
-    for kernel in kernels:
-        needed.update(id(n) for n in kernel.inputs)
-    for kernel in kernels:
-        kernel.stores = [o for o in kernel.outputs if id(o) in needed]
 
 
 def _realized(program, nodes):
@@ -104,38 +124,82 @@ def _loop_signature(root):
     return root.shape, ()
 
 
-def _merge_target(root, kernels, realized):
-    """The last kernel, when this root can join it: same loop nest, and whatever it reads from
-    that kernel is read at the loop's own index (a value already in registers)."""
-    if not kernels or kernels[-1].kind != "loop":
-        return None
-    kernel = kernels[-1]
-    shape, axes = _loop_signature(root)
-    if kernel.shape != shape or (axes and kernel.reduce_axes and axes != kernel.reduce_axes):
-        return None
-    if not _aligned_reads(root, kernel, realized):
-        return None
-    kernel.reduce_axes = kernel.reduce_axes or axes
-    return len(kernels) - 1
+# --------------------------------------------------------------------------- merging
 
-
-def _aligned_reads(root, kernel, realized):
-    produced = {id(o): o for o in kernel.outputs}
-    stack, seen = [(root, True)], set()
-    while stack:
-        node, aligned = stack.pop()
-        if (id(node), aligned) in seen:
-            continue
-        seen.add((id(node), aligned))
-        for a in node.args:
-            a_aligned = aligned and node.op not in VIEWS
-            if id(a) in produced:
-                if not a_aligned or a.op in ops.REDUCE:
-                    return False
-            elif not _is_buffer(a, realized):
-                stack.append((a, a_aligned))
+def _join(root, kernel, realized):
+    """Add ``root`` to ``kernel``'s last step or a new step, if the kernel can compute it."""
+    if kernel.kind != "loop":
+        return False
+    kind = _step_kind(root, kernel)
+    if kind is None:
+        return False
+    reads = _reads(root, kernel, realized)
+    if reads is None:
+        return False
+    last = kernel.steps[-1]
+    same_step = last.kind == kind and not any(o.op in ops.REDUCE for o in reads.get(id(last), ()))
+    if kind == "phase" and root.op in ops.REDUCE and not kernel.reduce_axes:
+        if len(kernel.steps) > 1:
+            return False
+        kernel.reduce_axes = root.params["axes"]  # an elementwise kernel becomes a reduction
+    if not same_step:
+        if not kernel.reduce_axes or not kernel.kept_axes:
+            return False  # steps need rows: kept axes outside, reduced axes inside
+        kernel.steps.append(Step(kind))
     return True
 
+
+def _step_kind(root, kernel):
+    shape, axes = _loop_signature(root)
+    if shape == kernel.shape and (not axes or not kernel.reduce_axes or axes == kernel.reduce_axes):
+        return "phase"
+    if root.op not in ops.REDUCE and kernel.reduce_axes and kernel.kept_axes and root.shape in kernel.row_shapes():
+        return "row"
+    return None
+
+
+def _reads(root, kernel, realized):
+    """Which of ``kernel``'s outputs ``root`` reads, grouped by step id; None when one of those reads
+    is not possible inside the kernel (an index the loop is not at)."""
+    owner = {id(o): s for s in kernel.steps for o in s.outputs}
+    kind = _step_kind(root, kernel)
+    found, stack, seen = {}, [(root, "aligned")], set()
+    while stack:
+        node, index = stack.pop()
+        if (id(node), index) in seen:
+            continue
+        seen.add((id(node), index))
+        for a in node.args:
+            a_index = _through(node, index, kernel)
+            if a_index is None:
+                return None
+            if id(a) in owner:
+                step = owner[id(a)]
+                row_value = a.op in ops.REDUCE or step.kind == "row"
+                if row_value and not (a_index == "row" or (a_index == "aligned" and kind == "row")):
+                    return None
+                if not row_value and not (a_index == "aligned" and kind == "phase"):
+                    return None
+                found.setdefault(id(step), []).append(a)
+            elif not _is_buffer(a, realized):
+                stack.append((a, a_index))
+    return found
+
+
+def _through(node, index, kernel):
+    """How the loop's index reaches ``node``'s operand: unchanged ("aligned"), at the current row
+    ("row"), somewhere else ("other"); None if that makes the operand unusable here."""
+    if node.op not in VIEWS:
+        return index
+    src, dst = node.args[0].shape, node.shape
+    if node.op == "expand" and all(s == d or a in kernel.reduce_axes for a, (s, d) in enumerate(zip(src, dst))):
+        return "row" if index in ("aligned", "row") else "other"
+    if node.op == "reshape" and [d for d in src if d != 1] == [d for d in dst if d != 1]:
+        return index if index == "row" else ("row" if index == "aligned" and src in kernel.row_shapes() else "other")
+    return "other"
+
+
+# --------------------------------------------------------------------------- bodies and stores
 
 def _fill(kernel, realized):
     """Collect the body (unrealized ancestors of the outputs) and the input buffers."""
@@ -156,8 +220,19 @@ def _fill(kernel, realized):
         if n.op in ("input", "const"):  # an output that copies a buffer also reads it
             inputs.append(n)
         stack.append((n, True))
-        if kernel.kind == "library" and id(n) in outputs:
+        if kernel.kind == "library":
             inputs.extend(a for a in n.args if id(a) not in seen and not seen.add(id(a)))
             continue
         stack.extend((a, False) for a in reversed(n.args))
     kernel.body, kernel.inputs = body, inputs
+
+
+def _mark_stores(program, kernels):
+    """``kernel.stores``: outputs read outside their step (reductions and row values are read by
+    later steps; elementwise values only matter if another kernel or the caller reads them)."""
+    needed = {id(o) for o in program.outputs}
+    for kernel in kernels:
+        needed.update(id(n) for n in kernel.inputs)
+    for kernel in kernels:
+        kernel.stores = [o for s in kernel.steps for o in s.outputs
+                         if id(o) in needed or o.op in ops.REDUCE or s.kind == "row"]

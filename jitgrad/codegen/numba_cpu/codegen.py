@@ -80,46 +80,68 @@ def loop_kernel_source(kernel, name):
     inputs = [n for n in kernel.inputs if not (n.op == "const" and n.size == 1)]
     buffers = {id(n): f"in{i}" for i, n in enumerate(inputs)}
     stores = {id(o): f"out{i}" for i, o in enumerate(kernel.stores)}
-    shape, raxes = kernel.shape, kernel.reduce_axes
-    kept = [a for a in range(len(shape)) if a not in raxes]
-    idx = tuple(f"i{a}" for a in range(len(shape)))
+    shape, raxes, kept = kernel.shape, kernel.reduce_axes, kernel.kept_axes
+    args = ", ".join(list(buffers.values()) + list(stores.values()))
+    lines = [f"def {name}({args}):"]
+    loop = "prange" if math.prod(shape) >= PARALLEL_MIN_SIZE else "range"
+    if not kept and raxes:  # a full reduction: one phase, chunked
+        (step,) = kernel.steps
+        inits, inner, reductions = _phase(step, kernel, buffers, stores)
+        lines += _chunked(loop, raxes, shape, reductions, inits, inner, stores)
+        return "\n".join(lines), inputs
+    depth = 1
+    for n, a in enumerate(kept):
+        lines.append("    " * depth + f"for i{a} in {loop if n == 0 else 'range'}({shape[a]}):")
+        depth += 1
+    for step in kernel.steps:
+        if step.kind == "row":
+            lines += ["    " * depth + s for s in _row(step, kernel, buffers, stores)]
+        else:
+            inits, inner, reductions = _phase(step, kernel, buffers, stores)
+            lines += ["    " * depth + s for s in inits]
+            for k, a in enumerate(raxes):
+                lines.append("    " * (depth + k) + f"for i{a} in range({shape[a]}):")
+            lines += ["    " * (depth + len(raxes)) + s for s in inner]
+            kept_idx = _idx(tuple(f"i{a}" for a in kept))
+            lines += ["    " * depth + f"{stores[id(r)]}[{kept_idx}] = acc{j}" for j, r in enumerate(reductions)]
+        # later steps read this step's reductions and row values from their (small) buffers
+        buffers.update((id(o), stores[id(o)]) for o in step.outputs if id(o) in stores and
+                       (o.op in ops.REDUCE or step.kind == "row"))
+    return "\n".join(lines), inputs
+
+
+def _phase(step, kernel, buffers, stores):
+    """(accumulator inits, loop body, reductions) of one pass over the reduced axes."""
+    idx = tuple(f"i{a}" for a in range(len(kernel.shape)))
     body = _Body(kernel, buffers)
-    reductions = [o for o in kernel.outputs if o.op in ops.REDUCE]
-    elementwise = [o for o in kernel.outputs if o.op not in ops.REDUCE]
+    reductions = [o for o in step.outputs if o.op in ops.REDUCE]
     inner = []
-    for o in elementwise:
+    for o in step.outputs:
+        if o.op in ops.REDUCE:
+            continue
         v = body.value(o, idx)
         if id(o) in stores:
             inner.append(f"{stores[id(o)]}[{_idx(idx)}] = {v}")
     for j, r in enumerate(reductions):
         inner.append(scalar_ops.accumulate(r.op, f"acc{j}", body.value(r.args[0], idx)))
-    inner = body.lines + inner
     inits = [f"acc{j} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
-    args = ", ".join(list(buffers.values()) + [stores[id(o)] for o in kernel.stores])
-    lines = [f"def {name}({args}):"]
-    loop = "prange" if math.prod(shape) >= PARALLEL_MIN_SIZE else "range"
-    if kept or not reductions:
-        lines += _nested(loop, kept, raxes, shape, inits, inner,
-                         [f"{stores[id(r)]}[{_idx(tuple(idx[a] for a in kept))}] = acc{j}"
-                          for j, r in enumerate(reductions) if id(r) in stores])
-    else:
-        lines += _chunked(loop, raxes, shape, reductions, inits, inner, stores)
-    return "\n".join(lines), inputs
+    return inits, body.lines + inner, reductions
 
 
-def _nested(loop, kept, raxes, shape, inits, inner, finals):
-    lines, depth = [], 1
-    for n, a in enumerate(kept):
-        lines.append("    " * depth + f"for i{a} in {loop if n == 0 else 'range'}({shape[a]}):")
-        depth += 1
-    lines += ["    " * depth + s for s in inits]
-    rdepth = depth
-    for a in raxes:
-        lines.append("    " * rdepth + f"for i{a} in range({shape[a]}):")
-        rdepth += 1
-    lines += ["    " * rdepth + s for s in inner]
-    lines += ["    " * depth + s for s in finals]
-    return lines
+def _row(step, kernel, buffers, stores):
+    """Values of the current row, computed once per kept index."""
+    kept_only, with_ones = kernel.row_shapes()
+    body = _Body(kernel, buffers)
+    out = []
+    for o in step.outputs:
+        if o.shape == with_ones:
+            idx = tuple("0" if a in kernel.reduce_axes else f"i{a}" for a in range(len(kernel.shape)))
+        else:
+            idx = tuple(f"i{a}" for a in kernel.kept_axes)
+        v = body.value(o, idx)
+        if id(o) in stores:
+            out.append(f"{stores[id(o)]}[{_idx(idx)}] = {v}")
+    return body.lines + out
 
 
 def _chunked(loop, raxes, shape, reductions, inits, inner, stores):
