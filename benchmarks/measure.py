@@ -8,7 +8,7 @@
 - ``first``: one fresh process per (framework, workload): import time, then the first call
   (trace + compile, or a disk-cache load when the cache directory is already populated) and
   the ``ru_maxrss`` growth across it.
-- :func:`stream`: STREAM-like copy/scale/add/triad bandwidth with Numba ``prange`` loops.
+- :func:`stream`: STREAM-like copy and triad bandwidth with Numba ``prange`` loops.
 
 Workers write JSON to ``--json PATH`` (rewritten after each workload, so a crash keeps what
 was measured) and never raise for a failing cell: the cell gets ``status: "error"``.
@@ -73,21 +73,26 @@ def check(got, ref, rtol=RTOL):
 
 
 def time_calls(call, repeats, min_time, max_time):
-    """Median of single-call times: at least ``repeats`` samples and ``min_time`` seconds,
-    stopping early after ``max_time`` seconds once 3 samples exist."""
+    """Warm calls: the first one also measures peak memory (VmHWM growth after resetting it).
+    Median of single-call times over at least ``repeats`` calls and ``min_time`` seconds,
+    stopping early after ``max_time`` seconds once 3 calls exist; minor page faults per call."""
     gc.collect()
-    samples = []
+    samples, res = [], {}
     flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     while True:
+        peak = not samples and reset_peak()
+        base = _status_kb("VmRSS") if peak else None
         t = time.perf_counter()
         call()
         samples.append(time.perf_counter() - t)
+        if peak:
+            res["peak_warm_mb"] = max(0, _status_kb("VmHWM") - base) / 1024
         elapsed = time.perf_counter() - start
         if (len(samples) >= repeats and elapsed >= min_time) or (len(samples) >= 3 and elapsed >= max_time):
             break
     flt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - flt0
-    return {"warm_ms": 1e3 * statistics.median(samples), "warm_min_ms": 1e3 * min(samples),
+    return {**res, "warm_ms": 1e3 * statistics.median(samples), "warm_min_ms": 1e3 * min(samples),
             "samples": len(samples), "minflt_per_call": flt / len(samples)}
 
 
@@ -135,8 +140,7 @@ def load(w, small, data_dir):
 def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_path, data_dir=None):
     """Check and time ``fw`` on each workload in ``names``; results to ``json_path``.
 
-    Per cell: the first call (timed, checked), one warm-up call whose peak memory is measured,
-    then the timed calls.
+    Per cell: the first call (timed, checked), then the warm calls of :func:`time_calls`.
     """
     out = {"framework": fw.name, "cells": {}}
     t = time.perf_counter()
@@ -163,13 +167,6 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
             if not ok:
                 cell["status"] = "wrong"
                 continue
-            gc.collect()
-            if reset_peak():                           # the warm-up call measures memory
-                base = _status_kb("VmRSS")
-                call()
-                cell["peak_warm_mb"] = max(0, _status_kb("VmHWM") - base) / 1024
-            else:
-                call()
             cell.update(time_calls(call, repeats, min_time, max_time))
             cell["status"] = "ok"
         except Exception as exc:  # a failing cell is reported, never fatal

@@ -31,7 +31,7 @@ def parse(argv):
     p = argparse.ArgumentParser(prog="python -m benchmarks", description="jitgrad's benchmark runner (SPEC 5).")
     p.add_argument("--quick", action="store_true",
                    help="full sizes, 3 timed calls per cell, SPEC workloads only (no variant), no fresh-process "
-                        "first calls, a 105 s time budget")
+                        "first calls, a 100 s time budget")
     p.add_argument("--device", action="append",
                    help="jitgrad device(s) to run, comma-separated or repeated (default: every registered one)")
     p.add_argument("--frameworks", help="comma-separated subset, e.g. numpy,jax,jitgrad[cpu]")
@@ -44,7 +44,7 @@ def parse(argv):
                    help="keep compile caches (jitgrad, JAX, inductor) in OUT/cache across runs, so warm workers "
                         "skip compiling; their in-process first calls are then not cold (default: on with --quick)")
     p.add_argument("--budget", type=float, help="seconds for the whole run; later cells are skipped "
-                                                "(default: none, 105 with --quick)")
+                                                "(default: none, 100 with --quick)")
     p.add_argument("--threads", type=int, help="threads for BLAS/OpenMP/torch/Numba (default: all cores, "
                                                "each framework's own default)")
     p.add_argument("--small", action="store_true", help="tiny sizes (smoke test of the runner; labelled)")
@@ -56,7 +56,7 @@ def parse(argv):
     a.repeats = a.repeats or (3 if a.quick else 30)
     a.fresh = (not a.quick) if a.fresh is None else a.fresh
     a.persistent_cache = a.quick if a.persistent_cache is None else a.persistent_cache
-    a.budget = a.budget if a.budget is not None else (105.0 if a.quick else 0.0)
+    a.budget = a.budget if a.budget is not None else (100.0 if a.quick else 0.0)
     a.min_time, a.max_time = (0.0, 1.0) if a.quick else (2.0, 15.0)
     return a
 

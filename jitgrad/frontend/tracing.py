@@ -182,7 +182,7 @@ class Tracer:
                        "It already is an array inside the traced function: drop the conversion.")
 
     def __getattr__(self, name):
-        if hasattr(np.ndarray, name):
+        if hasattr(np.ndarray, name) and not name.startswith("__"):
             raise TraceError(f"x.{name} is not supported on traced arrays (at {user_frame()}); write it with "
                              "the supported NumPy operations (see jitgrad.numpy)")
         raise AttributeError(f"'Tracer' object has no attribute {name!r}")

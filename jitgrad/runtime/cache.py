@@ -24,8 +24,10 @@ import platformdirs
 
 def versions_key():
     from .. import __version__
+    # Kernels call vecmath's jitted functions, whose machine code Numba caches inside the kernel's.
+    vecmath = Path(__file__).resolve().parents[1] / "codegen" / "numba_cpu" / "vecmath.py"
     parts = [__version__, numba.__version__, llvmlite.__version__, np.__version__, platform.python_version(),
-             platform.machine()]
+             platform.machine(), hashlib.sha256(vecmath.read_bytes()).hexdigest()]
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
 
 

@@ -220,7 +220,7 @@ def _fill(kernel, realized):
         if n.op in ("input", "const"):  # an output that copies a buffer also reads it
             inputs.append(n)
         stack.append((n, True))
-        if kernel.kind == "library":
+        if kernel.kind == "library" and n.op not in VIEWS:  # a view chain is evaluated whole
             inputs.extend(a for a in n.args if id(a) not in seen and not seen.add(id(a)))
             continue
         stack.extend((a, False) for a in reversed(n.args))

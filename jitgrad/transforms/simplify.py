@@ -92,6 +92,12 @@ def _sum_rewrite(x, axes):
 
 
 def _fold(node, args):
+    if node.op in ops.ELEMENTWISE and node.size > 1 and args and all(a.op != "const" for a in args):
+        uniform = [uniform_value(a) for a in args]
+        if None not in uniform:  # an op on broadcast constants: fold one element, broadcast it
+            value = run_op(node.op, [np.asarray(u, a.dtype) for u, a in zip(uniform, args)], node.params)
+            scalar = ops.const(value.reshape((1,) * node.ndim))
+            return ops.make("expand", [scalar], shape=node.shape)
     if node.op in ("input", "const") or not all(a.op == "const" for a in args):
         return None
     if node.size > max([a.size for a in args] + [1]):  # keep broadcasts of constants lazy

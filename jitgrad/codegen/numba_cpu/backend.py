@@ -37,7 +37,8 @@ def compile_kernel(source, name):
         return _compiled[module_source]
 
 
-MODULE_HEADER = "import math\n\nimport numpy as np\nfrom numba import njit, prange\n"
+MODULE_HEADER = ("import math\n\nimport numpy as np\nfrom numba import njit, prange\n\n"
+                 "from jitgrad.codegen.numba_cpu import vecmath as vm\n")
 
 
 class _CheckedKernel:
@@ -80,15 +81,15 @@ def _at_least_1d(a):
 
 
 class _LibraryStep:
+    """One library op (or a chain of views of a buffer), run with NumPy."""
+
     def __init__(self, kernel):
         self.kernel = kernel
-        (self.node,) = kernel.outputs
-        args = ", ".join(f"%{i}" for i in range(len(self.node.args)))
-        self.source = f"# library: {self.node.op}({args}) -> {self.node.type}"
+        self.source = "\n".join(f"# library: {n.op} -> {n.type}" for n in kernel.body)
 
     def run(self, env):
-        n = self.node
-        env[id(n)] = np.asarray(IMPLS[n.op](*[env[id(a)] for a in n.args], **n.params))
+        for n in self.kernel.body:
+            env[id(n)] = np.asarray(IMPLS[n.op](*[env[id(a)] for a in n.args], **n.params))
 
 
 class Executable:

@@ -27,9 +27,16 @@ def _typed(dtype, expr):
     return f"np.{np.dtype(dtype).name}({expr})" if np.dtype(dtype) != np.bool_ else f"({expr}) != 0"
 
 
+# Ops with call-free, vectorizable implementations in vecmath.py (Numba has no SVML).
+VECTOR_MATH = {"exp": "exp", "expm1": "expm1", "log": "log", "log1p": "log1p", "tanh": "tanh", "sin": "sin",
+               "cos": "cos", "erf": "erf", "pow": "pow"}
+
+
 def expression(node, args):
     if node.op == "cast":
         return _typed(node.dtype, args[0])
+    if node.op in VECTOR_MATH and node.dtype in (np.float32, np.float64):
+        return f"vm.{VECTOR_MATH[node.op]}_{'f32' if node.dtype == np.float32 else 'f64'}({', '.join(args)})"
     expr = EXPR[node.op].format(*args)
     # Keep the node's dtype exactly (math.* works in float64; comparisons stay bool).
     if node.dtype != np.bool_ and (node.op in ("div",) or expr.startswith(("math.", "np."))):
