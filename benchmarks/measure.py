@@ -72,6 +72,12 @@ def check(got, ref, rtol=RTOL):
     return bool(ok), errs
 
 
+def views(grads, args, argnums):
+    """Argument indices whose gradient is an input's memory or a broadcast (zero stride): not written."""
+    return [i for i, g in zip(argnums, grads) if isinstance(g, np.ndarray) and g.size > 1 and
+            (0 in g.strides or any(np.may_share_memory(g, a) for a in args if isinstance(a, np.ndarray)))]
+
+
 def time_calls(call, repeats, min_time, max_time):
     """Warm calls: the first one also measures peak memory (VmHWM growth after resetting it).
     Median of single-call times over at least ``repeats`` calls and ``min_time`` seconds,
@@ -162,8 +168,10 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
             t = time.perf_counter()
             res = call()
             cell["first_call_inprocess_s"] = time.perf_counter() - t
-            ok, cell["check"] = check(to_numpy(res), ref)
-            del res, ref
+            got = to_numpy(res)
+            ok, cell["check"] = check(got, ref)
+            cell["views"] = views(got[1], args, w.argnums)
+            del res, ref, got
             if not ok:
                 cell["status"] = "wrong"
                 continue

@@ -73,12 +73,16 @@ def _warm(c, name):
     return f"{_ms(c['warm_ms'])}" + (f" ({r:.2f}x)" if r is not None else "")
 
 
+def _s(x):
+    return f"{x:.3f}" if x < 1 else f"{x:.2f}"
+
+
 def _first(c, name):
     if "first_cold_s" in c:
         warm = c.get("first_warm_s")
         mark = "" if c.get("disk_cache") else "\\*"
-        return f"{c['first_cold_s']:.2f} / " + (f"{warm:.2f}{mark}" if warm is not None else "–")
-    return f"{c['first_call_inprocess_s']:.2f} (in-proc)"
+        return f"{_s(c['first_cold_s'])} / " + (f"{_s(warm)}{mark}" if warm is not None else "–")
+    return f"{_s(c['first_call_inprocess_s'])} (in-proc)"
 
 
 def _first_note(s):
@@ -89,6 +93,13 @@ def _first_note(s):
     note += (", with compile caches kept from earlier runs (--persistent-cache), so possibly not cold. "
              if s.get("persistent_cache") else ", with an empty disk cache. ")
     return note + "Last row: the warm worker's framework import + setup."
+
+
+def _setup(results, fw):
+    info = results["frameworks"][fw]
+    if info["status"] == "missing":
+        return "missing"
+    return _s(info["setup_s"]) if info.get("setup_s") is not None else "–"
 
 
 def _mem(c, name):
@@ -117,9 +128,7 @@ def markdown(results):
             "In parentheses: time / the faster of JAX and torch.compile on that workload (below 1.00x is faster).", "",
             _table(results, "workload", _warm), ""]
     out += ["### First call (s)", _first_note(s), "",
-            _table(results, "workload", _first,
-                   [("import + setup (s)", lambda fw: f"{results['frameworks'][fw].get('setup_s') or 0:.2f}"
-                     if results["frameworks"][fw]["status"] == "ok" else "missing")]), ""]
+            _table(results, "workload", _first, [("import + setup (s)", lambda fw: _setup(results, fw))]), ""]
     out += ["### Peak memory (MB)",
             "Extra resident memory during one warm call (VmHWM growth after resetting it via "
             "/proc/self/clear_refs; freed memory the allocator reuses is not counted)"
@@ -153,6 +162,12 @@ def markdown(results):
             out.append(f"- {n} / {fw}: {c['status']} ({STATUS_NOTE.get(c['status'], '')}) {detail}".rstrip())
         out += [f"- {n} / {fw}: fresh-process first call failed: {e}" for n, fw, e in firsts]
         out.append("")
+    views = [(n, fw, c["views"]) for n, cells in results["cells"].items() for fw, c in cells.items() if c.get("views")]
+    if views:
+        out += ["### Gradients returned as views", "These gradients alias an input or are broadcasts (a zero "
+                "stride), so they were never written: fewer bytes than the roofline floor assumes.", ""]
+        out += [f"- {n} / {fw}: " + ", ".join(results["workloads"][n]["argnames"][i] for i in v) for n, fw, v in views]
+        out.append("")
     return "\n".join(out)
 
 
@@ -169,7 +184,7 @@ def chart(results, path):
                                                      for n in names)]
     if not names or not fws:
         return None
-    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(names)), 4.8))
+    fig, ax = plt.subplots(figsize=(max(9, 1.7 * len(names) + 2), 4.8))
     width = 0.8 / len(fws)
     for i, fw in enumerate(fws):
         xs, ys = [], []
@@ -185,7 +200,7 @@ def chart(results, path):
     ax.set_ylabel("speed / fastest of JAX, torch.compile")
     ax.set_title("Warm speed relative to the fastest peer (higher is better)" +
                  (" — SMALL sizes" if results["settings"]["small"] else ""))
-    ax.legend(fontsize=8, ncol=min(len(fws), 4))
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -198,20 +213,18 @@ def results_page(results):
     versions = {}
     for info in results["frameworks"].values():
         versions.update(info.get("versions", {}))
-    pools = [p for info in results["frameworks"].values() for p in info.get("threadpools", [])]
-    seen, pool_lines = set(), []
-    for p in results["blas"] + pools:
-        key = (p.get("internal_api"), p.get("version"), p.get("prefix"))
-        if key not in seen:
-            seen.add(key)
-            pool_lines.append(f"- {p.get('user_api')}: {p.get('internal_api')} {p.get('version') or ''} "
-                              f"({p.get('prefix')}, {p.get('num_threads')} threads"
-                              + (f", {p['architecture']}" if p.get("architecture") else "") + ")")
+    def pool(p):
+        return (f"{p.get('internal_api')} {p.get('version') or ''}".strip() + f" ({p.get('prefix')}, "
+                f"{p.get('num_threads')} threads" + (f", {p['architecture']}" if p.get("architecture") else "") + ")")
+    pool_lines = [f"- runner (NumPy): " + "; ".join(map(pool, results["blas"]))]
+    pool_lines += [f"- {fw}: " + "; ".join(map(pool, info["threadpools"]))
+                   for fw, info in results["frameworks"].items() if info.get("threadpools")]
     cmd = "python -m benchmarks" + (" --quick" if s["quick"] else "") + (" --small" if s["small"] else "") + \
         " --write-results"
     lines = ["# jitgrad benchmark results", "",
              f"Produced by `{cmd}` (see `benchmarks/README.md`). Every number below comes from one run on one machine.",
-             "", "## Machine", "",
+             ""] + (["**Quick mode**: 3 timed calls per cell, no fresh-process first calls, a time budget and compile "
+                     "caches kept between runs. Indicative only; publish a full run.", ""] if s["quick"] else []) + [ "## Machine", "",
              f"- CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['cpus_usable']} usable"
              + (f", {m['cores_per_socket']} cores per socket" if m.get("cores_per_socket") else "") + ")",
              f"- Memory: {m['memory_GiB']} GiB", f"- OS: {m['os']}", f"- Python {m['python']}", f"- Date: {m['date']}",

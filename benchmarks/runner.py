@@ -266,5 +266,7 @@ def main(argv=None, openblas_env=None):
     if a.write_results:
         (ROOT / "benchmarks" / "RESULTS.md").write_text(report.results_page(results))
     print(md)
+    if not png:
+        clock.log("no chart: matplotlib missing or no JAX/torch.compile result to compare with")
     clock.log(f"wrote {out / 'results.json'}, {out / 'results.md'}" + (f", {png}" if png else "") +
               (", benchmarks/RESULTS.md" if a.write_results else ""))

@@ -77,3 +77,27 @@ def test_results_do_not_alias_inputs():
     _, (dx, dy, dz) = jg.jit_grad(lambda x, y, z: np.sum(x * y + z), argnums=(0, 1, 2), device="cpu")(x, y, z)
     dx[0] = 99.0
     assert y[0] == 2.0 and dz.flags.writeable
+
+
+# --------------------------------------------------------------------------- the op table on the CPU
+
+from tests.test_ops import ALL  # noqa: E402
+from tests.helpers import assert_same, scalarize  # noqa: E402
+
+
+@pytest.mark.parametrize("case", ALL)
+def test_op_table_matches_reference(case):
+    """Every SPEC 2 op case of tests/test_ops.py: values and gradients on the CPU equal the
+    reference backend's (which test_ops checks against NumPy and finite differences)."""
+    case = case.values[0] if hasattr(case, "values") else case
+    args = case.inputs()
+    if not case.grad:
+        assert_same(jg.jit(case.fn, device="cpu")(*args), jg.jit(case.fn, device="numpy")(*args),
+                    rtol=1e-9, err_msg=case.id)
+        return
+    f, nums = scalarize(case.fn, args), case.argnums()
+    value, grads = jg.jit_grad(f, argnums=nums, device="cpu")(*args)
+    ref_value, ref_grads = jg.jit_grad(f, argnums=nums, device="numpy")(*args)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-9, atol=1e-12, err_msg=case.id)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-12, err_msg=case.id)

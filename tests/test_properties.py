@@ -450,3 +450,23 @@ def test_registry_op_is_traceable(name):
         xs = program.inputs()
         np.testing.assert_allclose(jg.jit(program, device="numpy")(*xs), program(*xs), rtol=1e-10, atol=1e-12)
     run()
+
+
+CPU_EXAMPLES = int(os.environ.get("JITGRAD_CPU_PROPERTY_EXAMPLES", 12))  # each example compiles kernels
+
+
+@settings(max_examples=CPU_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(), st.sampled_from([np.float64, np.float32]))
+def test_cpu_backend_matches_reference(program, dtype):
+    """Differential: random programs compiled by the Numba backend against the reference backend,
+    values and gradients."""
+    xs = program.inputs(dtype)
+    f = _scalar(program, _weights(program, xs))
+    argnums = tuple(range(len(xs)))
+    value, grads = jg.jit_grad(f, argnums=argnums, device="cpu")(*xs)
+    ref_value, ref_grads = jg.jit_grad(f, argnums=argnums, device="numpy")(*xs)
+    rtol = 1e-9 if dtype == np.float64 else 2e-4
+    _close(value, ref_value, rtol, f"value of {program}")
+    for g, r in zip(grads, ref_grads):
+        assert g.dtype == r.dtype
+        _close(g, r, rtol, f"gradient of {program}")

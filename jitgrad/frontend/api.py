@@ -216,6 +216,12 @@ class Lowered:
         return self.executable.source
 
     @property
+    def peak_memory(self):
+        """Bytes of buffers alive at once during a call (results and intermediates), when the
+        backend plans buffers; None for the reference backend."""
+        return getattr(self.executable, "peak_bytes", None)
+
+    @property
     def kernels(self):
         """The fused groups, each as the IR lines of its ops."""
         lines = {id(n): line for n, line in zip(self.program.nodes, self._lines())}

@@ -9,7 +9,7 @@ from ..errors import JitgradError
 # device name -> module with an ``Executable(program)`` class (see codegen/numpy_ref.py).
 BACKENDS = {"numpy": "jitgrad.codegen.numpy_ref", "cpu": "jitgrad.codegen.numba_cpu.backend"}
 PLANNED = {"cuda": "the numba.cuda backend"}
-DEFAULT_DEVICE = "numpy"
+DEFAULT_DEVICE = "cpu"
 
 
 def resolve(device=None):
@@ -34,8 +34,6 @@ def device_put(x, device=None):
     array([1., 1., 1.])
     """
     from ..frontend.tree import flatten, unflatten
-    name = device or os.environ.get("JITGRAD_DEVICE") or DEFAULT_DEVICE
-    if name != "cpu":  # host memory needs no compiled backend: a CPU array is an ndarray
-        resolve(name)
+    resolve(device)
     leaves, treedef = flatten(x)
     return unflatten(treedef, [np.asarray(leaf) for leaf in leaves])

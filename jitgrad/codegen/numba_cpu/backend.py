@@ -69,8 +69,8 @@ class _LoopStep:
         self.fn = compile_kernel(self.source.replace(f"def {name}(", "def kernel("), "kernel")
         self.stores = kernel.stores
 
-    def run(self, env):
-        outs = [np.empty(o.shape or (1,), o.dtype) for o in self.stores]
+    def run(self, env, buffer):
+        outs = [buffer(o, o.shape or (1,)) for o in self.stores]
         self.fn(*[_at_least_1d(env[id(n)]) for n in self.inputs], *outs)
         for o, buf in zip(self.stores, outs):
             env[id(o)] = buf.reshape(o.shape)
@@ -85,22 +85,35 @@ class _LibraryStep:
 
     def __init__(self, kernel):
         self.kernel = kernel
+        self.stores = kernel.stores
         self.source = "\n".join(f"# library: {n.op} -> {n.type}" for n in kernel.body)
 
-    def run(self, env):
+    def run(self, env, buffer):
         for n in self.kernel.body:
-            env[id(n)] = np.asarray(IMPLS[n.op](*[env[id(a)] for a in n.args], **n.params))
+            args = [env[id(a)] for a in n.args]
+            if n.op == "matmul":  # BLAS writes straight into a (pooled) buffer
+                env[id(n)] = np.matmul(*args, out=buffer(n, n.shape))
+            else:
+                env[id(n)] = np.asarray(IMPLS[n.op](*args, **n.params))
 
 
 class Executable:
-    """A program planned into kernels; calling it runs them in order on NumPy buffers."""
+    """A program planned into kernels; calling it runs them in order on NumPy buffers.
+
+    Buffers are allocated through NumPy (large ones get huge pages); intermediates are kept in
+    a per-thread pool and reused by the next call with this signature, so a warm call touches
+    no fresh memory except for its results."""
 
     def __init__(self, program):
         self.program = program
         self.plan = plan(program)
         self.steps = [_LoopStep(k, i) if k.kind == "loop" else _LibraryStep(k) for i, k in enumerate(self.plan)]
         self.consts = {id(n): n.params["value"] for n in program.nodes if n.op == "const"}
+        outputs = {id(o) for o in program.outputs}
         self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
+        self._results = outputs
+        self._pools = threading.local()
+        self.peak_bytes = _peak_bytes(self.plan, program)
 
     @property
     def kernels(self):
@@ -110,12 +123,44 @@ class Executable:
     def source(self):
         return "\n\n".join(f"# kernel {i}: {k!r}\n{s.source}" for i, (k, s) in enumerate(zip(self.plan, self.steps)))
 
+    def _buffer_factory(self):
+        pool = getattr(self._pools, "buffers", None)
+        if pool is None:
+            pool = self._pools.buffers = {}
+
+        def buffer(node, shape):
+            if id(node) in self._results:
+                return np.empty(shape, node.dtype)
+            buf = pool.get(id(node))
+            if buf is None:
+                buf = pool[id(node)] = np.empty(shape, node.dtype)
+            return buf
+        return buffer
+
     def __call__(self, *args):
         env = dict(self.consts)
         env.update((id(n), np.asarray(a)) for n, a in zip(self.program.inputs, args))
+        buffer = self._buffer_factory()
         with np.errstate(all="ignore"):
             for step in self.steps:
-                step.run(env)
+                step.run(env, buffer)
         # Results are fresh, writeable arrays: never the caller's inputs, our constants or views.
         return [env[id(o)] if id(o) in self._fresh and env[id(o)].flags.writeable else np.array(env[id(o)])
                 for o in self.program.outputs]
+
+
+def _peak_bytes(kernels, program):
+    """Most bytes of buffers alive at once (results, pooled intermediates), from buffer lifetimes."""
+    last_use = {}
+    for i, k in enumerate(kernels):
+        for n in k.inputs:
+            last_use[id(n)] = i
+    for o in program.outputs:
+        last_use[id(o)] = len(kernels)
+    live, peak = {}, 0
+    for i, k in enumerate(kernels):
+        for o in k.stores:
+            live[id(o)] = o.size * o.dtype.itemsize
+        peak = max(peak, sum(live.values()))
+        live = {n: b for n, b in live.items() if last_use.get(n, -1) > i}
+    return peak
