@@ -149,15 +149,19 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
     Per cell: the first call (timed, checked), then the warm calls of :func:`time_calls`.
     """
     out = {"framework": fw.name, "cells": {}}
-    t = time.perf_counter()
-    fw.setup(threads)
-    out["setup_s"] = time.perf_counter() - t
 
     def dump():
         out["threadpools"] = threadpools()
         with open(json_path + ".tmp", "w") as f:
             json.dump(out, f)
         os.replace(json_path + ".tmp", json_path)  # a worker killed mid-write leaves the last whole file
+    t = time.perf_counter()
+    try:
+        fw.setup(threads)
+    except Exception as exc:  # e.g. a broken install: every cell is an error
+        out["cells"] = {name: _error(exc) for name in names}
+        return dump()
+    out["setup_s"] = time.perf_counter() - t
     for name in names:
         w = WORKLOADS[name]
         cell = out["cells"][name] = {"status": "running"}

@@ -147,7 +147,8 @@ def markdown(results):
             w = results["workloads"][n]
             row = [f"{_ms(c['warm_ms'])} ({c['ratio_to_floor']:.2f}x)" if c.get("status") == "ok" else
                    c.get("status", "?") for c in (results["cells"][n].get(fw, {}) for fw in fws)]
-            out.append(f"| {n} | {w['min_bytes'] / 1e6:.0f} | {_ms(w['roofline_floor_ms'])} | " + " | ".join(row) + " |")
+            out.append(f"| {n} | {w['min_bytes'] / 1e6:.0f} | {_ms(w['roofline_floor_ms'])} | "
+                       + " | ".join(row) + " |")
         out.append("")
     problems = [(n, fw, c) for n, cells in results["cells"].items() for fw, c in cells.items()
                 if c.get("status") not in ("ok", "missing")]
@@ -207,30 +208,30 @@ def chart(results, path):
     return path
 
 
+def _pool(p):
+    return (f"{p.get('internal_api')} {p.get('version') or ''}".strip() + f" ({p.get('prefix')}, "
+            f"{p.get('num_threads')} threads" + (f", {p['architecture']}" if p.get("architecture") else "") + ")")
+
+
 def results_page(results):
-    """benchmarks/RESULTS.md: machine, date, versions, BLAS, bandwidth, method, tables."""
-    m, s = results["meta"], results["settings"]
-    versions = {}
-    for info in results["frameworks"].values():
-        versions.update(info.get("versions", {}))
-    def pool(p):
-        return (f"{p.get('internal_api')} {p.get('version') or ''}".strip() + f" ({p.get('prefix')}, "
-                f"{p.get('num_threads')} threads" + (f", {p['architecture']}" if p.get("architecture") else "") + ")")
-    pool_lines = [f"- runner (NumPy): " + "; ".join(map(pool, results["blas"]))]
-    pool_lines += [f"- {fw}: " + "; ".join(map(pool, info["threadpools"]))
-                   for fw, info in results["frameworks"].items() if info.get("threadpools")]
-    cmd = "python -m benchmarks" + (" --quick" if s["quick"] else "") + (" --small" if s["small"] else "") + \
-        " --write-results"
+    """benchmarks/RESULTS.md: machine, date, versions, thread pools, bandwidth, tables."""
+    m, s, fws = results["meta"], results["settings"], results["frameworks"]
+    versions = {k: v for info in fws.values() for k, v in info.get("versions", {}).items()}
+    cmd = "python -m benchmarks" + " --quick" * s["quick"] + " --small" * s["small"] + " --write-results"
     lines = ["# jitgrad benchmark results", "",
-             f"Produced by `{cmd}` (see `benchmarks/README.md`). Every number below comes from one run on one machine.",
-             ""] + (["**Quick mode**: 3 timed calls per cell, no fresh-process first calls, a time budget and compile "
-                     "caches kept between runs. Indicative only; publish a full run.", ""] if s["quick"] else []) + [ "## Machine", "",
-             f"- CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['cpus_usable']} usable"
-             + (f", {m['cores_per_socket']} cores per socket" if m.get("cores_per_socket") else "") + ")",
-             f"- Memory: {m['memory_GiB']} GiB", f"- OS: {m['os']}", f"- Python {m['python']}", f"- Date: {m['date']}",
-             f"- STREAM: " + ", ".join(f"{k} {v:.1f}" for k, v in results["stream"]["GBps"].items())
-             + f" GB/s ({results['stream']['method']})", "",
-             "## Versions", ""] + [f"- {k} {v}" for k, v in sorted(versions.items())] + \
-            [f"- {fw}: missing ({i['reason']})" for fw, i in results["frameworks"].items() if i["status"] == "missing"] + \
-            ["", "## Thread pools (threadpoolctl)", ""] + pool_lines + ["", "## Results", "", markdown(results)]
-    return "\n".join(lines) + "\n"
+             f"Produced by `{cmd}` (see `benchmarks/README.md`); every number comes from one run on one machine.", ""]
+    if s["quick"]:
+        lines += ["**Quick mode**: 3 timed calls per cell, no fresh-process first calls, a time budget, compile "
+                  "caches kept between runs. Indicative only; publish a full run.", ""]
+    stream = ", ".join(f"{k} {v:.1f}" for k, v in results["stream"]["GBps"].items())
+    lines += ["## Machine", "",
+              f"- CPU: {m['cpu']}, {m['logical_cpus']} logical CPUs ({m['cpus_usable']} usable"
+              + (f", {m['cores_per_socket']} cores per socket" if m.get("cores_per_socket") else "") + ")",
+              f"- Memory: {m['memory_GiB']} GiB", f"- OS: {m['os']}", f"- Python {m['python']}",
+              f"- Date: {m['date']}", f"- STREAM: {stream} GB/s ({results['stream']['method']})", "",
+              "## Versions", ""]
+    lines += [f"- {k} {v}" for k, v in sorted(versions.items())]
+    lines += [f"- {fw}: missing ({i['reason']})" for fw, i in fws.items() if i["status"] == "missing"]
+    lines += ["", "## Thread pools (threadpoolctl)", "", "- runner (NumPy): " + "; ".join(map(_pool, results["blas"]))]
+    lines += [f"- {fw}: " + "; ".join(map(_pool, i["threadpools"])) for fw, i in fws.items() if i.get("threadpools")]
+    return "\n".join(lines + ["", "## Results", "", markdown(results)]) + "\n"

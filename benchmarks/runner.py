@@ -1,6 +1,7 @@
 """Orchestration: machine facts, STREAM, one warm worker per framework, fresh-process first
 calls, then the report. Every measurement runs in a subprocess (``benchmarks.measure``) so
-frameworks never share thread pools, allocators or caches, and a crash costs one cell.
+frameworks never share thread pools, allocators or caches, and a crash costs only that
+framework's remaining cells.
 """
 import argparse
 import json
@@ -35,24 +36,30 @@ def parse(argv):
     p.add_argument("--device", action="append",
                    help="jitgrad device(s) to run, comma-separated or repeated (default: every registered one)")
     p.add_argument("--frameworks", help="comma-separated subset, e.g. numpy,jax,jitgrad[cpu]")
-    p.add_argument("--workloads", help=f"comma-separated subset of {', '.join(WORKLOADS)} (default: all; --quick: all but variants)")
-    p.add_argument("--repeats", type=int, help="minimum timed calls per cell (default 30, quick 5)")
+    p.add_argument("--workloads", help=f"comma-separated subset of {', '.join(WORKLOADS)} "
+                                       "(default: all; --quick: all but variants)")
+    p.add_argument("--repeats", type=int, help="minimum timed calls per cell (default 30, quick 3)")
     p.add_argument("--fresh", action=argparse.BooleanOptionalAction, default=None,
                    help="measure first calls in fresh processes, cold and with a warm disk cache "
                         "(default: on, off with --quick)")
     p.add_argument("--persistent-cache", action=argparse.BooleanOptionalAction, default=None,
-                   help="keep compile caches (jitgrad, JAX, inductor) in OUT/cache across runs, so warm workers "
+                   help="keep compile caches (jitgrad, JAX, inductor) in --cache-dir across runs, so warm workers "
                         "skip compiling; their in-process first calls are then not cold (default: on with --quick)")
+    p.add_argument("--cache-dir", default=str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                                              / "jitgrad-benchmarks"),
+                   help="where --persistent-cache keeps them (default: ~/.cache/jitgrad-benchmarks)")
     p.add_argument("--budget", type=float, help="seconds for the whole run; later cells are skipped "
                                                 "(default: none, 100 with --quick)")
-    p.add_argument("--threads", type=int, help="threads for BLAS/OpenMP/torch/Numba (default: all cores, "
-                                               "each framework's own default)")
+    p.add_argument("--threads", type=int, help="threads for BLAS/OpenMP/torch/Numba in the workers "
+                                               "(default: all cores; XLA always uses its own pool)")
     p.add_argument("--small", action="store_true", help="tiny sizes (smoke test of the runner; labelled)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="output folder")
     p.add_argument("--write-results", action="store_true", help="also write benchmarks/RESULTS.md")
     p.add_argument("--keep-openblas-env", action="store_true",
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (unset by default for the published table)")
     a = p.parse_args(argv)
+    if a.write_results and a.small:
+        p.error("--write-results publishes SPEC sizes: not with --small")
     a.repeats = a.repeats or (3 if a.quick else 30)
     a.fresh = (not a.quick) if a.fresh is None else a.fresh
     a.persistent_cache = a.quick if a.persistent_cache is None else a.persistent_cache
@@ -148,9 +155,10 @@ def warm_phase(a, fws, names, tmp, clock, results):
         path = tmp / f"warm-{fw.name}.json"
         argv = ["warm", "--framework", fw.name, "--workloads", ",".join(names), "--json", str(path),
                 "--repeats", str(a.repeats), "--min-time", str(a.min_time), "--max-time", str(a.max_time),
-                "--threads", str(a.threads or os.cpu_count()), "--data", str(tmp / "data")] + (["--small"] if a.small else [])
+                "--threads", str(a.threads or os.cpu_count()), "--data", str(tmp / "data")] + \
+            (["--small"] if a.small else [])
         timeout = left if left is not None else 3600
-        cache = (Path(a.out) / "cache" if a.persistent_cache else tmp / "cache") / fw.name
+        cache = (Path(a.cache_dir) if a.persistent_cache else tmp / "cache") / fw.name
         rc, timed_out, tail = run_worker(argv, worker_env(fw, cache, a.threads),
                                          timeout, tmp / f"warm-{fw.name}.log")
         got = json.loads(path.read_text()) if path.exists() else {"cells": {}}
@@ -161,7 +169,8 @@ def warm_phase(a, fws, names, tmp, clock, results):
         for n in names:
             cell = got["cells"].get(n)
             if cell is None:
-                cell = {"status": "skipped", "error": "time budget spent" if timed_out else "worker died first"}
+                cell = {"status": "skipped", "error": "time budget spent"} if timed_out else \
+                    {"status": "error", "error": f"worker exited {rc} before this cell: {tail[-400:]}"}
             elif cell["status"] == "running":
                 cell = {"status": "timeout" if timed_out else "error",
                         "error": f"worker {'timed out' if timed_out else f'exited {rc}'}: {tail[-400:]}"}
@@ -223,7 +232,8 @@ def describe_workloads(names, small, data_dir, results):
 def main(argv=None, openblas_env=None):
     a = parse(argv)
     clock = Clock(a.budget)
-    names = a.workloads.split(",") if a.workloads else [n for n, w in WORKLOADS.items() if not (a.quick and w.extra)]
+    names = a.workloads.split(",") if a.workloads else \
+        [n for n, w in WORKLOADS.items() if not (a.quick and w.extra)]
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown:
         sys.exit(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
@@ -233,7 +243,9 @@ def main(argv=None, openblas_env=None):
     results = {
         "meta": report.machine(),
         "settings": {"quick": a.quick, "small": a.small, "repeats": a.repeats, "min_time_s": a.min_time,
-                     "max_time_s": a.max_time, "fresh": a.fresh, "persistent_cache": a.persistent_cache, "budget_s": a.budget, "threads": a.threads,
+                     "max_time_s": a.max_time, "fresh": a.fresh,
+                     "persistent_cache": a.cache_dir if a.persistent_cache else None, "budget_s": a.budget,
+                     "threads": a.threads,
                      "jitgrad_devices_registered": jitgrad_devices(), "correctness_rtol": RTOL},
         "openblas_env": openblas_env or {},
         "blas": threadpools(),

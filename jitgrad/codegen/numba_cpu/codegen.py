@@ -2,8 +2,7 @@
 
 The loop nest iterates over the kernel's shape: kept axes outside (the first one a ``prange``),
 reduced axes inside with one scalar accumulator per reduction. A kernel with no kept axes (a
-full reduction) splits its first axis into chunks, one per ``prange`` step, and combines the
-chunk results after the loop. Every value in the body is one scalar temporary; views become
+full reduction) runs its first axis as the ``prange`` and lets Numba keep per-thread partials. Every value in the body is one scalar temporary; views become
 index arithmetic on the buffers they read.
 """
 import math
@@ -11,7 +10,6 @@ import math
 from ...ir import ops
 from ..numba_cpu import scalar_ops
 
-CHUNKS = 64  # prange steps of a full reduction: enough for load balance, few partials to combine
 # Below this many loop iterations threads cost more than they save (and parallel compiles are ~5x
 # slower), so small kernels are plain serial loops.
 PARALLEL_MIN_SIZE = 1 << 15
@@ -86,8 +84,8 @@ def loop_kernel_source(kernel, name):
     loop = "prange" if math.prod(shape) >= PARALLEL_MIN_SIZE else "range"
     if not kept and raxes:  # a full reduction: one phase, chunked
         (step,) = kernel.steps
-        inits, inner, reductions = _phase(step, kernel, buffers, stores)
-        lines += _chunked(loop, raxes, shape, reductions, inits, inner, stores)
+        inits, inner, reductions = _phase(step, kernel, buffers, stores, parallel_reduce=True)
+        lines += _full_reduction(loop, raxes, shape, reductions, inits, inner, stores)
         return "\n".join(lines), inputs
     depth = 1
     for n, a in enumerate(kept):
@@ -110,7 +108,7 @@ def loop_kernel_source(kernel, name):
     return "\n".join(lines), inputs
 
 
-def _phase(step, kernel, buffers, stores):
+def _phase(step, kernel, buffers, stores, parallel_reduce=False):
     """(accumulator inits, loop body, reductions) of one pass over the reduced axes."""
     idx = tuple(f"i{a}" for a in range(len(kernel.shape)))
     body = _Body(kernel, buffers)
@@ -123,7 +121,9 @@ def _phase(step, kernel, buffers, stores):
         if id(o) in stores:
             inner.append(f"{stores[id(o)]}[{_idx(idx)}] = {v}")
     for j, r in enumerate(reductions):
-        inner.append(scalar_ops.accumulate(r.op, f"acc{j}", body.value(r.args[0], idx)))
+        v = body.value(r.args[0], idx)
+        inner += scalar_ops.parallel_accumulate(r.op, j, v) if parallel_reduce else \
+            [scalar_ops.accumulate(r.op, f"acc{j}", v)]
     inits = [f"acc{j} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
     return inits, body.lines + inner, reductions
 
@@ -144,24 +144,20 @@ def _row(step, kernel, buffers, stores):
     return body.lines + out
 
 
-def _chunked(loop, raxes, shape, reductions, inits, inner, stores):
-    first, rest = raxes[0], raxes[1:]
-    n = shape[first]
-    chunks = max(1, min(CHUNKS if loop == "prange" else 1, n))
-    lines = [f"    partial{j} = np.empty({chunks}, np.{r.dtype.name})" for j, r in enumerate(reductions)]
-    lines.append(f"    for c in {loop}({chunks}):")
-    lines += ["        " + s for s in inits]
-    lines.append(f"        for i{first} in range(c * {n} // {chunks}, (c + 1) * {n} // {chunks}):")
-    depth = 3
-    for a in rest:
-        lines.append("    " * depth + f"for i{a} in range({shape[a]}):")
-        depth += 1
-    lines += ["    " * depth + s for s in inner]
-    lines += [f"        partial{j}[c] = acc{j}" for j in range(len(reductions))]
+def _full_reduction(loop, raxes, shape, reductions, inits, inner, stores):
+    """All axes reduced: the first one is the (p)range; Numba's parfor turns the scalar
+    accumulators into per-thread partials. max/min count NaNs on the side, since Numba's
+    reduction ``max`` drops them and NumPy propagates them."""
+    lines = ["    " + s for s in inits]
+    lines += [f"    nan{j} = 0" for j, r in enumerate(reductions) if r.op in ("reduce_max", "reduce_min")]
+    for k, a in enumerate(raxes):
+        lines.append("    " * (k + 1) + f"for i{a} in {loop if k == 0 else 'range'}({shape[a]}):")
+    lines += ["    " * (len(raxes) + 1) + s for s in inner]
     for j, r in enumerate(reductions):
-        lines.append(f"    acc{j} = {scalar_ops.reduce_init(r.op, r.dtype)}")
-        lines.append(f"    for c in range({chunks}):")
-        lines.append("        " + scalar_ops.accumulate(r.op, f"acc{j}", f"partial{j}[c]"))
-        if id(r) in stores:
+        if id(r) not in stores:
+            continue
+        if r.op in ("reduce_max", "reduce_min"):
+            lines.append(f"    {stores[id(r)]}[0] = acc{j} if nan{j} == 0 else np.nan")
+        else:
             lines.append(f"    {stores[id(r)]}[0] = acc{j}")
     return lines

@@ -69,6 +69,17 @@ def accumulate(op, acc, value):
             "reduce_min": f"{acc} = {value} if ({value} < {acc} or {value} != {value}) else {acc}"}[op]
 
 
+def parallel_accumulate(op, j, value):
+    """Reduction updates Numba's parfor recognizes (max/min also count NaNs: see codegen)."""
+    acc = f"acc{j}"
+    if op == "reduce_sum":
+        return [f"{acc} += {value}"]
+    if op == "reduce_prod":
+        return [f"{acc} *= {value}"]
+    fn = "max" if op == "reduce_max" else "min"
+    return [f"{acc} = {fn}({acc}, {value})", f"nan{j} += {value} != {value}"]
+
+
 # Views: the index into the operand for an index (tuple of expressions) into the result.
 
 def _expand(node, idx):
