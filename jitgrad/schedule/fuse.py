@@ -79,7 +79,7 @@ def plan(program):
     # input); placed last, such a copy joins the kernel that already streams that shape.
     copies = {id(o): o for o in program.outputs if o.op in ("input", "const")}
     library_views = {id(a) for n in nodes if n.op in LIBRARY for a in n.args
-                     if a.op in VIEWS and _is_view_of_buffer(a)}
+                     if a.op in VIEWS and _is_view_of_buffer(a, realized)}
     kernels = []
     for root in roots + list(copies.values()):
         if root.op in LIBRARY or id(root) in library_views:
@@ -112,9 +112,11 @@ def _realized(program, nodes):
     return realized
 
 
-def _is_view_of_buffer(node):
+def _is_view_of_buffer(node, realized=()):
     while node.op in VIEWS:
         node = node.args[0]
+        if id(node) in realized:
+            return True
     return node.op in ("input", "const")
 
 

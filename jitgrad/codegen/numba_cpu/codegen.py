@@ -87,6 +87,11 @@ def loop_kernel_source(kernel, name):
         inits, inner, reductions = _phase(step, kernel, buffers, stores, parallel_reduce=True)
         lines += _full_reduction(loop, raxes, shape, reductions, inits, inner, stores)
         return "\n".join(lines), inputs
+    if len(kernel.steps) == 1 and raxes and kept and max(raxes) < max(kept):
+        # Reducing leading axes (a bias gradient): walk memory in order and accumulate into the
+        # output row, instead of striding down each column.
+        lines += _leading_reduction(loop, kernel, buffers, stores)
+        return "\n".join(lines), inputs
     depth = 1
     for n, a in enumerate(kept):
         lines.append("    " * depth + f"for i{a} in {loop if n == 0 else 'range'}({shape[a]}):")
@@ -160,4 +165,30 @@ def _full_reduction(loop, raxes, shape, reductions, inits, inner, stores):
             lines.append(f"    {stores[id(r)]}[0] = acc{j} if nan{j} == 0 else np.nan")
         else:
             lines.append(f"    {stores[id(r)]}[0] = acc{j}")
+    return lines
+
+
+def _leading_reduction(loop, kernel, buffers, stores):
+    shape, kept = kernel.shape, kernel.kept_axes
+    (step,) = kernel.steps
+    idx = tuple(f"i{a}" for a in range(len(shape)))
+    kept_idx = _idx(tuple(idx[a] for a in kept))
+    body = _Body(kernel, buffers)
+    reductions = [o for o in step.outputs if o.op in ops.REDUCE]
+    inner = []
+    for o in step.outputs:
+        if o.op not in ops.REDUCE and id(o) in stores:
+            inner.append(f"{stores[id(o)]}[{_idx(idx)}] = {body.value(o, idx)}")
+    for r in reductions:
+        target = f"{stores[id(r)]}[{kept_idx}]"
+        inner.append(scalar_ops.accumulate(r.op, target, body.value(r.args[0], idx)))
+    lines = []
+    for k, a in enumerate(kept):
+        lines.append("    " * (k + 1) + f"for i{a} in range({shape[a]}):")
+    lines += ["    " * (len(kept) + 1) + f"{stores[id(r)]}[{kept_idx}] = {scalar_ops.reduce_init(r.op, r.dtype)}"
+              for r in reductions]
+    for a in range(len(shape)):  # rows of different threads touch different outputs only if axis 0 is kept
+        outer = loop if a == 0 and 0 in kept else "range"
+        lines.append("    " * (a + 1) + f"for i{a} in {outer}({shape[a]}):")
+    lines += ["    " * (len(shape) + 1) + s for s in body.lines + inner]
     return lines

@@ -132,7 +132,8 @@ def _reshape(node, idx):
             elif len(gj) == 1 and len(gi) == 1:
                 out.append(lin)
             else:
-                out.append(f"(({lin}) // {stride}) % {src[k]}" if k != gi[0] else f"({lin}) // {stride}")
+                quotient = f"({lin}) // {stride}" if stride != 1 else f"({lin})"
+                out.append(f"{quotient} % {src[k]}" if k != gi[0] else quotient)
         i, j = i + len(gi), j + len(gj)
     return tuple(out)
 
