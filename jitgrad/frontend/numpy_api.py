@@ -254,6 +254,18 @@ def power(a, b):
     return _elementwise("pow", "power", a, b)
 
 
+def floor_divide(a, b):
+    """Computed in floating point (integers via float64, exact below 2**53)."""
+    dtype = result_type(a, b)
+    out = floor(divide(a, b))
+    return out if is_float(dtype) else cast(out, dtype)
+
+
+def remainder(a, b):
+    """``a - floor(a / b) * b``: the sign of the divisor, as in NumPy."""
+    return subtract(a, multiply(floor_divide(a, b), b))
+
+
 def float_power(a, b):
     return power(cast(asarray(a), np.float64), cast(asarray(b), np.float64))
 
@@ -344,6 +356,14 @@ amin = min = _reduction("reduce_min", "min")  # noqa: A001
 
 def _count(x, axes):
     return math.prod([x.shape[ax] for ax in axes])
+
+
+def any_(a, axis=None, out=None, keepdims=False):
+    return greater(sum(cast(_to_bool(a), np.int64), axis=axis, out=out, keepdims=keepdims), 0)
+
+
+def all_(a, axis=None, out=None, keepdims=False):
+    return equal(sum(cast(logical_not(a), np.int64), axis=axis, out=out, keepdims=keepdims), 0)
 
 
 def mean(a, axis=None, dtype=None, out=None, keepdims=False):
@@ -918,13 +938,13 @@ UFUNCS = {
     np.square: square, np.reciprocal: reciprocal, np.sin: sin, np.cos: cos, np.tan: tan, np.arcsin: arcsin,
     np.arccos: arccos, np.arctan: arctan, np.sinh: sinh, np.cosh: cosh, np.tanh: tanh, np.arcsinh: arcsinh,
     np.arctanh: arctanh, np.floor: floor, np.ceil: ceil, np.rint: rint, np.isnan: isnan, np.isinf: isinf,
-    np.isfinite: isfinite, np.matmul: matmul,  # ndarray @ Tracer arrives as the matmul ufunc
+    np.isfinite: isfinite, np.matmul: matmul, np.floor_divide: floor_divide, np.remainder: remainder,  # ndarray @ Tracer arrives as the matmul ufunc
 }
 UFUNC_REDUCE = {np.add: sum, np.multiply: prod, np.maximum: max, np.minimum: min}
 
 FUNCTIONS = {
     np.sum: sum, np.prod: prod, np.max: max, np.min: min, np.amax: amax, np.amin: amin, np.mean: mean,
-    np.var: var, np.std: std, np.argmax: argmax, np.argmin: argmin, np.where: where, np.clip: clip,
+    np.var: var, np.std: std, np.any: any_, np.all: all_, np.argmax: argmax, np.argmin: argmin, np.where: where, np.clip: clip,
     np.round: round, np.around: round, np.matmul: matmul, np.dot: dot, np.vdot: vdot, np.inner: inner,
     np.outer: outer, np.tensordot: tensordot, np.einsum: einsum, np.trace: trace, np.diagonal: diagonal,
     np.reshape: reshape, np.ravel: ravel, np.transpose: transpose, np.swapaxes: swapaxes,
@@ -977,7 +997,8 @@ def _swap(fn):
 
 
 _OPERATORS = {
-    "__add__": add, "__sub__": subtract, "__mul__": multiply, "__truediv__": divide, "__pow__": power,
+    "__floordiv__": floor_divide, "__mod__": remainder, "__rfloordiv__": _swap(floor_divide),
+    "__rmod__": _swap(remainder), "__add__": add, "__sub__": subtract, "__mul__": multiply, "__truediv__": divide, "__pow__": power,
     "__matmul__": matmul, "__radd__": _swap(add), "__rsub__": _swap(subtract), "__rmul__": _swap(multiply),
     "__rtruediv__": _swap(divide), "__rpow__": _swap(power), "__rmatmul__": _swap(matmul),
     "__neg__": negative, "__pos__": positive, "__abs__": absolute, "__invert__": invert,
@@ -986,7 +1007,7 @@ _OPERATORS = {
     "__rand__": _swap(bitwise_and), "__ror__": _swap(bitwise_or), "__rxor__": _swap(bitwise_xor), "__getitem__": getitem,
 }
 _METHODS = {
-    "sum": sum, "prod": prod, "max": max, "min": min, "mean": mean, "var": var, "std": std,
+    "any": any_, "all": all_, "sum": sum, "prod": prod, "max": max, "min": min, "mean": mean, "var": var, "std": std,
     "argmax": argmax, "argmin": argmin, "clip": clip, "round": round, "dot": dot, "ravel": ravel,
     "flatten": ravel, "squeeze": squeeze, "swapaxes": swapaxes, "repeat": repeat, "copy": copy,
     "astype": lambda self, dtype, **kw: cast(self, dtype), "diagonal": diagonal, "trace": trace,
