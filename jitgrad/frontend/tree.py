@@ -13,36 +13,37 @@ def _numeric_list(x):
 def flatten(tree):
     """(leaves, treedef). A list of plain numbers is data (one array leaf), as in NumPy."""
     leaves = []
+    return leaves, _walk(tree, leaves)
 
-    def walk(x):
-        if isinstance(x, (tuple, list)) and not _numeric_list(x):
-            return (type(x).__name__, tuple(walk(v) for v in x))
-        if isinstance(x, dict):
-            keys = sorted(x)
-            return ("dict", tuple(keys), tuple(walk(x[k]) for k in keys))
-        if x is None:
-            return ("none",)
-        leaves.append(x)
-        return ("leaf",)
 
-    return leaves, walk(tree)
+def _walk(x, leaves):
+    if isinstance(x, (tuple, list)) and not _numeric_list(x):
+        return (type(x).__name__, tuple(_walk(v, leaves) for v in x))
+    if isinstance(x, dict):
+        keys = sorted(x)
+        return ("dict", tuple(keys), tuple(_walk(x[k], leaves) for k in keys))
+    if x is None:
+        return ("none",)
+    leaves.append(x)
+    return ("leaf",)
 
 
 def unflatten(treedef, leaves):
-    it = iter(leaves)
+    return _build(treedef, iter(leaves))
 
-    def build(d):
-        kind = d[0]
-        if kind == "leaf":
-            return next(it)
-        if kind == "none":
-            return None
-        if kind == "dict":
-            return {k: build(c) for k, c in zip(d[1], d[2])}
-        children = [build(c) for c in d[1]]
-        return tuple(children) if kind == "tuple" else children
 
-    return build(treedef)
+def _build(d, it):
+    # A module-level function, not a self-referencing closure: a closure cycle would keep the
+    # (possibly huge) result arrays alive until the cyclic garbage collector happens to run.
+    kind = d[0]
+    if kind == "leaf":
+        return next(it)
+    if kind == "none":
+        return None
+    if kind == "dict":
+        return {k: _build(c, it) for k, c in zip(d[1], d[2])}
+    children = [_build(c, it) for c in d[1]]
+    return tuple(children) if kind == "tuple" else children
 
 
 def leaf_count(treedef):
