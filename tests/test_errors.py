@@ -244,8 +244,8 @@ def test_trace_error(fn, names, hints):
 
 
 def test_trace_error_unsupported_ufunc_names_it():
-    with pytest.raises(jg.TraceError, match="np.floor_divide"):
-        jit(lambda x: np.floor_divide(x, 2))(np.ones(3))
+    with pytest.raises(jg.TraceError, match="np.nextafter"):
+        jit(lambda x: np.nextafter(x, 2))(np.ones(3))
     with pytest.raises(jg.TraceError, match=r"np.add.accumulate"):
         jit(lambda x: np.add.accumulate(x))(np.ones(3))
 
