@@ -67,9 +67,9 @@ def _param_str(v):
     return str(v)
 
 
-def toposort(outputs):
-    """Every node the outputs reach, arguments before users. Iterative: deep graphs must not hit
-    Python's recursion limit."""
+def toposort(outputs, is_leaf=None):
+    """Every node the outputs reach, arguments before users (not looking past nodes for which
+    ``is_leaf`` is true). Iterative: deep graphs must not hit Python's recursion limit."""
     order, seen = [], set()
     for root in outputs:
         stack = [(root, False)]
@@ -82,7 +82,8 @@ def toposort(outputs):
                 continue
             seen.add(id(node))
             stack.append((node, True))
-            stack.extend((a, False) for a in reversed(node.args) if id(a) not in seen)
+            if is_leaf is None or not is_leaf(node):
+                stack.extend((a, False) for a in reversed(node.args) if id(a) not in seen)
     return order
 
 

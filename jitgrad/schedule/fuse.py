@@ -27,6 +27,7 @@ order, into the last kernel when it iterates over the same shape and reads nothi
 see yet; otherwise they start a new kernel.
 """
 from ..ir import ops
+from ..ir.graph import toposort
 
 VIEWS = ("expand", "reshape", "transpose", "slice", "rev")
 LIBRARY = ("matmul", "gather", "scatter_add", "concat", "pad", "argmax", "argmin")
@@ -204,29 +205,17 @@ def _through(node, index, kernel):
 # --------------------------------------------------------------------------- bodies and stores
 
 def _fill(kernel, realized):
-    """Collect the body (unrealized ancestors of the outputs) and the input buffers."""
+    """Collect the body (unrealized ancestors of the outputs) and the input buffers. Library
+    operands are always realized, so a library kernel's body is its op (or its view chain)."""
     outputs = {id(o) for o in kernel.outputs}
-    body, inputs, seen = [], [], set()
-    stack = [(o, False) for o in reversed(kernel.outputs)]
-    while stack:
-        n, expanded = stack.pop()
-        if expanded:
-            body.append(n)
-            continue
-        if id(n) in seen:
-            continue
-        seen.add(id(n))
-        if _is_buffer(n, realized) and id(n) not in outputs:
-            inputs.append(n)
-            continue
-        if n.op in ("input", "const"):  # an output that copies a buffer also reads it
-            inputs.append(n)
-        stack.append((n, True))
-        if kernel.kind == "library" and n.op not in VIEWS:  # a view chain is evaluated whole
-            inputs.extend(a for a in n.args if id(a) not in seen and not seen.add(id(a)))
-            continue
-        stack.extend((a, False) for a in reversed(n.args))
-    kernel.body, kernel.inputs = body, inputs
+
+    def is_input(n):
+        return _is_buffer(n, realized) and id(n) not in outputs
+
+    order = toposort(kernel.outputs, is_input)
+    kernel.body = [n for n in order if not is_input(n)]
+    # an output that copies an input or a constant also reads it
+    kernel.inputs = [n for n in order if is_input(n) or n.op in ("input", "const")]
 
 
 def _mark_stores(program, kernels):
