@@ -274,7 +274,7 @@ class Jitted:
         self.fn = fn
         self.static_argnums = (static_argnums,) if isinstance(static_argnums, numbers.Integral) else tuple(static_argnums)
         self.device = device
-        self._cache, self._lock = {}, threading.Lock()
+        self._cache, self._fast, self._lock = {}, {}, threading.Lock()
 
     def __call__(self, *args):
         if is_tracing():
@@ -293,6 +293,13 @@ class Jitted:
 
     def _compiled(self, args):
         device = devices.resolve(self.device)
+        # Fast path for the common call: only plain arrays, nothing static (a dict lookup).
+        plain = not self.static_argnums and all(type(a) is np.ndarray for a in args)
+        if plain:
+            fast_key = (tuple((a.shape, a.dtype) for a in args), device)
+            compiled = self._fast.get(fast_key)
+            if compiled is not None:
+                return compiled, args
         dynamic, static = self._dynamic(len(args))
         leaves, defs = [], []
         for i in dynamic:
@@ -309,6 +316,8 @@ class Jitted:
             compiled = self._cache.get(key)
             if compiled is None:
                 compiled = self._cache[key] = _Compiled(trace(self.fn, args, dynamic), device)
+            if plain and all(a.dtype.kind in "biuf" and a.dtype != np.float16 for a in args):
+                self._fast[fast_key] = compiled
         return compiled, leaves
 
     @property
