@@ -213,7 +213,7 @@ def _pool(p):
             f"{p.get('num_threads')} threads" + (f", {p['architecture']}" if p.get("architecture") else "") + ")")
 
 
-def results_page(results):
+def results_page(results, chart=False):
     """benchmarks/RESULTS.md: machine, date, versions, thread pools, bandwidth, tables."""
     m, s, fws = results["meta"], results["settings"], results["frameworks"]
     versions = {k: v for info in fws.values() for k, v in info.get("versions", {}).items()}
@@ -234,4 +234,5 @@ def results_page(results):
     lines += [f"- {fw}: missing ({i['reason']})" for fw, i in fws.items() if i["status"] == "missing"]
     lines += ["", "## Thread pools (threadpoolctl)", "", "- runner (NumPy): " + "; ".join(map(_pool, results["blas"]))]
     lines += [f"- {fw}: " + "; ".join(map(_pool, i["threadpools"])) for fw, i in fws.items() if i.get("threadpools")]
-    return "\n".join(lines + ["", "## Results", "", markdown(results)]) + "\n"
+    figure = ["![warm speed relative to the fastest of JAX and torch.compile](speed.png)", ""] if chart else []
+    return "\n".join(lines + ["", "## Results", ""] + figure + [markdown(results)]) + "\n"

@@ -275,8 +275,10 @@ def main(argv=None, openblas_env=None):
     md = report.markdown(results)
     (out / "results.md").write_text(md)
     png = report.chart(results, out / "speed.png")
-    if a.write_results:
-        (ROOT / "benchmarks" / "RESULTS.md").write_text(report.results_page(results))
+    if a.write_results:  # the published page and its chart live beside each other in the repo
+        if png:
+            shutil.copyfile(png, ROOT / "benchmarks" / "speed.png")
+        (ROOT / "benchmarks" / "RESULTS.md").write_text(report.results_page(results, chart=bool(png)))
     print(md)
     if not png:
         clock.log("no chart: matplotlib missing or no JAX/torch.compile result to compare with")
