@@ -14,7 +14,7 @@ from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
 from ..transforms.simplify import simplify
 from . import numpy_api as jnp
 from .tracing import Tracer, eval_program, is_tracing, new_trace
-from .tree import flatten, to_array, unflatten
+from .tree import flatten, leaf_count, to_array, unflatten
 
 
 # --------------------------------------------------------------------------- tracing a function
@@ -92,7 +92,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
         out_leaves = traced.program.outputs
         wrt, offset = [], 0
         for i in nums:
-            n = len(flatten(args[i])[0])
+            n = leaf_count(traced.in_defs[i])
             for node in traced.program.inputs[offset:offset + n]:
                 if not is_float(node.dtype):
                     raise GradError(f"grad: argument {i} has dtype {node.dtype}; gradients are taken only with "
@@ -105,7 +105,7 @@ def value_and_grad(f, argnums=0, has_aux=False):
         grads = [g if g is not None else zeros_for(traced.program.inputs[k], traced.args) for g, k in zip(grads, wrt)]
         per_arg, offset = [], 0
         for i in nums:
-            n = len(flatten(args[i])[0])
+            n = leaf_count(traced.in_defs[i])
             per_arg.append(unflatten(traced.in_defs[i], grads[offset:offset + n]))
             offset += n
         grads = per_arg[0] if single else tuple(per_arg)
@@ -165,7 +165,7 @@ def vjp(f, *primals):
         grads = [g if g is not None else zeros_for(n, traced.args) for g, n in zip(grads, traced.program.inputs)]
         per_arg, offset = [], 0
         for i in range(len(primals)):
-            n = len(flatten(primals[i])[0])
+            n = leaf_count(traced.in_defs[i])
             per_arg.append(unflatten(traced.in_defs[i], grads[offset:offset + n]))
             offset += n
         return tuple(per_arg)
