@@ -3,10 +3,6 @@ import numpy as np
 
 import jitgrad as jg
 
-# Every backend the suite runs on; compiled backends join this list as they land.
-DEVICES = ["numpy"]
-
-
 def numerical_grad(f, args, argnum, eps=1e-6):
     """Central finite differences of scalar ``f`` w.r.t. ``args[argnum]`` (float64 arrays)."""
     args = [np.array(a, dtype=np.float64) if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in args]
