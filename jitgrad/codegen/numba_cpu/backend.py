@@ -9,7 +9,7 @@ import numba
 import numpy as np
 
 from ...runtime import cache
-from ...schedule.fuse import LIBRARY, plan
+from ...schedule.fuse import LIBRARY, VIEWS, plan
 from ..numpy_ref import IMPLS
 from .codegen import loop_kernel_source
 
@@ -100,9 +100,10 @@ class _LibraryStep:
 class Executable:
     """A program planned into kernels; calling it runs them in order on NumPy buffers.
 
-    Buffers are allocated through NumPy (large ones get huge pages); intermediates are kept in
-    a per-thread pool and reused by the next call with this signature, so a warm call touches
-    no fresh memory except for its results."""
+    Buffers are allocated through NumPy (large ones get huge pages). Intermediates live in
+    pool slots planned by lifetime (a dead intermediate's slot serves a later one of the same
+    shape) and kept per thread for the next call with this signature, so a warm call touches no
+    fresh memory except for its results."""
 
     def __init__(self, program):
         self.program = program
@@ -113,7 +114,7 @@ class Executable:
         self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
         self._results = outputs
         self._pools = threading.local()
-        self.peak_bytes = _peak_bytes(self.plan, program)
+        self._slots, self.peak_bytes = _plan_buffers(self.plan, program)
 
     @property
     def kernels(self):
@@ -129,11 +130,12 @@ class Executable:
             pool = self._pools.buffers = {}
 
         def buffer(node, shape):
-            if id(node) in self._results:
+            slot = self._slots.get(id(node))
+            if slot is None:  # a result: always a fresh array
                 return np.empty(shape, node.dtype)
-            buf = pool.get(id(node))
+            buf = pool.get(slot)
             if buf is None:
-                buf = pool[id(node)] = np.empty(shape, node.dtype)
+                buf = pool[slot] = np.empty(shape, node.dtype)
             return buf
         return buffer
 
@@ -149,18 +151,44 @@ class Executable:
                 for o in self.program.outputs]
 
 
-def _peak_bytes(kernels, program):
-    """Most bytes of buffers alive at once (results, pooled intermediates), from buffer lifetimes."""
+def _allocated(kernel):
+    """The nodes a step writes into buffers it asks for: loop stores, matmul results."""
+    if kernel.kind == "loop":
+        return kernel.stores
+    return [n for n in kernel.body if n.op == "matmul"]
+
+
+def _plan_buffers(kernels, program):
+    """Give each intermediate a pool slot by lifetime: a slot whose value is dead is reused by a
+    later intermediate of the same shape and dtype (views keep the buffer they look into alive).
+    Returns (slot of each pooled node, peak bytes of buffers alive at once)."""
+    base = {}  # id(a view of a buffer) -> id(that buffer)
+    for k in kernels:
+        if k.kind == "library" and all(n.op in VIEWS for n in k.body):
+            src = id(k.inputs[0])
+            base.update((id(o), base.get(src, src)) for o in k.stores)
     last_use = {}
+
+    def use(node_id, step):
+        root = base.get(node_id, node_id)
+        last_use[root] = max(last_use.get(root, -1), step)
+
     for i, k in enumerate(kernels):
         for n in k.inputs:
-            last_use[id(n)] = i
+            use(id(n), i)
     for o in program.outputs:
-        last_use[id(o)] = len(kernels)
-    live, peak = {}, 0
+        use(id(o), len(kernels))
+    results = {id(o) for o in program.outputs}
+    slots, free, live, peak = {}, {}, {}, 0
     for i, k in enumerate(kernels):
-        for o in k.stores:
+        for o in _allocated(k):
             live[id(o)] = o.size * o.dtype.itemsize
+            if id(o) not in results:
+                key = ((o.shape or (1,)) if k.kind == "loop" else o.shape, o.dtype.str)
+                slots[id(o)] = (free[key].pop() if free.get(key) else (len(slots), key))
         peak = max(peak, sum(live.values()))
-        live = {n: b for n, b in live.items() if last_use.get(n, -1) > i}
-    return peak
+        for node_id in [n for n in live if last_use.get(n, -1) <= i]:
+            del live[node_id]
+            if node_id in slots:
+                free.setdefault(slots[node_id][1], []).append(slots[node_id])
+    return slots, peak
