@@ -107,3 +107,22 @@ def test_op_table_matches_reference(case):
     np.testing.assert_allclose(value, ref_value, rtol=1e-9, atol=1e-12, err_msg=case.id)
     for g, r in zip(grads, ref_grads):
         np.testing.assert_allclose(g, r, rtol=1e-9, atol=1e-12, err_msg=case.id)
+
+
+def test_unrolled_loop_becomes_small_shared_kernels():
+    """A 300-step unrolled loop: bounded kernels, and equal chunks share one compiled kernel."""
+    def deep(x):
+        for _ in range(300):
+            x = np.sin(x) * 0.9 + 0.01
+        return np.sum(x)
+
+    x = np.linspace(0, 1, 5)
+    f = jg.jit_grad(deep, device="cpu")
+    value, g = f(x)
+    ref_value, ref_g = jg.jit_grad(deep, device="numpy")(x)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(g, ref_g, rtol=1e-9, atol=1e-300)
+    executable = f.lower(x).executable
+    loops = [s for s in executable.steps if hasattr(s, "fn")]
+    assert max(len(k.body) for k in executable.plan) <= 400
+    assert len({s.source.split(":", 1)[1] for s in loops}) < len(loops) / 2  # chunks repeat

@@ -30,6 +30,10 @@ from ..ir import ops
 from ..ir.graph import toposort
 
 VIEWS = ("expand", "reshape", "transpose", "slice", "rev")
+# Bounds on one kernel, so an unrolled loop becomes many small kernels instead of one huge one:
+# compile time stays linear, and equal chunks share one compiled kernel (cached by source text).
+MAX_CHAIN = 64  # fused ops in a row (see _chain_cuts)
+MAX_OUTPUTS = 32  # roots merged into one kernel
 LIBRARY = ("matmul", "gather", "scatter_add", "concat", "pad", "argmax", "argmin")
 
 
@@ -75,6 +79,8 @@ def plan(program):
     """The kernels of ``program`` in execution order."""
     nodes = [n for n in program.nodes if n.op not in ("input", "const")]
     realized = _realized(program, nodes)
+    cuts = _chain_cuts(nodes, realized)
+    realized |= cuts
     roots = [n for n in nodes if id(n) in realized]
     # Outputs that are inputs or constants are copied by a loop (a result never aliases an
     # input); placed last, such a copy joins the kernel that already streams that shape.
@@ -86,7 +92,7 @@ def plan(program):
         if root.op in LIBRARY or id(root) in library_views:
             kernels.append(Kernel("library", root.shape))
             kernels[-1].steps.append(Step("library"))
-        elif not (kernels and _join(root, kernels[-1], realized)):
+        elif not (kernels and _join(root, kernels[-1], realized, cuts)):
             kernels.append(Kernel("loop", *_loop_signature(root)))
             kernels[-1].steps.append(Step("phase"))
         kernels[-1].steps[-1].outputs.append(root)
@@ -113,6 +119,21 @@ def _realized(program, nodes):
     return realized
 
 
+def _chain_cuts(nodes, realized):
+    """Nodes that end a chain of ``MAX_CHAIN`` fused ops: each chunk becomes its own kernel."""
+    depth, cuts = {}, set()
+    for n in nodes:
+        if id(n) in realized:
+            depth[id(n)] = 0
+            continue
+        d = 1 + max((depth.get(id(a), 0) for a in n.args), default=0)
+        if d >= MAX_CHAIN:
+            cuts.add(id(n))
+            d = 0
+        depth[id(n)] = d
+    return cuts
+
+
 def _is_view_of_buffer(node, realized=()):
     while node.op in VIEWS:
         node = node.args[0]
@@ -129,15 +150,15 @@ def _loop_signature(root):
 
 # --------------------------------------------------------------------------- merging
 
-def _join(root, kernel, realized):
+def _join(root, kernel, realized, cuts=()):
     """Add ``root`` to ``kernel``'s last step or a new step, if the kernel can compute it."""
-    if kernel.kind != "loop":
+    if kernel.kind != "loop" or len(kernel.outputs) >= MAX_OUTPUTS:
         return False
     kind = _step_kind(root, kernel)
     if kind is None:
         return False
     reads = _reads(root, kernel, realized)
-    if reads is None:
+    if reads is None or any(id(o) in cuts for outs in reads.values() for o in outs):
         return False
     last = kernel.steps[-1]
     same_step = last.kind == kind and not any(o.op in ops.REDUCE for o in reads.get(id(last), ()))
