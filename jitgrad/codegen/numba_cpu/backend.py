@@ -110,9 +110,7 @@ class Executable:
         self.plan = plan(program)
         self.steps = [_LoopStep(k, i) if k.kind == "loop" else _LibraryStep(k) for i, k in enumerate(self.plan)]
         self.consts = {id(n): n.params["value"] for n in program.nodes if n.op == "const"}
-        outputs = {id(o) for o in program.outputs}
         self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
-        self._results = outputs
         self._pools = threading.local()
         self._slots, self.peak_bytes = _plan_buffers(self.plan, program)
 

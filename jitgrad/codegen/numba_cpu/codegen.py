@@ -113,8 +113,9 @@ def loop_kernel_source(kernel, name):
     return "\n".join(lines), inputs
 
 
-def _phase(step, kernel, buffers, stores, parallel_reduce=False):
-    """(accumulator inits, loop body, reductions) of one pass over the reduced axes."""
+def _phase(step, kernel, buffers, stores, parallel_reduce=False, accumulator=None):
+    """(accumulator inits, loop body, reductions) of one pass over the reduced axes.
+    ``accumulator(j, r)`` names where reduction ``j`` accumulates (default: scalar ``acc{j}``)."""
     idx = tuple(f"i{a}" for a in range(len(kernel.shape)))
     body = _Body(kernel, buffers)
     reductions = [o for o in step.outputs if o.op in ops.REDUCE]
@@ -125,11 +126,12 @@ def _phase(step, kernel, buffers, stores, parallel_reduce=False):
         v = body.value(o, idx)
         if id(o) in stores:
             inner.append(f"{stores[id(o)]}[{_idx(idx)}] = {v}")
+    accumulator = accumulator or (lambda j, r: f"acc{j}")
     for j, r in enumerate(reductions):
         v = body.value(r.args[0], idx)
         inner += scalar_ops.parallel_accumulate(r.op, j, v) if parallel_reduce else \
-            [scalar_ops.accumulate(r.op, f"acc{j}", v)]
-    inits = [f"acc{j} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
+            [scalar_ops.accumulate(r.op, accumulator(j, r), v)]
+    inits = [f"{accumulator(j, r)} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
     return inits, body.lines + inner, reductions
 
 
@@ -171,24 +173,15 @@ def _full_reduction(loop, raxes, shape, reductions, inits, inner, stores):
 def _leading_reduction(loop, kernel, buffers, stores):
     shape, kept = kernel.shape, kernel.kept_axes
     (step,) = kernel.steps
-    idx = tuple(f"i{a}" for a in range(len(shape)))
-    kept_idx = _idx(tuple(idx[a] for a in kept))
-    body = _Body(kernel, buffers)
-    reductions = [o for o in step.outputs if o.op in ops.REDUCE]
-    inner = []
-    for o in step.outputs:
-        if o.op not in ops.REDUCE and id(o) in stores:
-            inner.append(f"{stores[id(o)]}[{_idx(idx)}] = {body.value(o, idx)}")
-    for r in reductions:
-        target = f"{stores[id(r)]}[{kept_idx}]"
-        inner.append(scalar_ops.accumulate(r.op, target, body.value(r.args[0], idx)))
+    kept_idx = _idx(tuple(f"i{a}" for a in kept))
+    inits, inner, _ = _phase(step, kernel, buffers, stores,
+                             accumulator=lambda j, r: f"{stores[id(r)]}[{kept_idx}]")
     lines = []
     for k, a in enumerate(kept):
         lines.append("    " * (k + 1) + f"for i{a} in range({shape[a]}):")
-    lines += ["    " * (len(kept) + 1) + f"{stores[id(r)]}[{kept_idx}] = {scalar_ops.reduce_init(r.op, r.dtype)}"
-              for r in reductions]
+    lines += ["    " * (len(kept) + 1) + s for s in inits]
     for a in range(len(shape)):  # rows of different threads touch different outputs only if axis 0 is kept
         outer = loop if a == 0 and 0 in kept else "range"
         lines.append("    " * (a + 1) + f"for i{a} in {outer}({shape[a]}):")
-    lines += ["    " * (len(shape) + 1) + s for s in body.lines + inner]
+    lines += ["    " * (len(shape) + 1) + s for s in inner]
     return lines
