@@ -33,7 +33,7 @@ class Traced:
 
 
 def _leaf_value(leaf, where):
-    return leaf if isinstance(leaf, Tracer) else to_array(leaf, where)
+    return leaf if isinstance(leaf, Tracer) else devices.to_host(to_array(leaf, where))
 
 
 def trace(fn, args, traced_argnums, name=None):
@@ -311,6 +311,8 @@ class Jitted:
             hash(statics)
         except TypeError:
             raise TypeError(f"static arguments must be hashable; got {[type(args[i]).__name__ for i in static]}") from None
+        if device != "cuda":
+            leaves = [devices.to_host(a) for a in leaves]
         key = (tuple(defs), tuple((a.shape, a.dtype.str) for a in leaves), statics, device)
         with self._lock:
             compiled = self._cache.get(key)

@@ -4,6 +4,8 @@ import numbers
 
 import numpy as np
 
+from ..runtime import devices
+
 
 def _numeric_list(x):
     return isinstance(x, list) and bool(x) and all(
@@ -63,6 +65,8 @@ def to_array(leaf, where):
             raise TypeError(f"{where} is a ragged nested list, which is not an array: {e}") from None
     elif isinstance(leaf, (bool, int, float, np.generic, np.ndarray)):
         leaf = np.asarray(leaf)
+    elif devices.on_gpu(leaf):  # numba, CuPy, torch CUDA arrays: a view, no copy
+        leaf = devices.as_cuda_array(leaf)
     elif hasattr(leaf, "__array__") and not hasattr(leaf, "node"):
         leaf = np.asarray(leaf)
     else:

@@ -7,8 +7,8 @@ import numpy as np
 from ..errors import JitgradError
 
 # device name -> module with an ``Executable(program)`` class (see codegen/numpy_ref.py).
-BACKENDS = {"numpy": "jitgrad.codegen.numpy_ref", "cpu": "jitgrad.codegen.numba_cpu.backend"}
-PLANNED = {"cuda": "the numba.cuda backend"}
+BACKENDS = {"numpy": "jitgrad.codegen.numpy_ref", "cpu": "jitgrad.codegen.numba_cpu.backend",
+            "cuda": "jitgrad.codegen.numba_cuda.backend"}
 DEFAULT_DEVICE = "cpu"
 
 
@@ -17,10 +17,7 @@ def resolve(device=None):
     name = device or os.environ.get("JITGRAD_DEVICE") or DEFAULT_DEVICE
     if name in BACKENDS:
         return name
-    if name in PLANNED:
-        raise JitgradError(f"device {name!r} ({PLANNED[name]}) is not available in this build; "
-                           f"available: {', '.join(BACKENDS)}")
-    raise JitgradError(f"unknown device {name!r}; expected one of {', '.join(list(BACKENDS) + list(PLANNED))}")
+    raise JitgradError(f"unknown device {name!r}; expected one of {', '.join(BACKENDS)}")
 
 
 def backend(device):
@@ -28,12 +25,36 @@ def backend(device):
 
 
 def device_put(x, device=None):
-    """Place an array (or a pytree of arrays) on ``device``.
+    """Place an array (or a pytree of arrays) on ``device``: a numba.cuda device array for
+    ``"cuda"`` (jitgrad functions then keep their results there), a NumPy array otherwise.
 
-    >>> jg.device_put(np.ones(3), "numpy")
+    >>> w = jg.device_put(np.ones(3), "cuda")   # doctest: +SKIP
+    >>> jg.device_put(w, "cpu")                  # doctest: +SKIP
     array([1., 1., 1.])
     """
     from ..frontend.tree import flatten, unflatten
-    resolve(device)
+    name = resolve(device)
     leaves, treedef = flatten(x)
-    return unflatten(treedef, [np.asarray(leaf) for leaf in leaves])
+    if name == "cuda":
+        from ..codegen.numba_cuda.backend import as_device_array
+        return unflatten(treedef, [as_device_array(leaf) for leaf in leaves])
+    return unflatten(treedef, [to_host(leaf) for leaf in leaves])
+
+
+def on_gpu(x):
+    """Numba device arrays (also the simulator's), and anything else exposing
+    ``__cuda_array_interface__`` (CuPy, PyTorch CUDA tensors)."""
+    return hasattr(x, "__cuda_array_interface__") or hasattr(x, "copy_to_host")
+
+
+def as_cuda_array(x):
+    """A numba device array viewing ``x`` (which lives on the GPU): no copy."""
+    if hasattr(x, "copy_to_host"):
+        return x
+    from numba import cuda
+    return cuda.as_cuda_array(x)
+
+
+def to_host(x):
+    """A NumPy array of ``x``, copying it from the GPU if it lives there."""
+    return as_cuda_array(x).copy_to_host() if on_gpu(x) else np.asarray(x)

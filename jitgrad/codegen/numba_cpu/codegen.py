@@ -22,8 +22,9 @@ def _idx(names):
 class _Body:
     """Emits scalar temporaries for (node, index) pairs, iteratively (deep chains are fine)."""
 
-    def __init__(self, kernel, buffers):
+    def __init__(self, kernel, buffers, expression=scalar_ops.expression):
         self.kernel, self.buffers = kernel, buffers  # buffers: id(node) -> argument name
+        self.expression = expression
         self.lines, self.cache, self.count = [], {}, 0
 
     def value(self, root, idx):
@@ -54,7 +55,7 @@ class _Body:
                 stack += [(a, idx, False) for a in reversed(missing)]
                 continue
             args = [self.cache[(id(a), idx)] for a in node.args]
-            self.cache[key] = self._temp(scalar_ops.expression(node, args))
+            self.cache[key] = self._temp(self.expression(node, args))
         return self.cache[(id(root), idx)]
 
     def _load(self, node, idx):
@@ -113,11 +114,12 @@ def loop_kernel_source(kernel, name):
     return "\n".join(lines), inputs
 
 
-def _phase(step, kernel, buffers, stores, parallel_reduce=False, accumulator=None):
+def _phase(step, kernel, buffers, stores, parallel_reduce=False, accumulator=None,
+           expression=scalar_ops.expression):
     """(accumulator inits, loop body, reductions) of one pass over the reduced axes.
     ``accumulator(j, r)`` names where reduction ``j`` accumulates (default: scalar ``acc{j}``)."""
     idx = tuple(f"i{a}" for a in range(len(kernel.shape)))
-    body = _Body(kernel, buffers)
+    body = _Body(kernel, buffers, expression)
     reductions = [o for o in step.outputs if o.op in ops.REDUCE]
     inner = []
     for o in step.outputs:
@@ -135,10 +137,10 @@ def _phase(step, kernel, buffers, stores, parallel_reduce=False, accumulator=Non
     return inits, body.lines + inner, reductions
 
 
-def _row(step, kernel, buffers, stores):
+def _row(step, kernel, buffers, stores, expression=scalar_ops.expression):
     """Values of the current row, computed once per kept index."""
     kept_only, with_ones = kernel.row_shapes()
-    body = _Body(kernel, buffers)
+    body = _Body(kernel, buffers, expression)
     out = []
     for o in step.outputs:
         if o.shape == with_ones:

@@ -32,14 +32,16 @@ VECTOR_MATH = {"exp": "exp", "expm1": "expm1", "log": "log", "log1p": "log1p", "
                "cos": "cos", "erf": "erf", "pow": "pow"}
 
 
-def expression(node, args):
+def expression(node, args, table=EXPR, vector_math=True):
+    """The scalar expression of ``node`` over operand names ``args``; other Numba targets pass
+    their own ``table`` (and no vector math: the CUDA target has libdevice)."""
     if node.op == "cast":
         return _typed(node.dtype, args[0])
-    if node.op in VECTOR_MATH and node.dtype in (np.float32, np.float64):
+    if vector_math and node.op in VECTOR_MATH and node.dtype in (np.float32, np.float64):
         return f"vm.{VECTOR_MATH[node.op]}_{'f32' if node.dtype == np.float32 else 'f64'}({', '.join(args)})"
-    expr = EXPR[node.op].format(*args)
+    expr = table[node.op].format(*args)
     # Keep the node's dtype exactly (math.* works in float64; comparisons stay bool).
-    if node.dtype != np.bool_ and (node.op in ("div",) or expr.startswith(("math.", "np."))):
+    if node.dtype != np.bool_ and (node.op in ("div",) or expr.startswith(("math.", "np.", "dm."))):
         return _typed(node.dtype, expr)
     return expr
 

@@ -1,0 +1,291 @@
+"""``device="cuda"``: the fusion plan run as ``numba.cuda`` kernels on one stream.
+
+The plan is the CPU backend's (``schedule.fuse.plan``); each loop kernel becomes one
+``@cuda.jit`` kernel (``codegen.py``), compiled once per source text and shared by every
+program that has it. Library kernels: matmul through cuBLAS when CuPy is installed (on the
+same device memory, no copies), else a shared-memory tiled kernel; gather, scatter-add (with
+atomics), concat, pad and argmax/argmin are kernels of ours.
+
+Inputs may be NumPy arrays (copied in) or device arrays (anything with
+``__cuda_array_interface__``: used in place). Results are device arrays when any input was one,
+else NumPy. Intermediates are allocated once per signature, in the CPU backend's lifetime-planned
+slots, and reused by every call.
+"""
+import functools
+import math
+import threading
+
+import numpy as np
+from numba import config, cuda
+
+from ...errors import JitgradError
+from ...runtime import cache, devices
+from ...schedule.fuse import LIBRARY, VIEWS, Kernel, Step, plan
+from ..numba_cpu.backend import _plan_buffers
+from . import codegen, device_math
+
+SIMULATOR = bool(config.ENABLE_CUDASIM)
+# The simulator runs every thread as a Python thread: small blocks keep it quick.
+THREADS = 32 if SIMULATOR else 256
+MODULE_HEADER = ("import math\n\nimport numpy as np\nfrom numba import cuda\n\n"
+                 "from jitgrad.codegen.numba_cuda import device_math as dm\n")
+_compiled, _lock = {}, threading.Lock()
+
+
+def compile_kernel(source, name):
+    """The ``cuda.jit`` kernel for ``source``, shared by every program whose kernel has this text."""
+    module_source = f"{MODULE_HEADER}\n@cuda.jit(cache=True)\n{source}\n"
+    with _lock:
+        if module_source not in _compiled:
+            module = None if SIMULATOR else cache.load_module(module_source)
+            if module is None:  # simulator or cache off: from memory
+                scope = {}
+                exec(compile(module_source.replace("(cache=True)", ""), "<jitgrad cuda kernel>", "exec"), scope)
+                if SIMULATOR:
+                    scope["math"] = device_math.SIM_MATH
+                module = scope
+            _compiled[module_source] = module[name] if isinstance(module, dict) else getattr(module, name)
+        return _compiled[module_source]
+
+
+@functools.cache
+def _multiprocessors():
+    try:
+        return cuda.get_current_device().MULTIPROCESSOR_COUNT
+    except Exception:  # the simulator's fake device
+        return 4
+
+
+def _grid(work, threads=THREADS):
+    """Blocks for a grid-stride loop over ``work`` items: enough to fill the card, no more."""
+    return max(1, min(-(-work // threads), _multiprocessors() * (4 if SIMULATOR else 16)))
+
+
+def _cupy():
+    if SIMULATOR:
+        return None
+    try:
+        import cupy
+        return cupy
+    except ImportError:
+        return None
+
+
+def as_device_array(x):
+    """A numba device array viewing ``x`` (no copy) if it lives on the GPU, else a copy of it there."""
+    if devices.on_gpu(x):
+        return devices.as_cuda_array(x)
+    return cuda.to_device(np.ascontiguousarray(x))
+
+
+# --------------------------------------------------------------------------- steps
+
+class _LoopStep:
+    def __init__(self, kernel, index):
+        self.kernel, self.stores = kernel, kernel.stores
+        shape, raxes = kernel.shape, kernel.reduce_axes
+        rows = math.prod(shape[a] for a in kernel.kept_axes)
+        if not raxes:
+            launch = (_grid(math.prod(shape)), THREADS)
+        elif not kernel.kept_axes:
+            launch = (_grid(math.prod(shape)), THREADS)
+        elif codegen._columns(kernel):
+            launch = (_grid(rows), THREADS)
+        else:  # one block per row, sized to the row
+            reduced = math.prod(shape[a] for a in raxes)
+            threads = min(THREADS, max(32, 1 << max(reduced - 1, 1).bit_length()))
+            launch = (max(1, min(rows, _multiprocessors() * 32)), threads)
+        self.blocks, self.threads = launch
+        self.source, self.inputs, scratch = codegen.loop_kernel_source(kernel, f"kernel{index}", self.threads, self.blocks)
+        self.fn = compile_kernel(self.source.replace(f"def kernel{index}(", "def kernel("), "kernel")
+        # a full reduction leaves one partial per block: a one-block kernel per reduction finishes it
+        reductions = [o for o in kernel.steps[0].outputs if o.op.startswith("reduce_")] if scratch else []
+        finishes = [codegen.finish_source(r.op, r.dtype, THREADS) for r in reductions]
+        self.finishers = [(r, compile_kernel(f, "finish")) for r, f in zip(reductions, finishes)]
+        self.source = "\n\n".join([self.source] + sorted(set(finishes)))
+
+    def run(self, env, buffer, scratch):
+        outs = [buffer(o, o.shape or (1,)) for o in self.stores]
+        args = [_at_least_1d(env[id(n)]) for n in self.inputs] + outs
+        parts = [scratch(("part", id(r)), (self.blocks,), r.dtype) for r, _ in self.finishers]
+        self.fn[self.blocks, self.threads](*args, *parts)
+        for (r, finish), part in zip(self.finishers, parts):
+            finish[1, THREADS](part, outs[self.stores.index(r)])
+        for o, buf in zip(self.stores, outs):
+            env[id(o)] = _reshaped(buf, o.shape)
+
+
+def _at_least_1d(a):
+    return a.reshape(1) if a.ndim == 0 else a
+
+
+def _reshaped(a, shape):
+    return a if a.shape == shape else a.reshape(shape or (1,))
+
+
+class _LibraryStep:
+    """One library op, or a chain of views of a buffer (materialized by a copy kernel, or a
+    CuPy view when matmul goes through CuPy)."""
+
+    def __init__(self, kernel, index, cupy):
+        self.kernel, self.stores, self.cupy = kernel, kernel.stores, cupy
+        self.node = kernel.outputs[0]
+        self.views = all(n.op in VIEWS for n in kernel.body)
+        if self.views:
+            self.copy = _LoopStep(_copy_kernel(kernel), index)
+            self.source = self.copy.source
+        elif self.node.op == "matmul":
+            self.source = "# matmul: cuBLAS through CuPy" if cupy else codegen.matmul_source(self.node.dtype)
+            self.fn = None if cupy else compile_kernel(self.source, "matmul")
+        else:
+            maker = {"gather": codegen.gather_source, "scatter_add": codegen.scatter_add_source,
+                     "concat": codegen.concat_source, "pad": codegen.pad_source,
+                     "argmax": codegen.argreduce_source, "argmin": codegen.argreduce_source}[self.node.op]
+            self.source = maker(self.node)
+            self.fn = compile_kernel(self.source, self.source.split("(")[0][4:])
+            self.fill = compile_kernel(codegen.FILL, "fill") if self.node.op == "scatter_add" else None
+
+    def run(self, env, buffer, scratch):
+        n = self.node
+        if self.views:
+            if self.cupy and any(c.op == "matmul" for c in self._consumers):
+                env[id(n)] = _cupy_view(self.cupy, self.kernel, env)
+            else:
+                self.copy.run(env, buffer, scratch)
+            return
+        out = buffer(n, n.shape or (1,))
+        args = [env[id(a)] for a in n.args]
+        if n.op == "matmul":
+            self._matmul(n, args, out)
+        elif n.op in ("gather", "scatter_add"):
+            err = scratch("err", (1,), np.int32)
+            if n.op == "scatter_add":
+                self.fill[_grid(out.size), THREADS](out.reshape(out.size), out.dtype.type(0))
+            work = n.size if n.op == "gather" else n.args[0].size
+            self.fn[_grid(work), THREADS](*[_at_least_1d(a) for a in args], out, err)
+        else:
+            work = n.size
+            self.fn[_grid(work), THREADS](*[_at_least_1d(a) for a in args], out)
+        env[id(n)] = _reshaped(out, n.shape)
+
+    _consumers = ()
+
+    def _matmul(self, node, args, out):
+        if self.cupy:
+            cp = self.cupy
+            cp.matmul(*[cp.asarray(a) for a in args], out=cp.asarray(out))
+            return
+        (m, _), n = node.shape[-2:], node.shape[-1]
+        batch = math.prod(node.shape[:-2])
+        a3, b3, o3 = (x.reshape((batch,) + v.shape[-2:]) for x, v in zip(args + [out], list(node.args) + [node]))
+        t = codegen.TILE
+        self.fn[(-(-n // t), -(-m // t), min(batch, 65535)), (t, t)](a3, b3, o3)
+
+
+def _copy_kernel(kernel):
+    """A library view chain as an elementwise loop kernel that materializes it."""
+    (out,) = kernel.stores
+    copy = Kernel("loop", out.shape)
+    copy.steps.append(Step("phase"))
+    copy.steps[0].outputs.append(out)
+    copy.body, copy.inputs, copy.stores = kernel.body, kernel.inputs, [out]
+    return copy
+
+
+def _cupy_view(cp, kernel, env):
+    from ..numpy_ref import IMPLS
+    value = cp.asarray(env[id(kernel.inputs[0])])
+    for n in kernel.body:
+        value = IMPLS[n.op](value, **n.params)
+    return value
+
+
+# --------------------------------------------------------------------------- executable
+
+class Executable:
+    """A program planned into kernels, launched in order on the default stream.
+
+    Intermediates live in pool slots planned by lifetime (as on the CPU), allocated on the
+    device once per signature; results are fresh device arrays."""
+
+    def __init__(self, program):
+        if not cuda.is_available():
+            raise JitgradError("device 'cuda' needs a CUDA GPU and driver (none found); "
+                               "set NUMBA_ENABLE_CUDASIM=1 to run on the simulator")
+        self.program = program
+        self.plan = plan(program)
+        cupy = _cupy()
+        self.steps = [_LoopStep(k, i) if k.kind == "loop" else _LibraryStep(k, i, cupy)
+                      for i, k in enumerate(self.plan)]
+        consumers = {}
+        for k in self.plan:
+            for n in k.body:
+                for a in n.args:
+                    consumers.setdefault(id(a), []).append(n)
+        for s in self.steps:
+            if isinstance(s, _LibraryStep) and s.views:
+                s._consumers = consumers.get(id(s.node), [])
+        self._consts = None
+        self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
+        self._slots, self.peak_bytes = _plan_buffers(self.plan, program)
+        self._pool, self._scratch = {}, {}
+        self._checks_indices = any(n.op in ("gather", "scatter_add") for n in program.nodes)
+        self._lock = threading.Lock()
+
+    @property
+    def kernels(self):
+        return [k.body for k in self.plan]
+
+    @property
+    def source(self):
+        return "\n\n".join(f"# kernel {i}: {k!r}\n{s.source}" for i, (k, s) in enumerate(zip(self.plan, self.steps)))
+
+    def _buffer(self, node, shape):
+        slot = self._slots.get(id(node))
+        if slot is None:  # a result: a fresh device array
+            return cuda.device_array(shape, node.dtype)
+        buf = self._pool.get(slot)
+        if buf is None:
+            buf = self._pool[slot] = cuda.device_array(shape, node.dtype)
+        return buf
+
+    def _scratch_buffer(self, key, shape, dtype):
+        buf = self._scratch.get(key)
+        if buf is None:
+            buf = self._scratch[key] = cuda.to_device(np.zeros(shape, dtype))
+        return buf
+
+    def __call__(self, *args):
+        on_device = any(devices.on_gpu(a) for a in args)
+        # One call at a time: the pooled intermediates are this executable's.
+        with self._lock:
+            if self._consts is None:
+                self._consts = {id(n): cuda.to_device(np.ascontiguousarray(n.params["value"]))
+                                for n in self.program.nodes if n.op == "const"}
+            env = dict(self._consts)
+            env.update((id(n), as_device_array(a)) for n, a in zip(self.program.inputs, args))
+            for step in self.steps:
+                step.run(env, self._buffer, self._scratch_buffer)
+            results = [env[id(o)] if id(o) in self._fresh else _copy(env[id(o)]) for o in self.program.outputs]
+            if self._checks_indices:
+                self._check_indices()
+        shapes = [o.shape for o in self.program.outputs]
+        if on_device:
+            return [r if r.shape == shape else r.reshape(shape) for r, shape in zip(results, shapes)]
+        return [r.copy_to_host().reshape(shape) for r, shape in zip(results, shapes)]
+
+    def _check_indices(self):
+        err = self._scratch.get("err")
+        if err is not None and err.copy_to_host()[0]:
+            err.copy_to_device(np.zeros(1, np.int32))
+            ops = sorted({n.op for n in self.program.nodes if n.op in ("gather", "scatter_add")})
+            raise IndexError(f"{'/'.join(ops)} in {self.program.name}: an index is out of bounds for its axis")
+
+
+def _copy(a):
+    """A result that is an input, a constant or a view: a fresh device array of its own."""
+    if not hasattr(a, "copy_to_host"):  # a CuPy view
+        return cuda.as_cuda_array(a.copy())
+    out = cuda.device_array(a.shape, a.dtype)
+    out.copy_to_device(a)
+    return out

@@ -1,0 +1,301 @@
+"""``@cuda.jit`` source for the fusion plan's kernels: readable Python, one kernel per function.
+
+Loop kernels take one of four shapes, chosen from the kernel's axes:
+
+- *elementwise* (nothing reduced): a grid-stride loop over the flat index;
+- *full reduction* (everything reduced): a grid-stride loop with per-thread accumulators, a tree
+  reduction in shared memory per block, one partial per block, and a one-block ``finish`` kernel
+  that reduces the partials (two passes, so every reduction op works and results are
+  deterministic);
+- *rows* (softmax, layer norm, their gradients): one block per row of kept indices; each phase
+  strides the block's threads over the reduced indices and tree-reduces, so a row is read from
+  memory by one block and re-read from cache by the later phases;
+- *columns* (the reduced axes lead, as in a bias gradient): one thread per kept index, looping
+  over the reduced indices, so neighbouring threads read neighbouring memory.
+
+Index arithmetic for views and the per-op scalar expressions are shared with the CPU backend
+(``numba_cpu.codegen._Body``); only the op table differs (``EXPR``: libdevice via ``math``, and
+``device_math`` for what ``math`` lacks on the device).
+"""
+import math
+
+import numpy as np
+
+from ...ir import ops
+from ..numba_cpu import scalar_ops
+from ..numba_cpu.codegen import _Body, _idx, _phase, _row
+
+EXPR = {**scalar_ops.EXPR, "sign": "dm.sign({0})", "floor": "dm.floor({0})", "ceil": "dm.ceil({0})",
+        "round": "dm.rint({0})", "cbrt": "dm.cbrt({0})"}
+
+
+def expression(node, args):
+    return scalar_ops.expression(node, args, table=EXPR, vector_math=False)
+
+
+class Launch:
+    """How a kernel is launched: grid and block size, plus scratch it needs (partials)."""
+
+    def __init__(self, blocks, threads, partials=()):
+        self.blocks, self.threads, self.partials = blocks, threads, tuple(partials)
+
+
+def _delinearize(flat, axes, shape):
+    """Lines setting ``i{a}`` for ``axes`` (row-major) from the flat index expression ``flat``."""
+    lines, rest = [], flat
+    for k in range(len(axes) - 1, -1, -1):
+        a = axes[k]
+        if k == 0:
+            lines.append(f"i{a} = {rest}")
+        else:
+            lines += [f"i{a} = {rest} % {shape[a]}", f"q{a} = {rest} // {shape[a]}"]
+            rest = f"q{a}"
+    return lines
+
+
+def _indent(lines, depth):
+    return ["    " * depth + s for s in lines]
+
+
+def loop_kernel_source(kernel, name, threads, blocks):
+    """(source, argument nodes, extra scratch args) of a fusion-plan loop kernel for CUDA."""
+    inputs = [n for n in kernel.inputs if not (n.op == "const" and n.size == 1)]
+    buffers = {id(n): f"in{i}" for i, n in enumerate(inputs)}
+    stores = {id(o): f"out{i}" for i, o in enumerate(kernel.stores)}
+    shape, raxes, kept = kernel.shape, kernel.reduce_axes, kernel.kept_axes
+    names = list(buffers.values()) + list(stores.values())  # before the body adds row buffers
+    if not raxes:
+        body, scratch = _elementwise(kernel, buffers, stores), []
+    elif not kept:
+        body, scratch = _full_reduction(kernel, buffers, stores, threads)
+    elif _columns(kernel):
+        body, scratch = _columns_body(kernel, buffers, stores), []
+    else:
+        body, scratch = _rows(kernel, buffers, stores, threads), []
+    args = ", ".join(names + scratch)
+    return "\n".join([f"def {name}({args}):"] + _indent(body, 1)), inputs, scratch
+
+
+def _columns(kernel):
+    """Reduced axes all before the kept ones, one phase, and enough columns to fill the card."""
+    kept_size = math.prod(kernel.shape[a] for a in kernel.kept_axes)
+    reduced = math.prod(kernel.shape[a] for a in kernel.reduce_axes)
+    return (len(kernel.steps) == 1 and max(kernel.reduce_axes) < min(kernel.kept_axes)
+            and (kept_size >= 2048 or kept_size >= reduced))
+
+
+def _elementwise(kernel, buffers, stores):
+    (step,) = kernel.steps
+    n = math.prod(kernel.shape)
+    _, inner, _ = _phase(step, kernel, buffers, stores, expression=expression)
+    lines = [f"for t in range(cuda.grid(1), {n}, cuda.gridsize(1)):"]
+    return lines + _indent(_delinearize("t", range(len(kernel.shape)), kernel.shape) + inner, 1)
+
+
+def _block_reduce(reductions, threads):
+    """Tree-reduce each thread's ``acc{j}`` over the block in shared memory; every thread ends
+    with the block's result in ``acc{j}``."""
+    if not reductions:
+        return []
+    lines = [f"sh{j}[tid] = acc{j}" for j in range(len(reductions))]
+    lines += ["cuda.syncthreads()", f"s = {threads // 2}", "while s > 0:", "    if tid < s:"]
+    lines += [f"        {scalar_ops.accumulate(r.op, f'sh{j}[tid]', f'sh{j}[tid + s]')}"
+              for j, r in enumerate(reductions)]
+    lines += ["    cuda.syncthreads()", "    s //= 2"]
+    lines += [f"acc{j} = sh{j}[0]" for j in range(len(reductions))]
+    return lines + ["cuda.syncthreads()"]  # sh is free again once every thread has read it
+
+
+def _shared(reductions, threads):
+    return [f"sh{j} = cuda.shared.array({threads}, np.{np.dtype(r.dtype).name})" for j, r in enumerate(reductions)]
+
+
+def _full_reduction(kernel, buffers, stores, threads):
+    (step,) = kernel.steps
+    n = math.prod(kernel.shape)
+    inits, inner, reductions = _phase(step, kernel, buffers, stores, expression=expression)
+    scratch = [f"part{j}" for j in range(len(reductions))]
+    lines = ["tid = cuda.threadIdx.x"] + _shared(reductions, threads) + inits
+    lines.append(f"for t in range(cuda.grid(1), {n}, cuda.gridsize(1)):")
+    lines += _indent(_delinearize("t", range(len(kernel.shape)), kernel.shape) + inner, 1)
+    lines += _block_reduce(reductions, threads)
+    lines += ["if tid == 0:"] + [f"    part{j}[cuda.blockIdx.x] = acc{j}" for j in range(len(reductions))]
+    return lines, scratch
+
+
+def finish_source(op, dtype, threads):
+    """A one-block kernel reducing ``part`` (one partial per block) into ``out[0]``."""
+    class R:  # the reduction as _block_reduce sees it
+        pass
+    r = R()
+    r.op, r.dtype = op, dtype
+    lines = ["tid = cuda.threadIdx.x"] + _shared([r], threads)
+    lines += [f"acc0 = {scalar_ops.reduce_init(op, dtype)}", f"for t in range(tid, part.size, {threads}):",
+              f"    {scalar_ops.accumulate(op, 'acc0', 'part[t]')}"]
+    lines += _block_reduce([r], threads) + ["if tid == 0:", "    out[0] = acc0"]
+    return "\n".join(["def finish(part, out):"] + _indent(lines, 1))
+
+
+def _rows(kernel, buffers, stores, threads):
+    shape, raxes, kept = kernel.shape, kernel.reduce_axes, kernel.kept_axes
+    rows = math.prod(shape[a] for a in kept)
+    reduced = math.prod(shape[a] for a in raxes)
+    lines = ["tid = cuda.threadIdx.x"]
+    lines += [f"sh{j} = cuda.shared.array({threads}, np.{np.dtype(r.dtype).name})"
+              for j, r in enumerate(_widest_per_slot(kernel))]
+    body = _delinearize("r", kept, shape)
+    for step in kernel.steps:
+        if step.kind == "row":
+            body += _row(step, kernel, buffers, stores, expression=expression)
+        else:
+            inits, inner, reductions = _phase(step, kernel, buffers, stores, expression=expression)
+            body += inits + [f"for u in range(tid, {reduced}, {threads}):"]
+            body += _indent(_delinearize("u", raxes, shape) + inner, 1)
+            body += _block_reduce(reductions, threads)
+            kept_idx = _idx(tuple(f"i{a}" for a in kept))
+            # every thread holds the row's result: each writes the same value, no branch needed
+            body += [f"{stores[id(r)]}[{kept_idx}] = acc{j}" for j, r in enumerate(reductions)]
+        buffers.update((id(o), stores[id(o)]) for o in step.outputs if id(o) in stores and
+                       (o.op in ops.REDUCE or step.kind == "row"))
+    lines.append(f"for r in range(cuda.blockIdx.x, {rows}, cuda.gridDim.x):")
+    return lines + _indent(body, 1)
+
+
+def _widest_per_slot(kernel):
+    """Shared arrays: slot j serves reduction j of every phase; give it the widest dtype used."""
+    slots = []
+    for step in kernel.steps:
+        for j, r in enumerate(o for o in step.outputs if o.op in ops.REDUCE):
+            if j == len(slots):
+                slots.append(r)
+            elif np.dtype(r.dtype).itemsize > np.dtype(slots[j].dtype).itemsize:
+                slots[j] = r
+    return slots
+
+
+def _columns_body(kernel, buffers, stores):
+    shape, raxes, kept = kernel.shape, kernel.reduce_axes, kernel.kept_axes
+    (step,) = kernel.steps
+    columns = math.prod(shape[a] for a in kept)
+    reduced = math.prod(shape[a] for a in raxes)
+    inits, inner, reductions = _phase(step, kernel, buffers, stores, expression=expression)
+    kept_idx = _idx(tuple(f"i{a}" for a in kept))
+    lines = [f"for t in range(cuda.grid(1), {columns}, cuda.gridsize(1)):"]
+    body = _delinearize("t", kept, shape) + inits + [f"for u in range({reduced}):"]
+    body += _indent(_delinearize("u", raxes, shape) + inner, 1)
+    body += [f"{stores[id(r)]}[{kept_idx}] = acc{j}" for j, r in enumerate(reductions)]
+    return lines + _indent(body, 1)
+
+
+# --------------------------------------------------------------------------- library kernels
+
+def _out_index(shape):
+    return _idx(tuple(f"i{a}" for a in range(len(shape))))
+
+
+def _grid_loop(shape, inner):
+    lines = [f"for t in range(cuda.grid(1), {max(math.prod(shape), 0)}, cuda.gridsize(1)):"]
+    return lines + _indent(_delinearize("t", range(len(shape)), shape) + inner, 1)
+
+
+def _checked_indices(idx_shape, x_shape, count):
+    """Lines loading ``j{k}`` from index array ``idx{k}`` at the loop's leading indices,
+    wrapping negatives like NumPy and flagging out-of-range ones in ``err``."""
+    at = _idx(tuple(f"i{a}" for a in range(len(idx_shape))))
+    lines = []
+    for k in range(count):
+        lines += [f"j{k} = idx{k}[{at}]", f"if j{k} < 0:", f"    j{k} += {x_shape[k]}"]
+    bad = " or ".join(f"j{k} < 0 or j{k} >= {x_shape[k]}" for k in range(count))
+    return lines + [f"if {bad}:", "    err[0] = 1", "    continue"]
+
+
+def gather_source(node):
+    """out[i..., rest...] = x[idx0[i...], idx1[i...], ..., rest...]"""
+    x, idx = node.args[0], node.args[1:]
+    p, k = len(idx[0].shape), len(idx)
+    src = _idx(tuple(f"j{m}" for m in range(k)) + tuple(f"i{a}" for a in range(p, node.ndim)))
+    inner = _checked_indices(idx[0].shape, x.shape, k) + [f"out[{_out_index(node.shape)}] = x[{src}]"]
+    args = ", ".join(["x"] + [f"idx{m}" for m in range(k)] + ["out", "err"])
+    return "\n".join([f"def gather({args}):"] + _indent(_grid_loop(node.shape, inner), 1))
+
+
+def scatter_add_source(node):
+    """out (zeroed) [idx0[i...], ..., rest...] += updates[i..., rest...], with atomics."""
+    updates, idx = node.args[0], node.args[1:]
+    p, k = len(idx[0].shape), len(idx)
+    dst = ", ".join([f"j{m}" for m in range(k)] + [f"i{a}" for a in range(p, updates.ndim)]) or "0"
+    inner = _checked_indices(idx[0].shape, node.shape, k)
+    inner.append(f"cuda.atomic.add(out, ({dst},), updates[{_out_index(updates.shape)}])")
+    args = ", ".join(["updates"] + [f"idx{m}" for m in range(k)] + ["out", "err"])
+    return "\n".join([f"def scatter_add({args}):"] + _indent(_grid_loop(updates.shape, inner), 1))
+
+
+def concat_source(node):
+    axis, offset, branches = node.params["axis"], 0, []
+    for m, a in enumerate(node.args):
+        idx = _idx(tuple(f"i{b}" if b != axis else f"(i{b} - {offset})" for b in range(node.ndim)))
+        offset += a.shape[axis]
+        branches += [f"{'if' if m == 0 else 'elif'} i{axis} < {offset}:", f"    out[{_out_index(node.shape)}] = in{m}[{idx}]"]
+    args = ", ".join([f"in{m}" for m in range(len(node.args))] + ["out"])
+    return "\n".join([f"def concat({args}):"] + _indent(_grid_loop(node.shape, branches), 1))
+
+
+def pad_source(node):
+    x, p = node.args[0], node.params
+    inner, inside = [], []
+    for a, (lo, step, d) in enumerate(zip(p["lo"], p["interior"], x.shape)):
+        inner.append(f"p{a} = i{a} - {lo}")
+        inside.append(f"p{a} >= 0 and p{a} % {step + 1} == 0 and p{a} // {step + 1} < {d}")
+    src = _idx(tuple(f"p{a} // {s + 1}" for a, s in enumerate(p["interior"])))
+    value = scalar_ops.literal(np.asarray(p["value"]).item(), node.dtype)
+    cond = " and ".join(inside) or "True"
+    inner.append(f"out[{_out_index(node.shape)}] = x[{src}] if {cond} else {value}")
+    return "\n".join(["def pad(x, out):"] + _indent(_grid_loop(node.shape, inner), 1))
+
+
+def argreduce_source(node):
+    """One thread per output: the first index of the max (min), or of the first NaN, like NumPy."""
+    axis, x = node.params["axis"], node.args[0]
+    better = ">" if node.op == "argmax" else "<"
+    out_axes = [a for a in range(x.ndim) if a != axis]
+    src = lambda j: _idx(tuple(j if a == axis else f"i{a}" for a in range(x.ndim)))  # noqa: E731
+    inner = [f"best = x[{src('0')}]", "at = 0", f"for j in range(1, {x.shape[axis]}):",
+             "    if best != best:", "        break", f"    v = x[{src('j')}]",
+             f"    if v {better} best or v != v:", "        best = v", "        at = j",
+             f"out[{_idx(tuple(f'i{a}' for a in out_axes))}] = at"]
+    lines = [f"for t in range(cuda.grid(1), {math.prod(node.shape)}, cuda.gridsize(1)):"]
+    lines += _indent(_delinearize("t", out_axes, x.shape) + inner, 1)
+    return "\n".join([f"def {node.op}(x, out):"] + _indent(lines, 1))
+
+
+TILE = 16
+
+
+def matmul_source(dtype):
+    """A shared-memory tiled batched matmul: out[b] = a[b] @ b_[b] on (B, M, K) x (B, K, N)."""
+    zero = scalar_ops.literal(0.0, dtype)
+    dt = f"np.{np.dtype(dtype).name}"
+    return f"""def matmul(a, b, out):
+    sa = cuda.shared.array(({TILE}, {TILE}), {dt})
+    sb = cuda.shared.array(({TILE}, {TILE}), {dt})
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    n_batch, m, k = a.shape
+    n = b.shape[2]
+    row = cuda.blockIdx.y * {TILE} + ty
+    col = cuda.blockIdx.x * {TILE} + tx
+    for batch in range(cuda.blockIdx.z, n_batch, cuda.gridDim.z):
+        acc = {zero}
+        for t0 in range(0, k, {TILE}):
+            sa[ty, tx] = a[batch, row, t0 + tx] if row < m and t0 + tx < k else {zero}
+            sb[ty, tx] = b[batch, t0 + ty, col] if col < n and t0 + ty < k else {zero}
+            cuda.syncthreads()
+            for kk in range({TILE}):
+                acc += sa[ty, kk] * sb[kk, tx]
+            cuda.syncthreads()
+        if row < m and col < n:
+            out[batch, row, col] = acc"""
+
+
+FILL = """def fill(out, value):
+    for t in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        out[t] = value"""
