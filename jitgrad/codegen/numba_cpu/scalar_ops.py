@@ -41,7 +41,7 @@ def expression(node, args, table=EXPR, vector_math=True):
         return f"vm.{VECTOR_MATH[node.op]}_{'f32' if node.dtype == np.float32 else 'f64'}({', '.join(args)})"
     expr = table[node.op].format(*args)
     # Keep the node's dtype exactly (math.* works in float64; comparisons stay bool).
-    if node.dtype != np.bool_ and (node.op in ("div",) or expr.startswith(("math.", "np.", "dm."))):
+    if node.dtype != np.bool_ and (node.op in ("div",) or expr.startswith(("math.", "np."))):
         return _typed(node.dtype, expr)
     return expr
 

@@ -15,6 +15,7 @@ import functools
 import math
 import threading
 
+import numba
 import numpy as np
 from numba import config, cuda
 
@@ -22,13 +23,13 @@ from ...errors import JitgradError
 from ...runtime import cache, devices
 from ...schedule.fuse import LIBRARY, VIEWS, Kernel, Step, plan
 from ..numba_cpu.backend import _plan_buffers
-from . import codegen, device_math
+from . import codegen
+from .simulator import SIM_MATH
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 # The simulator runs every thread as a Python thread: small blocks keep it quick.
 THREADS = 32 if SIMULATOR else 256
-MODULE_HEADER = ("import math\n\nimport numpy as np\nfrom numba import cuda\n\n"
-                 "from jitgrad.codegen.numba_cuda import device_math as dm\n")
+MODULE_HEADER = "import math\n\nimport numpy as np\nfrom numba import cuda\n"
 _compiled, _lock = {}, threading.Lock()
 
 
@@ -42,7 +43,7 @@ def compile_kernel(source, name):
                 scope = {}
                 exec(compile(module_source.replace("(cache=True)", ""), "<jitgrad cuda kernel>", "exec"), scope)
                 if SIMULATOR:
-                    scope["math"] = device_math.SIM_MATH
+                    scope["math"] = SIM_MATH
                 module = scope
             _compiled[module_source] = module[name] if isinstance(module, dict) else getattr(module, name)
         return _compiled[module_source]
@@ -104,6 +105,14 @@ class _LoopStep:
         self.finishers = [(r, compile_kernel(f, "finish")) for r, f in zip(reductions, finishes)]
         self.source = "\n\n".join([self.source] + sorted(set(finishes)))
 
+    def launches(self):
+        """(kernel, argument types) of each kernel this step launches."""
+        arrays = [_array_type(n.dtype, n.ndim) for n in self.inputs + self.stores]
+        parts = [_array_type(r.dtype, 1) for r, _ in self.finishers]
+        yield self.fn, arrays + parts
+        for (r, finish), part in zip(self.finishers, parts):
+            yield finish, [part, _array_type(r.dtype, r.ndim)]
+
     def run(self, env, buffer, scratch):
         outs = [buffer(o, o.shape or (1,)) for o in self.stores]
         args = [_at_least_1d(env[id(n)]) for n in self.inputs] + outs
@@ -113,6 +122,10 @@ class _LoopStep:
             finish[1, THREADS](part, outs[self.stores.index(r)])
         for o, buf in zip(self.stores, outs):
             env[id(o)] = _reshaped(buf, o.shape)
+
+
+def _array_type(dtype, ndim):
+    return numba.types.Array(numba.from_dtype(np.dtype(dtype)), max(ndim, 1), "C")
 
 
 def _at_least_1d(a):
@@ -144,6 +157,22 @@ class _LibraryStep:
             self.source = maker(self.node)
             self.fn = compile_kernel(self.source, self.source.split("(")[0][4:])
             self.fill = compile_kernel(codegen.FILL, "fill") if self.node.op == "scatter_add" else None
+
+    def launches(self):
+        if self.views:
+            yield from self.copy.launches()
+            return
+        n = self.node
+        if n.op == "matmul":
+            if self.fn is not None:
+                yield self.fn, [_array_type(n.dtype, 3)] * 3
+            return
+        arrays = [_array_type(a.dtype, a.ndim) for a in n.args] + [_array_type(n.dtype, n.ndim)]
+        if n.op in ("gather", "scatter_add"):
+            arrays.append(_array_type(np.int32, 1))
+        if n.op == "scatter_add":
+            yield self.fill, [_array_type(n.dtype, 1), numba.from_dtype(n.dtype)]
+        yield self.fn, arrays
 
     def run(self, env, buffer, scratch):
         n = self.node
@@ -202,6 +231,21 @@ def _cupy_view(cp, kernel, env):
 
 # --------------------------------------------------------------------------- executable
 
+def build_steps(program, cupy=None):
+    """(fusion plan, one step per kernel with its compiled CUDA kernels); needs no GPU."""
+    kernels = plan(program)
+    steps = [_LoopStep(k, i) if k.kind == "loop" else _LibraryStep(k, i, cupy) for i, k in enumerate(kernels)]
+    consumers = {}
+    for k in kernels:
+        for n in k.body:
+            for a in n.args:
+                consumers.setdefault(id(a), []).append(n)
+    for s in steps:
+        if isinstance(s, _LibraryStep) and s.views:
+            s._consumers = consumers.get(id(s.node), [])
+    return kernels, steps
+
+
 class Executable:
     """A program planned into kernels, launched in order on the default stream.
 
@@ -213,18 +257,7 @@ class Executable:
             raise JitgradError("device 'cuda' needs a CUDA GPU and driver (none found); "
                                "set NUMBA_ENABLE_CUDASIM=1 to run on the simulator")
         self.program = program
-        self.plan = plan(program)
-        cupy = _cupy()
-        self.steps = [_LoopStep(k, i) if k.kind == "loop" else _LibraryStep(k, i, cupy)
-                      for i, k in enumerate(self.plan)]
-        consumers = {}
-        for k in self.plan:
-            for n in k.body:
-                for a in n.args:
-                    consumers.setdefault(id(a), []).append(n)
-        for s in self.steps:
-            if isinstance(s, _LibraryStep) and s.views:
-                s._consumers = consumers.get(id(s.node), [])
+        self.plan, self.steps = build_steps(program, _cupy())
         self._consts = None
         self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
         self._slots, self.peak_bytes = _plan_buffers(self.plan, program)

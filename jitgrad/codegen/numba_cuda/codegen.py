@@ -14,8 +14,10 @@ Loop kernels take one of four shapes, chosen from the kernel's axes:
   over the reduced indices, so neighbouring threads read neighbouring memory.
 
 Index arithmetic for views and the per-op scalar expressions are shared with the CPU backend
-(``numba_cpu.codegen._Body``); only the op table differs (``EXPR``: libdevice via ``math``, and
-``device_math`` for what ``math`` lacks on the device).
+(``numba_cpu.codegen._Body``); only the op table differs: ``math`` is libdevice on the device,
+and the ops NumPy has but ``math`` lacks in kernels (sign, floor, ceil, rint, cbrt) are inline
+expressions. (Not device functions: compiling those asks the driver for the card, so kernels
+calling them could not be compiled to PTX on a machine without a GPU.)
 """
 import math
 
@@ -25,12 +27,26 @@ from ...ir import ops
 from ..numba_cpu import scalar_ops
 from ..numba_cpu.codegen import _Body, _idx, _phase, _row
 
-EXPR = {**scalar_ops.EXPR, "sign": "dm.sign({0})", "floor": "dm.floor({0})", "ceil": "dm.ceil({0})",
-        "round": "dm.rint({0})", "cbrt": "dm.cbrt({0})"}
+def _cbrt(x, c):
+    y = f"math.copysign(math.pow(abs({x}), {c(1 / 3)}), {x})"
+    return f"({x} if {x} == 0 or not abs({x}) < {c(math.inf)} else {y} - ({y} * {y} * {y} - {x}) / ({c(3)} * {y} * {y}))"
+
+
+# op -> expression of operand ``x`` and ``c(value)``, a literal of the node's dtype. Floats of
+# magnitude >= 2**52 (and inf, NaN) are integral already; below, Python's x % 1 is in [0, 1).
+INLINE = {
+    "sign": lambda x, c: f"({c(1)} if {x} > 0 else ({c(-1)} if {x} < 0 else {x}))",
+    "floor": lambda x, c: f"({x} if not abs({x}) < {c(2 ** 52)} else {x} - {x} % {c(1)})",
+    "ceil": lambda x, c: f"({x} if not abs({x}) < {c(2 ** 52)} else {x} + (-{x}) % {c(1)})",
+    "round": lambda x, c: f"round({x}, 0)",  # Python's round: half to even, like np.rint
+    "cbrt": _cbrt,  # pow, then one Newton step to full precision
+}
 
 
 def expression(node, args):
-    return scalar_ops.expression(node, args, table=EXPR, vector_math=False)
+    if node.op in INLINE:
+        return scalar_ops._typed(node.dtype, INLINE[node.op](args[0], lambda v: scalar_ops.literal(v, node.dtype)))
+    return scalar_ops.expression(node, args, vector_math=False)
 
 
 class Launch:

@@ -1,0 +1,74 @@
+"""Compile a program's CUDA kernels for a real card without one: ``numba.cuda.compile_ptx``
+(NVVM from the ``numba-cuda[cu13]`` wheels) and, where CUDA's ``ptxas`` is installed, machine
+code with its register and spill counts. The simulator proves kernel logic; this proves the
+kernels type-check and compile for the device, and finds kernels that spill registers.
+
+    python -m jitgrad.codegen.numba_cuda.ptx     # the benchmark workloads' kernels, one line each
+"""
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+from numba import cuda
+
+from .backend import build_steps
+
+CC = (9, 0)  # Hopper: the H100/H200 the project is measured on
+
+
+def kernel_report(programs, cc=CC):
+    """One dict per distinct kernel of ``programs``: name, PTX size, registers, spill bytes."""
+    seen, out = set(), []
+    steps = [step for program in programs for step in build_steps(program)[1]]
+    for step in steps:
+        for fn, argtypes in step.launches():
+            key = (fn.py_func.__code__, tuple(argtypes))
+            if key in seen:
+                continue
+            seen.add(key)
+            row = {"kernel": fn.py_func.__name__, "source": step.source, "types": str(argtypes)}
+            try:
+                ptx, _ = cuda.compile_ptx(fn.py_func, tuple(argtypes), cc=cc)
+            except Exception as e:  # a typing error the simulator cannot see: report it
+                out.append({**row, "error": f"{type(e).__name__}: {str(e)[:2000]}"})
+                continue
+            out.append({**row, "ptx_bytes": len(ptx), **assemble(ptx, cc)})
+    return out
+
+
+def assemble(ptx, cc=CC):
+    """Registers and spill bytes from ``ptxas -v`` (empty when ptxas is not installed)."""
+    ptxas = shutil.which("ptxas")
+    if ptxas is None:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "k.ptx")
+        with open(path, "w") as f:
+            f.write(ptx)
+        log = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", path, "-o", os.devnull],
+                             capture_output=True, text=True, check=True).stderr
+    registers = re.search(r"Used (\d+) registers", log)
+    spills = [int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", log)]
+    return {"registers": int(registers.group(1)) if registers else 0, "spill_bytes": sum(spills)}
+
+
+def main():
+    import functools
+
+    import numpy as np
+
+    import jitgrad as jg
+    from benchmarks.workloads import SPEC_WORKLOADS, WORKLOADS
+    for name in SPEC_WORKLOADS:
+        w = WORKLOADS[name]
+        loss = functools.partial(w.loss, np)
+        program = jg.jit_grad(loss, argnums=w.argnums, device="numpy").lower(*w.inputs()).program
+        for row in kernel_report([program]):
+            print(f"{name:18s} {row['kernel']:12s} ptx {row['ptx_bytes']:6d} B  registers "
+                  f"{row.get('registers', '?'):>3}  spills {row.get('spill_bytes', '?')} B")
+
+
+if __name__ == "__main__":
+    main()
