@@ -118,7 +118,7 @@ def run_worker(args, env, timeout, log_path):
 
 
 def worker_env(fw, cache_dir, threads):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", **fw.cache_env(str(cache_dir)), **fw.env())
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **fw.cache_env(str(cache_dir)), **fw.env()}  # fw.env() wins
     if threads:
         env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                               "NUMBA_NUM_THREADS")})
