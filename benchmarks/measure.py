@@ -9,6 +9,8 @@
   (trace + compile, or a disk-cache load when the cache directory is already populated) and
   the ``ru_maxrss`` growth across it.
 - :func:`stream`: STREAM-like copy and triad bandwidth with Numba ``prange`` loops.
+- ``gpucopy``: the CUDA GPU's device-to-device copy bandwidth and the card's facts
+  (:func:`gpu_copy`).
 
 Workers write JSON to ``--json PATH`` (rewritten after each workload, so a crash keeps what
 was measured) and never raise for a failing cell: the cell gets ``status: "error"``.
@@ -78,8 +80,9 @@ def views(grads, args, argnums):
             (0 in g.strides or any(np.may_share_memory(g, a) for a in args if isinstance(a, np.ndarray)))]
 
 
-def time_calls(call, repeats, min_time, max_time):
-    """Warm calls: the first one also measures peak memory (VmHWM growth after resetting it).
+def time_calls(call, repeats, min_time, max_time, host_memory=True):
+    """Warm calls: the first one also measures peak memory (VmHWM growth after resetting it;
+    not with ``host_memory=False``, for GPU frameworks, whose arrays are not in host memory).
     Median of single-call times over at least ``repeats`` calls and ``min_time`` seconds,
     stopping early after ``max_time`` seconds once 3 calls exist; minor page faults per call."""
     gc.collect()
@@ -87,7 +90,7 @@ def time_calls(call, repeats, min_time, max_time):
     flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter()
     while True:
-        peak = not samples and reset_peak()
+        peak = host_memory and not samples and reset_peak()
         base = _status_kb("VmRSS") if peak else None
         t = time.perf_counter()
         call()
@@ -179,7 +182,7 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
             if not ok:
                 cell["status"] = "wrong"
                 continue
-            cell.update(time_calls(call, repeats, min_time, max_time))
+            cell.update(time_calls(call, repeats, min_time, max_time, host_memory=not fw.gpu))
             cell["status"] = "ok"
         except Exception as exc:  # a failing cell is reported, never fatal
             cell.update(_error(exc))
@@ -259,11 +262,83 @@ def _timed(k):
     return time.perf_counter() - t
 
 
+def gpu_copy(nbytes=2 ** 31, repeats=10, batch=5):
+    """The GPU's device-to-device copy bandwidth in GB/s: bytes read + written per copy of an
+    ``nbytes`` buffer, best of ``repeats`` timings of ``batch`` back-to-back copies (synchronized,
+    so launch and sync overhead are spread over several milliseconds). Through torch, else CuPy,
+    else numba.cuda; with the card's name and driver."""
+    tried = []
+    for make in (_torch_copy, _cupy_copy, _numba_copy):
+        try:
+            copy, sync, facts = make(nbytes)
+            break
+        except Exception as exc:  # not installed, or no GPU for it: try the next
+            tried.append(f"{make.__name__[1:]}: {type(exc).__name__}: {exc}"[:300])
+    else:
+        return {"status": "error", "error": "; ".join(tried)}
+    copy()
+    sync()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(batch):
+            copy()
+        sync()
+        times.append((time.perf_counter() - t) / batch)
+    return {"status": "ok", "copy_GBps": 2 * nbytes / min(times) / 1e9,
+            "copy_median_GBps": 2 * nbytes / statistics.median(times) / 1e9,
+            "method": f"{facts.pop('method')}, {nbytes / 2 ** 30:g} GiB buffer, best of {repeats}x{batch} copies",
+            **facts, **_nvidia_smi()}
+
+
+def _torch_copy(nbytes):
+    import torch
+    if not torch.cuda.is_available():
+        raise RuntimeError("torch sees no CUDA device")
+    src = torch.ones(nbytes, dtype=torch.uint8, device="cuda")
+    dst = torch.empty_like(src)
+    props = torch.cuda.get_device_properties(0)
+    return (lambda: dst.copy_(src)), torch.cuda.synchronize, {
+        "method": "torch Tensor.copy_", "name": props.name, "memory_GiB": round(props.total_memory / 2 ** 30, 1),
+        "multiprocessors": props.multi_processor_count, "cuda_runtime": torch.version.cuda}
+
+
+def _cupy_copy(nbytes):
+    import cupy
+    src = cupy.ones(nbytes, dtype=cupy.uint8)
+    dst = cupy.empty_like(src)
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    return (lambda: cupy.copyto(dst, src)), cupy.cuda.Device().synchronize, {
+        "method": "cupy.copyto", "name": props["name"].decode(), "memory_GiB": round(props["totalGlobalMem"] / 2 ** 30, 1),
+        "multiprocessors": props["multiProcessorCount"]}
+
+
+def _numba_copy(nbytes):
+    from numba import cuda
+    src = cuda.to_device(np.ones(nbytes, np.uint8))
+    dst = cuda.device_array_like(src)
+    name = cuda.get_current_device().name
+    return (lambda: dst.copy_to_device(src)), cuda.synchronize, {
+        "method": "numba.cuda copy_to_device", "name": name.decode() if isinstance(name, bytes) else name}
+
+
+def _nvidia_smi():
+    """Driver version and name as nvidia-smi reports them ({} without it)."""
+    import subprocess
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30).stdout.splitlines()[0]
+    except (OSError, subprocess.TimeoutExpired, IndexError):
+        return {}
+    name, driver, memory = (x.strip() for x in out.split(","))
+    return {"smi_name": name, "driver": driver, "smi_memory": memory}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.measure", description=__doc__.split("\n")[0])
-    p.add_argument("mode", choices=["warm", "first"])
-    p.add_argument("--framework", required=True)
-    p.add_argument("--workloads", required=True, help="comma-separated")
+    p.add_argument("mode", choices=["warm", "first", "gpucopy"])
+    p.add_argument("--framework", help="required for warm and first")
+    p.add_argument("--workloads", help="comma-separated; required for warm and first")
     p.add_argument("--json", required=True)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--min-time", type=float, default=1.0)
@@ -272,6 +347,12 @@ def main(argv=None):
     p.add_argument("--small", action="store_true")
     p.add_argument("--data", help="folder written by prepare() (default: generate inputs here)")
     a = p.parse_args(argv)
+    if a.mode == "gpucopy":
+        with open(a.json, "w") as f:
+            json.dump(gpu_copy(), f)
+        return
+    if not (a.framework and a.workloads):
+        p.error("warm and first need --framework and --workloads")
     fw = by_name(a.framework)
     names = a.workloads.split(",")
     if a.mode == "warm":

@@ -3,7 +3,7 @@ import datetime
 import os
 import platform
 
-from .frameworks import PEERS
+from .frameworks import GPU, PEERS
 
 STATUS_NOTE = {"missing": "package or jitgrad device not available", "error": "raised (see Errors)",
                "wrong": "value or gradients disagree with the hand-written NumPy ones (not timed)",
@@ -34,18 +34,30 @@ def machine():
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
 
 
+def _peers(results):
+    return results["settings"].get("peers", PEERS)
+
+
+def _on_gpu(results, fw):
+    return results["frameworks"][fw].get("gpu", False)
+
+
 def finish(results):
-    """Add the best peer per workload and each cell's ratios to it and to the roofline floor."""
+    """Add the best peer per workload and each cell's ratios to it and to the roofline floor
+    (CPU frameworks: the STREAM floor; GPU frameworks: the fraction of the copy bandwidth reached)."""
     for name, cells in results["cells"].items():
         info = results["workloads"][name]
-        peers = [(cells[p]["warm_ms"], p) for p in PEERS if cells.get(p, {}).get("status") == "ok"]
+        peers = [(cells[p]["warm_ms"], p) for p in _peers(results) if cells.get(p, {}).get("status") == "ok"]
         info["best_peer"] = {"framework": min(peers)[1], "warm_ms": min(peers)[0]} if peers else None
-        for cell in cells.values():
+        for fw, cell in cells.items():
             if cell.get("status") != "ok":
                 continue
             if peers:
                 cell["ratio_to_best_peer"] = cell["warm_ms"] / min(peers)[0]
-            if info.get("roofline_floor_ms"):
+            if _on_gpu(results, fw):
+                if info.get("gpu_floor_ms"):
+                    cell["copy_bw_fraction"] = info["gpu_floor_ms"] / cell["warm_ms"]
+            elif info.get("roofline_floor_ms"):
                 cell["ratio_to_floor"] = cell["warm_ms"] / info["roofline_floor_ms"]
 
 
@@ -53,8 +65,8 @@ def _ms(x):
     return f"{x:.3f}" if x < 1 else f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}"
 
 
-def _table(results, header, cell_text, extra_rows=()):
-    fws = list(results["frameworks"])
+def _table(results, header, cell_text, extra_rows=(), fws=None):
+    fws = list(results["frameworks"]) if fws is None else fws
     lines = [f"| {header} | " + " | ".join(fws) + " |", "|---" * (len(fws) + 1) + "|"]
     for name, cells in results["cells"].items():
         label = name + (" *(variant)*" if results["workloads"][name]["extra"] else "")
@@ -103,7 +115,7 @@ def _setup(results, fw):
 
 
 def _mem(c, name):
-    s = f"{c['peak_warm_mb']:.0f}" if "peak_warm_mb" in c else "?"
+    s = f"{c['peak_warm_mb']:.0f}" if "peak_warm_mb" in c else "n/a"
     return s + (f" / {c['peak_first_mb']:.0f}" if "peak_first_mb" in c else "")
 
 
@@ -119,13 +131,17 @@ def markdown(results):
     out = [f"Run: {m['date']}, {m['cpu']}, {m['logical_cpus']} CPUs, {mode}, {s['repeats']}+ timed calls per "
            f"cell, wall {m.get('wall_s', 0):.0f} s. NumPy BLAS: {blas}. STREAM triad {st['triad_GBps']:.1f} GB/s "
            f"({st['method']}).", ""]
+    if s.get("gpu"):
+        out += [gpu_line(results), ""]
     oe = results.get("openblas_env", {})
     if oe:
         was = {k: v for k, v in oe.get("original", {}).items() if v is not None}
         out += [f"OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE: originally {was or 'not set'}; "
                 f"{'unset for this run' if oe.get('unset') else 'kept'}.", ""]
     out += ["### Warm time per call (ms, median)",
-            "In parentheses: time / the faster of JAX and torch.compile on that workload (below 1.00x is faster).", "",
+            f"In parentheses: time / the faster of {' and '.join(_peers(results))} on that workload "
+            "(below 1.00x is faster)." + (" GPU columns synchronize the device before the clock stops." if s.get("gpu")
+                                         else ""), "",
             _table(results, "workload", _warm), ""]
     out += ["### First call (s)", _first_note(s), "",
             _table(results, "workload", _first, [("import + setup (s)", lambda fw: _setup(results, fw))]), ""]
@@ -133,12 +149,14 @@ def markdown(results):
             "Extra resident memory during one warm call (VmHWM growth after resetting it via "
             "/proc/self/clear_refs; freed memory the allocator reuses is not counted)"
             + (" / ru_maxrss growth across the fresh-process first call (compile included)" if s["fresh"] else "")
-            + ".", "", _table(results, "workload", _mem), ""]
+            + "." + (" GPU columns: n/a, their arrays live in device memory (not measured)." if s.get("gpu") else ""),
+            "", _table(results, "workload", _mem), ""]
     out += ["### Minor page faults per warm call", "ru_minflt delta over the timed calls / calls.", "",
             _table(results, "workload", lambda c, n: f"{c['minflt_per_call']:.0f}"), ""]
     mb = [n for n in results["cells"] if results["workloads"][n].get("roofline_floor_ms")]
-    if mb:
-        fws = list(results["frameworks"])
+    host = [fw for fw in results["frameworks"] if not _on_gpu(results, fw)]
+    if mb and host:
+        fws = host
         out += ["### Roofline (memory-bound workloads)",
                 f"Floor = least bytes moved (each input read once, each gradient written once) / STREAM triad "
                 f"{st['triad_GBps']:.1f} GB/s. Cells: warm ms (x floor); SPEC target for jitgrad: within 1.3x.", "",
@@ -150,6 +168,8 @@ def markdown(results):
             out.append(f"| {n} | {w['min_bytes'] / 1e6:.0f} | {_ms(w['roofline_floor_ms'])} | "
                        + " | ".join(row) + " |")
         out.append("")
+    if s.get("gpu"):
+        out += gpu_tables(results)
     problems = [(n, fw, c) for n, cells in results["cells"].items() for fw, c in cells.items()
                 if c.get("status") not in ("ok", "missing")]
     firsts = [(n, fw, c[k]) for n, cells in results["cells"].items() for fw, c in cells.items()
@@ -170,6 +190,66 @@ def markdown(results):
         out += [f"- {n} / {fw}: " + ", ".join(results["workloads"][n]["argnames"][i] for i in v) for n, fw, v in views]
         out.append("")
     return "\n".join(out)
+
+
+def gpu_line(results):
+    """The card, its driver and its measured copy bandwidth, in one sentence."""
+    g = results.get("gpu", {})
+    if g.get("status") != "ok":
+        return f"GPU: {g.get('status', 'not measured')} ({g.get('error', '')})."
+    facts = [f"driver {g['driver']}" if g.get("driver") else "",
+             f"{g['memory_GiB']} GiB" if g.get("memory_GiB") else "",
+             f"{g['multiprocessors']} SMs" if g.get("multiprocessors") else ""]
+    return (f"GPU: {g.get('smi_name') or g['name']}" + "".join(f", {f}" for f in facts if f) +
+            f"; device-to-device copy {g['copy_GBps']:.0f} GB/s, bytes read + written ({g['method']}).")
+
+
+def _pct(c):
+    return f"{_ms(c['warm_ms'])} ({100 * c['copy_bw_fraction']:.0f}%)"
+
+
+def gpu_tables(results):
+    """The copy-bandwidth table of the GPU columns and the GPU targets of SPEC 5, as markdown lines."""
+    g, cells, wls = results.get("gpu", {}), results["cells"], results["workloads"]
+    gpu_fws = [fw for fw in results["frameworks"] if _on_gpu(results, fw)]
+    out = []
+    mb = [n for n in cells if wls[n].get("gpu_floor_ms")]
+    if mb:
+        out += ["### GPU copy bandwidth reached (memory-bound workloads)",
+                f"Floor = least bytes moved (each input read once, each gradient written once) / the measured "
+                f"device copy bandwidth {g['copy_GBps']:.0f} GB/s. Cells: warm ms (fraction of that bandwidth "
+                "reached); SPEC target for jitgrad: at least 70%. Data that fits the L2 cache can exceed 100%.", "",
+                "| workload | min MB | floor ms | " + " | ".join(gpu_fws) + " |", "|---" * (len(gpu_fws) + 3) + "|"]
+        for n in mb:
+            row = [_pct(c) if c.get("status") == "ok" and "copy_bw_fraction" in c else c.get("status", "?")
+                   for c in (cells[n].get(fw, {}) for fw in gpu_fws)]
+            out.append(f"| {n} | {wls[n]['min_bytes'] / 1e6:.0f} | {_ms(wls[n]['gpu_floor_ms'])} | "
+                       + " | ".join(row) + " |")
+        out.append("")
+    jg, jax, cpu = f"jitgrad[{GPU}]", f"jax[{GPU}]", "jitgrad[cpu]"
+    if jg not in results["frameworks"]:
+        return out
+
+    def get(n, fw):
+        c = cells[n].get(fw, {})
+        return c if c.get("status") == "ok" else None
+
+    def ratio(a, b, fmt):
+        return fmt(a["warm_ms"] / b["warm_ms"]) if a and b else "–"
+    out += ["### GPU targets (SPEC 5) and jitgrad CPU versus GPU",
+            f"vs JAX: {jg} time / {jax} time (target at most 1.00x). Bandwidth: fraction of the device copy bandwidth "
+            f"(memory-bound workloads; target at least 70%). CPU/GPU: {cpu} time (host data) / {jg} time "
+            "(device data), the speedup the GPU gives.", "",
+            f"| workload | {jg} ms | {jax} ms | vs JAX | bandwidth | {cpu} ms | CPU/GPU |", "|---" * 7 + "|"]
+    for n in cells:
+        j, x, c = get(n, jg), get(n, jax), get(n, cpu)
+        bw = f"{100 * j['copy_bw_fraction']:.0f}%" if j and "copy_bw_fraction" in j else "–"
+        out.append(f"| {n} | {_ms(j['warm_ms']) if j else cells[n].get(jg, {}).get('status', '?')} | "
+                   f"{_ms(x['warm_ms']) if x else cells[n].get(jax, {}).get('status', '?')} | "
+                   f"{ratio(j, x, lambda r: f'{r:.2f}x')} | {bw} | "
+                   f"{_ms(c['warm_ms']) if c else cells[n].get(cpu, {}).get('status', '?')} | "
+                   f"{ratio(c, j, lambda r: f'{r:.1f}x')} |")
+    return out + [""]
 
 
 def chart(results, path):
@@ -198,8 +278,9 @@ def chart(results, path):
     ax.axhline(1.0, color="k", lw=0.8)
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), names, rotation=15)
-    ax.set_ylabel("speed / fastest of JAX, torch.compile")
+    ax.set_ylabel("speed / fastest of " + ", ".join(_peers(results)))
     ax.set_title("Warm speed relative to the fastest peer (higher is better)" +
+                 (f" — {_gpu_name(results)}" if results["settings"].get("gpu") else "") +
                  (" — SMALL sizes" if results["settings"]["small"] else ""))
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
@@ -213,7 +294,47 @@ def _pool(p):
             f"{p.get('num_threads')} threads" + (f", {p['architecture']}" if p.get("architecture") else "") + ")")
 
 
-def results_page(results, chart=False):
+def _gpu_name(results):
+    g = results.get("gpu", {})
+    return g.get("smi_name") or g.get("name") or "no GPU"
+
+
+GPU_BEGIN = "<!-- GPU section: written by `python -m benchmarks --device cuda --write-results`; CPU runs keep it -->"
+GPU_END = "<!-- end of GPU section -->"
+
+
+def update_results_page(old, results, chart=None):
+    """RESULTS.md after a run: a CPU run rewrites the page and keeps the GPU section of ``old``;
+    a GPU run replaces (or appends) only that section. ``chart``: the PNG's file name, if any."""
+    begin, end = old.find(GPU_BEGIN), old.find(GPU_END)
+    kept = old[begin:end + len(GPU_END)] if 0 <= begin < end else ""
+    if not results["settings"].get("gpu"):
+        return results_page(results, chart) + ("\n" + kept + "\n" if kept else "")
+    section = gpu_section(results, chart)
+    if kept:
+        return old.replace(kept, section)
+    return old.rstrip("\n") + "\n\n" + section + "\n"
+
+
+def gpu_section(results, chart=None):
+    """The GPU section of RESULTS.md: card, driver, date, versions, the GPU run's tables."""
+    m, s, fws = results["meta"], results["settings"], results["frameworks"]
+    versions = {k: v for info in fws.values() for k, v in info.get("versions", {}).items()}
+    cmd = "python -m benchmarks --device cuda" + " --quick" * s["quick"] + " --write-results"
+    lines = [GPU_BEGIN, "## GPU", "", f"Produced by `{cmd}` on a machine with one GPU; every number in this "
+             "section comes from that one run.", ""]
+    if s["quick"]:
+        lines += ["**Quick mode**: few timed calls per cell, no fresh-process first calls, a time budget; cells "
+                  "past it are `skipped`. Indicative only.", ""]
+    lines += [f"- {gpu_line(results)}", f"- Host: {m['cpu']}, {m['logical_cpus']} logical CPUs, Python {m['python']}",
+              f"- Date: {m['date']}", "- Versions: " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items()))]
+    lines += [f"- {fw}: missing ({i['reason']})" for fw, i in fws.items() if i["status"] == "missing"]
+    figure = [f"![GPU warm speed relative to the fastest of JAX and torch.compile on the GPU]({chart})", ""] \
+        if chart else []
+    return "\n".join(lines + [""] + figure + [markdown(results), GPU_END])
+
+
+def results_page(results, chart=None):
     """benchmarks/RESULTS.md: machine, date, versions, thread pools, bandwidth, tables."""
     m, s, fws = results["meta"], results["settings"], results["frameworks"]
     versions = {k: v for info in fws.values() for k, v in info.get("versions", {}).items()}
@@ -234,5 +355,5 @@ def results_page(results, chart=False):
     lines += [f"- {fw}: missing ({i['reason']})" for fw, i in fws.items() if i["status"] == "missing"]
     lines += ["", "## Thread pools (threadpoolctl)", "", "- runner (NumPy): " + "; ".join(map(_pool, results["blas"]))]
     lines += [f"- {fw}: " + "; ".join(map(_pool, i["threadpools"])) for fw, i in fws.items() if i.get("threadpools")]
-    figure = ["![warm speed relative to the fastest of JAX and torch.compile](speed.png)", ""] if chart else []
+    figure = [f"![warm speed relative to the fastest of JAX and torch.compile]({chart})", ""] if chart else []
     return "\n".join(lines + ["", "## Results", ""] + figure + [markdown(results)]) + "\n"

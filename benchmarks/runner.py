@@ -1,5 +1,5 @@
-"""Orchestration: machine facts, STREAM, one warm worker per framework, fresh-process first
-calls, then the report. Every measurement runs in a subprocess (``benchmarks.measure``) so
+"""Orchestration: machine facts, STREAM (and with ``--device cuda`` the GPU's copy bandwidth),
+one warm worker per framework, fresh-process first calls, then the report. Every measurement runs in a subprocess (``benchmarks.measure``) so
 frameworks never share thread pools, allocators or caches, and a crash costs only that
 framework's remaining cells.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import report
-from .frameworks import all_frameworks, jitgrad_devices
+from .frameworks import GPU, GPU_PEERS, PEERS, all_frameworks, gpu_missing, jitgrad_devices
 from .measure import RTOL, prepare, stream, threadpools
 from .workloads import WORKLOADS
 
@@ -34,7 +34,9 @@ def parse(argv):
                    help="full sizes, 3 timed calls per cell, SPEC workloads only (no variant), no fresh-process "
                         "first calls, a 100 s time budget")
     p.add_argument("--device", action="append",
-                   help="jitgrad device(s) to run, comma-separated or repeated (default: every registered one)")
+                   help="jitgrad device(s) to run, comma-separated or repeated (default: every registered one but "
+                        f"{GPU}). '{GPU}' makes it the GPU run: JAX, torch, torch.compile and jitgrad with data on the "
+                        "GPU, NumPy and jitgrad[cpu] on the host for the CPU-versus-GPU comparison")
     p.add_argument("--frameworks", help="comma-separated subset, e.g. numpy,jax,jitgrad[cpu]")
     p.add_argument("--workloads", help=f"comma-separated subset of {', '.join(WORKLOADS)} "
                                        "(default: all; --quick: all but variants)")
@@ -53,14 +55,20 @@ def parse(argv):
     p.add_argument("--threads", type=int, help="threads for BLAS/OpenMP/torch/Numba in the workers "
                                                "(default: all cores; XLA always uses its own pool)")
     p.add_argument("--small", action="store_true", help="tiny sizes (smoke test of the runner; labelled)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "out"), help="output folder")
-    p.add_argument("--write-results", action="store_true", help="also write benchmarks/RESULTS.md")
+    p.add_argument("--out", help="output folder (default: benchmarks/out, the GPU run benchmarks/out/cuda)")
+    p.add_argument("--write-results", action="store_true",
+                   help="also write benchmarks/RESULTS.md (the GPU run: its GPU section only)")
+    p.add_argument("--from-json", metavar="PATH",
+                   help="measure nothing: report the results.json of an earlier run (e.g. one made on a GPU machine)")
     p.add_argument("--keep-openblas-env", action="store_true",
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (unset by default for the published table)")
     a = p.parse_args(argv)
     if a.write_results and a.small:
         p.error("--write-results publishes SPEC sizes: not with --small")
-    a.repeats = a.repeats or (3 if a.quick else 30)
+    a.devices = [d for item in a.device for d in item.split(",") if d] if a.device else None
+    a.gpu = GPU in (a.devices or [])
+    # GPU calls take well under a millisecond: a median of 3 says little, 20 cost nothing
+    a.repeats = a.repeats or ((20 if a.gpu else 3) if a.quick else 30)
     a.fresh = (not a.quick) if a.fresh is None else a.fresh
     a.persistent_cache = a.quick if a.persistent_cache is None else a.persistent_cache
     a.budget = a.budget if a.budget is not None else (100.0 if a.quick else 0.0)
@@ -110,7 +118,7 @@ def run_worker(args, env, timeout, log_path):
 
 
 def worker_env(fw, cache_dir, threads):
-    env = dict(os.environ, JAX_PLATFORMS="cpu", **fw.cache_env(str(cache_dir)))
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", **fw.cache_env(str(cache_dir)), **fw.env()}  # fw.env() wins
     if threads:
         env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                               "NUMBA_NUM_THREADS")})
@@ -118,13 +126,10 @@ def worker_env(fw, cache_dir, threads):
 
 
 def select_frameworks(a):
-    devices = None
-    if a.device:
-        devices = [d for item in a.device for d in item.split(",") if d]
-    fws = all_frameworks(devices)
-    if a.frameworks:
+    fws = all_frameworks(a.devices)
+    if a.frameworks:  # "jax" also picks jax[cuda], "jitgrad" every jitgrad device
         wanted = a.frameworks.split(",")
-        fws = [fw for fw in fws if fw.name in wanted or (fw.name.startswith("jitgrad") and "jitgrad" in wanted)]
+        fws = [fw for fw in fws if fw.name in wanted or fw.name.split("[")[0] in wanted]
     return fws
 
 
@@ -216,8 +221,23 @@ def fresh_phase(a, fws, names, tmp, clock, results):
         clock.log(f"{fw.name}: fresh-process first calls done")
 
 
+def gpu_phase(tmp, clock):
+    """The GPU's device-to-device copy bandwidth and facts, measured in a worker (a hung driver
+    costs 120 s at most); ``status`` missing without a GPU."""
+    why = gpu_missing()
+    if why:
+        return {"status": "missing", "error": why}
+    path = tmp / "gpucopy.json"
+    rc, timed_out, tail = run_worker(["gpucopy", "--json", str(path)], dict(os.environ), 120, tmp / "gpucopy.log")
+    got = json.loads(path.read_text()) if path.exists() else {
+        "status": "error", "error": f"worker {'timed out' if timed_out else f'exited {rc}'}: {tail[-400:]}"}
+    clock.log(f"GPU {got.get('name')}: device copy {got['copy_GBps']:.0f} GB/s ({got['method']})"
+              if got["status"] == "ok" else f"GPU copy bandwidth: {got['status']}: {got['error']}")
+    return got
+
+
 def describe_workloads(names, small, data_dir, results):
-    """Workload facts for the report; the roofline floor for memory-bound ones."""
+    """Workload facts for the report; the roofline floors (CPU STREAM triad, GPU copy) for memory-bound ones."""
     for n in names:
         w = WORKLOADS[n]
         info = {"what": w.what, "argnums": list(w.argnums), "argnames": list(w.argnames), "extra": w.extra,
@@ -226,26 +246,19 @@ def describe_workloads(names, small, data_dir, results):
             args = [np.load(data_dir / n / f"in{i}.npy", mmap_mode="r") for i in range(len(w.argnames))]
             info["min_bytes"] = w.min_bytes(args)
             info["roofline_floor_ms"] = 1e3 * info["min_bytes"] / (results["stream"]["triad_GBps"] * 1e9)
+            if results.get("gpu", {}).get("status") == "ok":
+                info["gpu_floor_ms"] = 1e3 * info["min_bytes"] / (results["gpu"]["copy_GBps"] * 1e9)
         results["workloads"][n] = info
 
 
-def main(argv=None, openblas_env=None):
-    a = parse(argv)
-    clock = Clock(a.budget)
-    names = a.workloads.split(",") if a.workloads else \
-        [n for n, w in WORKLOADS.items() if not (a.quick and w.extra)]
-    unknown = [n for n in names if n not in WORKLOADS]
-    if unknown:
-        sys.exit(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
-    fws = select_frameworks(a)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+def measure_all(a, clock, names, fws, openblas_env):
+    """Every measurement of one run, as the results dict the report reads."""
     results = {
         "meta": report.machine(),
         "settings": {"quick": a.quick, "small": a.small, "repeats": a.repeats, "min_time_s": a.min_time,
                      "max_time_s": a.max_time, "fresh": a.fresh,
                      "persistent_cache": a.cache_dir if a.persistent_cache else None, "budget_s": a.budget,
-                     "threads": a.threads,
+                     "threads": a.threads, "gpu": a.gpu, "peers": list(GPU_PEERS if a.gpu else PEERS),
                      "jitgrad_devices_registered": jitgrad_devices(), "correctness_rtol": RTOL},
         "openblas_env": openblas_env or {},
         "blas": threadpools(),
@@ -255,12 +268,14 @@ def main(argv=None, openblas_env=None):
         reason = fw.available()
         results["frameworks"][fw.name] = {"status": "missing" if reason else "ok", "reason": reason,
                                           "versions": {} if reason else fw.versions(),
-                                          "disk_cache": fw.has_disk_cache}
+                                          "disk_cache": fw.has_disk_cache, "gpu": fw.gpu}
     clock.log("STREAM bandwidth ...")
     results["stream"] = stream(a.threads or os.cpu_count())
     clock.log(f"STREAM triad {results['stream']['triad_GBps']:.1f} GB/s ({results['stream']['method']})")
     tmp = Path(tempfile.mkdtemp(prefix="jitgrad-bench-"))
     try:
+        if a.gpu:
+            results["gpu"] = gpu_phase(tmp, clock)
         prepare(names, a.small, tmp / "data")
         clock.log(f"inputs and hand-written NumPy gradients of {len(names)} workloads written to {tmp / 'data'}")
         describe_workloads(names, a.small, tmp / "data", results)
@@ -270,15 +285,49 @@ def main(argv=None, openblas_env=None):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results["meta"]["wall_s"] = clock.elapsed()
+    return results
+
+
+def run(a, clock, openblas_env):
+    names = a.workloads.split(",") if a.workloads else \
+        [n for n, w in WORKLOADS.items() if not (a.quick and w.extra)]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        sys.exit(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
+    return measure_all(a, clock, names, select_frameworks(a), openblas_env)
+
+
+def main(argv=None, openblas_env=None):
+    a = parse(argv)
+    clock = Clock(a.budget)
+    if a.from_json:
+        results = json.loads(Path(a.from_json).read_text())
+        if a.write_results and results["settings"]["small"]:
+            sys.exit("--write-results publishes SPEC sizes: that run used --small")
+    else:
+        Path(a.out or ".").mkdir(parents=True, exist_ok=True)  # a bad --out fails now, not after the run
+        results = run(a, clock, openblas_env)
+    out = Path(a.out or ROOT / "benchmarks" / "out" / (GPU if results["settings"].get("gpu") else ""))
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(a, clock, results, out)
+
+
+def write_outputs(a, clock, results, out):
+    """results.json, results.md, speed.png in ``out``; with --write-results, RESULTS.md (a GPU run
+    replaces only its GPU section) and the chart beside it."""
+    gpu = results["settings"].get("gpu", False)
     report.finish(results)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     md = report.markdown(results)
     (out / "results.md").write_text(md)
     png = report.chart(results, out / "speed.png")
-    if a.write_results:  # the published page and its chart live beside each other in the repo
+    if a.write_results:  # the published page and its charts live beside each other in the repo
+        chart_name = "speed-gpu.png" if gpu else "speed.png"
         if png:
-            shutil.copyfile(png, ROOT / "benchmarks" / "speed.png")
-        (ROOT / "benchmarks" / "RESULTS.md").write_text(report.results_page(results, chart=bool(png)))
+            shutil.copyfile(png, ROOT / "benchmarks" / chart_name)
+        page = ROOT / "benchmarks" / "RESULTS.md"
+        old = page.read_text() if page.exists() else ""
+        page.write_text(report.update_results_page(old, results, chart=chart_name if png else None))
     print(md)
     if not png:
         clock.log("no chart: matplotlib missing or no JAX/torch.compile result to compare with")

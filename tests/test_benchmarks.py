@@ -1,5 +1,8 @@
 """The benchmark baselines: each workload's hand-written NumPy gradient must match jitgrad's
-(device "numpy") at small sizes, and its loss must run on plain NumPy. Needs no jax/torch."""
+(device "numpy") at small sizes, and its loss must run on plain NumPy; the GPU run's framework list,
+and its report without a GPU. Needs no jax/torch."""
+import json
+
 import numpy as np
 import pytest
 
@@ -28,3 +31,33 @@ def test_correctness_check_flags_a_wrong_gradient():
     assert measure.check((2.0, (np.ones(4, np.float32),)), ref)[0]
     assert not measure.check((2.0, (np.full(4, 1.01, np.float32),)), ref)[0]
     assert not measure.check((2.1, (np.ones(4, np.float32),)), ref)[0]
+
+
+def test_gpu_run_lists_gpu_peers_and_keeps_default_run_on_cpu(monkeypatch):
+    frameworks = pytest.importorskip("benchmarks.frameworks")
+    monkeypatch.setattr(frameworks, "jitgrad_devices", lambda: ["numpy", "cpu", "cuda"])
+    assert "jitgrad[cuda]" not in [fw.name for fw in frameworks.all_frameworks()]
+    gpu = frameworks.all_frameworks(["cuda"])
+    assert [fw.name for fw in gpu] == ["numpy", "jax[cuda]", "torch[cuda]", "torch.compile[cuda]",
+                                       "jitgrad[cuda]", "jitgrad[cpu]"]
+    assert [fw.gpu for fw in gpu] == [False, True, True, True, True, False]
+    assert all(frameworks.by_name(fw.name).name == fw.name for fw in gpu)
+
+
+def test_gpu_run_without_a_gpu_reports_missing_and_a_cpu_page_keeps_the_gpu_section(tmp_path):
+    runner = pytest.importorskip("benchmarks.runner")
+    from benchmarks import report
+    from benchmarks.frameworks import gpu_missing
+    if gpu_missing() is None:
+        pytest.skip("a CUDA GPU is present: gpu_check.sh covers this run")
+    runner.main(["--device", "cuda", "--quick", "--small", "--workloads", "graph_xyz", "--frameworks", "numpy,jax",
+                 "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["gpu"]["status"] == "missing"
+    assert results["frameworks"]["jax[cuda]"]["status"] == "missing"
+    assert results["cells"]["graph_xyz"]["numpy"]["status"] == "ok"
+    gpu_page = report.update_results_page("# page\n", results)
+    cpu = dict(results, settings=dict(results["settings"], gpu=False))
+    kept = report.update_results_page(gpu_page, cpu)
+    assert kept.count(report.GPU_BEGIN) == 1 and kept.startswith("# jitgrad benchmark results")
+    assert report.update_results_page(kept, results).count(report.GPU_BEGIN) == 1
