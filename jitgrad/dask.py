@@ -85,8 +85,8 @@ class DataParallel:
 
     def __call__(self, *args):
         params = {i % len(args) for i in self.argnums}
-        _reject_dask_outside(args, batch=set(self.batch_argnums or ()) - params, params=params)
         batch = self._batch_positions(args, params)
+        _reject_dask_outside(args, batch, params)
         arrays = _aligned(args, batch)
         if self.check:
             self._check_additive(args, batch, arrays)
@@ -101,11 +101,8 @@ class DataParallel:
 
     def _batch_positions(self, args, params):
         if self.batch_argnums is None:
-            batch = tuple(i for i, a in enumerate(args) if isinstance(a, da.Array))
-        else:
-            batch = tuple(i % len(args) for i in self.batch_argnums)
-        if not batch:
-            raise DataParallelError("no batch arguments: pass the data as Dask arrays chunked along axis 0")
+            return tuple(i for i, a in enumerate(args) if isinstance(a, da.Array) and i not in params)
+        batch = tuple(i % len(args) for i in self.batch_argnums)
         if set(batch) & params:
             raise DataParallelError(f"argnums {self.argnums} and batch_argnums {batch} overlap: gradients are "
                                     "taken with respect to parameters, not to the chunked data")
@@ -180,6 +177,8 @@ def _reject_dask_outside(args, batch, params):
 
 def _aligned(args, batch):
     """The batch arguments, checked to be Dask arrays chunked along axis 0 only, with the first's row chunks."""
+    if not batch:
+        raise DataParallelError("no batch arguments: pass the data as Dask arrays chunked along axis 0")
     arrays = []
     for i in batch:
         x = args[i]
