@@ -212,7 +212,7 @@ def _signature(args, batch, arrays, static_argnums):
             sig.append(arg)
         elif i not in batch:
             leaves, tree = flatten(arg)
-            sig.append((tree, tuple((np.shape(x), np.result_type(x).str) for x in leaves)))
+            sig.append((tree, tuple((np.shape(x), np.asarray(x).dtype.str) for x in leaves)))
     return tuple(sig) + tuple((x.shape[1:], x.dtype.str) for x in arrays)
 
 
