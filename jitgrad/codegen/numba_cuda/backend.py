@@ -13,6 +13,7 @@ slots, and reused by every call.
 """
 import functools
 import math
+import os
 import threading
 
 import numba
@@ -26,6 +27,8 @@ from ..numba_cpu.backend import _plan_buffers
 from . import codegen
 from .simulator import SIM_MATH
 
+if not hasattr(np, "row_stack"):  # numba-cuda 0.30 overloads it unguarded; NumPy 2.5 removed it
+    np.row_stack = np.vstack
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 # The simulator runs every thread as a Python thread: small blocks keep it quick.
 THREADS = 32 if SIMULATOR else 256
@@ -62,13 +65,15 @@ def _grid(work, threads=THREADS):
     return max(1, min(-(-work // threads), _multiprocessors() * (4 if SIMULATOR else 16)))
 
 
+@functools.cache
 def _cupy():
-    if SIMULATOR:
+    """CuPy, for cuBLAS matmul on our device memory, when it is installed and sees a GPU."""
+    if SIMULATOR or os.environ.get("JITGRAD_CUDA_NO_CUPY"):
         return None
     try:
         import cupy
-        return cupy
-    except ImportError:
+        return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
+    except Exception:  # not installed, or no usable CUDA runtime for it
         return None
 
 

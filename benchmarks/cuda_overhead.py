@@ -1,0 +1,50 @@
+"""Where a small jitgrad CUDA call spends its time (run on a GPU machine):
+
+    python -m benchmarks.cuda_overhead
+
+Prints the cost of one empty numba.cuda launch, one device allocation, and a warm jitgrad call
+of the lecture's two-layer net (mlp2) split into launches and the rest, each the median of
+many synchronized calls. The figures say which overhead to remove first.
+"""
+import time
+
+import numpy as np
+from numba import cuda
+
+import jitgrad as jg
+
+
+def _median_us(fn, reps=200):
+    fn()
+    cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return 1e6 * float(np.median(times))
+
+
+@cuda.jit
+def _empty(a):
+    pass
+
+
+def main():
+    a = cuda.device_array(16, np.float32)
+    print(f"empty kernel launch + sync: {_median_us(lambda: _empty[1, 32](a)):.1f} us")
+    print(f"cuda.device_array(1 MB):     {_median_us(lambda: cuda.device_array(1 << 18, np.float32)):.1f} us")
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.standard_normal((1000, 100), np.float32), rng.standard_normal((100, 10), np.float32)
+    x, y = rng.standard_normal((64, 1000), np.float32), rng.standard_normal((64, 10), np.float32)
+    step = jg.jit_grad(lambda w1, w2, x, y: np.sum((np.maximum(x @ w1, 0) @ w2 - y) ** 2), argnums=(0, 1),
+                       device="cuda")
+    args = [jg.device_put(v, "cuda") for v in (w1, w2, x, y)]
+    executable = step.lower(*args).executable
+    print(f"mlp2 kernels: {len(executable.steps)}; warm call + sync: {_median_us(lambda: step(*args)):.1f} us")
+    print(f"mlp2 executable alone:       {_median_us(lambda: executable(*args)):.1f} us")
+
+
+if __name__ == "__main__":
+    main()
