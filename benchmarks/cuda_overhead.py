@@ -6,12 +6,15 @@ Prints the cost of one empty numba.cuda launch, one device allocation, and a war
 of the lecture's two-layer net (mlp2) split into launches and the rest, each the median of
 many synchronized calls. The figures say which overhead to remove first.
 """
+import cProfile
+import pstats
 import time
 
 import numpy as np
-from numba import cuda
 
 import jitgrad as jg
+from jitgrad.codegen.numba_cuda import backend  # noqa: F401  (its NumPy-compat shim first)
+from numba import cuda  # noqa: E402
 
 
 def _median_us(fn, reps=200):
@@ -44,6 +47,13 @@ def main():
     executable = step.lower(*args).executable
     print(f"mlp2 kernels: {len(executable.steps)}; warm call + sync: {_median_us(lambda: step(*args)):.1f} us")
     print(f"mlp2 executable alone:       {_median_us(lambda: executable(*args)):.1f} us")
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(200):
+        step(*args)
+    cuda.synchronize()
+    profile.disable()
+    pstats.Stats(profile).sort_stats("tottime").print_stats(14)
 
 
 if __name__ == "__main__":

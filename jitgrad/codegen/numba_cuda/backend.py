@@ -27,8 +27,6 @@ from ..numba_cpu.backend import _plan_buffers
 from . import codegen
 from .simulator import SIM_MATH
 
-if not hasattr(np, "row_stack"):  # numba-cuda 0.30 overloads it unguarded; NumPy 2.5 removed it
-    np.row_stack = np.vstack
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 # The simulator runs every thread as a Python thread: small blocks keep it quick.
 THREADS = 32 if SIMULATOR else 256
@@ -67,9 +65,12 @@ def _grid(work, threads=THREADS):
 
 @functools.cache
 def _cupy():
-    """CuPy, for cuBLAS matmul on our device memory, when it is installed and sees a GPU."""
+    """CuPy, for cuBLAS matmul and pooled memory on our device arrays, when it is installed and
+    sees a GPU. Everything runs on the legacy default stream, so handing arrays between CuPy and
+    Numba needs no stream synchronization."""
     if SIMULATOR or os.environ.get("JITGRAD_CUDA_NO_CUPY"):
         return None
+    os.environ.setdefault("CUPY_CUDA_ARRAY_INTERFACE_SYNC", "0")
     try:
         import cupy
         return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
@@ -78,10 +79,52 @@ def _cupy():
 
 
 def as_device_array(x):
-    """A numba device array viewing ``x`` (no copy) if it lives on the GPU, else a copy of it there."""
-    if devices.on_gpu(x):
-        return devices.as_cuda_array(x)
-    return cuda.to_device(np.ascontiguousarray(x))
+    """A C-contiguous numba device array of ``x``: a view (no copy) if it lives on the GPU
+    contiguously, else a copy there. Kernels are compiled for contiguous arrays."""
+    if not devices.on_gpu(x):
+        return cuda.to_device(np.ascontiguousarray(x))
+    x = devices.as_cuda_array(x)
+    if SIMULATOR or x.is_c_contiguous():
+        return x
+    cp = _cupy()
+    if cp is None:
+        return cuda.to_device(np.ascontiguousarray(x.copy_to_host()))
+    return _from_cupy(cp.ascontiguousarray(cp.asarray(x)))
+
+
+def _from_cupy(a):
+    """A numba view of a CuPy array we made on the default stream (no stream sync needed)."""
+    return cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=a, sync=False)
+
+
+def _new_array(shape, dtype):
+    """A fresh device array; from CuPy's memory pool when CuPy is there (a plain cudaMalloc per
+    result per call, and its cudaFree, cost more than many kernels)."""
+    cp = _cupy()
+    return cuda.device_array(shape, dtype) if cp is None else _from_cupy(cp.empty(shape, dtype))
+
+
+class _Launch:
+    """A kernel with a fixed grid. After the first call it launches the compiled overload
+    directly: the argument types of a step never change (contiguous arrays of fixed dtype and
+    rank), so Numba's per-call type dispatch is skipped."""
+
+    def __init__(self, fn, blocks, threads):
+        self.fn, self.blocks, self.threads, self.kernel = fn, blocks, threads, None
+
+    def __call__(self, *args):
+        if self.kernel is not None:
+            self.kernel.launch(args, self.grid, self.block, 0, 0)
+            return
+        self.fn[self.blocks, self.threads](*args)
+        if not SIMULATOR:
+            self.kernel = self.fn.overloads.get(tuple(self.fn.typeof_pyval(a) for a in args))
+            self.grid, self.block = (_dims(self.blocks), _dims(self.threads))
+
+
+def _dims(d):
+    d = (d,) if isinstance(d, int) else tuple(d)
+    return d + (1,) * (3 - len(d))
 
 
 # --------------------------------------------------------------------------- steps
@@ -104,10 +147,12 @@ class _LoopStep:
         self.blocks, self.threads = launch
         self.source, self.inputs, scratch = codegen.loop_kernel_source(kernel, f"kernel{index}", self.threads, self.blocks)
         self.fn = compile_kernel(self.source.replace(f"def kernel{index}(", "def kernel("), "kernel")
+        self.launch = _Launch(self.fn, self.blocks, self.threads)
         # a full reduction leaves one partial per block: a one-block kernel per reduction finishes it
         reductions = [o for o in kernel.steps[0].outputs if o.op.startswith("reduce_")] if scratch else []
         finishes = [codegen.finish_source(r.op, r.dtype, THREADS) for r in reductions]
         self.finishers = [(r, compile_kernel(f, "finish")) for r, f in zip(reductions, finishes)]
+        self.finish_launches = [_Launch(f, 1, THREADS) for _, f in self.finishers]
         self.source = "\n\n".join([self.source] + sorted(set(finishes)))
 
     def launches(self):
@@ -122,9 +167,9 @@ class _LoopStep:
         outs = [buffer(o, o.shape or (1,)) for o in self.stores]
         args = [_at_least_1d(env[id(n)]) for n in self.inputs] + outs
         parts = [scratch(("part", id(r)), (self.blocks,), r.dtype) for r, _ in self.finishers]
-        self.fn[self.blocks, self.threads](*args, *parts)
-        for (r, finish), part in zip(self.finishers, parts):
-            finish[1, THREADS](part, outs[self.stores.index(r)])
+        self.launch(*args, *parts)
+        for (r, _), finish, part in zip(self.finishers, self.finish_launches, parts):
+            finish(part, outs[self.stores.index(r)])
         for o, buf in zip(self.stores, outs):
             env[id(o)] = _reshaped(buf, o.shape)
 
@@ -161,7 +206,11 @@ class _LibraryStep:
                      "argmax": codegen.argreduce_source, "argmin": codegen.argreduce_source}[self.node.op]
             self.source = maker(self.node)
             self.fn = compile_kernel(self.source, self.source.split("(")[0][4:])
+            work = self.node.args[0].size if self.node.op == "scatter_add" else self.node.size
+            self.launch = _Launch(self.fn, _grid(work), THREADS)
             self.fill = compile_kernel(codegen.FILL, "fill") if self.node.op == "scatter_add" else None
+            if self.fill is not None:
+                self.fill_launch = _Launch(self.fill, _grid(self.node.size), THREADS)
 
     def launches(self):
         if self.views:
@@ -182,7 +231,7 @@ class _LibraryStep:
     def run(self, env, buffer, scratch):
         n = self.node
         if self.views:
-            if self.cupy and any(c.op == "matmul" for c in self._consumers):
+            if self.cupy and self._consumers and all(c.op == "matmul" for c in self._consumers):
                 env[id(n)] = _cupy_view(self.cupy, self.kernel, env)
             else:
                 self.copy.run(env, buffer, scratch)
@@ -194,12 +243,10 @@ class _LibraryStep:
         elif n.op in ("gather", "scatter_add"):
             err = scratch("err", (1,), np.int32)
             if n.op == "scatter_add":
-                self.fill[_grid(out.size), THREADS](out.reshape(out.size), out.dtype.type(0))
-            work = n.size if n.op == "gather" else n.args[0].size
-            self.fn[_grid(work), THREADS](*[_at_least_1d(a) for a in args], out, err)
+                self.fill_launch(out.reshape(out.size), out.dtype.type(0))
+            self.launch(*[_at_least_1d(a) for a in args], out, err)
         else:
-            work = n.size
-            self.fn[_grid(work), THREADS](*[_at_least_1d(a) for a in args], out)
+            self.launch(*[_at_least_1d(a) for a in args], out)
         env[id(n)] = _reshaped(out, n.shape)
 
     _consumers = ()
@@ -281,7 +328,7 @@ class Executable:
     def _buffer(self, node, shape):
         slot = self._slots.get(id(node))
         if slot is None:  # a result: a fresh device array
-            return cuda.device_array(shape, node.dtype)
+            return _new_array(shape, node.dtype)
         buf = self._pool.get(slot)
         if buf is None:
             buf = self._pool[slot] = cuda.device_array(shape, node.dtype)
@@ -323,7 +370,7 @@ class Executable:
 def _copy(a):
     """A result that is an input, a constant or a view: a fresh device array of its own."""
     if not hasattr(a, "copy_to_host"):  # a CuPy view
-        return cuda.as_cuda_array(a.copy())
-    out = cuda.device_array(a.shape, a.dtype)
+        return _from_cupy(a.copy())
+    out = _new_array(a.shape, a.dtype)
     out.copy_to_device(a)
     return out
