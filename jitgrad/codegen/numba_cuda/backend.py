@@ -15,6 +15,7 @@ import functools
 import math
 import os
 import threading
+import warnings
 
 import numba
 import numpy as np
@@ -107,24 +108,25 @@ def _new_array(shape, dtype):
 class _Launch:
     """A kernel with a fixed grid. After the first call it launches the compiled overload
     directly: the argument types of a step never change (contiguous arrays of fixed dtype and
-    rank), so Numba's per-call type dispatch is skipped."""
+    rank), so Numba's per-call type dispatch and launch-configuration object are skipped."""
 
     def __init__(self, fn, blocks, threads):
         self.fn, self.blocks, self.threads, self.kernel = fn, blocks, threads, None
 
     def __call__(self, *args):
         if self.kernel is not None:
-            self.kernel.launch(args, self.grid, self.block, 0, 0)
+            self.kernel.launch(args, self.grid, self.block, self.stream, 0)
             return
-        self.fn[self.blocks, self.threads](*args)
+        configured = self.fn[self.blocks, self.threads]
+        with warnings.catch_warnings():  # small grids are expected for small arrays
+            warnings.filterwarnings("ignore", message="Grid size")
+            configured(*args)
         if not SIMULATOR:
             self.kernel = self.fn.overloads.get(tuple(self.fn.typeof_pyval(a) for a in args))
-            self.grid, self.block = (_dims(self.blocks), _dims(self.threads))
+            self.grid, self.block, self.stream = configured.griddim, configured.blockdim, configured.stream
 
 
-def _dims(d):
-    d = (d,) if isinstance(d, int) else tuple(d)
-    return d + (1,) * (3 - len(d))
+
 
 
 # --------------------------------------------------------------------------- steps
