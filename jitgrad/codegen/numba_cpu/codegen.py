@@ -2,8 +2,9 @@
 
 The loop nest iterates over the kernel's shape: kept axes outside (the first one a ``prange``),
 reduced axes inside with one scalar accumulator per reduction. A kernel with no kept axes (a
-full reduction) runs its first axis as the ``prange`` and lets Numba keep per-thread partials. Every value in the body is one scalar temporary; views become
-index arithmetic on the buffers they read.
+full reduction) runs chunks of its first axis as the ``prange`` and lets Numba keep per-thread
+partials (see ``_full_reduction``). Every value in the body is one scalar temporary; views
+become index arithmetic on the buffers they read.
 """
 import math
 
@@ -85,8 +86,8 @@ def loop_kernel_source(kernel, name):
     loop = "prange" if math.prod(shape) >= PARALLEL_MIN_SIZE else "range"
     if not kept and raxes:  # a full reduction: one phase, chunked
         (step,) = kernel.steps
-        inits, inner, reductions = _phase(step, kernel, buffers, stores, parallel_reduce=True)
-        lines += _full_reduction(loop, raxes, shape, reductions, inits, inner, stores)
+        inits, inner, reductions = _phase(step, kernel, buffers, stores, accumulator=lambda j, r: f"p{j}")
+        lines += _full_reduction(loop, shape, reductions, inits, inner, stores)
         return "\n".join(lines), inputs
     if len(kernel.steps) == 1 and raxes and kept and max(raxes) < max(kept):
         # Reducing leading axes (a bias gradient): walk memory in order and accumulate into the
@@ -114,7 +115,7 @@ def loop_kernel_source(kernel, name):
     return "\n".join(lines), inputs
 
 
-def _phase(step, kernel, buffers, stores, parallel_reduce=False, accumulator=None,
+def _phase(step, kernel, buffers, stores, accumulator=None,
            expression=scalar_ops.expression):
     """(accumulator inits, loop body, reductions) of one pass over the reduced axes.
     ``accumulator(j, r)`` names where reduction ``j`` accumulates (default: scalar ``acc{j}``)."""
@@ -131,8 +132,7 @@ def _phase(step, kernel, buffers, stores, parallel_reduce=False, accumulator=Non
     accumulator = accumulator or (lambda j, r: f"acc{j}")
     for j, r in enumerate(reductions):
         v = body.value(r.args[0], idx)
-        inner += scalar_ops.parallel_accumulate(r.op, j, v) if parallel_reduce else \
-            [scalar_ops.accumulate(r.op, accumulator(j, r), v)]
+        inner.append(scalar_ops.accumulate(r.op, accumulator(j, r), v))
     inits = [f"{accumulator(j, r)} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
     return inits, body.lines + inner, reductions
 
@@ -153,15 +153,27 @@ def _row(step, kernel, buffers, stores, expression=scalar_ops.expression):
     return body.lines + out
 
 
-def _full_reduction(loop, raxes, shape, reductions, inits, inner, stores):
-    """All axes reduced: the first one is the (p)range; Numba's parfor turns the scalar
-    accumulators into per-thread partials. max/min count NaNs on the side, since Numba's
-    reduction ``max`` drops them and NumPy propagates them."""
-    lines = ["    " + s for s in inits]
+CHUNK = 4096  # elements per chunk of a full reduction
+
+
+def _full_reduction(loop, shape, reductions, chunk_inits, inner, stores):
+    """All axes reduced, in chunks of about ``CHUNK`` elements along axis 0: each chunk
+    accumulates ``p{j}`` in the value's dtype (a vectorized loop), then joins the total ``acc{j}``,
+    which Numba's parfor keeps per thread. float32 totals are float64, so a sum of millions of
+    float32 values keeps its digits (a flat float32 running sum loses about three) while the
+    vectorized loop stays float32. max/min count NaNs on the side, since Numba's parfor ``max``
+    drops them and NumPy propagates them."""
+    rows = max(1, CHUNK // max(1, math.prod(shape[1:])))
+    lines = [f"    acc{j} = {scalar_ops.reduce_init(r.op, r.dtype, wide=True)}" for j, r in enumerate(reductions)]
     lines += [f"    nan{j} = 0" for j, r in enumerate(reductions) if r.op in ("reduce_max", "reduce_min")]
-    for k, a in enumerate(raxes):
-        lines.append("    " * (k + 1) + f"for i{a} in {loop if k == 0 else 'range'}({shape[a]}):")
-    lines += ["    " * (len(raxes) + 1) + s for s in inner]
+    lines.append(f"    for c in {loop}({-(-shape[0] // rows)}):")
+    lines += ["        " + s for s in chunk_inits]
+    lines.append(f"        for i0 in range(c * {rows}, min(c * {rows} + {rows}, {shape[0]})):")
+    for a in range(1, len(shape)):
+        lines.append("    " * (a + 2) + f"for i{a} in range({shape[a]}):")
+    lines += ["    " * (len(shape) + 2) + s for s in inner]
+    for j, r in enumerate(reductions):
+        lines += ["        " + s for s in scalar_ops.parallel_accumulate(r.op, j, f"p{j}")]
     for j, r in enumerate(reductions):
         if id(r) not in stores:
             continue

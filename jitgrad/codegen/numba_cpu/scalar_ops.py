@@ -57,8 +57,9 @@ def literal(value, dtype):
     return f"np.{dtype.name}({value!r})"
 
 
-def reduce_init(op, dtype):
-    dtype = np.dtype(dtype)
+def reduce_init(op, dtype, wide=False):
+    """The initial accumulator; ``wide`` makes float32 sums accumulate in float64."""
+    dtype = np.dtype(np.float64) if wide and op == "reduce_sum" and dtype == np.float32 else np.dtype(dtype)
     big = "np.inf" if dtype.kind == "f" else str(np.iinfo(dtype).max)
     small = "-np.inf" if dtype.kind == "f" else str(np.iinfo(dtype).min)
     return {"reduce_sum": f"np.{dtype.name}(0)", "reduce_prod": f"np.{dtype.name}(1)",

@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from pathlib import Path
 
 from numba import cuda
 
@@ -38,9 +39,19 @@ def kernel_report(programs, cc=CC):
     return out
 
 
+def _ptxas():
+    """CUDA's ptxas: on the PATH, or from the nvidia-cuda-nvcc wheel (the ``cuda`` extra)."""
+    try:
+        import nvidia
+        wheel = [Path(p) / "cu13" / "bin" / "ptxas" for p in nvidia.__path__]
+    except ImportError:
+        wheel = []
+    return shutil.which("ptxas") or next((str(p) for p in wheel if p.exists()), None)
+
+
 def assemble(ptx, cc=CC):
     """Registers and spill bytes from ``ptxas -v`` (empty when ptxas is not installed)."""
-    ptxas = shutil.which("ptxas")
+    ptxas = _ptxas()
     if ptxas is None:
         return {}
     with tempfile.TemporaryDirectory() as tmp:
