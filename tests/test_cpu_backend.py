@@ -80,7 +80,7 @@ def test_float32_sums_keep_their_digits():
     x = np.full(1 << 20, 0.1, np.float32)
     total = jg.jit(lambda x: np.sum(x), device="cpu")(x)
     assert total.dtype == np.float32
-    np.testing.assert_allclose(total, np.sum(x, dtype=np.float64), rtol=2e-7)
+    np.testing.assert_allclose(total, np.sum(x, dtype=np.float64), rtol=1e-6)  # flat: 3e-5
 
 
 def test_results_do_not_alias_inputs():

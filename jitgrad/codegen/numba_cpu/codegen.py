@@ -153,7 +153,7 @@ def _row(step, kernel, buffers, stores, expression=scalar_ops.expression):
     return body.lines + out
 
 
-CHUNK = 4096  # elements per chunk of a full reduction
+CHUNK = 1024  # elements per chunk of a full reduction
 
 
 def _full_reduction(loop, shape, reductions, chunk_inits, inner, stores):
