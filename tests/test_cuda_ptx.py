@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("numba.cuda")
+from jitgrad.codegen.numba_cuda.ptx import _ptxas  # noqa: E402
 
 
 def test_kernels_compile_for_sm90_without_spills():
@@ -27,3 +28,5 @@ def test_kernels_compile_for_sm90_without_spills():
     names = {r["kernel"] for r in rows}
     assert {"kernel", "finish", "gather", "scatter_add", "matmul", "concat", "pad", "fill"} <= names, names
     assert not [r for r in rows if r.get("spill_bytes")], "kernels spill registers"
+    if _ptxas():  # machine code was built: every kernel reports its registers
+        assert all(r["registers"] > 0 for r in rows)
