@@ -126,9 +126,6 @@ class _Launch:
             self.grid, self.block, self.stream = configured.griddim, configured.blockdim, configured.stream
 
 
-
-
-
 # --------------------------------------------------------------------------- steps
 
 class _LoopStep:
@@ -136,9 +133,7 @@ class _LoopStep:
         self.kernel, self.stores = kernel, kernel.stores
         shape, raxes = kernel.shape, kernel.reduce_axes
         rows = math.prod(shape[a] for a in kernel.kept_axes)
-        if not raxes:
-            launch = (_grid(math.prod(shape)), THREADS)
-        elif not kernel.kept_axes:
+        if not raxes or not kernel.kept_axes:  # grid-stride over every element
             launch = (_grid(math.prod(shape)), THREADS)
         elif codegen._columns(kernel):
             launch = (_grid(rows), THREADS)
@@ -189,19 +184,26 @@ def _reshaped(a, shape):
 
 
 class _LibraryStep:
-    """One library op, or a chain of views of a buffer (materialized by a copy kernel, or a
-    CuPy view when matmul goes through CuPy)."""
+    """One library op, or a chain of views of a buffer: materialized by a copy kernel, or (when
+    only cuBLAS matmuls read it) a strided CuPy view, never copied."""
 
-    def __init__(self, kernel, index, cupy):
+    def __init__(self, kernel, index, cupy, only_matmuls_read_it=False):
         self.kernel, self.stores, self.cupy = kernel, kernel.stores, cupy
         self.node = kernel.outputs[0]
         self.views = all(n.op in VIEWS for n in kernel.body)
-        if self.views:
+        self.cupy_view = self.views and cupy is not None and only_matmuls_read_it
+        if self.cupy_view:
+            self.source = "# views through CuPy (strided, no copy): " + ", ".join(n.op for n in kernel.body)
+        elif self.views:
             self.copy = _LoopStep(_copy_kernel(kernel), index)
             self.source = self.copy.source
         elif self.node.op == "matmul":
             self.source = "# matmul: cuBLAS through CuPy" if cupy else codegen.matmul_source(self.node.dtype)
             self.fn = None if cupy else compile_kernel(self.source, "matmul")
+            if not cupy:
+                (m, n), t = self.node.shape[-2:], codegen.TILE
+                batch = min(math.prod(self.node.shape[:-2]), 65535)
+                self.launch = _Launch(self.fn, (-(-n // t), -(-m // t), batch), (t, t))
         else:
             maker = {"gather": codegen.gather_source, "scatter_add": codegen.scatter_add_source,
                      "concat": codegen.concat_source, "pad": codegen.pad_source,
@@ -215,6 +217,8 @@ class _LibraryStep:
                 self.fill_launch = _Launch(self.fill, _grid(self.node.size), THREADS)
 
     def launches(self):
+        if self.cupy_view:
+            return
         if self.views:
             yield from self.copy.launches()
             return
@@ -232,11 +236,11 @@ class _LibraryStep:
 
     def run(self, env, buffer, scratch):
         n = self.node
+        if self.cupy_view:
+            env[id(n)] = _cupy_view(self.cupy, self.kernel, env)
+            return
         if self.views:
-            if self.cupy and self._consumers and all(c.op == "matmul" for c in self._consumers):
-                env[id(n)] = _cupy_view(self.cupy, self.kernel, env)
-            else:
-                self.copy.run(env, buffer, scratch)
+            self.copy.run(env, buffer, scratch)
             return
         out = buffer(n, n.shape or (1,))
         args = [env[id(a)] for a in n.args]
@@ -251,18 +255,13 @@ class _LibraryStep:
             self.launch(*[_at_least_1d(a) for a in args], out)
         env[id(n)] = _reshaped(out, n.shape)
 
-    _consumers = ()
-
     def _matmul(self, node, args, out):
         if self.cupy:
             cp = self.cupy
             cp.matmul(*[cp.asarray(a) for a in args], out=cp.asarray(out))
             return
-        (m, _), n = node.shape[-2:], node.shape[-1]
         batch = math.prod(node.shape[:-2])
-        a3, b3, o3 = (x.reshape((batch,) + v.shape[-2:]) for x, v in zip(args + [out], list(node.args) + [node]))
-        t = codegen.TILE
-        self.fn[(-(-n // t), -(-m // t), min(batch, 65535)), (t, t)](a3, b3, o3)
+        self.launch(*[x.reshape((batch,) + v.shape[-2:]) for x, v in zip(args + [out], list(node.args) + [node])])
 
 
 def _copy_kernel(kernel):
@@ -288,16 +287,19 @@ def _cupy_view(cp, kernel, env):
 def build_steps(program, cupy=None):
     """(fusion plan, one step per kernel with its compiled CUDA kernels); needs no GPU."""
     kernels = plan(program)
-    steps = [_LoopStep(k, i) if k.kind == "loop" else _LibraryStep(k, i, cupy) for i, k in enumerate(kernels)]
-    consumers = {}
+    readers = {}
     for k in kernels:
         for n in k.body:
             for a in n.args:
-                consumers.setdefault(id(a), []).append(n)
-    for s in steps:
-        if isinstance(s, _LibraryStep) and s.views:
-            s._consumers = consumers.get(id(s.node), [])
-    return kernels, steps
+                readers.setdefault(id(a), []).append(n.op)
+    readers.update((id(o), readers.get(id(o), []) + ["output"]) for o in program.outputs)
+
+    def step(i, k):
+        if k.kind == "loop":
+            return _LoopStep(k, i)
+        ops_reading = readers.get(id(k.outputs[0]), [])
+        return _LibraryStep(k, i, cupy, ops_reading and all(op == "matmul" for op in ops_reading))
+    return kernels, [step(i, k) for i, k in enumerate(kernels)]
 
 
 class Executable:
