@@ -184,7 +184,9 @@ def test_cluster_matches_single_process_and_compiles_once_per_worker(client):
         assert_same((value, grads), reference(params, X, y))
         params = {k: params[k] - 0.5 * grads[k] for k in params}
     builds = client.run(lambda token: {t: j.cache_size for t, j in jgd._LOSSES.items() if t == token}, step.token)
-    assert list(builds.values()) == [{step.token: 1}, {step.token: 1}]  # one Jitted, one compile per worker
+    # 24 chunk tasks; each worker that ran some built one Jitted and compiled once (Dask places
+    # the chunks, so a worker might run none)
+    assert max(b.get(step.token, 0) for b in builds.values()) == 1 and len(builds) == 2
 
 
 def _slow_once(block, marker):
