@@ -15,7 +15,7 @@ import jitgrad as jg
 from tests.helpers import assert_same, scalarize
 from tests.test_cpu_backend import CASES, _xent
 from tests.test_ops import ALL
-from tests.test_properties import _close, _scalar, _weights, programs
+from tests.test_properties import matches_reference, programs
 
 pytest.importorskip("numba.cuda")
 from numba import cuda  # noqa: E402
@@ -100,13 +100,4 @@ def test_op_table_matches_reference(case):
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(programs(), st.sampled_from([np.float64, np.float32]))
 def test_random_programs_match_reference(program, dtype):
-    xs = program.inputs(dtype)
-    f = _scalar(program, _weights(program, xs))
-    argnums = tuple(range(len(xs)))
-    value, grads = jg.jit_grad(f, argnums=argnums, device="cuda")(*xs)
-    ref_value, ref_grads = jg.jit_grad(f, argnums=argnums, device="numpy")(*xs)
-    rtol = 1e-9 if dtype == np.float64 else 2e-4
-    _close(value, ref_value, rtol, f"value of {program}")
-    for g, r in zip(grads, ref_grads):
-        assert g.dtype == r.dtype
-        _close(g, r, rtol, f"gradient of {program}")
+    matches_reference(program, dtype, "cuda")

@@ -460,10 +460,15 @@ CPU_EXAMPLES = int(os.environ.get("JITGRAD_CPU_PROPERTY_EXAMPLES", 12))  # each 
 def test_cpu_backend_matches_reference(program, dtype):
     """Differential: random programs compiled by the Numba backend against the reference backend,
     values and gradients."""
+    matches_reference(program, dtype, "cpu")
+
+
+def matches_reference(program, dtype, device):
+    """``program``'s value and gradients on ``device`` equal the reference backend's."""
     xs = program.inputs(dtype)
     f = _scalar(program, _weights(program, xs))
     argnums = tuple(range(len(xs)))
-    value, grads = jg.jit_grad(f, argnums=argnums, device="cpu")(*xs)
+    value, grads = jg.jit_grad(f, argnums=argnums, device=device)(*xs)
     ref_value, ref_grads = jg.jit_grad(f, argnums=argnums, device="numpy")(*xs)
     rtol = 1e-9 if dtype == np.float64 else 2e-4
     _close(value, ref_value, rtol, f"value of {program}")
