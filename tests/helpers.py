@@ -1,4 +1,6 @@
 """Shared test tools: central finite differences and backend lists."""
+import os
+
 import numpy as np
 
 import jitgrad as jg
@@ -19,9 +21,11 @@ def numerical_grad(f, args, argnum, eps=1e-6):
     return g
 
 
-def check_grad(f, args, argnums=0, rtol=1e-5, atol=1e-6, device="numpy", reference=None):
-    """``jit_grad`` on ``device`` against finite differences of NumPy's own ``f`` (or of a pure-NumPy
-    ``reference`` when ``f`` uses jitgrad functions), in float64."""
+def check_grad(f, args, argnums=0, rtol=1e-5, atol=1e-6, device=None, reference=None):
+    """``jit_grad`` on ``device`` (default ``$JITGRAD_TEST_DEVICE``, else the reference backend)
+    against finite differences of NumPy's own ``f`` (or of a pure-NumPy ``reference`` when ``f``
+    uses jitgrad functions), in float64."""
+    device = device or os.environ.get("JITGRAD_TEST_DEVICE", "numpy")
     nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     ref = reference or f
     value, grads = jg.jit_grad(f, argnums=nums, device=device)(*args)

@@ -1,10 +1,22 @@
 """cs231n-style layers and losses, written the way a student writes them in plain NumPy, checked
-with ``jit_grad`` against finite differences (float64) and against hand-written backward passes."""
+with ``jit_grad`` against finite differences (float64) and against hand-written backward passes,
+on every device (``JITGRAD_LAYER_DEVICES`` narrows the list; CUDA runs on the simulator in CI)."""
+import os
+
 import numpy as np
 import pytest
 
 import jitgrad as jg
 from tests.helpers import check_grad
+
+DEVICES = os.environ.get("JITGRAD_LAYER_DEVICES", "numpy,cpu,cuda").split(",")
+
+
+@pytest.fixture(autouse=True, params=DEVICES)
+def device(request, monkeypatch):
+    """``check_grad`` runs ``jit_grad`` on this device."""
+    monkeypatch.setenv("JITGRAD_TEST_DEVICE", request.param)
+    return request.param
 
 
 def rng(seed=0):
