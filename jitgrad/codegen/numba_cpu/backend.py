@@ -48,27 +48,22 @@ ENTRY_HEADER = ("import numpy as np\nfrom numba import njit\nfrom numba.types im
 
 def compile_kernel(source, args):
     """The compiled loop kernel ``source`` (a function of the buffers ``args``), shared by every
-    program whose kernel has this text and these buffers. It is a C-callable function on
-    pointers to C-contiguous buffers of static shapes, registered under a symbol named by
-    its hash, so entry points call it without linking its code into theirs (which would
-    optimize and compile it again, inside every program that uses it)."""
+    program whose kernel has this text and these buffers. It is a C function taking the
+    addresses of its C-contiguous buffers (static shapes) as one array, registered under a
+    symbol named by its hash: entry points call it without linking its code into theirs
+    (Numba would optimize and compile a called dispatcher's code again, inside every caller)."""
     parallel = "prange(" in source
     head, body = source.split("\n", 1)
     params = head[head.index("(") + 1:head.index(")")].split(", ")
-    signature = f"void({', '.join(f'CPointer({_numba_type(a.dtype)})' for a in args)})"
-    loads = "".join(f"    {p} = carray(p{i}, {a.shape or (1,)})\n" for i, (p, a) in enumerate(zip(params, args)))
+    loads = "".join(f"    {p} = carray(args[{i}], {a.shape or (1,)}, np.{np.dtype(a.dtype).type.__name__})\n"
+                    for i, (p, a) in enumerate(zip(params, args)))
     flags = "{" + ", ".join(map(repr, sorted(FASTMATH))) + "}"
-    module_source = (f"{KERNEL_HEADER}\n@cfunc({signature!r}, parallel={parallel}, fastmath={flags}, "
-                     f"error_model='numpy', cache=True)\n"
-                     f"def kernel({', '.join(f'p{i}' for i in range(len(args)))}):\n{loads}{body}\n")
+    module_source = (f"{KERNEL_HEADER}\n@cfunc('void(CPointer(voidptr))', parallel={parallel}, fastmath={flags}, "
+                     f"error_model='numpy', cache=True)\ndef kernel(args):\n{loads}{body}\n")
     with _lock:
         if module_source not in _compiled:
             _compiled[module_source] = _Kernel(module_source)
         return _compiled[module_source]
-
-
-def _numba_type(dtype):
-    return "boolean" if dtype == np.bool_ else dtype.name
 
 
 def compile_entry(source, name):
@@ -235,25 +230,34 @@ class Executable:
 
     def _build(self, kinds):
         """Loop kernels compiled one by one; runs of compiled steps become entry points, with
-        Python steps between them."""
+        Python steps between them. A kernel gets the addresses of its buffers as a run of the
+        per-thread table ``buffers``: constants' and intermediates' are filled once, the entry
+        point writes the inputs' and results' before the call. (Passing hundreds of addresses
+        one by one made an unrolled loop's entry point take 6 s to compile.)"""
         self.loop_sources, self.entry_sources, self._runs = {}, [], []
+        self._table, gemm_slots = [], {}  # table slot -> environment position
         externs, body, used = [], [], set()
 
-        def pointer(node, written=False):
-            i = self.position[("copy", id(node)) if written and node.op in ("input", "const") else id(node)]
-            if i >= self.table_start:
-                return f"buffers[{i - self.table_start}]"
-            used.add(i)
-            return f"{self.names[i]}.ctypes.data"
+        def where(node, written=False):
+            return self.position[("copy", id(node)) if written and node.op in ("input", "const") else id(node)]
+
+        def address(i):
+            if i < self.table_start:
+                used.add(i)
+                return f"{self.names[i]}.ctypes.data"
+            if i not in gemm_slots:
+                gemm_slots[i] = len(self._table)
+                self._table.append(i)
+            return f"buffers[{gemm_slots[i]}]"
 
         def close_segment():
             if not body:
                 return
             params = sorted(used)
             fn_name = "entry" if all(k != "python" for k in kinds) else f"entry{len(self.entry_sources)}"
-            table = f"# buffers: addresses of {', '.join(self.names[self.table_start:])}"
-            source = "\n".join(externs + [""] * bool(externs) + [table] + [
-                entry_source(fn_name, [self.names[i] for i in params] + ["buffers"], body)])
+            lines = ["args = buffers.ctypes.data"] * any(line.startswith("kernel") for line in body) + body
+            source = "\n".join(externs + [""] * bool(externs) + [
+                entry_source(fn_name, [self.names[i] for i in params] + ["buffers"], lines)])
             self.entry_sources.append(source)
             self._runs.append(_Segment(compile_entry(source, fn_name), params))
             externs.clear(), body.clear(), used.clear()
@@ -263,23 +267,31 @@ class Executable:
                 source, inputs = loop_kernel_source(k, f"kernel{i}")
                 self.loop_sources[i] = source
                 kernel = compile_kernel(source, inputs + k.stores)
-                args = [pointer(n) for n in inputs] + [pointer(o, written=True) for o in k.stores]
-                externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void({', '.join(['uintp'] * len(args))}))")
-                body.append(f"kernel{i}({', '.join(args)})")
+                externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp))")
+                positions = [where(n) for n in inputs] + [where(o, written=True) for o in k.stores]
+                start = len(self._table)
+                self._table += positions
+                body += [f"buffers[{start + j}] = {address(p)}" for j, p in enumerate(positions) if p < self.table_start]
+                body.append(f"kernel{i}(args + np.uintp({8 * start}))  # " +
+                            ", ".join(self.names[p] for p in positions))
             elif kind == "gemm":
                 (node,) = k.body
-                body.extend(gemm_lines(node, gemm_operands(node), pointer))
+                body.extend(gemm_lines(node, gemm_operands(node), lambda n: address(where(n))))
             elif kind == "python":
                 close_segment()
                 self._runs.append(_PythonStep(k, self.position))
         close_segment()
 
     def _pool(self):
-        """This thread's intermediates and the address table of the constants and them."""
+        """This thread's intermediates, and its table of buffer addresses for the kernels."""
         pool = getattr(self._pools, "buffers", None)
         if pool is None:
             buffers = self._consts + [np.empty(shape, dtype) for shape, dtype in self._pool_keys]
-            pool = self._pools.buffers = (buffers, np.array([b.ctypes.data for b in buffers], np.uintp))
+            table = np.zeros(len(self._table), np.uintp)
+            for slot, i in enumerate(self._table):
+                if i >= self.table_start:
+                    table[slot] = buffers[i - self.table_start].ctypes.data
+            pool = self._pools.buffers = (buffers, table)
         return pool
 
     def __call__(self, *args):
