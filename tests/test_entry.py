@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jitgrad as jg
-from jitgrad.codegen.numba_cpu import backend, blas
+from jitgrad.codegen.numba_cpu import blas
 from jitgrad.codegen.numba_cpu.backend import _PythonStep, _Segment
 
 ROOT = Path(__file__).resolve().parents[1]

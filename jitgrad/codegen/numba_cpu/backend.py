@@ -18,6 +18,7 @@ from ..numpy_ref import IMPLS
 from .codegen import loop_kernel_source
 from .entry import entry_source, gemm_lines, gemm_operands
 
+
 def _start_numba_target():
     """Initialize Numba's CPU target now, without SciPy. On its first compile or cache load
     the target imports ``scipy.linalg.cython_blas`` only to decide whether ``np.correlate``
@@ -37,6 +38,7 @@ def _start_numba_target():
 
 
 _start_numba_target()
+
 FASTMATH = {"contract", "arcp", "nsz", "reassoc"}  # keeps NaN and inf semantics (no nnan/ninf)
 _compiled, _lock = {}, threading.Lock()
 
@@ -93,10 +95,10 @@ class _Kernel:
     def __init__(self, module_source):
         self.symbol = "jitgrad_k_" + cache.source_hash(module_source)[:32]
         try:
-            self.cfunc, path = _load(module_source, "kernel")  # a cfunc compiles (or loads) right away
-        except Exception:
+            self.cfunc, _ = _load(module_source, "kernel")  # a cfunc compiles (or loads) right away
+        except Exception:  # corrupt machine code in the cache: drop it and compile afresh
             cache.discard_module(module_source)
-            self.cfunc, path = _load(module_source, "kernel")
+            self.cfunc, _ = _load(module_source, "kernel")
         llvm.add_symbol(self.symbol, self.cfunc.address)
 
 
@@ -271,7 +273,8 @@ class Executable:
                 positions = [where(n) for n in inputs] + [where(o, written=True) for o in k.stores]
                 start = len(self._table)
                 self._table += positions
-                body += [f"buffers[{start + j}] = {address(p)}" for j, p in enumerate(positions) if p < self.table_start]
+                body += [f"buffers[{start + j}] = {address(p)}"
+                         for j, p in enumerate(positions) if p < self.table_start]
                 body.append(f"kernel{i}(args + np.uintp({8 * start}))  # " +
                             ", ".join(self.names[p] for p in positions))
             elif kind == "gemm":
