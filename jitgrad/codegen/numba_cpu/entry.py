@@ -1,11 +1,11 @@
 """The entry point: one serial ``@njit`` function per program that runs its whole plan.
 
-It takes every array the program touches (inputs, constants, result arrays and pooled
-intermediates, all allocated by the caller through NumPy) and calls, in order, the loop kernels
-(separately compiled and cached ``@njit`` dispatchers: programs that share a kernel share its
-machine code, and the entry point itself stays a cheap compile of straight-line calls) and
-BLAS ``gemm`` for matmuls. A view that feeds a matmul is folded into the ``gemm`` call as an
-offset, a transpose flag and a leading dimension, so ``x.T @ y`` copies nothing.
+It takes the inputs and result arrays (allocated by the caller through NumPy) and a table of
+buffer addresses, and calls, in order, the loop kernels (separately compiled and cached C
+functions, declared by symbol: programs that share a kernel share its machine code, and the
+entry point itself stays a cheap compile of straight-line calls) and BLAS ``gemm`` for
+matmuls. A view that feeds a matmul is folded into the ``gemm`` call as an offset, a
+transpose flag, a leading dimension and batch strides, so ``x.T @ y`` copies nothing.
 
 A library op the entry point cannot run (gather, scatter-add, concat, pad, argmax, an integer
 or empty matmul, a view BLAS cannot express, any matmul without a CBLAS) runs in Python with
