@@ -13,6 +13,7 @@ import pytest
 import jitgrad as jg
 from jitgrad.codegen.numba_cpu import blas
 from jitgrad.codegen.numba_cpu.backend import _PythonStep, _Segment
+from jitgrad.codegen.numba_cpu.codegen import PARALLEL_MIN_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
 rng = np.random.default_rng(1)
@@ -143,3 +144,15 @@ def test_programs_share_compiled_kernels():
     f(x), g(x, z)
     symbols = [set(re.findall(r"jitgrad_k_[0-9a-f]+", source)) for source in (f.lower(x).source, g.lower(x, z).source)]
     assert len(symbols[0]) == 1 and symbols[0] < symbols[1]
+
+
+def test_parallel_kernels_match_reference():
+    """Kernels of at least PARALLEL_MIN_SIZE iterations are prange loops (an @njit function
+    behind the C wrapper): full reductions, row steps and elementwise stores."""
+    n = PARALLEL_MIN_SIZE * 2
+    xyz = [rng.standard_normal(n) for _ in range(3)]
+    _check(lambda x, y, z: np.sum(x * y + z), xyz, (0, 1, 2), 1e-9)
+    logits, labels = rng.standard_normal((n // 64, 64)), rng.integers(0, 64, n // 64)
+    _check(lambda l, y: jg.nn.cross_entropy(l, y), [logits, labels], 0, 1e-9)
+    source = jg.jit_grad(lambda x, y, z: np.sum(x * y + z), device="cpu").lower(*xyz).source
+    assert "prange(" in source

@@ -42,7 +42,7 @@ _start_numba_target()
 FASTMATH = {"contract", "arcp", "nsz", "reassoc"}  # keeps NaN and inf semantics (no nnan/ninf)
 _compiled, _lock = {}, threading.Lock()
 
-KERNEL_HEADER = ("import math\n\nimport numpy as np\nfrom numba import carray, cfunc, prange\n\n"
+KERNEL_HEADER = ("import math\n\nimport numpy as np\nfrom numba import carray, cfunc, njit, prange\n\n"
                  "from jitgrad.codegen.numba_cpu import vecmath as vm\n")
 ENTRY_HEADER = ("import numpy as np\nfrom numba import njit\nfrom numba.types import ExternalFunction, uintp, void\n\n"
                 "from jitgrad.codegen.numba_cpu.blas import dgemm, sgemm\n")
@@ -57,11 +57,18 @@ def compile_kernel(source, args):
     parallel = "prange(" in source
     head, body = source.split("\n", 1)
     params = head[head.index("(") + 1:head.index(")")].split(", ")
-    loads = "".join(f"    {p} = carray(args[{i}], {a.shape or (1,)}, np.{np.dtype(a.dtype).type.__name__})\n"
-                    for i, (p, a) in enumerate(zip(params, args)))
+    arrays = [f"carray(args[{i}], {a.shape or (1,)}, np.{np.dtype(a.dtype).type.__name__})" for i, a in enumerate(args)]
     flags = "{" + ", ".join(map(repr, sorted(FASTMATH))) + "}"
-    module_source = (f"{KERNEL_HEADER}\n@cfunc('void(CPointer(voidptr))', parallel={parallel}, fastmath={flags}, "
-                     f"error_model='numpy', cache=True)\ndef kernel(args):\n{loads}{body}\n")
+    options = f"fastmath={flags}, error_model='numpy', cache=True"
+    wrapper = "@cfunc('void(CPointer(voidptr))', " + options + ")\ndef kernel(args):\n"
+    if parallel:
+        # A parfor writing to arrays made by carray in the same function loses the writes
+        # (Numba 0.68, measured), so a parallel loop stays an @njit function the wrapper calls.
+        module_source = (f"{KERNEL_HEADER}\n@njit(parallel=True, {options})\ndef loops({', '.join(params)}):\n{body}\n"
+                         f"\n\n{wrapper}    loops({', '.join(arrays)})\n")
+    else:
+        loads = "".join(f"    {p} = {a}\n" for p, a in zip(params, arrays))
+        module_source = f"{KERNEL_HEADER}\n{wrapper}{loads}{body}\n"
     with _lock:
         if module_source not in _compiled:
             _compiled[module_source] = _Kernel(module_source)
