@@ -156,3 +156,13 @@ def test_parallel_kernels_match_reference():
     _check(lambda l, y: jg.nn.cross_entropy(l, y), [logits, labels], 0, 1e-9)
     source = jg.jit_grad(lambda x, y, z: np.sum(x * y + z), device="cpu").lower(*xyz).source
     assert "prange(" in source
+
+
+def test_a_stored_view_is_the_base_of_a_folded_one():
+    """``r`` is a result (a loop kernel stores it) and, transposed, a matmul operand: the gemm
+    reads r's buffer, not the unstored product it is a view of."""
+    f = jg.jit(lambda x, w: ((x * 2).reshape(4, 6), (x * 2).reshape(4, 6).T @ w), device="cpu")
+    x, w = np.arange(24.0).reshape(6, 4), rng.standard_normal((4, 3))
+    r, m = f(x, w)
+    np.testing.assert_array_equal(r, (x * 2).reshape(4, 6))
+    np.testing.assert_allclose(m, (x * 2).reshape(4, 6).T @ w, rtol=1e-12)

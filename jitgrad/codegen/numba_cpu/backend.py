@@ -174,9 +174,9 @@ class Executable:
         self.program = program
         self.plan = plan(program)
         self._slots, self.peak_bytes = _plan_buffers(self.plan, program)
-        kinds = _step_kinds(self.plan, program)
+        kinds, stored = _step_kinds(self.plan, program)
         self._place(program, kinds)
-        self._build(kinds)
+        self._build(kinds, stored)
         self._pools = threading.local()
         fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
         # (position, the shape to give a 0-d result, whether it is a view to copy) per output
@@ -237,7 +237,7 @@ class Executable:
                 self.position[id(o)] = slots[number][0]
         self._pool_keys = [key for _, key in slots.values()]
 
-    def _build(self, kinds):
+    def _build(self, kinds, stored):
         """Loop kernels compiled one by one; runs of compiled steps become entry points, with
         Python steps between them. A kernel gets the addresses of its buffers as a run of the
         per-thread table ``buffers``: constants' and intermediates' are filled once, the entry
@@ -286,7 +286,7 @@ class Executable:
                             ", ".join(self.names[p] for p in positions))
             elif kind == "gemm":
                 (node,) = k.body
-                body.extend(gemm_lines(node, gemm_operands(node), lambda n: address(where(n))))
+                body.extend(gemm_lines(node, gemm_operands(node, stored), lambda n: address(where(n))))
             elif kind == "python":
                 close_segment()
                 self._runs.append(_PythonStep(k, self.position))
@@ -320,19 +320,21 @@ class Executable:
 
 def _step_kinds(kernels, program):
     """How each kernel runs: "loop" (a compiled kernel), "gemm" (BLAS from the entry point),
-    "fold" (views only compiled matmuls read: folded into their gemm calls) or "python"."""
-    kinds = []
+    "fold" (views only compiled matmuls read: folded into their gemm calls) or "python";
+    and the ids of the loop kernels' stores."""
+    kinds, stored = [], {id(o) for k in kernels if k.kind == "loop" for o in k.stores}
     for k in kernels:
         if k.kind == "loop":
             kinds.append("loop")
-        elif len(k.body) == 1 and k.body[0].op == "matmul" and gemm_operands(k.body[0]):
+        elif len(k.body) == 1 and k.body[0].op == "matmul" and gemm_operands(k.body[0], stored):
             kinds.append("gemm")
         else:
             kinds.append("view" if all(n.op in VIEWS for n in k.body) else "python")
     read_outside_gemm = {id(o) for o in program.outputs}
     read_outside_gemm.update(id(n) for k, kind in zip(kernels, kinds) if kind != "gemm" for n in k.inputs)
-    return [("python" if any(id(o) in read_outside_gemm for o in k.stores) else "fold") if kind == "view" else kind
-            for k, kind in zip(kernels, kinds)]
+    kinds = [("python" if any(id(o) in read_outside_gemm for o in k.stores) else "fold") if kind == "view" else kind
+             for k, kind in zip(kernels, kinds)]
+    return kinds, stored
 
 
 def _allocated(kernel):

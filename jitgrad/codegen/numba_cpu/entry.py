@@ -23,11 +23,12 @@ def c_strides(shape):
     return tuple(reversed(strides))
 
 
-def strided(node):
+def strided(node, stored):
     """``(base, offset, shape, strides)`` in elements, if ``node`` is a chain of views of a
-    C-contiguous buffer ``base`` that is plain strided indexing; else None."""
+    C-contiguous buffer ``base`` (the first node of the chain that is not a view or is in
+    ``stored``, the ids of loop kernels' stores) that is plain strided indexing; else None."""
     chain = []
-    while node.op in VIEWS:
+    while node.op in VIEWS and id(node) not in stored:
         chain.append(node)
         node = node.args[0]
     shape, offset = node.shape, 0
@@ -67,14 +68,14 @@ def _gemm_layout(rows, cols, row_stride, col_stride):
     return None
 
 
-def gemm_operands(node):
+def gemm_operands(node, stored):
     """For a matmul ``node`` the entry point can run: one ``(base, offset, batch strides,
     transpose flag, leading dimension)`` per operand; else None."""
     if node.dtype.name not in blas.GEMM or 0 in node.args[0].shape + node.args[1].shape:
         return None
     operands = []
     for a in node.args:
-        view = strided(a)
+        view = strided(a, stored)
         if view is None:
             return None
         base, offset, shape, strides = view
