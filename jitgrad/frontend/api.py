@@ -3,6 +3,7 @@
 evaluates a transform of it (``grad`` and friends) or compiles it (``jit``)."""
 import functools
 import numbers
+import os
 import threading
 
 import numpy as np
@@ -14,7 +15,7 @@ from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
 from ..transforms.simplify import simplify
 from . import numpy_api as jnp
 from .tracing import Tracer, eval_program, is_tracing, new_trace
-from .tree import flatten, leaf_count, to_array, unflatten
+from .tree import builder, flatten, leaf_count, to_array, unflatten
 
 
 # --------------------------------------------------------------------------- tracing a function
@@ -279,8 +280,23 @@ class Jitted:
     def __call__(self, *args):
         if is_tracing():
             return self.fn(*args)
+        run = self._fast.get(self._fast_key(args))  # the common call: a few dict-free microseconds
+        if run is not None:
+            return run(*args)
         compiled, leaves = self._compiled(args)
         return unflatten(compiled.out_def, compiled.executable(*leaves))
+
+    def _fast_key(self, args):
+        """(device setting, shapes and dtypes) when every argument is a plain array and nothing
+        is static; else None."""
+        if self.static_argnums:
+            return None
+        key = [self.device or os.environ.get("JITGRAD_DEVICE")]
+        for a in args:
+            if type(a) is not np.ndarray:
+                return None
+            key += (a.shape, a.dtype)
+        return tuple(key)
 
     def lower(self, *args):
         """The optimized IR, the fused kernels and the generated code for these arguments."""
@@ -293,13 +309,6 @@ class Jitted:
 
     def _compiled(self, args):
         device = devices.resolve(self.device)
-        # Fast path for the common call: only plain arrays, nothing static (a dict lookup).
-        plain = not self.static_argnums and all(type(a) is np.ndarray for a in args)
-        if plain:
-            fast_key = (tuple((a.shape, a.dtype) for a in args), device)
-            compiled = self._fast.get(fast_key)
-            if compiled is not None:
-                return compiled, args
         dynamic, static = self._dynamic(len(args))
         leaves, defs = [], []
         for i in dynamic:
@@ -318,13 +327,19 @@ class Jitted:
             compiled = self._cache.get(key)
             if compiled is None:
                 compiled = self._cache[key] = _Compiled(trace(self.fn, args, dynamic), device)
-            if plain and all(a.dtype.kind in "biuf" and a.dtype != np.float16 for a in args):
-                self._fast[fast_key] = compiled
+            fast_key = self._fast_key(args)
+            if fast_key is not None and all(a.dtype.kind in "biuf" and a.dtype != np.float16 for a in args):
+                self._fast[fast_key] = _fast_call(compiled.executable, compiled.out_def)
         return compiled, leaves
 
     @property
     def cache_size(self):
         return len(self._cache)
+
+
+def _fast_call(executable, out_def):
+    build = builder(out_def)
+    return lambda *args: build(executable(*args))
 
 
 def jit(f=None, *, static_argnums=(), device=None):

@@ -55,7 +55,7 @@ def load_module(source):
     if directory is None:
         return None
     digest = source_hash(source)
-    path = directory / f"k_{digest[:32]}.py"
+    path = _module_path(directory, source)
     with filelock.FileLock(str(path) + ".lock"):
         if not _intact(path, source):
             _discard_compiled(path)
@@ -65,9 +65,17 @@ def load_module(source):
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules[name] = module
+    sys.modules[name] = module  # before running it: code compiled during the import records its module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return module
+
+
+def _module_path(directory, source):
+    return directory / f"k_{source_hash(source)[:32]}.py"
 
 
 def _intact(path, source):
@@ -96,3 +104,10 @@ def _discard_compiled(path):
 
 def discard(module_file):
     _discard_compiled(Path(module_file))
+
+
+def discard_module(source):
+    """Remove Numba's cached machine code for the module of ``source`` (it failed to load)."""
+    directory = cache_dir()
+    if directory is not None:
+        _discard_compiled(_module_path(directory, source))

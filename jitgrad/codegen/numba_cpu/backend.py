@@ -1,10 +1,14 @@
-"""``device="cpu"``: the fusion plan run as Numba-compiled loop kernels plus library calls.
+"""``device="cpu"``: the fusion plan run as one compiled entry point per program.
 
 Each loop kernel is compiled on its own and cached by its source text, so programs that share
-a kernel share its machine code. Library kernels call NumPy (BLAS for matmul).
+a kernel share its machine code. The entry point (``entry.py``) is a serial ``@njit`` function
+that calls them and BLAS in order; a call costs one compiled dispatch, not a Python loop over
+kernels. Library ops it cannot run are NumPy calls between compiled segments.
 """
+import sys
 import threading
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 
@@ -12,40 +16,106 @@ from ...runtime import cache
 from ...schedule.fuse import LIBRARY, VIEWS, plan
 from ..numpy_ref import IMPLS
 from .codegen import loop_kernel_source
+from .entry import entry_source, gemm_lines, gemm_operands
+
+
+def _start_numba_target():
+    """Initialize Numba's CPU target now, without SciPy. On its first compile or cache load
+    the target imports ``scipy.linalg.cython_blas`` only to decide whether ``np.correlate``
+    and ``np.convolve`` in ``@njit`` code may use BLAS: about 0.6 s of a new process's 0.9 s
+    before its first result, measured. Generated code takes BLAS from NumPy (blas.py), so
+    that import is blocked during the start-up; ``np.dot`` and ``np.linalg`` in njit code
+    still import SciPy when they are compiled."""
+    blocked = "scipy.linalg.cython_blas"
+    if "numba.np.arraymath" in sys.modules or blocked in sys.modules:
+        return
+    sys.modules[blocked] = None
+    try:
+        from numba.core.registry import cpu_target
+        cpu_target.target_context.refresh()
+    finally:
+        del sys.modules[blocked]
+
+
+_start_numba_target()
 
 FASTMATH = {"contract", "arcp", "nsz", "reassoc"}  # keeps NaN and inf semantics (no nnan/ninf)
 _compiled, _lock = {}, threading.Lock()
 
+KERNEL_HEADER = ("import math\n\nimport numpy as np\nfrom numba import carray, cfunc, njit, prange\n\n"
+                 "from jitgrad.codegen.numba_cpu import vecmath as vm\n")
+ENTRY_HEADER = ("import numpy as np\nfrom numba import njit\nfrom numba.types import ExternalFunction, uintp, void\n\n"
+                "from jitgrad.codegen.numba_cpu.blas import dgemm, sgemm\n")
 
-def compile_kernel(source, name):
-    """The jitted function for ``source`` (shared by every program whose kernel has this text).
-    With the disk cache on, the kernel is a real module file, so Numba caches its machine code."""
+
+def compile_kernel(source, args):
+    """The compiled loop kernel ``source`` (a function of the buffers ``args``), shared by every
+    program whose kernel has this text and these buffers. It is a C function taking the
+    addresses of its C-contiguous buffers (static shapes) as one array, registered under a
+    symbol named by its hash: entry points call it without linking its code into theirs
+    (Numba would optimize and compile a called dispatcher's code again, inside every caller)."""
     parallel = "prange(" in source
+    head, body = source.split("\n", 1)
+    params = head[head.index("(") + 1:head.index(")")].split(", ")
+    arrays = [f"carray(args[{i}], {a.shape or (1,)}, np.{np.dtype(a.dtype).type.__name__})" for i, a in enumerate(args)]
     flags = "{" + ", ".join(map(repr, sorted(FASTMATH))) + "}"
-    decorator = f"@njit(parallel={parallel}, fastmath={flags}, error_model='numpy', cache=True)"
-    module_source = f"{MODULE_HEADER}\n{decorator}\n{source}\n"
+    options = f"fastmath={flags}, error_model='numpy', cache=True"
+    wrapper = "@cfunc('void(CPointer(voidptr))', " + options + ")\ndef kernel(args):\n"
+    if parallel:
+        # A parfor writing to arrays made by carray in the same function loses the writes
+        # (Numba 0.68, measured), so a parallel loop stays an @njit function the wrapper calls.
+        module_source = (f"{KERNEL_HEADER}\n@njit(parallel=True, {options})\ndef loops({', '.join(params)}):\n{body}\n"
+                         f"\n\n{wrapper}    loops({', '.join(arrays)})\n")
+    else:
+        loads = "".join(f"    {p} = {a}\n" for p, a in zip(params, arrays))
+        module_source = f"{KERNEL_HEADER}\n{wrapper}{loads}{body}\n"
     with _lock:
         if module_source not in _compiled:
-            module = cache.load_module(module_source)
-            if module is None:  # cache off: compile from memory
-                scope = {}
-                exec(compile(module_source.replace(", cache=True", ""), "<jitgrad kernel>", "exec"), scope)
-                fn = scope[name]
-            else:
-                fn = _CheckedKernel(getattr(module, name), module.__file__, parallel)
-            _compiled[module_source] = fn
+            _compiled[module_source] = _Kernel(module_source)
         return _compiled[module_source]
 
 
-MODULE_HEADER = ("import math\n\nimport numpy as np\nfrom numba import njit, prange\n\n"
-                 "from jitgrad.codegen.numba_cpu import vecmath as vm\n")
+def compile_entry(source, name):
+    """The entry point ``name`` defined in ``source`` (after the kernels it declares)."""
+    module_source = f"{ENTRY_HEADER}\n" + source.replace(f"def {name}(", f"@njit(cache=True)\ndef {name}(") + "\n"
+    with _lock:
+        if module_source not in _compiled:
+            _compiled[module_source] = _Entry(module_source, name)
+        return _compiled[module_source]
 
 
-class _CheckedKernel:
-    """A cached kernel whose first call rebuilds it if its on-disk machine code is unusable."""
+def _load(module_source, name):
+    """``name`` from the module ``source``: a cached module file (Numba then keeps its machine
+    code beside it; corrupt machine code is discarded and rebuilt), or from memory with the
+    cache off. Returns (the object, its file or None)."""
+    module = cache.load_module(module_source)
+    if module is None:
+        scope = {}
+        exec(compile(module_source.replace("cache=True", "cache=False"), f"<jitgrad {name}>", "exec"), scope)
+        return scope[name], None
+    return getattr(module, name), module.__file__
 
-    def __init__(self, dispatcher, path, parallel):
-        self.dispatcher, self.path, self.parallel, self.checked = dispatcher, path, parallel, False
+
+class _Kernel:
+    """A loop kernel compiled as a C function, callable from entry points as ``symbol``."""
+
+    def __init__(self, module_source):
+        self.symbol = "jitgrad_k_" + cache.source_hash(module_source)[:32]
+        try:
+            self.cfunc, _ = _load(module_source, "kernel")  # a cfunc compiles (or loads) right away
+        except Exception:  # corrupt machine code in the cache: drop it and compile afresh
+            cache.discard_module(module_source)
+            self.cfunc, _ = _load(module_source, "kernel")
+        llvm.add_symbol(self.symbol, self.cfunc.address)
+
+
+class _Entry:
+    """A program's entry point: an ``@njit`` dispatcher whose first call rebuilds it if its
+    cached machine code is unusable."""
+
+    def __init__(self, module_source, name):
+        self.dispatcher, self.path = _load(module_source, name)
+        self.checked = self.path is None
 
     def __call__(self, *args):
         if self.checked:
@@ -54,65 +124,67 @@ class _CheckedKernel:
             result = self.dispatcher(*args)
         except Exception:
             cache.discard(self.path)  # a corrupt entry: drop it and compile afresh
-            self.dispatcher = numba.njit(parallel=self.parallel, fastmath=FASTMATH, error_model="numpy",
-                                         cache=True)(self.dispatcher.py_func)
+            self.dispatcher = numba.njit(cache=True)(self.dispatcher.py_func)
             result = self.dispatcher(*args)
         self.checked = True
         return result
 
 
-class _LoopStep:
-    def __init__(self, kernel, index):
-        name = f"kernel{index}"
-        self.kernel = kernel
-        self.source, self.inputs = loop_kernel_source(kernel, name)
-        self.fn = compile_kernel(self.source.replace(f"def {name}(", "def kernel("), "kernel")
-        self.stores = kernel.stores
+class _Segment:
+    """One compiled call: the entry point (or a part of it) on its arrays in the environment,
+    plus this thread's table of buffer addresses."""
 
-    def run(self, env, buffer):
-        outs = [buffer(o, o.shape or (1,)) for o in self.stores]
-        self.fn(*[_at_least_1d(env[id(n)]) for n in self.inputs], *outs)
-        for o, buf in zip(self.stores, outs):
-            env[id(o)] = buf.reshape(o.shape)
+    def __init__(self, fn, positions):
+        self.fn, self.positions = fn, positions
+
+    def __call__(self, env, table):
+        self.fn(*[env[i] for i in self.positions], table)
 
 
-def _at_least_1d(a):
-    return a.reshape(1) if a.ndim == 0 else a
+class _PythonStep:
+    """One library op (or a chain of views of a buffer) run with NumPy."""
 
+    def __init__(self, kernel, position):
+        self.kernel, self.position = kernel, position
 
-class _LibraryStep:
-    """One library op (or a chain of views of a buffer), run with NumPy."""
-
-    def __init__(self, kernel):
-        self.kernel = kernel
-        self.stores = kernel.stores
-        self.source = "\n".join(f"# library: {n.op} -> {n.type}" for n in kernel.body)
-
-    def run(self, env, buffer):
-        for n in self.kernel.body:
-            args = [env[id(a)] for a in n.args]
-            if n.op == "matmul":  # BLAS writes straight into a (pooled) buffer
-                env[id(n)] = np.matmul(*args, out=buffer(n, n.shape))
-            else:
-                env[id(n)] = np.asarray(IMPLS[n.op](*args, **n.params))
+    def __call__(self, env, table):
+        values = {}
+        with np.errstate(all="ignore"):
+            for n in self.kernel.body:
+                args = [values[id(a)] if id(a) in values else env[self.position[id(a)]].reshape(a.shape)
+                        for a in n.args]
+                if n.op == "matmul":  # BLAS writes straight into the result or pooled buffer
+                    values[id(n)] = np.matmul(*args, out=env[self.position[id(n)]])
+                else:
+                    values[id(n)] = IMPLS[n.op](*args, **n.params)
+        for o in self.kernel.stores:
+            if o.op != "matmul":  # compiled code reads buffers as C-contiguous arrays, 0-d as 1-element
+                env[self.position[id(o)]] = np.ascontiguousarray(values[id(o)]).reshape(o.shape or (1,))
 
 
 class Executable:
-    """A program planned into kernels; calling it runs them in order on NumPy buffers.
+    """A program planned into kernels and run by one compiled entry point on NumPy buffers.
 
-    Buffers are allocated through NumPy (large ones get huge pages). Intermediates live in
-    pool slots planned by lifetime (a dead intermediate's slot serves a later one of the same
-    shape) and kept per thread for the next call with this signature, so a warm call touches no
-    fresh memory except for its results."""
+    Results are allocated through NumPy for each call (large ones get huge pages).
+    Intermediates live in pool slots planned by lifetime (a dead intermediate's slot serves a
+    later one of the same shape), kept per thread for the next call with this signature, so a
+    warm call touches no fresh memory except for its results."""
 
     def __init__(self, program):
         self.program = program
         self.plan = plan(program)
-        self.steps = [_LoopStep(k, i) if k.kind == "loop" else _LibraryStep(k) for i, k in enumerate(self.plan)]
-        self.consts = {id(n): n.params["value"] for n in program.nodes if n.op == "const"}
-        self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
-        self._pools = threading.local()
         self._slots, self.peak_bytes = _plan_buffers(self.plan, program)
+        kinds, stored = _step_kinds(self.plan, program)
+        self._place(program, kinds)
+        self._build(kinds, stored)
+        self._pools = threading.local()
+        fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
+        # (position, the shape to give a 0-d result, whether it is a view to copy) per output
+        self._outputs = [(self.position.get(("copy", id(o)), self.position[id(o)]), o.shape or None,
+                          id(o) not in fresh) for o in program.outputs]
+        self._copies = any(view for _, _, view in self._outputs)
+        if any("prange(" in s for s in self.loop_sources.values()):
+            numba.get_num_threads()  # starts Numba's thread pool: code loaded from the cache expects it
 
     @property
     def kernels(self):
@@ -120,33 +192,149 @@ class Executable:
 
     @property
     def source(self):
-        return "\n\n".join(f"# kernel {i}: {k!r}\n{s.source}" for i, (k, s) in enumerate(zip(self.plan, self.steps)))
+        parts = []
+        for i, k in enumerate(self.plan):
+            text = self.loop_sources.get(i) or "\n".join(f"# library: {n.op} -> {n.type}" for n in k.body)
+            parts.append(f"# kernel {i}: {k!r}\n{text}")
+        return "\n\n".join(parts + [f"# entry point\n{s}" for s in self.entry_sources])
 
-    def _buffer_factory(self):
+    def _place(self, program, kinds):
+        """Give every array a call touches a position in the environment list: first those
+        passed to the entry point as arrays (inputs, fresh results, values Python steps
+        compute), then those it reaches through a table of addresses kept per thread
+        (constants, pooled intermediates): an entry point with hundreds of array arguments
+        would take seconds to compile."""
+        self.position, self.names = {}, []
+
+        def place(key, name):
+            if key not in self.position:
+                self.position[key] = len(self.names)
+                self.names.append(name)
+
+        for i, n in enumerate(program.inputs):
+            place(id(n), f"in{i}")
+        allocated = [o for k in self.plan for o in _allocated(k)]
+        results = [o for o in allocated if id(o) not in self._slots]
+        for o in results:  # an output that is an input or constant is a copy, written elsewhere
+            place(("copy", id(o)) if o.op in ("input", "const") else id(o), f"out{program.outputs.index(o)}")
+        self._results = [(o.shape or (1,), o.dtype) for o in results]
+        computed = [o for k, kind in zip(self.plan, kinds) if kind == "python" for o in k.stores if o.op != "matmul"]
+        for o in computed:
+            place(id(o), f"v{len(self.names)}")
+        self._unset = [None] * len(computed)
+        self.table_start = len(self.names)
+        consts = [n for n in program.nodes if n.op == "const"]
+        for i, n in enumerate(consts):
+            place(id(n), f"c{i}")
+        self._consts = [np.ascontiguousarray(n.params["value"]) for n in consts]
+        slots = {}  # pool slot number -> (its position, its (shape, dtype) key)
+        for o in allocated:
+            if id(o) in self._slots:
+                number, key = self._slots[id(o)]
+                if number not in slots:
+                    slots[number] = (len(self.names), key)
+                    self.names.append(f"buf{len(slots) - 1}")
+                self.position[id(o)] = slots[number][0]
+        self._pool_keys = [key for _, key in slots.values()]
+
+    def _build(self, kinds, stored):
+        """Loop kernels compiled one by one; runs of compiled steps become entry points, with
+        Python steps between them. A kernel gets the addresses of its buffers as a run of the
+        per-thread table ``buffers``: constants' and intermediates' are filled once, the entry
+        point writes the inputs' and results' before the call. (Passing hundreds of addresses
+        one by one made an unrolled loop's entry point take 6 s to compile.)"""
+        self.loop_sources, self.entry_sources, self._runs = {}, [], []
+        self._table, gemm_slots = [], {}  # table slot -> environment position
+        externs, body, used = [], [], set()
+
+        def where(node, written=False):
+            return self.position[("copy", id(node)) if written and node.op in ("input", "const") else id(node)]
+
+        def address(i):
+            if i < self.table_start:
+                used.add(i)
+                return f"{self.names[i]}.ctypes.data"
+            if i not in gemm_slots:
+                gemm_slots[i] = len(self._table)
+                self._table.append(i)
+            return f"buffers[{gemm_slots[i]}]"
+
+        def close_segment():
+            if not body:
+                return
+            params = sorted(used)
+            fn_name = "entry" if all(k != "python" for k in kinds) else f"entry{len(self.entry_sources)}"
+            lines = ["args = buffers.ctypes.data"] * any(line.startswith("kernel") for line in body) + body
+            source = "\n".join(externs + [""] * bool(externs) + [
+                entry_source(fn_name, [self.names[i] for i in params] + ["buffers"], lines)])
+            self.entry_sources.append(source)
+            self._runs.append(_Segment(compile_entry(source, fn_name), params))
+            externs.clear(), body.clear(), used.clear()
+
+        for i, (k, kind) in enumerate(zip(self.plan, kinds)):
+            if kind == "loop":
+                source, inputs = loop_kernel_source(k, f"kernel{i}")
+                self.loop_sources[i] = source
+                kernel = compile_kernel(source, inputs + k.stores)
+                externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp))")
+                positions = [where(n) for n in inputs] + [where(o, written=True) for o in k.stores]
+                start = len(self._table)
+                self._table += positions
+                body += [f"buffers[{start + j}] = {address(p)}"
+                         for j, p in enumerate(positions) if p < self.table_start]
+                body.append(f"kernel{i}(args + np.uintp({8 * start}))  # " +
+                            ", ".join(self.names[p] for p in positions))
+            elif kind == "gemm":
+                (node,) = k.body
+                body.extend(gemm_lines(node, gemm_operands(node, stored), lambda n: address(where(n))))
+            elif kind == "python":
+                close_segment()
+                self._runs.append(_PythonStep(k, self.position))
+        close_segment()
+
+    def _pool(self):
+        """This thread's intermediates, and its table of buffer addresses for the kernels."""
         pool = getattr(self._pools, "buffers", None)
         if pool is None:
-            pool = self._pools.buffers = {}
-
-        def buffer(node, shape):
-            slot = self._slots.get(id(node))
-            if slot is None:  # a result: always a fresh array
-                return np.empty(shape, node.dtype)
-            buf = pool.get(slot)
-            if buf is None:
-                buf = pool[slot] = np.empty(shape, node.dtype)
-            return buf
-        return buffer
+            buffers = self._consts + [np.empty(shape, dtype) for shape, dtype in self._pool_keys]
+            table = np.zeros(len(self._table), np.uintp)
+            for slot, i in enumerate(self._table):
+                if i >= self.table_start:
+                    table[slot] = buffers[i - self.table_start].ctypes.data
+            pool = self._pools.buffers = (buffers, table)
+        return pool
 
     def __call__(self, *args):
-        env = dict(self.consts)
-        env.update((id(n), np.asarray(a)) for n, a in zip(self.program.inputs, args))
-        buffer = self._buffer_factory()
-        with np.errstate(all="ignore"):
-            for step in self.steps:
-                step.run(env, buffer)
+        buffers, table = self._pool()
+        # Compiled code reads C-contiguous arrays (0-d as 1-element); results are fresh arrays.
+        env = [*map(np.ascontiguousarray, args), *[np.empty(shape, dtype) for shape, dtype in self._results],
+               *self._unset, *buffers]
+        for run in self._runs:
+            run(env, table)
         # Results are fresh, writeable arrays: never the caller's inputs, our constants or views.
-        return [env[id(o)] if id(o) in self._fresh and env[id(o)].flags.writeable else np.array(env[id(o)])
-                for o in self.program.outputs]
+        out = [env[i] if shape else env[i].reshape(()) for i, shape, _ in self._outputs]
+        if self._copies:
+            out = [np.array(a) if view else a for a, (_, _, view) in zip(out, self._outputs)]
+        return out
+
+
+def _step_kinds(kernels, program):
+    """How each kernel runs: "loop" (a compiled kernel), "gemm" (BLAS from the entry point),
+    "fold" (views only compiled matmuls read: folded into their gemm calls) or "python";
+    and the ids of the loop kernels' stores."""
+    kinds, stored = [], {id(o) for k in kernels if k.kind == "loop" for o in k.stores}
+    for k in kernels:
+        if k.kind == "loop":
+            kinds.append("loop")
+        elif len(k.body) == 1 and k.body[0].op == "matmul" and gemm_operands(k.body[0], stored):
+            kinds.append("gemm")
+        else:
+            kinds.append("view" if all(n.op in VIEWS for n in k.body) else "python")
+    read_outside_gemm = {id(o) for o in program.outputs}
+    read_outside_gemm.update(id(n) for k, kind in zip(kernels, kinds) if kind != "gemm" for n in k.inputs)
+    kinds = [("python" if any(id(o) in read_outside_gemm for o in k.stores) else "fold") if kind == "view" else kind
+             for k, kind in zip(kernels, kinds)]
+    return kinds, stored
 
 
 def _allocated(kernel):

@@ -1,0 +1,168 @@
+"""The CPU backend's entry point: one compiled call per program, BLAS inside it, the NumPy
+fallback between compiled segments, and its disk cache in a new process."""
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jitgrad as jg
+from jitgrad.codegen.numba_cpu import blas
+from jitgrad.codegen.numba_cpu.backend import _PythonStep, _Segment
+from jitgrad.codegen.numba_cpu.codegen import PARALLEL_MIN_SIZE
+
+ROOT = Path(__file__).resolve().parents[1]
+rng = np.random.default_rng(1)
+needs_blas = pytest.mark.skipif(not blas.GEMM, reason="NumPy exposes no CBLAS gemm here")
+
+
+def _mlp(w1, w2, x, y):
+    return np.sum((np.maximum(x @ w1, 0) @ w2 - y) ** 2)
+
+
+def _check(f, args, argnums, tol):
+    value, grads = jg.jit_grad(f, argnums=argnums, device="cpu")(*args)
+    ref_value, ref_grads = jg.jit_grad(f, argnums=argnums, device="numpy")(*args)
+    np.testing.assert_allclose(value, ref_value, rtol=tol, atol=tol)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
+
+
+def _runs(f, *args):
+    return jg.jit(f, device="cpu").lower(*args).executable._runs
+
+
+@needs_blas
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_mlp_is_one_compiled_call_with_gemm_inside(dtype):
+    args = [rng.standard_normal(s).astype(dtype) for s in [(7, 5), (5, 3), (4, 7), (4, 3)]]
+    _check(_mlp, args, (0, 1), 1e-4 if dtype == np.float32 else 1e-12)
+    lowered = jg.jit_grad(_mlp, argnums=(0, 1), device="cpu").lower(*args)
+    runs = lowered.executable._runs
+    assert len(runs) == 1 and isinstance(runs[0], _Segment)
+    letter = "s" if dtype == np.float32 else "d"
+    assert "def entry(" in lowered.source and lowered.source.count(f"{letter}gemm(") == 5
+    assert ".T" not in lowered.source and "transpose" in lowered.source  # transposes are gemm flags
+
+
+@needs_blas
+@pytest.mark.parametrize("name", ["strided", "batched", "broadcast_batch", "vector"])
+def test_views_fold_into_gemm(name):
+    """Operands that are slices, transposes and broadcasts of buffers: offsets, leading
+    dimensions and zero batch strides in the gemm call; the forward pass has no Python step."""
+    cases = {
+        "strided": (lambda a, b: np.sum(np.tanh(a[1:, 2:6].T @ b[:, 1:4])), [(5, 7), (4, 6)]),
+        "batched": (lambda a, b: np.sum(np.sin(np.swapaxes(a, 1, 2) @ b)), [(3, 4, 5), (3, 4, 2)]),
+        "broadcast_batch": (lambda a, b: np.sum(np.cos(a @ b)), [(3, 4, 5), (5, 2)]),
+        "vector": (lambda a, b: np.sum(np.exp(a @ b)), [(4, 5), (5,)]),
+    }
+    f, shapes = cases[name]
+    args = [rng.standard_normal(s) for s in shapes]
+    _check(f, args, (0, 1), 1e-12)
+    assert all(isinstance(r, _Segment) for r in _runs(f, *args))
+
+
+def test_library_ops_numba_cannot_run_are_python_steps_between_segments():
+    def f(logits, labels):
+        return jg.nn.cross_entropy(np.tanh(logits) * 2, labels)
+
+    logits, labels = rng.standard_normal((6, 5)), np.array([0, 4, 2, 2, 1, 3])
+    _check(f, [logits, labels], 0, 1e-12)
+    runs = jg.jit_grad(f, device="cpu").lower(logits, labels).executable._runs
+    assert any(isinstance(r, _PythonStep) for r in runs) and any(isinstance(r, _Segment) for r in runs)
+
+
+def test_matmul_without_blas_falls_back_to_numpy(monkeypatch):
+    monkeypatch.setattr(blas, "GEMM", {})
+    args = [rng.standard_normal(s) for s in [(7, 5), (5, 3), (4, 7), (4, 3)]]
+    _check(_mlp, args, (0, 1), 1e-12)
+    lowered = jg.jit_grad(_mlp, argnums=(0, 1), device="cpu").lower(*args)
+    assert "gemm(" not in lowered.source
+    python = [r.kernel.body[-1].op for r in lowered.executable._runs if isinstance(r, _PythonStep)]
+    assert python.count("matmul") == 5
+
+
+@pytest.mark.parametrize("a_shape", [(0, 3), (2, 0)])
+def test_integer_and_empty_matmuls_run_in_numpy(a_shape):
+    ints = jg.jit(lambda a, b: a @ b + 1, device="cpu")
+    a, b = np.arange(6).reshape(2, 3), np.arange(12).reshape(3, 4)
+    np.testing.assert_array_equal(ints(a, b), a @ b + 1)
+    empty = jg.jit(lambda a, b: np.tanh(a @ b), device="cpu")
+    x, w = np.ones(a_shape), np.ones((a_shape[1], 4))
+    np.testing.assert_array_equal(empty(x, w), np.tanh(x @ w))
+
+
+def test_fast_path_rebuilds_nested_results():
+    f = jg.jit(lambda x: {"a": [x * 2, None], "b": (np.sum(x),)}, device="cpu")
+    x = np.arange(3.0)
+    for _ in range(2):  # the second call takes the fast path
+        out = f(x)
+        assert set(out) == {"a", "b"} and out["a"][1] is None
+        np.testing.assert_array_equal(out["a"][0], x * 2)
+        assert out["b"][0] == 3.0 and out["b"][0].shape == ()
+
+
+SCRIPT = textwrap.dedent("""
+    import numpy as np, jitgrad as jg
+    f = jg.jit_grad(lambda w1, w2, x, y: np.sum((np.maximum(x @ w1, 0) @ w2 - y) ** 2), argnums=(0, 1), device="cpu")
+    args = [np.linspace(-1, 1, np.prod(s)).reshape(s) for s in [(7, 5), (5, 3), (4, 7), (4, 3)]]
+    value, (g1, g2) = f(*args)
+    entry = f.lower(*args).executable._runs[0].fn.dispatcher
+    print(repr(float(value)), repr(float(g1.sum())), repr(float(g2.sum())),
+          sum(entry.stats.cache_hits.values()), sum(entry.stats.cache_misses.values()))
+""")
+
+
+def _run(cache_dir):
+    env = dict(os.environ, JITGRAD_CACHE_DIR=str(cache_dir), PYTHONPATH=str(ROOT))
+    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    *numbers, hits, misses = result.stdout.split()
+    return [float(v) for v in numbers], int(hits), int(misses)
+
+
+def test_new_process_loads_the_entry_point_from_the_cache(tmp_path):
+    first, hits, misses = _run(tmp_path)
+    assert (hits, misses) == (0, 1)
+    assert any("def entry(" in p.read_text() for p in tmp_path.glob("*/k_*.py"))
+    again, hits, misses = _run(tmp_path)
+    assert again == first and (hits, misses) == (1, 0)
+    for f in tmp_path.glob("*/__pycache__/*entry*.nbc"):
+        f.write_bytes(f.read_bytes()[:10])  # truncated machine code of the entry point only
+    rebuilt, _, _ = _run(tmp_path)
+    assert rebuilt == first
+
+
+def test_programs_share_compiled_kernels():
+    x, z = rng.standard_normal(40), rng.standard_normal(7)
+    f = jg.jit(lambda x: np.tanh(x) * 3, device="cpu")
+    g = jg.jit(lambda y, z: (z * 2, np.tanh(y) * 3), device="cpu")  # tanh(y) * 3 is a kernel of its own
+    f(x), g(x, z)
+    symbols = [set(re.findall(r"jitgrad_k_[0-9a-f]+", source)) for source in (f.lower(x).source, g.lower(x, z).source)]
+    assert len(symbols[0]) == 1 and symbols[0] < symbols[1]
+
+
+def test_parallel_kernels_match_reference():
+    """Kernels of at least PARALLEL_MIN_SIZE iterations are prange loops (an @njit function
+    behind the C wrapper): full reductions, row steps and elementwise stores."""
+    n = PARALLEL_MIN_SIZE * 2
+    xyz = [rng.standard_normal(n) for _ in range(3)]
+    _check(lambda x, y, z: np.sum(x * y + z), xyz, (0, 1, 2), 1e-9)
+    logits, labels = rng.standard_normal((n // 64, 64)), rng.integers(0, 64, n // 64)
+    _check(lambda l, y: jg.nn.cross_entropy(l, y), [logits, labels], 0, 1e-9)
+    source = jg.jit_grad(lambda x, y, z: np.sum(x * y + z), device="cpu").lower(*xyz).source
+    assert "prange(" in source
+
+
+def test_a_stored_view_is_the_base_of_a_folded_one():
+    """``r`` is a result (a loop kernel stores it) and, transposed, a matmul operand: the gemm
+    reads r's buffer, not the unstored product it is a view of."""
+    f = jg.jit(lambda x, w: ((x * 2).reshape(4, 6), (x * 2).reshape(4, 6).T @ w), device="cpu")
+    x, w = np.arange(24.0).reshape(6, 4), rng.standard_normal((4, 3))
+    r, m = f(x, w)
+    np.testing.assert_array_equal(r, (x * 2).reshape(4, 6))
+    np.testing.assert_allclose(m, (x * 2).reshape(4, 6).T @ w, rtol=1e-12)
