@@ -26,7 +26,7 @@ if not cuda.is_available():
 rng = np.random.default_rng(0)
 # The simulator runs each GPU thread as a Python thread: a sample of the op table keeps it to a
 # minute or two. On a real GPU, JITGRAD_CUDA_CASE_STRIDE=1 runs every case.
-STRIDE = int(os.environ.get("JITGRAD_CUDA_CASE_STRIDE", 5))
+STRIDE = int(os.environ.get("JITGRAD_CUDA_CASE_STRIDE", 8))
 EXAMPLES = int(os.environ.get("JITGRAD_CUDA_PROPERTY_EXAMPLES", 4))
 
 
