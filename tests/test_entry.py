@@ -112,7 +112,9 @@ SCRIPT = textwrap.dedent("""
     args = [np.linspace(-1, 1, np.prod(s)).reshape(s) for s in [(7, 5), (5, 3), (4, 7), (4, 3)]]
     value, (g1, g2) = f(*args)
     entry = f.lower(*args).executable._runs[0].fn.dispatcher
-    print(repr(float(value)), repr(float(g1.sum())), repr(float(g2.sum())),
+    # a parallel kernel too: loading one from the cache needs Numba's threading layer running
+    big, dbig = jg.jit_grad(lambda x: np.sum(np.tanh(x)), device="cpu")(np.linspace(-2, 2, 1 << 16))
+    print(repr(float(value)), repr(float(g1.sum())), repr(float(g2.sum())), repr(float(big)), repr(float(dbig.sum())),
           sum(entry.stats.cache_hits.values()), sum(entry.stats.cache_misses.values()))
 """)
 

@@ -11,6 +11,7 @@ import threading
 import llvmlite.binding as llvm
 import numba
 import numpy as np
+from numba.np.ufunc.parallel import _launch_threads
 
 from ...runtime import cache
 from ...schedule.fuse import LIBRARY, VIEWS, plan
@@ -101,6 +102,11 @@ class _Kernel:
 
     def __init__(self, module_source):
         self.symbol = "jitgrad_k_" + cache.source_hash(module_source)[:32]
+        if "parallel=True" in module_source:
+            # Machine code of a parfor calls the threading layer's scheduler by symbol; Numba
+            # registers those symbols when it starts its threads, which loading a cfunc from the
+            # disk cache does not do (a new process then aborts: "Symbol not found: allocate_sched").
+            _launch_threads()
         try:
             self.cfunc, _ = _load(module_source, "kernel")  # a cfunc compiles (or loads) right away
         except Exception:  # corrupt machine code in the cache: drop it and compile afresh
