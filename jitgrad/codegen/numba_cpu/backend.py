@@ -189,8 +189,6 @@ class Executable:
         self._outputs = [(self.position.get(("copy", id(o)), self.position[id(o)]), o.shape or None,
                           id(o) not in fresh) for o in program.outputs]
         self._copies = any(view for _, _, view in self._outputs)
-        if any("prange(" in s for s in self.loop_sources.values()):
-            numba.get_num_threads()  # starts Numba's thread pool: code loaded from the cache expects it
 
     @property
     def kernels(self):
