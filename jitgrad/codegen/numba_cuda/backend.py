@@ -135,7 +135,7 @@ class _LoopStep:
         rows = math.prod(shape[a] for a in kernel.kept_axes)
         if not raxes or not kernel.kept_axes:  # grid-stride over every element
             launch = (_grid(math.prod(shape)), THREADS)
-        elif codegen._columns(kernel):
+        elif codegen.by_columns(kernel):
             launch = (_grid(rows), THREADS)
         else:  # one block per row, sized to the row
             reduced = math.prod(shape[a] for a in raxes)
@@ -147,7 +147,7 @@ class _LoopStep:
         self.launch = _Launch(self.fn, self.blocks, self.threads)
         # a full reduction leaves one partial per block: a one-block kernel per reduction finishes it
         reductions = [o for o in kernel.steps[0].outputs if o.op.startswith("reduce_")] if scratch else []
-        finishes = [codegen.finish_source(r.op, r.dtype, THREADS) for r in reductions]
+        finishes = [codegen.finish_source(r, THREADS) for r in reductions]
         self.finishers = [(r, compile_kernel(f, "finish")) for r, f in zip(reductions, finishes)]
         self.finish_launches = [_Launch(f, 1, THREADS) for _, f in self.finishers]
         self.source = "\n\n".join([self.source] + sorted(set(finishes)))
@@ -373,8 +373,6 @@ class Executable:
 
 def _copy(a):
     """A result that is an input, a constant or a view: a fresh device array of its own."""
-    if not hasattr(a, "copy_to_host"):  # a CuPy view
-        return _from_cupy(a.copy())
     out = _new_array(a.shape, a.dtype)
     out.copy_to_device(a)
     return out

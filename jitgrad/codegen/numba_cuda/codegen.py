@@ -84,7 +84,7 @@ def loop_kernel_source(kernel, name, threads, blocks):
         body, scratch = _elementwise(kernel, buffers, stores), []
     elif not kept:
         body, scratch = _full_reduction(kernel, buffers, stores, threads)
-    elif _columns(kernel):
+    elif by_columns(kernel):
         body, scratch = _columns_body(kernel, buffers, stores), []
     else:
         body, scratch = _rows(kernel, buffers, stores, threads), []
@@ -92,7 +92,7 @@ def loop_kernel_source(kernel, name, threads, blocks):
     return "\n".join([f"def {name}({args}):"] + _indent(body, 1)), inputs, scratch
 
 
-def _columns(kernel):
+def by_columns(kernel):
     """Reduced axes all before the kept ones, one phase, and enough columns to fill the card."""
     kept_size = math.prod(kernel.shape[a] for a in kernel.kept_axes)
     reduced = math.prod(kernel.shape[a] for a in kernel.reduce_axes)
@@ -139,16 +139,13 @@ def _full_reduction(kernel, buffers, stores, threads):
     return lines, scratch
 
 
-def finish_source(op, dtype, threads):
-    """A one-block kernel reducing ``part`` (one partial per block) into ``out[0]``."""
-    class R:  # the reduction as _block_reduce sees it
-        pass
-    r = R()
-    r.op, r.dtype = op, dtype
-    lines = ["tid = cuda.threadIdx.x"] + _shared([r], threads)
-    lines += [f"acc0 = {scalar_ops.reduce_init(op, dtype)}", f"for t in range(tid, part.size, {threads}):",
-              f"    {scalar_ops.accumulate(op, 'acc0', 'part[t]')}"]
-    lines += _block_reduce([r], threads) + ["if tid == 0:", "    out[0] = acc0"]
+def finish_source(reduction, threads):
+    """A one-block kernel reducing ``part`` (one partial per block of ``reduction``) into ``out[0]``."""
+    lines = ["tid = cuda.threadIdx.x"] + _shared([reduction], threads)
+    lines += [f"acc0 = {scalar_ops.reduce_init(reduction.op, reduction.dtype)}",
+              f"for t in range(tid, part.size, {threads}):",
+              f"    {scalar_ops.accumulate(reduction.op, 'acc0', 'part[t]')}"]
+    lines += _block_reduce([reduction], threads) + ["if tid == 0:", "    out[0] = acc0"]
     return "\n".join(["def finish(part, out):"] + _indent(lines, 1))
 
 
