@@ -110,10 +110,14 @@ def loop_kernel_source(kernel, name):
             lines += ["    " * (depth + len(raxes)) + s for s in inner]
             kept_idx = _idx(tuple(f"i{a}" for a in kept))
             lines += ["    " * depth + f"{stores[id(r)]}[{kept_idx}] = acc{j}" for j, r in enumerate(reductions)]
-        # later steps read this step's reductions and row values from their (small) buffers
-        buffers.update((id(o), stores[id(o)]) for o in step.outputs if id(o) in stores and
-                       (o.op in ops.REDUCE or step.kind == "row"))
+        read_back(step, buffers, stores)
     return "\n".join(lines), inputs
+
+
+def read_back(step, buffers, stores):
+    """Later steps read ``step``'s reductions and row values from their (small) buffers."""
+    buffers.update((id(o), stores[id(o)]) for o in step.outputs if id(o) in stores and
+                   (o.op in ops.REDUCE or step.kind == "row"))
 
 
 def _phase(step, kernel, buffers, stores, accumulator=None,

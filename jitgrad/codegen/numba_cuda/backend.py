@@ -142,7 +142,7 @@ class _LoopStep:
             threads = min(THREADS, max(32, 1 << max(reduced - 1, 1).bit_length()))
             launch = (max(1, min(rows, _multiprocessors() * 32)), threads)
         self.blocks, self.threads = launch
-        self.source, self.inputs, scratch = codegen.loop_kernel_source(kernel, f"kernel{index}", self.threads, self.blocks)
+        self.source, self.inputs, scratch = codegen.loop_kernel_source(kernel, f"kernel{index}", self.threads)
         self.fn = compile_kernel(self.source.replace(f"def kernel{index}(", "def kernel("), "kernel")
         self.launch = _Launch(self.fn, self.blocks, self.threads)
         # a full reduction leaves one partial per block: a one-block kernel per reduction finishes it

@@ -25,7 +25,7 @@ import numpy as np
 
 from ...ir import ops
 from ..numba_cpu import scalar_ops
-from ..numba_cpu.codegen import _Body, _idx, _phase, _row
+from ..numba_cpu.codegen import _idx, _phase, _row, read_back
 
 def _cbrt(x, c):
     y = f"math.copysign(math.pow(abs({x}), {c(1 / 3)}), {x})"
@@ -49,13 +49,6 @@ def expression(node, args):
     return scalar_ops.expression(node, args, vector_math=False)
 
 
-class Launch:
-    """How a kernel is launched: grid and block size, plus scratch it needs (partials)."""
-
-    def __init__(self, blocks, threads, partials=()):
-        self.blocks, self.threads, self.partials = blocks, threads, tuple(partials)
-
-
 def _delinearize(flat, axes, shape):
     """Lines setting ``i{a}`` for ``axes`` (row-major) from the flat index expression ``flat``."""
     lines, rest = [], flat
@@ -73,12 +66,12 @@ def _indent(lines, depth):
     return ["    " * depth + s for s in lines]
 
 
-def loop_kernel_source(kernel, name, threads, blocks):
+def loop_kernel_source(kernel, name, threads):
     """(source, argument nodes, extra scratch args) of a fusion-plan loop kernel for CUDA."""
     inputs = [n for n in kernel.inputs if not (n.op == "const" and n.size == 1)]
     buffers = {id(n): f"in{i}" for i, n in enumerate(inputs)}
     stores = {id(o): f"out{i}" for i, o in enumerate(kernel.stores)}
-    shape, raxes, kept = kernel.shape, kernel.reduce_axes, kernel.kept_axes
+    raxes, kept = kernel.reduce_axes, kernel.kept_axes
     names = list(buffers.values()) + list(stores.values())  # before the body adds row buffers
     if not raxes:
         body, scratch = _elementwise(kernel, buffers, stores), []
@@ -168,8 +161,7 @@ def _rows(kernel, buffers, stores, threads):
             kept_idx = _idx(tuple(f"i{a}" for a in kept))
             # every thread holds the row's result: each writes the same value, no branch needed
             body += [f"{stores[id(r)]}[{kept_idx}] = acc{j}" for j, r in enumerate(reductions)]
-        buffers.update((id(o), stores[id(o)]) for o in step.outputs if id(o) in stores and
-                       (o.op in ops.REDUCE or step.kind == "row"))
+        read_back(step, buffers, stores)
     lines.append(f"for r in range(cuda.blockIdx.x, {rows}, cuda.gridDim.x):")
     return lines + _indent(body, 1)
 
