@@ -85,6 +85,42 @@ def test_results_are_fresh_arrays():
     assert x.copy_to_host()[0, 0] == 0.0 and t.shape == (3, 2)
 
 
+@pytest.mark.parametrize("tiling, dtype", [((16, 64), np.float64), ((64, 32), np.float32),
+                                           ((32, 64), np.float64), ((64, 64), np.float32)])
+def test_tiled_matmul_kernel(tiling, dtype):
+    """The tiled matmul without CuPy, at each register-tile shape, on edges that cut every tile
+    and a batch that the grid strides over."""
+    from jitgrad.codegen.numba_cuda import backend, codegen
+    kernel = backend.compile_kernel(codegen.matmul_source(dtype, tiling), "matmul")
+    a, b = rng.standard_normal((2, 37, 21)).astype(dtype), rng.standard_normal((2, 21, 45)).astype(dtype)
+    out = cuda.device_array((2, 37, 45), dtype)
+    kernel[(-(-45 // tiling[1]), -(-37 // tiling[0]), 1), (16, 16)](cuda.to_device(a), cuda.to_device(b), out)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out.copy_to_host(), a @ b, rtol=tol, atol=tol)
+
+
+def test_matmul_tiling_fills_the_card():
+    from jitgrad.codegen.numba_cuda.codegen import matmul_tiling
+    assert matmul_tiling(2048, 1024, 1, 132) == (64, 64)  # layernorm_tanh's x @ w: 512 blocks
+    assert matmul_tiling(1000, 100, 1, 132) == (32, 16)  # mlp2's x.T @ dh: 32x32 would leave SMs idle
+    assert matmul_tiling(64, 100, 1, 132) == (16, 16)  # too small to fill the card: most blocks
+    assert matmul_tiling(64, 90, 8, 4) == (64, 32)  # a batch counts; 64x64 would pad by 30%
+
+
+def test_tracing_leaves_device_arrays_on_the_device(monkeypatch):
+    """A new signature traces from shapes alone: the device arguments are not copied to the host."""
+    x = jg.device_put(np.arange(6.0).reshape(2, 3), "cuda")
+    copies = []
+    original = type(x).copy_to_host
+    monkeypatch.setattr(type(x), "copy_to_host", lambda self, *a, **k: copies.append(1) or original(self, *a, **k))
+    value, dx = jg.jit_grad(lambda x: np.sum(x * x), device="cuda")(x)
+    assert copies == [] and hasattr(dx, "copy_to_host")
+    monkeypatch.undo()
+    np.testing.assert_allclose(dx.copy_to_host(), 2 * np.arange(6.0).reshape(2, 3))
+    # eager transforms evaluate with NumPy: there the values are copied, once
+    np.testing.assert_allclose(jg.grad(lambda x: np.sum(x * x))(x), 2 * np.arange(6.0).reshape(2, 3))
+
+
 @pytest.mark.parametrize("case", ALL[::STRIDE])
 def test_op_table_matches_reference(case):
     """A sample of every SPEC 2 op case (tests/test_ops.py) on the GPU against the reference."""

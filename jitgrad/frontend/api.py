@@ -28,13 +28,15 @@ class Traced:
         self.program, self.leaves, self.in_defs, self.out_def = program, leaves, in_defs, out_def
         self.captured = captured
 
-    @property
+    @functools.cached_property
     def args(self):
-        return self.leaves + self.captured
+        """The input values for evaluating the program eagerly: GPU leaves copied to the host
+        here, only when a transform evaluates (a compiled program needs just their shapes)."""
+        return [devices.to_host(v) if devices.on_gpu(v) else v for v in self.leaves] + self.captured
 
 
 def _leaf_value(leaf, where):
-    return leaf if isinstance(leaf, Tracer) else devices.to_host(to_array(leaf, where))
+    return leaf if isinstance(leaf, Tracer) else to_array(leaf, where)
 
 
 def trace(fn, args, traced_argnums, name=None):

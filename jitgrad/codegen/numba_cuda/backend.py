@@ -198,12 +198,13 @@ class _LibraryStep:
             self.copy = _LoopStep(_copy_kernel(kernel), index)
             self.source = self.copy.source
         elif self.node.op == "matmul":
-            self.source = "# matmul: cuBLAS through CuPy" if cupy else codegen.matmul_source(self.node.dtype)
+            (m, n), batch = self.node.shape[-2:], math.prod(self.node.shape[:-2])
+            bm, bn = codegen.matmul_tiling(m, n, batch, _multiprocessors())
+            self.source = "# matmul: cuBLAS through CuPy" if cupy else codegen.matmul_source(self.node.dtype, (bm, bn))
             self.fn = None if cupy else compile_kernel(self.source, "matmul")
             if not cupy:
-                (m, n), t = self.node.shape[-2:], codegen.TILE
-                batch = min(math.prod(self.node.shape[:-2]), 65535)
-                self.launch = _Launch(self.fn, (-(-n // t), -(-m // t), batch), (t, t))
+                t = codegen.MATMUL_THREADS
+                self.launch = _Launch(self.fn, (-(-n // bn), -(-m // bm), min(batch, 65535)), (t, t))
         else:
             maker = {"gather": codegen.gather_source, "scatter_add": codegen.scatter_add_source,
                      "concat": codegen.concat_source, "pad": codegen.pad_source,

@@ -273,32 +273,63 @@ def argreduce_source(node):
     return "\n".join([f"def {node.op}(x, out):"] + _indent(lines, 1))
 
 
-TILE = 16
+# Matmul output tiles (rows, columns) per block of 16x16 threads; each thread computes a
+# (rows/16) x (columns/16) register tile, so bigger tiles reuse each loaded value more.
+MATMUL_THREADS = 16
+MATMUL_DEPTH = 16  # k-slice staged in shared memory per step
+TILINGS = [(64, 64), (64, 32), (32, 64), (32, 32), (64, 16), (16, 64), (32, 16), (16, 32), (16, 16)]
 
 
-def matmul_source(dtype):
-    """A shared-memory tiled batched matmul: out[b] = a[b] @ b_[b] on (B, M, K) x (B, K, N)."""
+def matmul_tiling(m, n, batch, multiprocessors):
+    """The output tile for an (m x n) x ``batch`` product: the largest that still gives every
+    multiprocessor a block and pads the edges by at most a quarter; else 16x16, the most blocks."""
+    def blocks(t):
+        return -(-m // t[0]) * -(-n // t[1]) * batch
+
+    def used(t):  # fraction of the padded tile grid that is real output
+        return m * n / (-(-m // t[0]) * t[0] * -(-n // t[1]) * t[1])
+    fits = [t for t in TILINGS if blocks(t) >= multiprocessors and used(t) >= 0.75]
+    return max(fits, key=lambda t: (t[0] * t[1], used(t))) if fits else TILINGS[-1]
+
+
+def matmul_source(dtype, tiling=(16, 16)):
+    """A shared-memory tiled batched matmul: out[b] = a[b] @ b_[b] on (B, M, K) x (B, K, N), for
+    blocks of 16x16 threads each computing a register tile of ``tiling`` / 16 outputs."""
     zero = scalar_ops.literal(0.0, dtype)
     dt = f"np.{np.dtype(dtype).name}"
-    return f"""def matmul(a, b, out):
-    sa = cuda.shared.array(({TILE}, {TILE}), {dt})
-    sb = cuda.shared.array(({TILE}, {TILE}), {dt})
-    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
-    n_batch, m, k = a.shape
-    n = b.shape[2]
-    row = cuda.blockIdx.y * {TILE} + ty
-    col = cuda.blockIdx.x * {TILE} + tx
-    for batch in range(cuda.blockIdx.z, n_batch, cuda.gridDim.z):
-        acc = {zero}
-        for t0 in range(0, k, {TILE}):
-            sa[ty, tx] = a[batch, row, t0 + tx] if row < m and t0 + tx < k else {zero}
-            sb[ty, tx] = b[batch, t0 + ty, col] if col < n and t0 + ty < k else {zero}
-            cuda.syncthreads()
-            for kk in range({TILE}):
-                acc += sa[ty, kk] * sb[kk, tx]
-            cuda.syncthreads()
-        if row < m and col < n:
-            out[batch, row, col] = acc"""
+    t, depth = MATMUL_THREADS, MATMUL_DEPTH
+    (bm, bn), rows, cols = tiling, range(tiling[0] // t), range(tiling[1] // t)
+    acc = [[f"c{i}_{j}" for j in cols] for i in rows]
+    at = lambda v, i: f"{v} + {t * i}" if i else v  # noqa: E731  (this thread's i-th row/column)
+    step = ([f"a{i} = sa[kk, {at('ty', i)}]" for i in rows] + [f"b{j} = sb[kk, {at('tx', j)}]" for j in cols]
+            + [f"{acc[i][j]} += a{i} * b{j}" for i in rows for j in cols])
+    store = []
+    for i in rows:
+        store += [f"r = row0 + {at('ty', i)}", "if r < m:"]
+        for j in cols:
+            store += [f"    c = col0 + {at('tx', j)}", "    if c < n:", f"        out[batch, r, c] = {acc[i][j]}"]
+    lines = [
+        f"sa = cuda.shared.array(({depth}, {bm + 1}), {dt})  # sa[kk, i] = a[row0 + i, t0 + kk]; +1: no bank conflicts",
+        f"sb = cuda.shared.array(({depth}, {bn}), {dt})  # sb[kk, j] = b[t0 + kk, col0 + j]",
+        "tx, ty = cuda.threadIdx.x, cuda.threadIdx.y",
+        f"thread = ty * {t} + tx",
+        "n_batch, m, k = a.shape",
+        "n = b.shape[2]",
+        f"row0 = cuda.blockIdx.y * {bm}",
+        f"col0 = cuda.blockIdx.x * {bn}",
+        "for batch in range(cuda.blockIdx.z, n_batch, cuda.gridDim.z):",
+        "    " + " = ".join(v for r in acc for v in r) + f" = {zero}",
+        f"    for t0 in range(0, k, {depth}):",
+        f"        for e in range(thread, {bm * depth}, {t * t}):  # neighbouring threads read along k",
+        f"            i, kk = e // {depth}, e % {depth}",
+        f"            sa[kk, i] = a[batch, row0 + i, t0 + kk] if row0 + i < m and t0 + kk < k else {zero}",
+        f"        for e in range(thread, {bn * depth}, {t * t}):  # neighbouring threads read along n",
+        f"            kk, j = e // {bn}, e % {bn}",
+        f"            sb[kk, j] = b[batch, t0 + kk, col0 + j] if t0 + kk < k and col0 + j < n else {zero}",
+        "        cuda.syncthreads()",
+        f"        for kk in range({depth}):",
+    ] + _indent(step, 3) + ["        cuda.syncthreads()"] + _indent(store, 1)
+    return "\n".join(["def matmul(a, b, out):"] + _indent(lines, 1))
 
 
 FILL = """def fill(out, value):

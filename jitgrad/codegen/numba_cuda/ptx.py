@@ -12,31 +12,47 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numba
+import numpy as np
 from numba import cuda
 
-from .backend import build_steps
+from . import codegen
+from .backend import build_steps, compile_kernel
 
 CC = (9, 0)  # Hopper: the H100/H200 the project is measured on
 
 
-def kernel_report(programs, cc=CC):
-    """One dict per distinct kernel of ``programs``: name, PTX size, registers, spill bytes."""
+def kernel_report(programs, cc=CC, every_tiling=True):
+    """One dict per distinct kernel of ``programs`` (and of every matmul tiling): name, PTX size,
+    registers, spill bytes."""
     seen, out = set(), []
-    steps = [step for program in programs for step in build_steps(program)[1]]
-    for step in steps:
-        for fn, argtypes in step.launches():
-            key = (fn.py_func.__code__, tuple(argtypes))
-            if key in seen:
-                continue
-            seen.add(key)
-            row = {"kernel": fn.py_func.__name__, "source": step.source, "types": str(argtypes)}
-            try:
-                ptx, _ = cuda.compile_ptx(fn.py_func, tuple(argtypes), cc=cc)
-            except Exception as e:  # a typing error the simulator cannot see: report it
-                out.append({**row, "error": f"{type(e).__name__}: {str(e)[:2000]}"})
-                continue
-            out.append({**row, "ptx_bytes": len(ptx), **assemble(ptx, cc)})
+    for fn, argtypes, source in _launches(programs, every_tiling):
+        key = (fn.py_func.__code__, tuple(argtypes))
+        if key in seen:
+            continue
+        seen.add(key)
+        row = {"kernel": fn.py_func.__name__, "source": source, "types": str(argtypes)}
+        try:
+            ptx, _ = cuda.compile_ptx(fn.py_func, tuple(argtypes), cc=cc)
+        except Exception as e:  # a typing error the simulator cannot see: report it
+            out.append({**row, "error": f"{type(e).__name__}: {str(e)[:2000]}"})
+            continue
+        out.append({**row, "ptx_bytes": len(ptx), **assemble(ptx, cc)})
     return out
+
+
+def _launches(programs, every_tiling):
+    """(kernel, argument types, source) of every launch of ``programs``, then of each matmul
+    tiling: which tiling a program gets depends on the card, so all of them are checked."""
+    for program in programs:
+        for step in build_steps(program)[1]:
+            for fn, argtypes in step.launches():
+                yield fn, argtypes, step.source
+    for dtype in (np.float32, np.float64) if every_tiling else ():
+        array = numba.types.Array(numba.from_dtype(np.dtype(dtype)), 3, "C")
+        for tiling in codegen.TILINGS:
+            source = codegen.matmul_source(dtype, tiling)
+            yield compile_kernel(source, "matmul"), [array] * 3, source
 
 
 def _ptxas():
@@ -68,15 +84,13 @@ def assemble(ptx, cc=CC):
 def main():
     import functools
 
-    import numpy as np
-
     import jitgrad as jg
     from benchmarks.workloads import SPEC_WORKLOADS, WORKLOADS
     for name in SPEC_WORKLOADS:
         w = WORKLOADS[name]
         loss = functools.partial(w.loss, np)
         program = jg.jit_grad(loss, argnums=w.argnums, device="numpy").lower(*w.inputs()).program
-        for row in kernel_report([program]):
+        for row in kernel_report([program], every_tiling=False):
             print(f"{name:18s} {row['kernel']:12s} ptx {row['ptx_bytes']:6d} B  registers "
                   f"{row.get('registers', '?'):>3}  spills {row.get('spill_bytes', '?')} B")
 
