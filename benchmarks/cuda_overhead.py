@@ -3,8 +3,9 @@
     python -m benchmarks.cuda_overhead
 
 Prints the cost of one empty numba.cuda launch, one device allocation, and a warm jitgrad call
-of the lecture's two-layer net (mlp2) split into launches and the rest, each the median of
-many synchronized calls. The figures say which overhead to remove first.
+of the lecture's two-layer net (mlp2), with kernels launched directly (the default) and through
+Numba's launch path, each the median of many synchronized calls, then a profile of the warm
+call. The figures say which overhead to remove first.
 """
 import cProfile
 import pstats
@@ -13,7 +14,7 @@ import time
 import numpy as np
 
 import jitgrad as jg
-from jitgrad.codegen.numba_cuda import backend  # noqa: F401  (its NumPy-compat shim first)
+from jitgrad.codegen.numba_cuda import backend  # (first: its NumPy-compat shim)
 from numba import cuda  # noqa: E402
 
 
@@ -41,12 +42,16 @@ def main():
     rng = np.random.default_rng(0)
     w1, w2 = rng.standard_normal((1000, 100), np.float32), rng.standard_normal((100, 10), np.float32)
     x, y = rng.standard_normal((64, 1000), np.float32), rng.standard_normal((64, 10), np.float32)
-    step = jg.jit_grad(lambda w1, w2, x, y: np.sum((np.maximum(x @ w1, 0) @ w2 - y) ** 2), argnums=(0, 1),
-                       device="cuda")
-    args = [jg.device_put(v, "cuda") for v in (w1, w2, x, y)]
-    executable = step.lower(*args).executable
-    print(f"mlp2 kernels: {len(executable.steps)}; warm call + sync: {_median_us(lambda: step(*args)):.1f} us")
-    print(f"mlp2 executable alone:       {_median_us(lambda: executable(*args)):.1f} us")
+    for direct in (False, True):
+        backend.DIRECT_LAUNCH = direct  # read when each kernel is first launched
+        step = jg.jit_grad(lambda w1, w2, x, y: np.sum((np.maximum(x @ w1, 0) @ w2 - y) ** 2),
+                           argnums=(0, 1), device="cuda")
+        args = [jg.device_put(v, "cuda") for v in (w1, w2, x, y)]
+        executable = step.lower(*args).executable
+        warm = _median_us(lambda: step(*args))
+        direct_steps = sum(getattr(getattr(s, "launch", None), "direct", None) is not None for s in executable.steps)
+        print(f"mlp2, {'direct launches' if direct else 'Numba launches '}: {len(executable.steps)} steps "
+              f"({direct_steps} launched directly); warm call + sync: {warm:.1f} us")
     profile = cProfile.Profile()
     profile.enable()
     for _ in range(200):

@@ -15,10 +15,19 @@ pytest.importorskip("numba.cuda")
 from jitgrad.codegen.numba_cuda.ptx import _ptxas  # noqa: E402
 
 
-def test_kernels_compile_for_sm90_without_spills():
+def _without_simulator(module):
     env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
-    result = subprocess.run([sys.executable, "-m", "tests.cuda_ptx_check"], cwd=Path(__file__).parents[1],
-                            env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run([sys.executable, "-m", module], cwd=Path(__file__).parents[1],
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_direct_launch_packs_arguments_as_numba_does():
+    result = _without_simulator("tests.cuda_packing_check")
+    assert result.returncode == 0 and result.stdout.startswith("ok"), result.stderr[-4000:]
+
+
+def test_kernels_compile_for_sm90_without_spills():
+    result = _without_simulator("tests.cuda_ptx_check")
     if "libnvvm" in result.stderr and result.returncode:
         pytest.skip("NVVM is not installed (pip install -e '.[cuda]')")
     assert result.returncode == 0, result.stderr[-4000:]

@@ -11,6 +11,7 @@ Inputs may be NumPy arrays (copied in) or device arrays (anything with
 else NumPy. Intermediates are allocated once per signature, in the CPU backend's lifetime-planned
 slots, and reused by every call.
 """
+import ctypes
 import functools
 import math
 import os
@@ -31,6 +32,9 @@ from .simulator import SIM_MATH
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 # The simulator runs every thread as a Python thread: small blocks keep it quick.
 THREADS = 32 if SIMULATOR else 256
+# Launch kernels through cuda.core after their first call (``_direct_launch``); "numba" keeps
+# Numba's own launch path, to compare the two (benchmarks/cuda_overhead.py).
+DIRECT_LAUNCH = os.environ.get("JITGRAD_CUDA_LAUNCH", "direct") != "numba"
 MODULE_HEADER = "import math\n\nimport numpy as np\nfrom numba import cuda\n"
 _compiled, _lock = {}, threading.Lock()
 
@@ -106,24 +110,70 @@ def _new_array(shape, dtype):
 
 
 class _Launch:
-    """A kernel with a fixed grid. After the first call it launches the compiled overload
-    directly: the argument types of a step never change (contiguous arrays of fixed dtype and
-    rank), so Numba's per-call type dispatch and launch-configuration object are skipped."""
+    """A kernel with a fixed grid. The first call goes through Numba (type dispatch, compile);
+    later calls launch the compiled kernel directly (``_direct_launch``): a step's argument types
+    never change (contiguous arrays of fixed dtype and rank)."""
 
     def __init__(self, fn, blocks, threads):
-        self.fn, self.blocks, self.threads, self.kernel = fn, blocks, threads, None
+        self.fn, self.blocks, self.threads, self.direct = fn, blocks, threads, None
 
     def __call__(self, *args):
-        if self.kernel is not None:
-            self.kernel.launch(args, self.grid, self.block, self.stream, 0)
+        if self.direct is not None:
+            self.direct(args)
             return
         configured = self.fn[self.blocks, self.threads]
         with warnings.catch_warnings():  # small grids are expected for small arrays
             warnings.filterwarnings("ignore", message="Grid size")
             configured(*args)
-        if not SIMULATOR:
-            self.kernel = self.fn.overloads.get(tuple(self.fn.typeof_pyval(a) for a in args))
-            self.grid, self.block, self.stream = configured.griddim, configured.blockdim, configured.stream
+        if DIRECT_LAUNCH and not SIMULATOR:
+            self.direct = _direct_launch(self.fn, configured, args)
+
+
+def _direct_launch(fn, configured, args):
+    """A function launching ``fn``'s compiled kernel for arguments like ``args`` through
+    cuda.core, its arguments packed here as Numba packs them; None where that packing differs
+    from Numba's own for ``args`` (checked once, here). Profiled on an H200, Numba's per-launch
+    argument wrapping was about half of each launch's host time."""
+    try:
+        from cuda.core import LaunchConfig, launch
+        from numba.cuda._compat import CUDA_CORE_GE_1_0
+        kernel = fn.overloads[tuple(fn.typeof_pyval(a) for a in args)]
+        pack = _packer(kernel.argument_types)
+        numbas = []
+        for t, a in zip(kernel.argument_types, args):
+            kernel._prepare_args(t, a, configured.stream, [], numbas)
+        if _comparable(pack(args)) != _comparable(numbas):
+            return None
+        cooperative = {"is_cooperative" if CUDA_CORE_GE_1_0 else "cooperative_launch": False}
+        config = LaunchConfig(grid=configured.griddim, block=configured.blockdim, shmem_size=0, **cooperative)
+        compiled, stream = kernel._codelibrary.get_cufunc().kernel, configured.stream
+    except Exception:  # another numba-cuda than the one this was written for: keep Numba's path
+        return None
+    return lambda args: launch(stream, config, compiled, *pack(args))
+
+
+_SCALARS = {numba.types.float64: ctypes.c_double, numba.types.float32: ctypes.c_float,
+            numba.types.int64: ctypes.c_int64, numba.types.int32: ctypes.c_int32}
+
+
+def _packer(argument_types):
+    """Kernel arguments as Numba passes them: an array as (meminfo, parent, size, itemsize, data,
+    *shape, *strides), a scalar as its ctypes value."""
+    kinds = [None if isinstance(t, numba.types.Array) else _SCALARS[t] for t in argument_types]
+
+    def pack(args):
+        out = []
+        for kind, a in zip(kinds, args):
+            if kind is None:
+                out += (0, 0, a.size, a.dtype.itemsize, a.device_ctypes_pointer.value or 0, *a.shape, *a.strides)
+            else:
+                out.append(kind(a))
+        return out
+    return pack
+
+
+def _comparable(packed):
+    return [(type(v), v.value) if isinstance(v, ctypes._SimpleCData) else v for v in packed]
 
 
 # --------------------------------------------------------------------------- steps
@@ -160,10 +210,10 @@ class _LoopStep:
         for (r, finish), part in zip(self.finishers, parts):
             yield finish, [part, _array_type(r.dtype, r.ndim)]
 
-    def run(self, env, buffer, scratch):
-        outs = [buffer(o, o.shape or (1,)) for o in self.stores]
+    def run(self, env, memory):
+        outs = [memory.buffer(o, o.shape or (1,)) for o in self.stores]
         args = [_at_least_1d(env[id(n)]) for n in self.inputs] + outs
-        parts = [scratch(("part", id(r)), (self.blocks,), r.dtype) for r, _ in self.finishers]
+        parts = [memory.scratch(("part", id(r)), (self.blocks,), r.dtype) for r, _ in self.finishers]
         self.launch(*args, *parts)
         for (r, _), finish, part in zip(self.finishers, self.finish_launches, parts):
             finish(part, outs[self.stores.index(r)])
@@ -235,20 +285,20 @@ class _LibraryStep:
             yield self.fill, [_array_type(n.dtype, 1), numba.from_dtype(n.dtype)]
         yield self.fn, arrays
 
-    def run(self, env, buffer, scratch):
+    def run(self, env, memory):
         n = self.node
         if self.cupy_view:
-            env[id(n)] = _cupy_view(self.cupy, self.kernel, env)
+            env[id(n)] = _cupy_view(self.kernel, env, memory)
             return
         if self.views:
-            self.copy.run(env, buffer, scratch)
+            self.copy.run(env, memory)
             return
-        out = buffer(n, n.shape or (1,))
+        out = memory.buffer(n, n.shape or (1,))
         args = [env[id(a)] for a in n.args]
         if n.op == "matmul":
-            self._matmul(n, args, out)
+            self._matmul(n, args, out, memory)
         elif n.op in ("gather", "scatter_add"):
-            err = scratch("err", (1,), np.int32)
+            err = memory.scratch("err", (1,), np.int32)
             if n.op == "scatter_add":
                 self.fill_launch(out.reshape(out.size), out.dtype.type(0))
             self.launch(*[_at_least_1d(a) for a in args], out, err)
@@ -256,10 +306,9 @@ class _LibraryStep:
             self.launch(*[_at_least_1d(a) for a in args], out)
         env[id(n)] = _reshaped(out, n.shape)
 
-    def _matmul(self, node, args, out):
+    def _matmul(self, node, args, out, memory):
         if self.cupy:
-            cp = self.cupy
-            cp.matmul(*[cp.asarray(a) for a in args], out=cp.asarray(out))
+            self.cupy.matmul(*[memory.as_cupy(a) for a in args], out=memory.as_cupy(out))
             return
         batch = math.prod(node.shape[:-2])
         self.launch(*[x.reshape((batch,) + v.shape[-2:]) for x, v in zip(args + [out], list(node.args) + [node])])
@@ -275,9 +324,9 @@ def _copy_kernel(kernel):
     return copy
 
 
-def _cupy_view(cp, kernel, env):
+def _cupy_view(kernel, env, memory):
     from ..numpy_ref import IMPLS
-    value = cp.asarray(env[id(kernel.inputs[0])])
+    value = memory.as_cupy(env[id(kernel.inputs[0])])
     for n in kernel.body:
         value = IMPLS[n.op](value, **n.params)
     return value
@@ -303,11 +352,52 @@ def build_steps(program, cupy=None):
     return kernels, [step(i, k) for i, k in enumerate(kernels)]
 
 
-class Executable:
-    """A program planned into kernels, launched in order on the default stream.
+class _Memory:
+    """Where a call's arrays live: the executable's pooled intermediates (slots planned by
+    lifetime, as on the CPU) and scratch, allocated once per signature; fresh results; and the
+    CuPy views cuBLAS needs of them, made once for the pooled buffers and once per call for the
+    rest (profiled on an H200, converting numba arrays to CuPy cost more than the launches)."""
 
-    Intermediates live in pool slots planned by lifetime (as on the CPU), allocated on the
-    device once per signature; results are fresh device arrays."""
+    def __init__(self, slots, cp):
+        self.slots, self.cp = slots, cp
+        self.pool, self.scratch_buffers, self.views, self.call_views = {}, {}, {}, {}
+
+    def buffer(self, node, shape):
+        """The device array that holds ``node``: its pool slot, or a fresh one for a result."""
+        slot = self.slots.get(id(node))
+        if slot is None:
+            if self.cp is None:
+                return cuda.device_array(shape, node.dtype)
+            fresh = self.cp.empty(shape, node.dtype)  # CuPy's pool: cudaMalloc per result costs more
+            view = _from_cupy(fresh)
+            self.call_views[id(view)] = (view, fresh)
+            return view
+        if slot not in self.pool:
+            self.pool[slot] = self.keep(cuda.device_array(shape, node.dtype))
+        return self.pool[slot]
+
+    def scratch(self, key, shape, dtype):
+        """A zeroed device array kept under ``key`` (reduction partials, the index-error flag)."""
+        if key not in self.scratch_buffers:
+            self.scratch_buffers[key] = self.keep(cuda.to_device(np.zeros(shape, dtype)))
+        return self.scratch_buffers[key]
+
+    def keep(self, array):
+        """Registers a device array that lives as long as the executable."""
+        if self.cp is not None:
+            self.views[id(array)] = (array, self.cp.asarray(array))
+        return array
+
+    def as_cupy(self, a):
+        view = self.views.get(id(a)) or self.call_views.get(id(a))
+        if view is None or view[0] is not a:
+            view = self.call_views[id(a)] = (a, self.cp.asarray(a))
+        return view[1]
+
+
+class Executable:
+    """A program planned into kernels, launched in order on the default stream, with its
+    intermediates in a ``_Memory`` allocated once per signature; results are fresh device arrays."""
 
     def __init__(self, program):
         if not cuda.is_available():
@@ -317,8 +407,8 @@ class Executable:
         self.plan, self.steps = build_steps(program, _cupy())
         self._consts = None
         self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
-        self._slots, self.peak_bytes = _plan_buffers(self.plan, program)
-        self._pool, self._scratch = {}, {}
+        slots, self.peak_bytes = _plan_buffers(self.plan, program)
+        self._memory = _Memory(slots, _cupy())
         self._checks_indices = any(n.op in ("gather", "scatter_add") for n in program.nodes)
         self._lock = threading.Lock()
 
@@ -330,32 +420,21 @@ class Executable:
     def source(self):
         return "\n\n".join(f"# kernel {i}: {k!r}\n{s.source}" for i, (k, s) in enumerate(zip(self.plan, self.steps)))
 
-    def _buffer(self, node, shape):
-        slot = self._slots.get(id(node))
-        if slot is None:  # a result: a fresh device array
-            return _new_array(shape, node.dtype)
-        buf = self._pool.get(slot)
-        if buf is None:
-            buf = self._pool[slot] = cuda.device_array(shape, node.dtype)
-        return buf
-
-    def _scratch_buffer(self, key, shape, dtype):
-        buf = self._scratch.get(key)
-        if buf is None:
-            buf = self._scratch[key] = cuda.to_device(np.zeros(shape, dtype))
-        return buf
-
     def __call__(self, *args):
         on_device = any(devices.on_gpu(a) for a in args)
+        memory = self._memory
         # One call at a time: the pooled intermediates are this executable's.
         with self._lock:
             if self._consts is None:
-                self._consts = {id(n): cuda.to_device(np.ascontiguousarray(n.params["value"]))
+                self._consts = {id(n): memory.keep(cuda.to_device(np.ascontiguousarray(n.params["value"])))
                                 for n in self.program.nodes if n.op == "const"}
             env = dict(self._consts)
             env.update((id(n), as_device_array(a)) for n, a in zip(self.program.inputs, args))
-            for step in self.steps:
-                step.run(env, self._buffer, self._scratch_buffer)
+            try:
+                for step in self.steps:
+                    step.run(env, memory)
+            finally:
+                memory.call_views.clear()
             results = [env[id(o)] if id(o) in self._fresh else _copy(env[id(o)]) for o in self.program.outputs]
             if self._checks_indices:
                 self._check_indices()
@@ -365,7 +444,7 @@ class Executable:
         return [r.copy_to_host().reshape(shape) for r, shape in zip(results, shapes)]
 
     def _check_indices(self):
-        err = self._scratch.get("err")
+        err = self._memory.scratch_buffers.get("err")
         if err is not None and err.copy_to_host()[0]:
             err.copy_to_device(np.zeros(1, np.int32))
             ops = sorted({n.op for n in self.program.nodes if n.op in ("gather", "scatter_add")})
