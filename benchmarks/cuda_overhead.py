@@ -3,11 +3,12 @@
     python -m benchmarks.cuda_overhead
 
 Prints the cost of one empty numba.cuda launch, one device allocation, and a warm jitgrad call
-of the lecture's two-layer net (mlp2), with kernels launched directly (the default) and through
-Numba's launch path, each the median of many synchronized calls, then a profile of the warm
-call. The figures say which overhead to remove first.
+of the lecture's two-layer net (mlp2) three ways: kernels launched through Numba, launched
+directly (the default), and replayed as a CUDA graph (JITGRAD_CUDA_GRAPHS=1); each the median of
+many synchronized calls, then a profile of the last. The figures say which overhead to remove first.
 """
 import cProfile
+import os
 import pstats
 import time
 
@@ -18,7 +19,10 @@ from jitgrad.codegen.numba_cuda import backend  # (first: its NumPy-compat shim)
 from numba import cuda  # noqa: E402
 
 
-def _median_us(fn, reps=200):
+REPS = int(os.environ.get("JITGRAD_OVERHEAD_REPS", 200))  # a few: a smoke run on the simulator
+
+
+def _median_us(fn, reps=REPS):
     fn()
     cuda.synchronize()
     times = []
@@ -42,19 +46,19 @@ def main():
     rng = np.random.default_rng(0)
     w1, w2 = rng.standard_normal((1000, 100), np.float32), rng.standard_normal((100, 10), np.float32)
     x, y = rng.standard_normal((64, 1000), np.float32), rng.standard_normal((64, 10), np.float32)
-    for direct in (False, True):
-        backend.DIRECT_LAUNCH = direct  # read when each kernel is first launched
+    for direct, graphs in ((False, False), (True, False), (True, True)):
+        backend.DIRECT_LAUNCH, backend.GRAPHS = direct, graphs  # read at each program's first call
         step = jg.jit_grad(lambda w1, w2, x, y: np.sum((np.maximum(x @ w1, 0) @ w2 - y) ** 2),
                            argnums=(0, 1), device="cuda")
         args = [jg.device_put(v, "cuda") for v in (w1, w2, x, y)]
         executable = step.lower(*args).executable
         warm = _median_us(lambda: step(*args))
-        direct_steps = sum(getattr(getattr(s, "launch", None), "direct", None) is not None for s in executable.steps)
-        print(f"mlp2, {'direct launches' if direct else 'Numba launches '}: {len(executable.steps)} steps "
-              f"({direct_steps} launched directly); warm call + sync: {warm:.1f} us")
+        how = "a CUDA graph" if graphs else "direct launches" if direct else "Numba launches"
+        recorded = "recorded" if getattr(executable.replay, "graph", None) is not None else "not recorded"
+        print(f"mlp2, {how} ({len(executable.steps)} steps, graph {recorded}): warm call + sync {warm:.1f} us")
     profile = cProfile.Profile()
     profile.enable()
-    for _ in range(200):
+    for _ in range(REPS):
         step(*args)
     cuda.synchronize()
     profile.disable()

@@ -212,13 +212,17 @@ class TorchCompile(Torch):
 
 
 class Jitgrad(Framework):
-    """``jg.jit_grad`` on one registered device."""
+    """``jg.jit_grad`` on one registered device; ``graphs``: CUDA programs recorded as CUDA graphs
+    (``JITGRAD_CUDA_GRAPHS=1``, named ``jitgrad[cuda+graphs]``)."""
     requires, has_disk_cache, dists = ("jitgrad",), True, ("numba", "llvmlite")
 
-    def __init__(self, device):
-        self.device, self.gpu = device, device == GPU
-        self.name = f"jitgrad[{device}]"
+    def __init__(self, device, graphs=False):
+        self.device, self.gpu, self.graphs = device, device == GPU, graphs
+        self.name = f"jitgrad[{device}{'+graphs' if graphs else ''}]"
         self.weight = 1.0 if device == "numpy" else 1.5
+
+    def env(self):
+        return {"JITGRAD_CUDA_GRAPHS": "1" if self.graphs else "0"}
 
     def available(self):
         if importlib.util.find_spec("jitgrad") is None:
@@ -279,14 +283,17 @@ def all_frameworks(devices=None):
     devices = [d for d in jitgrad_devices() if d != GPU] if devices is None else devices
     if GPU in devices:
         host = [d for d in devices if d != GPU] or ["cpu"]
-        return [NumpyHandwritten(), Jax(GPU), Torch(GPU), TorchCompile(GPU)] + [Jitgrad(d) for d in [GPU, *host]]
+        return ([NumpyHandwritten(), Jax(GPU), Torch(GPU), TorchCompile(GPU), Jitgrad(GPU), Jitgrad(GPU, graphs=True)]
+                + [Jitgrad(d) for d in host])
     return [NumpyHandwritten(), Autograd(), Jax(), Torch(), TorchCompile()] + [Jitgrad(d) for d in devices]
 
 
 def by_name(name):
     """The framework called ``name``: ``jax``, ``torch.compile[cuda]``, ``jitgrad[cpu]``, ..."""
     base, _, device = name.partition("[")
-    device = device.removesuffix("]") or None
+    device, graphs = (device.removesuffix("]") or None), name.endswith("+graphs]")
+    if graphs and base == "jitgrad":
+        return Jitgrad(device.removesuffix("+graphs"), graphs=True)
     kinds = {"numpy": NumpyHandwritten, "autograd": Autograd, "jax": Jax, "torch": Torch,
              "torch.compile": TorchCompile, "jitgrad": Jitgrad}
     needs_device, takes_device = base == "jitgrad", base not in ("numpy", "autograd")

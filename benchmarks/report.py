@@ -236,19 +236,27 @@ def gpu_tables(results):
 
     def ratio(a, b, fmt):
         return fmt(a["warm_ms"] / b["warm_ms"]) if a and b else "–"
+    graphs = f"jitgrad[{GPU}+graphs]" if f"jitgrad[{GPU}+graphs]" in results["frameworks"] else None
     out += ["### GPU targets (SPEC 5) and jitgrad CPU versus GPU",
             f"vs JAX: {jg} time / {jax} time (target at most 1.00x). Bandwidth: fraction of the device copy bandwidth "
             f"(memory-bound workloads; target at least 70%). CPU/GPU: {cpu} time (host data) / {jg} time "
-            "(device data), the speedup the GPU gives.", "",
-            f"| workload | {jg} ms | {jax} ms | vs JAX | bandwidth | {cpu} ms | CPU/GPU |", "|---" * 7 + "|"]
+            "(device data), the speedup the GPU gives."
+            + (f" {graphs}: the same with programs recorded as CUDA graphs (JITGRAD_CUDA_GRAPHS=1)." if graphs else ""),
+            "", f"| workload | {jg} ms | {jax} ms | vs JAX | bandwidth | {cpu} ms | CPU/GPU |"
+            + (f" {graphs} ms | vs JAX |" if graphs else ""), "|---" * (9 if graphs else 7) + "|"]
     for n in cells:
         j, x, c = get(n, jg), get(n, jax), get(n, cpu)
         bw = f"{100 * j['copy_bw_fraction']:.0f}%" if j and "copy_bw_fraction" in j else "–"
-        out.append(f"| {n} | {_ms(j['warm_ms']) if j else cells[n].get(jg, {}).get('status', '?')} | "
-                   f"{_ms(x['warm_ms']) if x else cells[n].get(jax, {}).get('status', '?')} | "
-                   f"{ratio(j, x, lambda r: f'{r:.2f}x')} | {bw} | "
-                   f"{_ms(c['warm_ms']) if c else cells[n].get(cpu, {}).get('status', '?')} | "
-                   f"{ratio(c, j, lambda r: f'{r:.1f}x')} |")
+        row = (f"| {n} | {_ms(j['warm_ms']) if j else cells[n].get(jg, {}).get('status', '?')} | "
+               f"{_ms(x['warm_ms']) if x else cells[n].get(jax, {}).get('status', '?')} | "
+               f"{ratio(j, x, lambda r: f'{r:.2f}x')} | {bw} | "
+               f"{_ms(c['warm_ms']) if c else cells[n].get(cpu, {}).get('status', '?')} | "
+               f"{ratio(c, j, lambda r: f'{r:.1f}x')} |")
+        if graphs:
+            g = get(n, graphs)
+            row += (f" {_ms(g['warm_ms']) if g else cells[n].get(graphs, {}).get('status', '?')} | "
+                    f"{ratio(g, x, lambda r: f'{r:.2f}x')} |")
+        out.append(row)
     return out + [""]
 
 

@@ -31,10 +31,15 @@ from .simulator import SIM_MATH
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 # The simulator runs every thread as a Python thread: small blocks keep it quick.
-THREADS = 32 if SIMULATOR else 256
+THREADS = 8 if SIMULATOR else 256
 # Launch kernels through cuda.core after their first call (``_direct_launch``); "numba" keeps
 # Numba's own launch path, to compare the two (benchmarks/cuda_overhead.py).
 DIRECT_LAUNCH = os.environ.get("JITGRAD_CUDA_LAUNCH", "direct") != "numba"
+# JITGRAD_CUDA_GRAPHS=1: after its first call, a program whose inputs and results take at most
+# GRAPH_MAX_BYTES is recorded as a CUDA graph and replayed (``_Replay``). Off by default until it
+# has been measured on a card (benchmarks/gpu_check.sh compares both).
+GRAPHS = os.environ.get("JITGRAD_CUDA_GRAPHS", "0") == "1"
+GRAPH_MAX_BYTES = 1 << 26
 MODULE_HEADER = "import math\n\nimport numpy as np\nfrom numba import cuda\n"
 _compiled, _lock = {}, threading.Lock()
 
@@ -117,15 +122,16 @@ class _Launch:
     def __init__(self, fn, blocks, threads):
         self.fn, self.blocks, self.threads, self.direct = fn, blocks, threads, None
 
-    def __call__(self, *args):
-        if self.direct is not None:
+    def __call__(self, stream, *args):
+        """Launch on the default stream (``stream`` None) or, while a graph records, on ``stream``."""
+        if self.direct is not None and stream is None:
             self.direct(args)
             return
-        configured = self.fn[self.blocks, self.threads]
+        configured = self.fn[self.blocks, self.threads] if stream is None else self.fn[self.blocks, self.threads, stream]
         with warnings.catch_warnings():  # small grids are expected for small arrays
             warnings.filterwarnings("ignore", message="Grid size")
             configured(*args)
-        if DIRECT_LAUNCH and not SIMULATOR:
+        if DIRECT_LAUNCH and not SIMULATOR and stream is None:
             self.direct = _direct_launch(self.fn, configured, args)
 
 
@@ -214,9 +220,9 @@ class _LoopStep:
         outs = [memory.buffer(o, o.shape or (1,)) for o in self.stores]
         args = [_at_least_1d(env[id(n)]) for n in self.inputs] + outs
         parts = [memory.scratch(("part", id(r)), (self.blocks,), r.dtype) for r, _ in self.finishers]
-        self.launch(*args, *parts)
+        self.launch(memory.stream, *args, *parts)
         for (r, _), finish, part in zip(self.finishers, self.finish_launches, parts):
-            finish(part, outs[self.stores.index(r)])
+            finish(memory.stream, part, outs[self.stores.index(r)])
         for o, buf in zip(self.stores, outs):
             env[id(o)] = _reshaped(buf, o.shape)
 
@@ -300,10 +306,10 @@ class _LibraryStep:
         elif n.op in ("gather", "scatter_add"):
             err = memory.scratch("err", (1,), np.int32)
             if n.op == "scatter_add":
-                self.fill_launch(out.reshape(out.size), out.dtype.type(0))
-            self.launch(*[_at_least_1d(a) for a in args], out, err)
+                self.fill_launch(memory.stream, out.reshape(out.size), out.dtype.type(0))
+            self.launch(memory.stream, *[_at_least_1d(a) for a in args], out, err)
         else:
-            self.launch(*[_at_least_1d(a) for a in args], out)
+            self.launch(memory.stream, *[_at_least_1d(a) for a in args], out)
         env[id(n)] = _reshaped(out, n.shape)
 
     def _matmul(self, node, args, out, memory):
@@ -311,7 +317,7 @@ class _LibraryStep:
             self.cupy.matmul(*[memory.as_cupy(a) for a in args], out=memory.as_cupy(out))
             return
         batch = math.prod(node.shape[:-2])
-        self.launch(*[x.reshape((batch,) + v.shape[-2:]) for x, v in zip(args + [out], list(node.args) + [node])])
+        self.launch(memory.stream, *[x.reshape((batch,) + v.shape[-2:]) for x, v in zip(args + [out], list(node.args) + [node])])
 
 
 def _copy_kernel(kernel):
@@ -361,10 +367,14 @@ class _Memory:
     def __init__(self, slots, cp):
         self.slots, self.cp = slots, cp
         self.pool, self.scratch_buffers, self.views, self.call_views = {}, {}, {}, {}
+        self.stream = None  # kernels go to the default stream, except while a graph records
+        self.results = {}  # id(result node) -> a buffer of its own, while a graph records or replays
 
     def buffer(self, node, shape):
         """The device array that holds ``node``: its pool slot, or a fresh one for a result."""
         slot = self.slots.get(id(node))
+        if slot is None and id(node) in self.results:
+            return self.results[id(node)]
         if slot is None:
             if self.cp is None:
                 return cuda.device_array(shape, node.dtype)
@@ -411,6 +421,8 @@ class Executable:
         self._memory = _Memory(slots, _cupy())
         self._checks_indices = any(n.op in ("gather", "scatter_add") for n in program.nodes)
         self._lock = threading.Lock()
+        nbytes = sum(n.size * n.dtype.itemsize for n in program.inputs + program.outputs)
+        self.replay, self._record_next = None, GRAPHS and nbytes <= GRAPH_MAX_BYTES
 
     @property
     def kernels(self):
@@ -422,26 +434,40 @@ class Executable:
 
     def __call__(self, *args):
         on_device = any(devices.on_gpu(a) for a in args)
-        memory = self._memory
         # One call at a time: the pooled intermediates are this executable's.
         with self._lock:
-            if self._consts is None:
-                self._consts = {id(n): memory.keep(cuda.to_device(np.ascontiguousarray(n.params["value"])))
-                                for n in self.program.nodes if n.op == "const"}
-            env = dict(self._consts)
-            env.update((id(n), as_device_array(a)) for n, a in zip(self.program.inputs, args))
-            try:
-                for step in self.steps:
-                    step.run(env, memory)
-            finally:
-                memory.call_views.clear()
-            results = [env[id(o)] if id(o) in self._fresh else _copy(env[id(o)]) for o in self.program.outputs]
+            if self.replay is not None and all(_contiguous(a) for a in args):
+                results = self.replay(args, on_device)
+            else:
+                results = self._run([as_device_array(a) for a in args], on_device)
+                if self._record_next:  # everything is compiled and allocated now
+                    self._record_next, self.replay = False, _Replay.record(self)
             if self._checks_indices:
                 self._check_indices()
+        return results
+
+    def _run(self, inputs, on_device):
+        env = self.launch_all(inputs)
+        results = [env[id(o)] if id(o) in self._fresh else _copy(env[id(o)]) for o in self.program.outputs]
         shapes = [o.shape for o in self.program.outputs]
         if on_device:
             return [r if r.shape == shape else r.reshape(shape) for r, shape in zip(results, shapes)]
         return [r.copy_to_host().reshape(shape) for r, shape in zip(results, shapes)]
+
+    def launch_all(self, inputs):
+        """Launches every step on ``inputs`` (device arrays); the environment of node values."""
+        memory = self._memory
+        if self._consts is None:
+            self._consts = {id(n): memory.keep(cuda.to_device(np.ascontiguousarray(n.params["value"])))
+                            for n in self.program.nodes if n.op == "const"}
+        env = dict(self._consts)
+        env.update((id(n), a) for n, a in zip(self.program.inputs, inputs))
+        try:
+            for step in self.steps:
+                step.run(env, memory)
+        finally:
+            memory.call_views.clear()
+        return env
 
     def _check_indices(self):
         err = self._memory.scratch_buffers.get("err")
@@ -449,6 +475,118 @@ class Executable:
             err.copy_to_device(np.zeros(1, np.int32))
             ops = sorted({n.op for n in self.program.nodes if n.op in ("gather", "scatter_add")})
             raise IndexError(f"{'/'.join(ops)} in {self.program.name}: an index is out of bounds for its axis")
+
+
+class _Replay:
+    """A program's launch sequence over buffers of its own, recorded once and replayed.
+
+    With CuPy on a GPU the record is a CUDA graph (CuPy's stream capture records our kernels and
+    cuBLAS's alike), so a call costs one launch instead of one per kernel: the host time that
+    makes small programs slower than JAX. A call copies its inputs into the recorded input
+    buffers and its results out of the recorded result buffers, which is why only small programs
+    are recorded. Without CuPy (and on the simulator) the record is the same launch sequence
+    replayed from Python over the same buffers, which tests the buffer handling."""
+
+    def __init__(self, executable, stream):
+        program, memory = executable.program, executable._memory
+        self.executable, self.stream, self.graph = executable, stream, None
+        self.inputs = [memory.keep(cuda.device_array(n.shape, n.dtype)) for n in program.inputs]
+        self.results = [memory.keep(cuda.device_array(o.shape or (1,), o.dtype)) for o in program.outputs]
+        self.fresh = {id(o): r for o, r in zip(program.outputs, self.results) if id(o) in executable._fresh}
+
+    @classmethod
+    def record(cls, executable):
+        """A replay of ``executable``; None, with a warning, where the graph could not be recorded."""
+        cp = _cupy()
+        replay = cls(executable, None if cp is None else cp.cuda.Stream())  # blocking: ordered with the default stream
+        if cp is None:
+            return replay
+        memory = executable._memory
+        try:
+            memory.stream = cuda.external_stream(replay.stream.ptr)
+            with replay.stream, cp.cuda.using_allocator(_no_allocation):
+                replay.stream.begin_capture()
+                try:
+                    replay.launch_all()
+                finally:
+                    graph = replay.stream.end_capture()
+            replay.graph = graph
+            return replay
+        except Exception as e:  # e.g. an op that allocates or syncs while recording
+            warnings.warn(f"jitgrad: {executable.program.name} could not be recorded as a CUDA graph "
+                          f"({type(e).__name__}: {e}); its kernels are launched one by one")
+            return None
+        finally:
+            memory.stream = None
+
+    def launch_all(self):
+        """The program over the recorded buffers; results land in ``self.results``."""
+        executable, memory = self.executable, self.executable._memory
+        memory.results = self.fresh
+        try:
+            env = executable.launch_all(self.inputs)
+        finally:
+            memory.results = {}
+        for o, result in zip(executable.program.outputs, self.results):
+            if id(o) not in self.fresh:  # an input, a constant or a view: copied
+                stream = 0 if memory.stream is None else memory.stream
+                result.copy_to_device(_at_least_1d(env[id(o)]).reshape(result.shape), stream=stream)
+
+    def __call__(self, args, on_device):
+        for buffer, a in zip(self.inputs, args):
+            _copy_into(buffer, a, self.stream)
+        if self.graph is None:
+            self.launch_all()
+        else:
+            self.graph.launch(self.stream)
+        shapes = [o.shape for o in self.executable.program.outputs]
+        if not on_device:
+            out = [np.empty(shape, r.dtype) for r, shape in zip(self.results, shapes)]
+            for host, result in zip(out, self.results):
+                _copy_into(host, result, self.stream)
+            if self.stream is not None:
+                self.stream.synchronize()
+            return out
+        out = [_new_array(shape, r.dtype) for r, shape in zip(self.results, shapes)]
+        for fresh, result in zip(out, self.results):
+            _copy_into(fresh, result, self.stream)
+        return out
+
+
+class _AllocationWhileRecording(RuntimeError):
+    pass
+
+
+def _no_allocation(size):
+    """CuPy's allocator while a graph records: memory from the pool would be baked into the graph
+    and handed to someone else after, so an op that needs any makes the program unrecordable."""
+    raise _AllocationWhileRecording(f"an op allocated {size} bytes")
+
+
+def _copy_into(dst, src, stream):
+    """Copies ``src`` (host or device) into ``dst`` (host or device) of the same size, in order on
+    ``stream`` (a CuPy stream; None: the default stream, synchronously for host data)."""
+    if stream is None:
+        if isinstance(dst, np.ndarray):
+            src.copy_to_host(dst.reshape(src.shape))
+        elif isinstance(src, np.ndarray):
+            dst.copy_to_device(np.ascontiguousarray(src).reshape(dst.shape))
+        else:
+            dst.copy_to_device(as_device_array(src).reshape(dst.shape))
+        return
+    runtime = _cupy().cuda.runtime
+    runtime.memcpyAsync(_address(dst), _address(src), dst.nbytes, runtime.memcpyDefault, stream.ptr)
+
+
+def _contiguous(a):
+    """Replays copy arguments by address: a strided one takes the launch-by-launch path."""
+    return a.flags.c_contiguous if isinstance(a, np.ndarray) else devices.as_cuda_array(a).is_c_contiguous()
+
+
+def _address(a):
+    if isinstance(a, np.ndarray):
+        return a.ctypes.data
+    return devices.as_cuda_array(a).device_ctypes_pointer.value or 0
 
 
 def _copy(a):
