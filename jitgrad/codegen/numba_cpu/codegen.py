@@ -24,9 +24,10 @@ def _idx(names):
 class _Body:
     """Emits scalar temporaries for (node, index) pairs, iteratively (deep chains are fine)."""
 
-    def __init__(self, kernel, buffers, expression=scalar_ops.expression):
+    def __init__(self, kernel, buffers, expression=scalar_ops.expression, chunked=None):
         self.kernel, self.buffers = kernel, buffers  # buffers: id(node) -> argument name
         self.expression = expression
+        self.chunked = chunked  # in a chunked full reduction: the names read through chunk slices
         self.lines, self.cache, self.count = [], {}, 0
 
     def value(self, root, idx):
@@ -60,14 +61,23 @@ class _Body:
             self.cache[key] = self._temp(self.expression(node, args))
         return self.cache[(id(root), idx)]
 
+    def ref(self, name, idx):
+        """``name[idx]``. In a chunked full reduction a buffer indexed by ``i0`` first is read
+        (and written) through its chunk slice ``c_name`` from index ``j``, which Numba knows is
+        not negative: no wraparound check, so the loop vectorizes."""
+        if self.chunked is not None and idx and idx[0] == "i0":
+            self.chunked.add(name)
+            return f"c_{name}[{_idx(('j',) + tuple(idx[1:]))}]"
+        return f"{name}[{_idx(idx)}]"
+
     def _load(self, node, idx):
-        return self._temp(f"{self.buffers[id(node)]}[{_idx(idx)}]")
+        return self._temp(self.ref(self.buffers[id(node)], idx))
 
     def _const(self, node, idx):
         value = node.params["value"]
         if value.size == 1:
             return scalar_ops.literal(value.reshape(()).item(), node.dtype)
-        return self._temp(f"{self.buffers[id(node)]}[{_idx(idx)}]")
+        return self._temp(self.ref(self.buffers[id(node)], idx))
 
     def _temp(self, expr):
         name = f"t{self.count}"
@@ -87,8 +97,10 @@ def loop_kernel_source(kernel, name):
     loop = "prange" if math.prod(shape) >= PARALLEL_MIN_SIZE else "range"
     if not kept and raxes:  # a full reduction: one phase, chunked
         (step,) = kernel.steps
-        inits, inner, reductions = _phase(step, kernel, buffers, stores, accumulator=lambda j, r: f"p{j}")
-        lines += _full_reduction(loop, shape, reductions, inits, inner, stores)
+        chunked = set()
+        inits, inner, reductions = _phase(step, kernel, buffers, stores, accumulator=lambda j, r: f"p{j}",
+                                          chunked=chunked)
+        lines += _full_reduction(loop, shape, reductions, inits, inner, stores, sorted(chunked))
         return "\n".join(lines), inputs
     if len(kernel.steps) == 1 and raxes and kept and max(raxes) < max(kept):
         # Reducing leading axes (a bias gradient): walk memory in order and accumulate into the
@@ -121,11 +133,12 @@ def read_back(step, buffers, stores):
 
 
 def _phase(step, kernel, buffers, stores, accumulator=None,
-           expression=scalar_ops.expression):
+           expression=scalar_ops.expression, chunked=None):
     """(accumulator inits, loop body, reductions) of one pass over the reduced axes.
-    ``accumulator(j, r)`` names where reduction ``j`` accumulates (default: scalar ``acc{j}``)."""
+    ``accumulator(j, r)`` names where reduction ``j`` accumulates (default: scalar ``acc{j}``);
+    ``chunked``: see ``_Body``."""
     idx = tuple(f"i{a}" for a in range(len(kernel.shape)))
-    body = _Body(kernel, buffers, expression)
+    body = _Body(kernel, buffers, expression, chunked)
     reductions = [o for o in step.outputs if o.op in ops.REDUCE]
     inner = []
     for o in step.outputs:
@@ -133,7 +146,7 @@ def _phase(step, kernel, buffers, stores, accumulator=None,
             continue
         v = body.value(o, idx)
         if id(o) in stores:
-            inner.append(f"{stores[id(o)]}[{_idx(idx)}] = {v}")
+            inner.append(f"{body.ref(stores[id(o)], idx)} = {v}")
     accumulator = accumulator or (lambda j, r: f"acc{j}")
     for j, r in enumerate(reductions):
         v = body.value(r.args[0], idx)
@@ -161,7 +174,7 @@ def _row(step, kernel, buffers, stores, expression=scalar_ops.expression):
 CHUNK = 1024  # elements per chunk of a full reduction
 
 
-def _full_reduction(loop, shape, reductions, chunk_inits, inner, stores):
+def _full_reduction(loop, shape, reductions, chunk_inits, inner, stores, chunked):
     """All axes reduced, in chunks of about ``CHUNK`` elements along axis 0: each chunk
     accumulates ``p{j}`` in the value's dtype (a vectorized loop), then joins the total ``acc{j}``,
     which Numba's parfor keeps per thread. float32 totals are float64, so a sum of millions of
@@ -169,17 +182,15 @@ def _full_reduction(loop, shape, reductions, chunk_inits, inner, stores):
     vectorized loop stays float32. max/min count NaNs on the side, since Numba's parfor ``max``
     drops them and NumPy propagates them.
 
-    Buffers read or written at ``[i0, ...]`` are sliced to the chunk and indexed from 0 by ``j``:
-    Numba then knows the index is not negative and emits no wraparound check, which would stop
-    the loop from vectorizing (it halved graph_xyz's speed)."""
+    Buffers read or written at ``[i0, ...]`` (``chunked``) are sliced to the chunk and indexed
+    from 0 by ``j`` (``_Body.ref``): Numba then knows the index is not negative and emits no
+    wraparound check, which would stop the loop from vectorizing (it halved graph_xyz's speed)."""
     rows = max(1, CHUNK // max(1, math.prod(shape[1:])))
-    aligned = sorted(set(re.findall(r"\b((?:in|out)\d+)\[i0\b", "\n".join(inner))))
-    inner = [re.sub(r"\b((?:in|out)\d+)\[i0\b", r"c_\1[j", line) for line in inner]
     lines = [f"    acc{j} = {scalar_ops.reduce_init(r.op, r.dtype, wide=True)}" for j, r in enumerate(reductions)]
     lines += [f"    nan{j} = 0" for j, r in enumerate(reductions) if r.op in ("reduce_max", "reduce_min")]
     lines += [f"    for c in {loop}({-(-shape[0] // rows)}):", f"        lo = c * {rows}",
               f"        hi = min(lo + {rows}, {shape[0]})"]
-    lines += [f"        c_{name} = {name}[lo:hi]" for name in aligned]
+    lines += [f"        c_{name} = {name}[lo:hi]" for name in chunked]
     lines += ["        " + s for s in chunk_inits]
     lines.append("        for j in range(hi - lo):")
     if any(re.search(r"\bi0\b", line) for line in inner):
