@@ -5,7 +5,9 @@
 Prints the cost of one empty numba.cuda launch, one device allocation, and a warm jitgrad call
 of the lecture's two-layer net (mlp2) three ways: kernels launched through Numba, launched
 directly (the default), and replayed as a CUDA graph (JITGRAD_CUDA_GRAPHS=1); each the median of
-many synchronized calls, then a profile of the last. The figures say which overhead to remove first.
+many synchronized calls; the bandwidth a Numba copy kernel reaches and graph_xyz's device time
+against its wall time; then a profile of the graph-replayed mlp2. The figures say which overhead
+to remove first.
 """
 import cProfile
 import os
@@ -39,6 +41,44 @@ def _empty(a):
     pass
 
 
+@cuda.jit
+def _copy(src, dst):
+    for i in range(cuda.grid(1), src.size, cuda.gridsize(1)):
+        dst[i] = src[i]
+
+
+def _gpu_ms(fn, reps=20):
+    """Median device time of ``fn`` between two events on the default stream (kernel time,
+    with any idle gaps between its launches)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        start, end = cuda.event(), cuda.event()
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(cuda.event_elapsed_time(start, end))
+    return float(np.median(times))
+
+
+def bandwidth():
+    """What a Numba grid-stride copy reaches (the ceiling for our elementwise kernels), and
+    graph_xyz's device time against its wall time."""
+    n = 1 << 26  # 256 MB of float32 each way
+    src, dst = cuda.device_array(n, np.float32), cuda.device_array(n, np.float32)
+    blocks = cuda.get_current_device().MULTIPROCESSOR_COUNT * 16
+    ms = _gpu_ms(lambda: _copy[blocks, 256](src, dst))
+    print(f"numba grid-stride copy, {blocks} blocks x 256: {2 * 4 * n / ms / 1e6:.0f} GB/s")
+    backend.GRAPHS = False  # 384 MB of inputs and results: never recorded anyway
+    x, y, z = (jg.device_put(np.full(1 << 24, v, np.float32), "cuda") for v in (1.0, 2.0, 3.0))
+    step = jg.jit_grad(lambda x, y, z: np.sum(x * y + z), argnums=(0, 1, 2), device="cuda")
+    ms = _gpu_ms(lambda: step(x, y, z))
+    wall = _median_us(lambda: step(x, y, z)) / 1e3
+    print(f"graph_xyz: device time {ms:.3f} ms ({6 * 4 * (1 << 24) / ms / 1e6:.0f} GB/s of least traffic), "
+          f"wall time per synchronized call {wall:.3f} ms")
+
+
 def main():
     a = cuda.device_array(16, np.float32)
     print(f"empty kernel launch + sync: {_median_us(lambda: _empty[1, 32](a)):.1f} us")
@@ -56,6 +96,7 @@ def main():
         how = "a CUDA graph" if graphs else "direct launches" if direct else "Numba launches"
         recorded = "recorded" if getattr(executable.replay, "graph", None) is not None else "not recorded"
         print(f"mlp2, {how} ({len(executable.steps)} steps, graph {recorded}): warm call + sync {warm:.1f} us")
+    bandwidth()
     profile = cProfile.Profile()
     profile.enable()
     for _ in range(REPS):

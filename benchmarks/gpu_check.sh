@@ -81,11 +81,13 @@ else
     note "stage b: no tests/test_cuda*.py in this tree: skipped" | tee "$OUT/pytest.log"
 fi
 
-# (b2) where a small call's time goes (launch, allocation, the rest)
+# (b2) where a call's time goes: launches (Numba's, direct, one CUDA graph), allocation, kernel
+# time against wall time
 note "stage b2: python3 -m benchmarks.cuda_overhead"
-timeout -k 5 40 python3 -m benchmarks.cuda_overhead 2>&1 | tee -a "$SUMMARY"
+timeout -k 5 60 python3 -m benchmarks.cuda_overhead 2>&1 | tee -a "$SUMMARY"
 
-# (c) the benchmark runner on the GPU: whatever time is left, less a margin for its report
+# (c) the benchmark runner on the GPU (jitgrad[cuda+graphs] beside jitgrad[cuda]): whatever time
+# is left, less a margin for its report
 left=$((DEADLINE - SECONDS))
 budget=$((left - 30))
 if ((budget < 40)); then

@@ -27,9 +27,11 @@ from ...runtime import cache, devices
 from ...schedule.fuse import LIBRARY, VIEWS, Kernel, Step, plan
 from ..numba_cpu.backend import _plan_buffers
 from . import codegen
-from .simulator import SIM_MATH
+from .simulator import SIM_MATH, share_arrays_safely
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
+if SIMULATOR:
+    share_arrays_safely()
 # The simulator runs every thread as a Python thread: small blocks keep it quick.
 THREADS = 8 if SIMULATOR else 256
 # Launch kernels through cuda.core after their first call (``_direct_launch``); "numba" keeps
@@ -484,7 +486,7 @@ class _Replay:
     cuBLAS's alike), so a call costs one launch instead of one per kernel: the host time that
     makes small programs slower than JAX. A call copies its inputs into the recorded input
     buffers and its results out of the recorded result buffers, which is why only small programs
-    are recorded. Without CuPy (and on the simulator) the record is the same launch sequence
+    are recorded. On the simulator (no CuPy, no graphs) the record is the same launch sequence
     replayed from Python over the same buffers, which tests the buffer handling."""
 
     def __init__(self, executable, stream):
@@ -496,11 +498,12 @@ class _Replay:
 
     @classmethod
     def record(cls, executable):
-        """A replay of ``executable``; None, with a warning, where the graph could not be recorded."""
+        """A replay of ``executable``; None where there is no CuPy to record a graph with, and,
+        with a warning, where it could not be recorded."""
         cp = _cupy()
-        replay = cls(executable, None if cp is None else cp.cuda.Stream())  # blocking: ordered with the default stream
         if cp is None:
-            return replay
+            return cls(executable, None) if SIMULATOR else None
+        replay = cls(executable, cp.cuda.Stream())  # a blocking stream: ordered with the default one
         memory = executable._memory
         try:
             memory.stream = cuda.external_stream(replay.stream.ptr)

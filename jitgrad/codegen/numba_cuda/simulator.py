@@ -1,4 +1,5 @@
-"""What CUDA kernels see as ``math`` when they run on Numba's simulator.
+"""Running the generated kernels on Numba's CUDA simulator: what they see as ``math``, and a
+thread-safe ``cuda.shared.array``.
 
 On the device ``math.log(-1.0)`` is NaN and ``math.exp(1000.0)`` is inf (libdevice); in the
 simulator kernels are plain Python, where ``math`` raises instead. NumPy's scalar functions
@@ -6,6 +7,9 @@ return NaN and inf like libdevice, so they stand in for ``math`` there. The gene
 is the same on both.
 """
 import math
+import sys
+import threading
+import traceback
 import types
 
 import numpy as np
@@ -29,3 +33,29 @@ SIM_MATH = types.SimpleNamespace(
         tan=np.tan, asin=np.arcsin, acos=np.arccos, atan=np.arctan, sinh=np.sinh, cosh=np.cosh,
         tanh=np.tanh, asinh=np.arcsinh, atanh=np.arctanh, atan2=np.arctan2, hypot=np.hypot,
         copysign=np.copysign, pow=np.power, fabs=np.fabs).items()})
+
+
+def share_arrays_safely():
+    """Make the simulator's ``cuda.shared.array`` give every thread of a block the same array.
+
+    numba-cuda 0.30's simulator looks the block's array up by call site and creates it if it is
+    missing, with no lock: two threads arriving together each create one, and then a block tree
+    reduction sums into two arrays (seen here as a wrong ``np.sum`` roughly once in a thousand
+    kernel runs with a 0.1 ms thread switch interval)."""
+    import numba
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared
+    from numba.np import numpy_support
+    if getattr(FakeCUDAShared, "_jitgrad_locked", False):
+        return
+    lock, unlocked = threading.Lock(), FakeCUDAShared.array
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:  # dynamic or aligned: not in our kernels
+            return unlocked(self, shape, dtype, alignment)
+        caller = traceback.extract_stack(sys._getframe(1), limit=1)[-1][0:2]
+        with lock:
+            if caller not in self._allocations:
+                numba_type = isinstance(dtype, numba.types.Type)
+                self._allocations[caller] = np.empty(shape, numpy_support.as_dtype(dtype) if numba_type else dtype)
+            return self._allocations[caller]
+    FakeCUDAShared.array, FakeCUDAShared._jitgrad_locked = array, True
