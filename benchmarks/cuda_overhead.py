@@ -95,7 +95,9 @@ def main():
         warm = _median_us(lambda: step(*args))
         how = "a CUDA graph" if graphs else "direct launches" if direct else "Numba launches"
         recorded = "recorded" if getattr(executable.replay, "graph", None) is not None else "not recorded"
-        print(f"mlp2, {how} ({len(executable.steps)} steps, graph {recorded}): warm call + sync {warm:.1f} us")
+        direct_steps = sum(bool(getattr(getattr(s, "launch", None), "direct", None)) for s in executable.steps)
+        print(f"mlp2, {how} ({len(executable.steps)} steps, {direct_steps} launched directly, graph {recorded}): "
+              f"warm call + sync {warm:.1f} us")
     bandwidth()
     profile = cProfile.Profile()
     profile.enable()

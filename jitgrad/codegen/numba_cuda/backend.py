@@ -122,19 +122,20 @@ class _Launch:
     never change (contiguous arrays of fixed dtype and rank)."""
 
     def __init__(self, fn, blocks, threads):
-        self.fn, self.blocks, self.threads, self.direct = fn, blocks, threads, None
+        self.fn, self.blocks, self.threads = fn, blocks, threads
+        self.direct = None  # None: not tried yet; False: Numba's launch path only
 
     def __call__(self, stream, *args):
         """Launch on the default stream (``stream`` None) or, while a graph records, on ``stream``."""
-        if self.direct is not None and stream is None:
+        if self.direct and stream is None:
             self.direct(args)
             return
         configured = self.fn[self.blocks, self.threads] if stream is None else self.fn[self.blocks, self.threads, stream]
         with warnings.catch_warnings():  # small grids are expected for small arrays
             warnings.filterwarnings("ignore", message="Grid size")
             configured(*args)
-        if DIRECT_LAUNCH and not SIMULATOR and stream is None:
-            self.direct = _direct_launch(self.fn, configured, args)
+        if self.direct is None and stream is None:
+            self.direct = DIRECT_LAUNCH and not SIMULATOR and _direct_launch(self.fn, configured, args) or False
 
 
 def _direct_launch(fn, configured, args):

@@ -3,7 +3,7 @@
 code with its register and spill counts. The simulator proves kernel logic; this proves the
 kernels type-check and compile for the device, and finds kernels that spill registers.
 
-    python -m jitgrad.codegen.numba_cuda.ptx     # the benchmark workloads' kernels, one line each
+    python -m jitgrad.codegen.numba_cuda.ptx     # the workloads' kernels and every matmul tiling
 """
 import os
 import re
@@ -91,8 +91,18 @@ def main():
         loss = functools.partial(w.loss, np)
         program = jg.jit_grad(loss, argnums=w.argnums, device="numpy").lower(*w.inputs()).program
         for row in kernel_report([program], every_tiling=False):
-            print(f"{name:18s} {row['kernel']:12s} ptx {row['ptx_bytes']:6d} B  registers "
-                  f"{row.get('registers', '?'):>3}  spills {row.get('spill_bytes', '?')} B")
+            _print(name, row)
+    tilings = [f"{np.dtype(d).name} {m}x{n}" for d in (np.float32, np.float64) for m, n in codegen.TILINGS]
+    for label, row in zip(tilings, kernel_report([])):
+        _print(f"tiled {label}", row)
+
+
+def _print(label, row):
+    if "error" in row:
+        print(f"{label:18s} {row['kernel']:12s} ERROR {row['error'][:200]}")
+        return
+    print(f"{label:18s} {row['kernel']:12s} ptx {row['ptx_bytes']:6d} B  registers "
+          f"{row.get('registers', '?'):>3}  spills {row.get('spill_bytes', '?')} B")
 
 
 if __name__ == "__main__":
