@@ -1,6 +1,13 @@
-"""Run by tests/test_cuda_ptx.py in a process without the CUDA simulator: compiles the CUDA
-kernels of the backend test programs for sm_90 and prints one JSON list of kernel reports."""
+"""Run by tests/test_cuda_ptx.py in processes without the CUDA simulator: compiles the CUDA
+kernels of the backend test programs for sm_90 and prints one JSON list of kernel reports.
+
+    python -m tests.cuda_ptx_check PART PARTS   # the programs i with i % PARTS == PART
+
+The programs: the fusion-shaped cases in both dtypes, cross-entropy with a gather, one op-table
+case of every op (its id up to the first "-") and every eighth case (axes, keepdims and shapes
+vary the kernels' shapes). Part 0 also compiles every matmul tiling."""
 import json
+import sys
 
 import numpy as np
 
@@ -11,19 +18,36 @@ from tests.test_cpu_backend import CASES, _xent
 from tests.test_ops import ALL
 
 
-def programs():
+def cases():
+    """One op-table case of every op, then every eighth case."""
+    unwrapped = [c.values[0] if hasattr(c, "values") else c for c in ALL]
+    chosen = {}
+    for case in unwrapped:
+        chosen.setdefault(case.id.split("-")[0], case)
+    for case in unwrapped[::8]:
+        chosen.setdefault(case.id, case)
+    return list(chosen.values())
+
+
+def programs(part=0, parts=1):
     rng = np.random.default_rng(0)
+    makers = []
     for f, shapes, argnums in CASES.values():
         for dtype in (np.float32, np.float64):
             args = [rng.standard_normal(s).astype(dtype) for s in shapes]
-            yield jg.jit_grad(f, argnums=argnums, device="numpy").lower(*args).program
-    yield jg.jit_grad(_xent, device="numpy").lower(rng.standard_normal((6, 5)), np.arange(6) % 5).program
-    for case in ALL[::8]:
-        case = case.values[0] if hasattr(case, "values") else case
-        args = case.inputs()
-        f = jg.jit_grad(scalarize(case.fn, args), argnums=case.argnums()) if case.grad else jg.jit(case.fn)
-        yield f.lower(*args).program
+            makers.append(lambda f=f, args=args, argnums=argnums: jg.jit_grad(f, argnums=argnums, device="numpy")
+                          .lower(*args).program)
+    makers.append(lambda: jg.jit_grad(_xent, device="numpy").lower(rng.standard_normal((6, 5)), np.arange(6) % 5).program)
+    for case in cases():
+        def make(case=case):
+            args = case.inputs()
+            f = jg.jit_grad(scalarize(case.fn, args), argnums=case.argnums()) if case.grad else jg.jit(case.fn)
+            return f.lower(*args).program
+        makers.append(make)
+    for make in makers[part::parts]:
+        yield make()
 
 
 if __name__ == "__main__":
-    print(json.dumps(kernel_report(programs())))
+    part, parts = (int(a) for a in sys.argv[1:3]) if len(sys.argv) > 2 else (0, 1)
+    print(json.dumps(kernel_report(programs(part, parts), every_tiling=part == 0)))
