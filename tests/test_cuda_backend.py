@@ -134,6 +134,52 @@ def test_replayed_gather_still_checks_indices(graphs):
     np.testing.assert_array_equal(f(np.arange(3.0), np.array([1, -3])), [1.0, 0.0])
 
 
+def test_a_program_that_cannot_be_recorded_keeps_launching_kernels(monkeypatch):
+    """The safety net of graph recording on a GPU, run on the simulator with a stand-in CuPy
+    stream: an op that fails while recording ends the capture, warns, and leaves the executable
+    launching kernel by kernel, on the default stream, with results of its own."""
+    import contextlib
+    import types
+
+    from jitgrad.codegen.numba_cuda import backend
+    f = jg.jit(lambda x: np.tanh(x) * 2 + np.sum(x), device="cuda")
+    x = rng.standard_normal(5)
+    f(x)
+    executable, calls = f.lower(x).executable, []
+
+    class Stream:
+        ptr = 0
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def begin_capture(self):
+            calls.append("begin")
+
+        def end_capture(self):
+            calls.append("end")
+            return object()
+
+    cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        Stream=Stream, using_allocator=lambda allocator: contextlib.nullcontext()))
+    monkeypatch.setattr(backend, "_cupy", lambda: cupy)
+    monkeypatch.setattr(backend.cuda, "external_stream", lambda ptr: 0)  # the simulator has none
+
+    def synchronizes(env, memory):
+        raise RuntimeError("operation not permitted when stream is capturing")
+    monkeypatch.setattr(executable.steps[-1], "run", synchronizes)
+    with pytest.warns(UserWarning, match="could not be recorded as a CUDA graph"):
+        assert backend._Replay.record(executable) is None
+    assert calls == ["begin", "end"]
+    assert executable._memory.stream is None and executable._memory.results == {}
+    monkeypatch.undo()
+    np.testing.assert_allclose(f(x), np.tanh(x) * 2 + np.sum(x), rtol=1e-12)
+    np.testing.assert_allclose(f(2 * x), np.tanh(2 * x) * 2 + np.sum(2 * x), rtol=1e-12)
+
+
 @pytest.mark.parametrize("tiling, dtype", [((16, 64), np.float64), ((64, 32), np.float32),
                                            ((32, 64), np.float64), ((64, 64), np.float32)])
 def test_tiled_matmul_kernel(tiling, dtype):
