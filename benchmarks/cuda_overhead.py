@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 import jitgrad as jg
-from jitgrad.codegen.numba_cuda import backend  # (first: its NumPy-compat shim)
+from jitgrad.codegen.numba_cuda import graphs, launch  # (first: the package's NumPy-compat shim)
 from numba import cuda  # noqa: E402
 
 
@@ -70,7 +70,7 @@ def bandwidth():
     blocks = cuda.get_current_device().MULTIPROCESSOR_COUNT * 16
     ms = _gpu_ms(lambda: _copy[blocks, 256](src, dst))
     print(f"numba grid-stride copy, {blocks} blocks x 256: {2 * 4 * n / ms / 1e6:.0f} GB/s")
-    backend.GRAPHS = False  # 384 MB of inputs and results: never recorded anyway
+    graphs.GRAPHS = False  # 384 MB of inputs and results: never recorded anyway
     x, y, z = (jg.device_put(np.full(1 << 24, v, np.float32), "cuda") for v in (1.0, 2.0, 3.0))
     step = jg.jit_grad(lambda x, y, z: np.sum(x * y + z), argnums=(0, 1, 2), device="cuda")
     ms = _gpu_ms(lambda: step(x, y, z))
@@ -86,14 +86,14 @@ def main():
     rng = np.random.default_rng(0)
     w1, w2 = rng.standard_normal((1000, 100), np.float32), rng.standard_normal((100, 10), np.float32)
     x, y = rng.standard_normal((64, 1000), np.float32), rng.standard_normal((64, 10), np.float32)
-    for direct, graphs in ((False, False), (True, False), (True, True)):
-        backend.DIRECT_LAUNCH, backend.GRAPHS = direct, graphs  # read at each program's first call
+    for direct, record in ((False, False), (True, False), (True, True)):
+        launch.DIRECT_LAUNCH, graphs.GRAPHS = direct, record  # read at each program's first call
         step = jg.jit_grad(lambda w1, w2, x, y: np.sum((np.maximum(x @ w1, 0) @ w2 - y) ** 2),
                            argnums=(0, 1), device="cuda")
         args = [jg.device_put(v, "cuda") for v in (w1, w2, x, y)]
         executable = step.lower(*args).executable
         warm = _median_us(lambda: step(*args))
-        how = "a CUDA graph" if graphs else "direct launches" if direct else "Numba launches"
+        how = "a CUDA graph" if record else "direct launches" if direct else "Numba launches"
         recorded = "recorded" if getattr(executable.replay, "graph", None) is not None else "not recorded"
         direct_steps = sum(bool(getattr(getattr(s, "launch", None), "direct", None)) for s in executable.steps)
         print(f"mlp2, {how} ({len(executable.steps)} steps, {direct_steps} launched directly, graph {recorded}): "

@@ -8,7 +8,7 @@ import numpy as np
 from numba.cuda.cudadrv.devicearray import DeviceNDArray
 from numba.cuda.dispatcher import _Kernel
 
-from jitgrad.codegen.numba_cuda.backend import _comparable, _packer
+from jitgrad.codegen.numba_cuda.launch import comparable, packer
 
 
 class _Allocation:  # what a DeviceNDArray asks of its memory when it is packed
@@ -36,8 +36,8 @@ def main():
     numbas = []
     for t, a in zip(types, args):
         _Kernel._prepare_args(_NoExtensions(), t, a, 0, [], numbas)
-    ours = _packer(types)(args)
-    assert _comparable(ours) == _comparable(numbas), (ours, numbas)
+    ours = packer(types)(args)
+    assert comparable(ours) == comparable(numbas), (ours, numbas)
     print("ok", len(ours))
 
 

@@ -89,8 +89,8 @@ def test_results_are_fresh_arrays():
 @pytest.fixture
 def graphs(monkeypatch):
     """Record programs as CUDA graphs after their first call (on the simulator: Python replays)."""
-    from jitgrad.codegen.numba_cuda import backend
-    monkeypatch.setattr(backend, "GRAPHS", True)
+    from jitgrad.codegen.numba_cuda import graphs
+    monkeypatch.setattr(graphs, "GRAPHS", True)
 
 
 @pytest.mark.parametrize("name", ["mlp2", "layernorm", "views", "graph_xyz"])
@@ -141,7 +141,7 @@ def test_a_program_that_cannot_be_recorded_keeps_launching_kernels(monkeypatch):
     import contextlib
     import types
 
-    from jitgrad.codegen.numba_cuda import backend
+    from jitgrad.codegen.numba_cuda import graphs, launch
     f = jg.jit(lambda x: np.tanh(x) * 2 + np.sum(x), device="cuda")
     x = rng.standard_normal(5)
     f(x)
@@ -165,14 +165,14 @@ def test_a_program_that_cannot_be_recorded_keeps_launching_kernels(monkeypatch):
 
     cupy = types.SimpleNamespace(cuda=types.SimpleNamespace(
         Stream=Stream, using_allocator=lambda allocator: contextlib.nullcontext()))
-    monkeypatch.setattr(backend, "_cupy", lambda: cupy)
-    monkeypatch.setattr(backend.cuda, "external_stream", lambda ptr: 0)  # the simulator has none
+    monkeypatch.setattr(launch, "cupy_module", lambda: cupy)
+    monkeypatch.setattr(cuda, "external_stream", lambda ptr: 0)  # the simulator has none
 
     def synchronizes(env, memory):
         raise RuntimeError("operation not permitted when stream is capturing")
     monkeypatch.setattr(executable.steps[-1], "run", synchronizes)
     with pytest.warns(UserWarning, match="could not be recorded as a CUDA graph"):
-        assert backend._Replay.record(executable) is None
+        assert graphs.Replay.record(executable) is None
     assert calls == ["begin", "end"]
     assert executable._memory.stream is None and executable._memory.results == {}
     monkeypatch.undo()
@@ -185,8 +185,8 @@ def test_a_program_that_cannot_be_recorded_keeps_launching_kernels(monkeypatch):
 def test_tiled_matmul_kernel(tiling, dtype):
     """The tiled matmul without CuPy, at each register-tile shape, on edges that cut every tile
     and a batch that the grid strides over."""
-    from jitgrad.codegen.numba_cuda import backend, codegen
-    kernel = backend.compile_kernel(codegen.matmul_source(dtype, tiling), "matmul")
+    from jitgrad.codegen.numba_cuda import codegen, launch
+    kernel = launch.compile_kernel(codegen.matmul_source(dtype, tiling), "matmul")
     a, b = rng.standard_normal((2, 37, 21)).astype(dtype), rng.standard_normal((2, 21, 45)).astype(dtype)
     out = cuda.device_array((2, 37, 45), dtype)
     kernel[(-(-45 // tiling[1]), -(-37 // tiling[0]), 1), (16, 16)](cuda.to_device(a), cuda.to_device(b), out)

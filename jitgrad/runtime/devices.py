@@ -36,7 +36,7 @@ def device_put(x, device=None):
     name = resolve(device)
     leaves, treedef = flatten(x)
     if name == "cuda":
-        from ..codegen.numba_cuda.backend import as_device_array
+        from ..codegen.numba_cuda.launch import as_device_array
         return unflatten(treedef, [as_device_array(leaf) for leaf in leaves])
     return unflatten(treedef, [to_host(leaf) for leaf in leaves])
 

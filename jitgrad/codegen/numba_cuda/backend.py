@@ -9,180 +9,23 @@ atomics), concat, pad and argmax/argmin are kernels of ours.
 Inputs may be NumPy arrays (copied in) or device arrays (anything with
 ``__cuda_array_interface__``: used in place). Results are device arrays when any input was one,
 else NumPy. Intermediates are allocated once per signature, in the CPU backend's lifetime-planned
-slots, and reused by every call.
+slots, and reused by every call. ``launch.py`` compiles and launches the kernels; ``graphs.py``
+records small programs as CUDA graphs (``JITGRAD_CUDA_GRAPHS=1``).
 """
-import ctypes
-import functools
 import math
-import os
 import threading
-import warnings
 
 import numba
 import numpy as np
-from numba import config, cuda
+from numba import cuda
 
 from ...errors import JitgradError
-from ...runtime import cache, devices
+from ...runtime import devices
 from ...schedule.fuse import LIBRARY, VIEWS, Kernel, Step, plan
 from ..numba_cpu.backend import _plan_buffers
-from . import codegen
-from .simulator import SIM_MATH, share_arrays_safely
-
-SIMULATOR = bool(config.ENABLE_CUDASIM)
-if SIMULATOR:
-    share_arrays_safely()
-# The simulator runs every thread as a Python thread: small blocks keep it quick.
-THREADS = 8 if SIMULATOR else 256
-# Launch kernels through cuda.core after their first call (``_direct_launch``); "numba" keeps
-# Numba's own launch path, to compare the two (benchmarks/cuda_overhead.py).
-DIRECT_LAUNCH = os.environ.get("JITGRAD_CUDA_LAUNCH", "direct") != "numba"
-# JITGRAD_CUDA_GRAPHS=1: after its first call, a program whose inputs and results take at most
-# GRAPH_MAX_BYTES is recorded as a CUDA graph and replayed (``_Replay``). Off by default until it
-# has been measured on a card (benchmarks/gpu_check.sh compares both).
-GRAPHS = os.environ.get("JITGRAD_CUDA_GRAPHS", "0") == "1"
-GRAPH_MAX_BYTES = 1 << 26
-MODULE_HEADER = "import math\n\nimport numpy as np\nfrom numba import cuda\n"
-_compiled, _lock = {}, threading.Lock()
-
-
-def compile_kernel(source, name):
-    """The ``cuda.jit`` kernel for ``source``, shared by every program whose kernel has this text."""
-    module_source = f"{MODULE_HEADER}\n@cuda.jit(cache=True)\n{source}\n"
-    with _lock:
-        if module_source not in _compiled:
-            module = None if SIMULATOR else cache.load_module(module_source)
-            if module is None:  # simulator or cache off: from memory
-                scope = {}
-                exec(compile(module_source.replace("(cache=True)", ""), "<jitgrad cuda kernel>", "exec"), scope)
-                if SIMULATOR:
-                    scope["math"] = SIM_MATH
-                module = scope
-            _compiled[module_source] = module[name] if isinstance(module, dict) else getattr(module, name)
-        return _compiled[module_source]
-
-
-@functools.cache
-def _multiprocessors():
-    try:
-        return cuda.get_current_device().MULTIPROCESSOR_COUNT
-    except Exception:  # the simulator's fake device
-        return 4
-
-
-def _grid(work, threads=THREADS):
-    """Blocks for a grid-stride loop over ``work`` items: enough to fill the card, no more."""
-    return max(1, min(-(-work // threads), _multiprocessors() * (4 if SIMULATOR else 16)))
-
-
-@functools.cache
-def _cupy():
-    """CuPy, for cuBLAS matmul and pooled memory on our device arrays, when it is installed and
-    sees a GPU. Everything runs on the legacy default stream, so handing arrays between CuPy and
-    Numba needs no stream synchronization."""
-    if SIMULATOR or os.environ.get("JITGRAD_CUDA_NO_CUPY"):
-        return None
-    os.environ.setdefault("CUPY_CUDA_ARRAY_INTERFACE_SYNC", "0")
-    try:
-        import cupy
-        return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
-    except Exception:  # not installed, or no usable CUDA runtime for it
-        return None
-
-
-def as_device_array(x):
-    """A C-contiguous numba device array of ``x``: a view (no copy) if it lives on the GPU
-    contiguously, else a copy there. Kernels are compiled for contiguous arrays."""
-    if not devices.on_gpu(x):
-        return cuda.to_device(np.ascontiguousarray(x))
-    x = devices.as_cuda_array(x)
-    if SIMULATOR or x.is_c_contiguous():
-        return x
-    cp = _cupy()
-    if cp is None:
-        return cuda.to_device(np.ascontiguousarray(x.copy_to_host()))
-    return _from_cupy(cp.ascontiguousarray(cp.asarray(x)))
-
-
-def _from_cupy(a):
-    """A numba view of a CuPy array we made on the default stream (no stream sync needed)."""
-    return cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=a, sync=False)
-
-
-def _new_array(shape, dtype):
-    """A fresh device array; from CuPy's memory pool when CuPy is there (a plain cudaMalloc per
-    result per call, and its cudaFree, cost more than many kernels)."""
-    cp = _cupy()
-    return cuda.device_array(shape, dtype) if cp is None else _from_cupy(cp.empty(shape, dtype))
-
-
-class _Launch:
-    """A kernel with a fixed grid. The first call goes through Numba (type dispatch, compile);
-    later calls launch the compiled kernel directly (``_direct_launch``): a step's argument types
-    never change (contiguous arrays of fixed dtype and rank)."""
-
-    def __init__(self, fn, blocks, threads):
-        self.fn, self.blocks, self.threads = fn, blocks, threads
-        self.direct = None  # None: not tried yet; False: Numba's launch path only
-
-    def __call__(self, stream, *args):
-        """Launch on the default stream (``stream`` None) or, while a graph records, on ``stream``."""
-        if self.direct and stream is None:
-            self.direct(args)
-            return
-        configured = self.fn[self.blocks, self.threads] if stream is None else self.fn[self.blocks, self.threads, stream]
-        with warnings.catch_warnings():  # small grids are expected for small arrays
-            warnings.filterwarnings("ignore", message="Grid size")
-            configured(*args)
-        if self.direct is None and stream is None:
-            self.direct = DIRECT_LAUNCH and not SIMULATOR and _direct_launch(self.fn, configured, args) or False
-
-
-def _direct_launch(fn, configured, args):
-    """A function launching ``fn``'s compiled kernel for arguments like ``args`` through
-    cuda.core, its arguments packed here as Numba packs them; None where that packing differs
-    from Numba's own for ``args`` (checked once, here). Profiled on an H200, Numba's per-launch
-    argument wrapping was about half of each launch's host time."""
-    try:
-        from cuda.core import LaunchConfig, launch
-        from numba.cuda._compat import CUDA_CORE_GE_1_0
-        kernel = fn.overloads[tuple(fn.typeof_pyval(a) for a in args)]
-        pack = _packer(kernel.argument_types)
-        numbas = []
-        for t, a in zip(kernel.argument_types, args):
-            kernel._prepare_args(t, a, configured.stream, [], numbas)
-        if _comparable(pack(args)) != _comparable(numbas):
-            return None
-        cooperative = {"is_cooperative" if CUDA_CORE_GE_1_0 else "cooperative_launch": False}
-        config = LaunchConfig(grid=configured.griddim, block=configured.blockdim, shmem_size=0, **cooperative)
-        compiled, stream = kernel._codelibrary.get_cufunc().kernel, configured.stream
-    except Exception:  # another numba-cuda than the one this was written for: keep Numba's path
-        return None
-    return lambda args: launch(stream, config, compiled, *pack(args))
-
-
-_SCALARS = {numba.types.float64: ctypes.c_double, numba.types.float32: ctypes.c_float,
-            numba.types.int64: ctypes.c_int64, numba.types.int32: ctypes.c_int32}
-
-
-def _packer(argument_types):
-    """Kernel arguments as Numba passes them: an array as (meminfo, parent, size, itemsize, data,
-    *shape, *strides), a scalar as its ctypes value."""
-    kinds = [None if isinstance(t, numba.types.Array) else _SCALARS[t] for t in argument_types]
-
-    def pack(args):
-        out = []
-        for kind, a in zip(kinds, args):
-            if kind is None:
-                out += (0, 0, a.size, a.dtype.itemsize, a.device_ctypes_pointer.value or 0, *a.shape, *a.strides)
-            else:
-                out.append(kind(a))
-        return out
-    return pack
-
-
-def _comparable(packed):
-    return [(type(v), v.value) if isinstance(v, ctypes._SimpleCData) else v for v in packed]
+from . import codegen, graphs, launch
+from .launch import (THREADS, Launch, as_device_array, at_least_1d, compile_kernel, from_cupy, grid, multiprocessors,
+                     new_array)
 
 
 # --------------------------------------------------------------------------- steps
@@ -193,22 +36,22 @@ class _LoopStep:
         shape, raxes = kernel.shape, kernel.reduce_axes
         rows = math.prod(shape[a] for a in kernel.kept_axes)
         if not raxes or not kernel.kept_axes:  # grid-stride over every element
-            launch = (_grid(math.prod(shape)), THREADS)
+            grid_and_block = (grid(math.prod(shape)), THREADS)
         elif codegen.by_columns(kernel):
-            launch = (_grid(rows), THREADS)
+            grid_and_block = (grid(rows), THREADS)
         else:  # one block per row, sized to the row
             reduced = math.prod(shape[a] for a in raxes)
             threads = min(THREADS, max(32, 1 << max(reduced - 1, 1).bit_length()))
-            launch = (max(1, min(rows, _multiprocessors() * 32)), threads)
-        self.blocks, self.threads = launch
+            grid_and_block = (max(1, min(rows, multiprocessors() * 32)), threads)
+        self.blocks, self.threads = grid_and_block
         self.source, self.inputs, scratch = codegen.loop_kernel_source(kernel, f"kernel{index}", self.threads)
         self.fn = compile_kernel(self.source.replace(f"def kernel{index}(", "def kernel("), "kernel")
-        self.launch = _Launch(self.fn, self.blocks, self.threads)
+        self.launch = Launch(self.fn, self.blocks, self.threads)
         # a full reduction leaves one partial per block: a one-block kernel per reduction finishes it
         reductions = [o for o in kernel.steps[0].outputs if o.op.startswith("reduce_")] if scratch else []
         finishes = [codegen.finish_source(r, THREADS) for r in reductions]
         self.finishers = [(r, compile_kernel(f, "finish")) for r, f in zip(reductions, finishes)]
-        self.finish_launches = [_Launch(f, 1, THREADS) for _, f in self.finishers]
+        self.finish_launches = [Launch(f, 1, THREADS) for _, f in self.finishers]
         self.source = "\n\n".join([self.source] + sorted(set(finishes)))
 
     def launches(self):
@@ -221,7 +64,7 @@ class _LoopStep:
 
     def run(self, env, memory):
         outs = [memory.buffer(o, o.shape or (1,)) for o in self.stores]
-        args = [_at_least_1d(env[id(n)]) for n in self.inputs] + outs
+        args = [at_least_1d(env[id(n)]) for n in self.inputs] + outs
         parts = [memory.scratch(("part", id(r)), (self.blocks,), r.dtype) for r, _ in self.finishers]
         self.launch(memory.stream, *args, *parts)
         for (r, _), finish, part in zip(self.finishers, self.finish_launches, parts):
@@ -232,10 +75,6 @@ class _LoopStep:
 
 def _array_type(dtype, ndim):
     return numba.types.Array(numba.from_dtype(np.dtype(dtype)), max(ndim, 1), "C")
-
-
-def _at_least_1d(a):
-    return a.reshape(1) if a.ndim == 0 else a
 
 
 def _reshaped(a, shape):
@@ -258,12 +97,12 @@ class _LibraryStep:
             self.source = self.copy.source
         elif self.node.op == "matmul":
             (m, n), batch = self.node.shape[-2:], math.prod(self.node.shape[:-2])
-            bm, bn = codegen.matmul_tiling(m, n, batch, _multiprocessors())
+            bm, bn = codegen.matmul_tiling(m, n, batch, multiprocessors())
             self.source = "# matmul: cuBLAS through CuPy" if cupy else codegen.matmul_source(self.node.dtype, (bm, bn))
             self.fn = None if cupy else compile_kernel(self.source, "matmul")
             if not cupy:
                 t = codegen.MATMUL_THREADS
-                self.launch = _Launch(self.fn, (-(-n // bn), -(-m // bm), min(batch, 65535)), (t, t))
+                self.launch = Launch(self.fn, (-(-n // bn), -(-m // bm), min(batch, 65535)), (t, t))
         else:
             maker = {"gather": codegen.gather_source, "scatter_add": codegen.scatter_add_source,
                      "concat": codegen.concat_source, "pad": codegen.pad_source,
@@ -271,10 +110,10 @@ class _LibraryStep:
             self.source = maker(self.node)
             self.fn = compile_kernel(self.source, self.source.split("(")[0][4:])
             work = self.node.args[0].size if self.node.op == "scatter_add" else self.node.size
-            self.launch = _Launch(self.fn, _grid(work), THREADS)
+            self.launch = Launch(self.fn, grid(work), THREADS)
             self.fill = compile_kernel(codegen.FILL, "fill") if self.node.op == "scatter_add" else None
             if self.fill is not None:
-                self.fill_launch = _Launch(self.fill, _grid(self.node.size), THREADS)
+                self.fill_launch = Launch(self.fill, grid(self.node.size), THREADS)
 
     def launches(self):
         if self.cupy_view:
@@ -310,9 +149,9 @@ class _LibraryStep:
             err = memory.scratch("err", (1,), np.int32)
             if n.op == "scatter_add":
                 self.fill_launch(memory.stream, out.reshape(out.size), out.dtype.type(0))
-            self.launch(memory.stream, *[_at_least_1d(a) for a in args], out, err)
+            self.launch(memory.stream, *[at_least_1d(a) for a in args], out, err)
         else:
-            self.launch(memory.stream, *[_at_least_1d(a) for a in args], out)
+            self.launch(memory.stream, *[at_least_1d(a) for a in args], out)
         env[id(n)] = _reshaped(out, n.shape)
 
     def _matmul(self, node, args, out, memory):
@@ -382,7 +221,7 @@ class _Memory:
             if self.cp is None:
                 return cuda.device_array(shape, node.dtype)
             fresh = self.cp.empty(shape, node.dtype)  # CuPy's pool: cudaMalloc per result costs more
-            view = _from_cupy(fresh)
+            view = from_cupy(fresh)
             self.call_views[id(view)] = (view, fresh)
             return view
         if slot not in self.pool:
@@ -417,15 +256,15 @@ class Executable:
             raise JitgradError("device 'cuda' needs a CUDA GPU and driver (none found); "
                                "set NUMBA_ENABLE_CUDASIM=1 to run on the simulator")
         self.program = program
-        self.plan, self.steps = build_steps(program, _cupy())
+        self.plan, self.steps = build_steps(program, launch.cupy_module())
         self._consts = None
         self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
         slots, self.peak_bytes = _plan_buffers(self.plan, program)
-        self._memory = _Memory(slots, _cupy())
+        self._memory = _Memory(slots, launch.cupy_module())
         self._checks_indices = any(n.op in ("gather", "scatter_add") for n in program.nodes)
         self._lock = threading.Lock()
         nbytes = sum(n.size * n.dtype.itemsize for n in program.inputs + program.outputs)
-        self.replay, self._record_next = None, GRAPHS and nbytes <= GRAPH_MAX_BYTES
+        self.replay, self._record_next = None, graphs.GRAPHS and nbytes <= graphs.GRAPH_MAX_BYTES
 
     @property
     def kernels(self):
@@ -439,12 +278,12 @@ class Executable:
         on_device = any(devices.on_gpu(a) for a in args)
         # One call at a time: the pooled intermediates are this executable's.
         with self._lock:
-            if self.replay is not None and all(_contiguous(a) for a in args):
+            if self.replay is not None and all(graphs.contiguous(a) for a in args):
                 results = self.replay(args, on_device)
             else:
                 results = self._run([as_device_array(a) for a in args], on_device)
                 if self._record_next:  # everything is compiled and allocated now
-                    self._record_next, self.replay = False, _Replay.record(self)
+                    self._record_next, self.replay = False, graphs.Replay.record(self)
             if self._checks_indices:
                 self._check_indices()
         return results
@@ -480,121 +319,8 @@ class Executable:
             raise IndexError(f"{'/'.join(ops)} in {self.program.name}: an index is out of bounds for its axis")
 
 
-class _Replay:
-    """A program's launch sequence over buffers of its own, recorded once and replayed.
-
-    With CuPy on a GPU the record is a CUDA graph (CuPy's stream capture records our kernels and
-    cuBLAS's alike), so a call costs one launch instead of one per kernel: the host time that
-    makes small programs slower than JAX. A call copies its inputs into the recorded input
-    buffers and its results out of the recorded result buffers, which is why only small programs
-    are recorded. On the simulator (no CuPy, no graphs) the record is the same launch sequence
-    replayed from Python over the same buffers, which tests the buffer handling."""
-
-    def __init__(self, executable, stream):
-        program, memory = executable.program, executable._memory
-        self.executable, self.stream, self.graph = executable, stream, None
-        self.inputs = [memory.keep(cuda.device_array(n.shape, n.dtype)) for n in program.inputs]
-        self.results = [memory.keep(cuda.device_array(o.shape or (1,), o.dtype)) for o in program.outputs]
-        self.fresh = {id(o): r for o, r in zip(program.outputs, self.results) if id(o) in executable._fresh}
-
-    @classmethod
-    def record(cls, executable):
-        """A replay of ``executable``; None where there is no CuPy to record a graph with, and,
-        with a warning, where it could not be recorded."""
-        cp = _cupy()
-        if cp is None:
-            return cls(executable, None) if SIMULATOR else None
-        replay = cls(executable, cp.cuda.Stream())  # a blocking stream: ordered with the default one
-        memory = executable._memory
-        try:
-            memory.stream = cuda.external_stream(replay.stream.ptr)
-            with replay.stream, cp.cuda.using_allocator(_no_allocation):
-                replay.stream.begin_capture()
-                try:
-                    replay.launch_all()
-                finally:
-                    graph = replay.stream.end_capture()
-            replay.graph = graph
-            return replay
-        except Exception as e:  # e.g. an op that allocates or syncs while recording
-            warnings.warn(f"jitgrad: {executable.program.name} could not be recorded as a CUDA graph "
-                          f"({type(e).__name__}: {e}); its kernels are launched one by one")
-            return None
-        finally:
-            memory.stream = None
-
-    def launch_all(self):
-        """The program over the recorded buffers; results land in ``self.results``."""
-        executable, memory = self.executable, self.executable._memory
-        memory.results = self.fresh
-        try:
-            env = executable.launch_all(self.inputs)
-        finally:
-            memory.results = {}
-        for o, result in zip(executable.program.outputs, self.results):
-            if id(o) not in self.fresh:  # an input, a constant or a view: copied
-                stream = 0 if memory.stream is None else memory.stream
-                result.copy_to_device(_at_least_1d(env[id(o)]).reshape(result.shape), stream=stream)
-
-    def __call__(self, args, on_device):
-        for buffer, a in zip(self.inputs, args):
-            _copy_into(buffer, a, self.stream)
-        if self.graph is None:
-            self.launch_all()
-        else:
-            self.graph.launch(self.stream)
-        shapes = [o.shape for o in self.executable.program.outputs]
-        if not on_device:
-            out = [np.empty(shape, r.dtype) for r, shape in zip(self.results, shapes)]
-            for host, result in zip(out, self.results):
-                _copy_into(host, result, self.stream)
-            if self.stream is not None:
-                self.stream.synchronize()
-            return out
-        out = [_new_array(shape, r.dtype) for r, shape in zip(self.results, shapes)]
-        for fresh, result in zip(out, self.results):
-            _copy_into(fresh, result, self.stream)
-        return out
-
-
-class _AllocationWhileRecording(RuntimeError):
-    pass
-
-
-def _no_allocation(size):
-    """CuPy's allocator while a graph records: memory from the pool would be baked into the graph
-    and handed to someone else after, so an op that needs any makes the program unrecordable."""
-    raise _AllocationWhileRecording(f"an op allocated {size} bytes")
-
-
-def _copy_into(dst, src, stream):
-    """Copies ``src`` (host or device) into ``dst`` (host or device) of the same size, in order on
-    ``stream`` (a CuPy stream; None: the default stream, synchronously for host data)."""
-    if stream is None:
-        if isinstance(dst, np.ndarray):
-            src.copy_to_host(dst.reshape(src.shape))
-        elif isinstance(src, np.ndarray):
-            dst.copy_to_device(np.ascontiguousarray(src).reshape(dst.shape))
-        else:
-            dst.copy_to_device(as_device_array(src).reshape(dst.shape))
-        return
-    runtime = _cupy().cuda.runtime
-    runtime.memcpyAsync(_address(dst), _address(src), dst.nbytes, runtime.memcpyDefault, stream.ptr)
-
-
-def _contiguous(a):
-    """Replays copy arguments by address: a strided one takes the launch-by-launch path."""
-    return a.flags.c_contiguous if isinstance(a, np.ndarray) else devices.as_cuda_array(a).is_c_contiguous()
-
-
-def _address(a):
-    if isinstance(a, np.ndarray):
-        return a.ctypes.data
-    return devices.as_cuda_array(a).device_ctypes_pointer.value or 0
-
-
 def _copy(a):
     """A result that is an input, a constant or a view: a fresh device array of its own."""
-    out = _new_array(a.shape, a.dtype)
+    out = new_array(a.shape, a.dtype)
     out.copy_to_device(a)
     return out

@@ -17,7 +17,8 @@ import numpy as np
 from numba import cuda
 
 from . import codegen
-from .backend import build_steps, compile_kernel
+from .backend import build_steps
+from .launch import compile_kernel
 
 CC = (9, 0)  # Hopper: the H100/H200 the project is measured on
 

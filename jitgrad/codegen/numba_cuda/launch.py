@@ -1,0 +1,168 @@
+"""Kernels on the device: compiling a kernel's source once, the device arrays kernels take, and
+launching them: through Numba the first time, then directly through ``cuda.core``."""
+import ctypes
+import functools
+import os
+import threading
+import warnings
+
+import numba
+import numpy as np
+from numba import config, cuda
+
+from ...runtime import cache, devices
+from .simulator import SIM_MATH, share_arrays_safely
+
+SIMULATOR = bool(config.ENABLE_CUDASIM)
+if SIMULATOR:
+    share_arrays_safely()
+# The simulator runs every thread as a Python thread: small blocks keep it quick.
+THREADS = 8 if SIMULATOR else 256
+# Launch kernels through cuda.core after their first call (``direct_launch``); "numba" keeps
+# Numba's own launch path, to compare the two (benchmarks/cuda_overhead.py).
+DIRECT_LAUNCH = os.environ.get("JITGRAD_CUDA_LAUNCH", "direct") != "numba"
+MODULE_HEADER = "import math\n\nimport numpy as np\nfrom numba import cuda\n"
+_compiled, _lock = {}, threading.Lock()
+
+
+def compile_kernel(source, name):
+    """The ``cuda.jit`` kernel for ``source``, shared by every program whose kernel has this text."""
+    module_source = f"{MODULE_HEADER}\n@cuda.jit(cache=True)\n{source}\n"
+    with _lock:
+        if module_source not in _compiled:
+            module = None if SIMULATOR else cache.load_module(module_source)
+            if module is None:  # simulator or cache off: from memory
+                scope = {}
+                exec(compile(module_source.replace("(cache=True)", ""), "<jitgrad cuda kernel>", "exec"), scope)
+                if SIMULATOR:
+                    scope["math"] = SIM_MATH
+                module = scope
+            _compiled[module_source] = module[name] if isinstance(module, dict) else getattr(module, name)
+        return _compiled[module_source]
+
+
+@functools.cache
+def multiprocessors():
+    try:
+        return cuda.get_current_device().MULTIPROCESSOR_COUNT
+    except Exception:  # the simulator's fake device
+        return 4
+
+
+def grid(work, threads=THREADS):
+    """Blocks for a grid-stride loop over ``work`` items: enough to fill the card, no more."""
+    return max(1, min(-(-work // threads), multiprocessors() * (4 if SIMULATOR else 16)))
+
+
+@functools.cache
+def cupy_module():
+    """CuPy, for cuBLAS matmul and pooled memory on our device arrays, when it is installed and
+    sees a GPU. Everything runs on the legacy default stream, so handing arrays between CuPy and
+    Numba needs no stream synchronization."""
+    if SIMULATOR or os.environ.get("JITGRAD_CUDA_NO_CUPY"):
+        return None
+    os.environ.setdefault("CUPY_CUDA_ARRAY_INTERFACE_SYNC", "0")
+    try:
+        import cupy
+        return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
+    except Exception:  # not installed, or no usable CUDA runtime for it
+        return None
+
+
+def as_device_array(x):
+    """A C-contiguous numba device array of ``x``: a view (no copy) if it lives on the GPU
+    contiguously, else a copy there. Kernels are compiled for contiguous arrays."""
+    if not devices.on_gpu(x):
+        return cuda.to_device(np.ascontiguousarray(x))
+    x = devices.as_cuda_array(x)
+    if SIMULATOR or x.is_c_contiguous():
+        return x
+    cp = cupy_module()
+    if cp is None:
+        return cuda.to_device(np.ascontiguousarray(x.copy_to_host()))
+    return from_cupy(cp.ascontiguousarray(cp.asarray(x)))
+
+
+def from_cupy(a):
+    """A numba view of a CuPy array we made on the default stream (no stream sync needed)."""
+    return cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=a, sync=False)
+
+
+def new_array(shape, dtype):
+    """A fresh device array; from CuPy's memory pool when CuPy is there (a plain cudaMalloc per
+    result per call, and its cudaFree, cost more than many kernels)."""
+    cp = cupy_module()
+    return cuda.device_array(shape, dtype) if cp is None else from_cupy(cp.empty(shape, dtype))
+
+
+class Launch:
+    """A kernel with a fixed grid. The first call goes through Numba (type dispatch, compile);
+    later calls launch the compiled kernel directly (``direct_launch``): a step's argument types
+    never change (contiguous arrays of fixed dtype and rank)."""
+
+    def __init__(self, fn, blocks, threads):
+        self.fn, self.blocks, self.threads = fn, blocks, threads
+        self.direct = None  # None: not tried yet; False: Numba's launch path only
+
+    def __call__(self, stream, *args):
+        """Launch on the default stream (``stream`` None) or, while a graph records, on ``stream``."""
+        if self.direct and stream is None:
+            self.direct(args)
+            return
+        configured = self.fn[self.blocks, self.threads] if stream is None else self.fn[self.blocks, self.threads, stream]
+        with warnings.catch_warnings():  # small grids are expected for small arrays
+            warnings.filterwarnings("ignore", message="Grid size")
+            configured(*args)
+        if self.direct is None and stream is None:
+            self.direct = DIRECT_LAUNCH and not SIMULATOR and direct_launch(self.fn, configured, args) or False
+
+
+def direct_launch(fn, configured, args):
+    """A function launching ``fn``'s compiled kernel for arguments like ``args`` through
+    cuda.core, its arguments packed here as Numba packs them; None where that packing differs
+    from Numba's own for ``args`` (checked once, here). Profiled on an H200, Numba's per-launch
+    argument wrapping was about half of each launch's host time."""
+    try:
+        from cuda.core import LaunchConfig, launch
+        from numba.cuda._compat import CUDA_CORE_GE_1_0
+        kernel = fn.overloads[tuple(fn.typeof_pyval(a) for a in args)]
+        pack = packer(kernel.argument_types)
+        numbas = []
+        for t, a in zip(kernel.argument_types, args):
+            kernel._prepare_args(t, a, configured.stream, [], numbas)
+        if comparable(pack(args)) != comparable(numbas):
+            return None
+        cooperative = {"is_cooperative" if CUDA_CORE_GE_1_0 else "cooperative_launch": False}
+        config = LaunchConfig(grid=configured.griddim, block=configured.blockdim, shmem_size=0, **cooperative)
+        compiled, stream = kernel._codelibrary.get_cufunc().kernel, configured.stream
+    except Exception:  # another numba-cuda than the one this was written for: keep Numba's path
+        return None
+    return lambda args: launch(stream, config, compiled, *pack(args))
+
+
+_SCALARS = {numba.types.float64: ctypes.c_double, numba.types.float32: ctypes.c_float,
+            numba.types.int64: ctypes.c_int64, numba.types.int32: ctypes.c_int32}
+
+
+def packer(argument_types):
+    """Kernel arguments as Numba passes them: an array as (meminfo, parent, size, itemsize, data,
+    *shape, *strides), a scalar as its ctypes value."""
+    kinds = [None if isinstance(t, numba.types.Array) else _SCALARS[t] for t in argument_types]
+
+    def pack(args):
+        out = []
+        for kind, a in zip(kinds, args):
+            if kind is None:
+                out += (0, 0, a.size, a.dtype.itemsize, a.device_ctypes_pointer.value or 0, *a.shape, *a.strides)
+            else:
+                out.append(kind(a))
+        return out
+    return pack
+
+
+def comparable(packed):
+    return [(type(v), v.value) if isinstance(v, ctypes._SimpleCData) else v for v in packed]
+
+
+def at_least_1d(a):
+    return a.reshape(1) if a.ndim == 0 else a
