@@ -1,5 +1,6 @@
 """Pytrees: nested tuples, lists and dicts of arrays, flattened to a list of leaves plus a
 hashable description of the structure (the cache key needs it)."""
+import itertools
 import numbers
 
 import numpy as np
@@ -50,7 +51,7 @@ def _build(d, it):
 
 def builder(treedef):
     """``unflatten`` specialized to ``treedef``: one generated expression, no walk per call."""
-    count = iter(range(1 << 62))
+    count = itertools.count()
 
     def expr(d):
         kind = d[0]

@@ -55,7 +55,7 @@ def load_module(source):
     if directory is None:
         return None
     digest = source_hash(source)
-    path = _module_path(directory, source)
+    path = _module_path(directory, digest)
     with filelock.FileLock(str(path) + ".lock"):
         if not _intact(path, source):
             _discard_compiled(path)
@@ -74,8 +74,21 @@ def load_module(source):
     return module
 
 
-def _module_path(directory, source):
-    return directory / f"k_{source_hash(source)[:32]}.py"
+def _module_path(directory, digest):
+    return directory / f"k_{digest[:32]}.py"
+
+
+def load_function(source, name, names=None, use_disk=True):
+    """(``name`` as defined by the module ``source``, its file): from a cached module file, so
+    Numba keeps its machine code beside it; else (the cache off, or ``use_disk`` False) compiled
+    from memory with Numba's ``cache=True`` turned off, and ``names`` added to its globals."""
+    module = load_module(source) if use_disk else None
+    if module is not None:
+        return getattr(module, name), module.__file__
+    scope = {}
+    exec(compile(source.replace("cache=True", "cache=False"), f"<jitgrad {name}>", "exec"), scope)
+    scope.update(names or {})
+    return scope[name], None
 
 
 def _intact(path, source):
@@ -110,4 +123,4 @@ def discard_module(source):
     """Remove Numba's cached machine code for the module of ``source`` (it failed to load)."""
     directory = cache_dir()
     if directory is not None:
-        _discard_compiled(_module_path(directory, source))
+        _discard_compiled(_module_path(directory, source_hash(source)))

@@ -85,18 +85,6 @@ def compile_entry(source, name):
         return _compiled[module_source]
 
 
-def _load(module_source, name):
-    """``name`` from the module ``source``: a cached module file (Numba then keeps its machine
-    code beside it; corrupt machine code is discarded and rebuilt), or from memory with the
-    cache off. Returns (the object, its file or None)."""
-    module = cache.load_module(module_source)
-    if module is None:
-        scope = {}
-        exec(compile(module_source.replace("cache=True", "cache=False"), f"<jitgrad {name}>", "exec"), scope)
-        return scope[name], None
-    return getattr(module, name), module.__file__
-
-
 class _Kernel:
     """A loop kernel compiled as a C function, callable from entry points as ``symbol``."""
 
@@ -108,10 +96,10 @@ class _Kernel:
             # disk cache does not do (a new process then aborts: "Symbol not found: allocate_sched").
             _launch_threads()
         try:
-            self.cfunc, _ = _load(module_source, "kernel")  # a cfunc compiles (or loads) right away
+            self.cfunc, _ = cache.load_function(module_source, "kernel")  # a cfunc compiles (or loads) now
         except Exception:  # corrupt machine code in the cache: drop it and compile afresh
             cache.discard_module(module_source)
-            self.cfunc, _ = _load(module_source, "kernel")
+            self.cfunc, _ = cache.load_function(module_source, "kernel")
         llvm.add_symbol(self.symbol, self.cfunc.address)
 
 
@@ -120,7 +108,7 @@ class _Entry:
     cached machine code is unusable."""
 
     def __init__(self, module_source, name):
-        self.dispatcher, self.path = _load(module_source, name)
+        self.dispatcher, self.path = cache.load_function(module_source, name)
         self.checked = self.path is None
 
     def __call__(self, *args):

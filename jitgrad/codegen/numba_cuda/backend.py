@@ -255,12 +255,12 @@ class Executable:
         if not cuda.is_available():
             raise JitgradError("device 'cuda' needs a CUDA GPU and driver (none found); "
                                "set NUMBA_ENABLE_CUDASIM=1 to run on the simulator")
-        self.program = program
-        self.plan, self.steps = build_steps(program, launch.cupy_module())
+        self.program, cp = program, launch.cupy_module()
+        self.plan, self.steps = build_steps(program, cp)
         self._consts = None
         self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
         slots, self.peak_bytes = _plan_buffers(self.plan, program)
-        self._memory = _Memory(slots, launch.cupy_module())
+        self._memory = _Memory(slots, cp)
         self._checks_indices = any(n.op in ("gather", "scatter_add") for n in program.nodes)
         self._lock = threading.Lock()
         nbytes = sum(n.size * n.dtype.itemsize for n in program.inputs + program.outputs)

@@ -29,15 +29,9 @@ def compile_kernel(source, name):
     """The ``cuda.jit`` kernel for ``source``, shared by every program whose kernel has this text."""
     module_source = f"{MODULE_HEADER}\n@cuda.jit(cache=True)\n{source}\n"
     with _lock:
-        if module_source not in _compiled:
-            module = None if SIMULATOR else cache.load_module(module_source)
-            if module is None:  # simulator or cache off: from memory
-                scope = {}
-                exec(compile(module_source.replace("(cache=True)", ""), "<jitgrad cuda kernel>", "exec"), scope)
-                if SIMULATOR:
-                    scope["math"] = SIM_MATH
-                module = scope
-            _compiled[module_source] = module[name] if isinstance(module, dict) else getattr(module, name)
+        if module_source not in _compiled:  # the simulator runs kernels as Python, with its math
+            _compiled[module_source], _ = cache.load_function(
+                module_source, name, names={"math": SIM_MATH} if SIMULATOR else None, use_disk=not SIMULATOR)
         return _compiled[module_source]
 
 
