@@ -33,6 +33,7 @@ class Replay:
         self.inputs = [memory.keep(cuda.device_array(n.shape, n.dtype)) for n in program.inputs]
         self.results = [memory.keep(cuda.device_array(o.shape or (1,), o.dtype)) for o in program.outputs]
         self.fresh = {id(o): r for o, r in zip(program.outputs, self.results) if id(o) in executable._fresh}
+        self.shapes = [o.shape for o in program.outputs]
 
     @classmethod
     def record(cls, executable):
@@ -80,15 +81,14 @@ class Replay:
             self.launch_all()
         else:
             self.graph.launch(self.stream)
-        shapes = [o.shape for o in self.executable.program.outputs]
         if not on_device:
-            out = [np.empty(shape, r.dtype) for r, shape in zip(self.results, shapes)]
+            out = [np.empty(shape, r.dtype) for r, shape in zip(self.results, self.shapes)]
             for host, result in zip(out, self.results):
                 _copy_into(host, result, self.stream)
             if self.stream is not None:
                 self.stream.synchronize()
             return out
-        out = [new_array(shape, r.dtype) for r, shape in zip(self.results, shapes)]
+        out = [new_array(shape, r.dtype) for r, shape in zip(self.results, self.shapes)]
         for fresh, result in zip(out, self.results):
             _copy_into(fresh, result, self.stream)
         return out
