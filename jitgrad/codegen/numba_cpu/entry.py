@@ -55,8 +55,9 @@ def _dense(shape, strides):
     return all(st == c or d == 1 for d, st, c in zip(shape, strides, c_strides(shape)))
 
 
-def _gemm_layout(rows, cols, row_stride, col_stride):
-    """(transpose flag, leading dimension) of a matrix stored at these strides, or None."""
+def gemm_layout(rows, cols, row_stride, col_stride):
+    """(CBLAS row-major transpose flag, leading dimension) of a matrix stored at these strides
+    (in elements), or None. The CUDA backend's cuBLAS calls use it too."""
     if col_stride == 1 or cols == 1:
         ld = row_stride if rows > 1 else cols
         if ld >= max(1, cols):
@@ -79,7 +80,7 @@ def gemm_operands(node, stored):
         if view is None:
             return None
         base, offset, shape, strides = view
-        layout = _gemm_layout(*shape[-2:], *strides[-2:])
+        layout = gemm_layout(*shape[-2:], *strides[-2:])
         if layout is None:
             return None
         operands.append((base, offset, strides[:-2]) + layout)

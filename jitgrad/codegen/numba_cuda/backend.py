@@ -2,8 +2,8 @@
 
 The plan is the CPU backend's (``schedule.fuse.plan``); each loop kernel becomes one
 ``@cuda.jit`` kernel (``codegen.py``), compiled once per source text and shared by every
-program that has it. Library kernels: matmul through cuBLAS when CuPy is installed (on the
-same device memory, no copies), else a shared-memory tiled kernel; gather, scatter-add (with
+program that has it. Library kernels: matmul through cuBLAS (called directly, ``cublas.py``;
+through CuPy for layouts that call cannot take), else a shared-memory tiled kernel; gather, scatter-add (with
 atomics), concat, pad and argmax/argmin are kernels of ours.
 
 Inputs may be NumPy arrays (copied in) or device arrays (anything with
@@ -23,7 +23,7 @@ from ...errors import JitgradError
 from ...runtime import devices
 from ...schedule.fuse import LIBRARY, VIEWS, Kernel, Step, plan
 from ..numba_cpu.backend import _plan_buffers
-from . import codegen, graphs, launch
+from . import codegen, cublas, graphs, launch
 from .launch import (THREADS, Launch, as_device_array, at_least_1d, compile_kernel, from_cupy, grid, multiprocessors,
                      new_array)
 
@@ -85,8 +85,8 @@ class _LibraryStep:
     """One library op, or a chain of views of a buffer: materialized by a copy kernel, or (when
     only cuBLAS matmuls read it) a strided CuPy view, never copied."""
 
-    def __init__(self, kernel, index, cupy, only_matmuls_read_it=False):
-        self.kernel, self.stores, self.cupy = kernel, kernel.stores, cupy
+    def __init__(self, kernel, index, cupy, blas, only_matmuls_read_it=False):
+        self.kernel, self.stores, self.cupy, self.blas = kernel, kernel.stores, cupy, blas
         self.node = kernel.outputs[0]
         self.views = all(n.op in VIEWS for n in kernel.body)
         self.cupy_view = self.views and cupy is not None and only_matmuls_read_it
@@ -96,13 +96,10 @@ class _LibraryStep:
             self.copy = _LoopStep(_copy_kernel(kernel), index)
             self.source = self.copy.source
         elif self.node.op == "matmul":
-            (m, n), batch = self.node.shape[-2:], math.prod(self.node.shape[:-2])
-            bm, bn = codegen.matmul_tiling(m, n, batch, multiprocessors())
-            self.source = "# matmul: cuBLAS through CuPy" if cupy else codegen.matmul_source(self.node.dtype, (bm, bn))
-            self.fn = None if cupy else compile_kernel(self.source, "matmul")
-            if not cupy:
-                t = codegen.MATMUL_THREADS
-                self.launch = Launch(self.fn, (-(-n // bn), -(-m // bm), min(batch, 65535)), (t, t))
+            self.gemm_arguments = {}  # operand layouts -> cuBLAS arguments (None: a layout it cannot take)
+            self.fn = None if cupy or blas else self._tiled()
+            self.source = ("# matmul: cuBLAS" if blas else "# matmul: cuBLAS through CuPy" if cupy
+                           else codegen.matmul_source(self.node.dtype, self.tiling))
         else:
             maker = {"gather": codegen.gather_source, "scatter_add": codegen.scatter_add_source,
                      "concat": codegen.concat_source, "pad": codegen.pad_source,
@@ -114,6 +111,15 @@ class _LibraryStep:
             self.fill = compile_kernel(codegen.FILL, "fill") if self.node.op == "scatter_add" else None
             if self.fill is not None:
                 self.fill_launch = Launch(self.fill, grid(self.node.size), THREADS)
+
+    def _tiled(self):
+        """Our tiled matmul kernel, for machines without cuBLAS (and empty products without CuPy)."""
+        (m, n), batch = self.node.shape[-2:], math.prod(self.node.shape[:-2])
+        self.tiling = bm, bn = codegen.matmul_tiling(m, n, batch, multiprocessors())
+        self.fn = compile_kernel(codegen.matmul_source(self.node.dtype, self.tiling), "matmul")
+        t = codegen.MATMUL_THREADS
+        self.launch = Launch(self.fn, (-(-n // bn), -(-m // bm), max(1, min(batch, 65535))), (t, t))
+        return self.fn
 
     def launches(self):
         if self.cupy_view:
@@ -155,9 +161,19 @@ class _LibraryStep:
         env[id(n)] = _reshaped(out, n.shape)
 
     def _matmul(self, node, args, out, memory):
+        if self.blas is not None:
+            layouts = tuple(cublas.layout(x) for x in args + [out])
+            if layouts not in self.gemm_arguments:
+                self.gemm_arguments[layouts] = cublas.gemm_arguments(*layouts)
+            arguments = self.gemm_arguments[layouts]
+            if arguments is not None:
+                self.blas.gemm(node.dtype.name, memory.stream_ptr, arguments, *args, out)
+                return
         if self.cupy:
             self.cupy.matmul(*[memory.as_cupy(a) for a in args], out=memory.as_cupy(out))
             return
+        if self.fn is None:
+            self._tiled()
         batch = math.prod(node.shape[:-2])
         self.launch(memory.stream, *[x.reshape((batch,) + v.shape[-2:]) for x, v in zip(args + [out], list(node.args) + [node])])
 
@@ -182,7 +198,7 @@ def _cupy_view(kernel, env, memory):
 
 # --------------------------------------------------------------------------- executable
 
-def build_steps(program, cupy=None):
+def build_steps(program, cupy=None, blas=None):
     """(fusion plan, one step per kernel with its compiled CUDA kernels); needs no GPU."""
     kernels = plan(program)
     readers = {}
@@ -196,7 +212,7 @@ def build_steps(program, cupy=None):
         if k.kind == "loop":
             return _LoopStep(k, i)
         ops_reading = readers.get(id(k.outputs[0]), [])
-        return _LibraryStep(k, i, cupy, ops_reading and all(op == "matmul" for op in ops_reading))
+        return _LibraryStep(k, i, cupy, blas, ops_reading and all(op == "matmul" for op in ops_reading))
     return kernels, [step(i, k) for i, k in enumerate(kernels)]
 
 
@@ -209,13 +225,19 @@ class _Memory:
     def __init__(self, slots, cp):
         self.slots, self.cp = slots, cp
         self.pool, self.scratch_buffers, self.views, self.call_views = {}, {}, {}, {}
-        self.stream = None  # kernels go to the default stream, except while a graph records
-        self.results = {}  # id(result node) -> a buffer of its own, while a graph records or replays
+        # kernels go to the default stream, except while a graph records on ``stream`` (a numba
+        # stream) whose handle, for cuBLAS, is ``stream_ptr``
+        self.stream, self.stream_ptr = None, 0
+        # while a replay runs (graphs.py), its buffers: id(node) -> a buffer that a call would
+        # otherwise allocate afresh (results), kept at fixed addresses for the graph
+        self.results = None
 
     def buffer(self, node, shape):
         """The device array that holds ``node``: its pool slot, or a fresh one for a result."""
         slot = self.slots.get(id(node))
-        if slot is None and id(node) in self.results:
+        if slot is None and self.results is not None:
+            if id(node) not in self.results:
+                self.results[id(node)] = self.keep(cuda.device_array(shape, node.dtype))
             return self.results[id(node)]
         if slot is None:
             if self.cp is None:
@@ -256,7 +278,7 @@ class Executable:
             raise JitgradError("device 'cuda' needs a CUDA GPU and driver (none found); "
                                "set NUMBA_ENABLE_CUDASIM=1 to run on the simulator")
         self.program, cp = program, launch.cupy_module()
-        self.plan, self.steps = build_steps(program, cp)
+        self.plan, self.steps = build_steps(program, cp, cublas.blas())
         self._consts = None
         self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
         slots, self.peak_bytes = _plan_buffers(self.plan, program)
@@ -283,7 +305,7 @@ class Executable:
             else:
                 results = self._run([as_device_array(a) for a in args], on_device)
                 if self._record_next:  # everything is compiled and allocated now
-                    self._record_next, self.replay = False, graphs.Replay.record(self)
+                    self._record_next, self.replay = False, graphs.Replay.record(self, args)
             if self._checks_indices:
                 self._check_indices()
         return results

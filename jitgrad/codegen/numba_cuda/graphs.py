@@ -21,8 +21,8 @@ class Replay:
     """A program's launch sequence over buffers of its own, recorded once and replayed.
 
     With CuPy on a GPU the record is a CUDA graph (CuPy's stream capture records our kernels and
-    cuBLAS's alike), so a call costs one launch instead of one per kernel: the host time that
-    makes small programs slower than JAX. A call copies its inputs into the recorded input
+    our direct cuBLAS calls alike), so a call costs one launch instead of one per kernel: the host
+    time that makes small programs slower than JAX. A call copies its inputs into the recorded input
     buffers and its results out of the recorded result buffers, which is why only small programs
     are recorded. On the simulator (no CuPy, no graphs) the record is the same launch sequence
     replayed from Python over the same buffers, which tests the buffer handling."""
@@ -32,20 +32,27 @@ class Replay:
         self.executable, self.stream, self.graph = executable, stream, None
         self.inputs = [memory.keep(cuda.device_array(n.shape, n.dtype)) for n in program.inputs]
         self.results = [memory.keep(cuda.device_array(o.shape or (1,), o.dtype)) for o in program.outputs]
-        self.fresh = {id(o): r for o, r in zip(program.outputs, self.results) if id(o) in executable._fresh}
+        # the result nodes', and every other buffer a call would allocate afresh: fixed addresses
+        self.buffers = {id(o): r for o, r in zip(program.outputs, self.results) if id(o) in executable._fresh}
         self.shapes = [o.shape for o in program.outputs]
 
     @classmethod
-    def record(cls, executable):
-        """A replay of ``executable``; None where there is no CuPy to record a graph with, and,
-        with a warning, where it could not be recorded."""
+    def record(cls, executable, args):
+        """A replay of ``executable``, called with ``args`` just now; None where there is no CuPy
+        to record a graph with, and, with a warning, where it could not be recorded."""
         cp = launch.cupy_module()
         if cp is None:
             return cls(executable, None) if launch.SIMULATOR else None
         replay = cls(executable, cp.cuda.Stream())  # a blocking stream: ordered with the default one
         memory = executable._memory
         try:
-            memory.stream = cuda.external_stream(replay.stream.ptr)
+            # once unrecorded, on this call's inputs (indices in range): the buffers a call makes
+            # afresh are allocated now, not while recording, and cuBLAS is warm
+            for buffer, a in zip(replay.inputs, args):
+                _copy_into(buffer, a, None)
+            replay.launch_all()
+            cuda.synchronize()
+            memory.stream, memory.stream_ptr = cuda.external_stream(replay.stream.ptr), replay.stream.ptr
             with replay.stream, cp.cuda.using_allocator(_no_allocation):
                 replay.stream.begin_capture()
                 try:
@@ -59,18 +66,18 @@ class Replay:
                           f"({type(e).__name__}: {e}); its kernels are launched one by one")
             return None
         finally:
-            memory.stream = None
+            memory.stream, memory.stream_ptr = None, 0
 
     def launch_all(self):
         """The program over the recorded buffers; results land in ``self.results``."""
         executable, memory = self.executable, self.executable._memory
-        memory.results = self.fresh
+        memory.results = self.buffers
         try:
             env = executable.launch_all(self.inputs)
         finally:
-            memory.results = {}
+            memory.results = None
         for o, result in zip(executable.program.outputs, self.results):
-            if id(o) not in self.fresh:  # an input, a constant or a view: copied
+            if id(o) not in self.buffers:  # an input, a constant or a view: copied
                 stream = 0 if memory.stream is None else memory.stream
                 result.copy_to_device(at_least_1d(env[id(o)]).reshape(result.shape), stream=stream)
 
