@@ -198,6 +198,25 @@ def test_tiled_matmul_kernel(tiling, dtype):
     np.testing.assert_allclose(out.copy_to_host(), a @ b, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 1023, 2049])
+def test_unrolled_grid_stride_loops(n):
+    """Elementwise and full-reduction kernels take UNROLL elements per thread per step, then one
+    at a time: sizes around the step and past the most blocks (16 on the simulator) take both
+    loops (several steps each at 2049), with a broadcast and a 2-D index on the way."""
+    from jitgrad.codegen.numba_cuda import codegen, launch
+    assert launch.grid(33, 8, codegen.UNROLL) == 2 and launch.grid(2049, 8, codegen.UNROLL) * 8 * codegen.UNROLL < 2049
+
+    def f(x, y):
+        z = np.exp(-x.reshape(-1, 1) * y) + x.reshape(-1, 1)  # (n, 2)
+        return np.sum(np.tanh(z)), z * 2
+
+    x, y = rng.standard_normal(n), rng.standard_normal(2)
+    (value, z), (ref_value, ref_z) = jg.jit(f, device="cuda")(x, y), jg.jit(f, device="numpy")(x, y)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(z, ref_z, rtol=1e-14)
+    _grads_match(lambda x, y: f(x, y)[0], [x, y], (0, 1), 1e-10)
+
+
 def test_matmul_tiling_fills_the_card():
     from jitgrad.codegen.numba_cuda.codegen import matmul_tiling
     assert matmul_tiling(2048, 1024, 1, 132) == (64, 64)  # layernorm_tanh's x @ w: 512 blocks

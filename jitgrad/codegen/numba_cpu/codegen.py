@@ -24,10 +24,11 @@ def _idx(names):
 class _Body:
     """Emits scalar temporaries for (node, index) pairs, iteratively (deep chains are fine)."""
 
-    def __init__(self, kernel, buffers, expression=scalar_ops.expression, chunked=None):
+    def __init__(self, kernel, buffers, expression=scalar_ops.expression, chunked=None, suffix=""):
         self.kernel, self.buffers = kernel, buffers  # buffers: id(node) -> argument name
         self.expression = expression
         self.chunked = chunked  # in a chunked full reduction: the names read through chunk slices
+        self.suffix = suffix  # of temporaries' names, so that several copies of a body can coexist
         self.lines, self.cache, self.count = [], {}, 0
 
     def value(self, root, idx):
@@ -80,7 +81,7 @@ class _Body:
         return self._temp(self.ref(self.buffers[id(node)], idx))
 
     def _temp(self, expr):
-        name = f"t{self.count}"
+        name = f"t{self.count}{self.suffix}"
         self.count += 1
         self.lines.append(f"{name} = {expr}")
         return name
@@ -137,8 +138,17 @@ def _phase(step, kernel, buffers, stores, accumulator=None,
     """(accumulator inits, loop body, reductions) of one pass over the reduced axes.
     ``accumulator(j, r)`` names where reduction ``j`` accumulates (default: scalar ``acc{j}``);
     ``chunked``: see ``_Body``."""
-    idx = tuple(f"i{a}" for a in range(len(kernel.shape)))
-    body = _Body(kernel, buffers, expression, chunked)
+    inits, values, effects, reductions = phase_parts(step, kernel, buffers, stores, accumulator, expression, chunked)
+    return inits, values + effects, reductions
+
+
+def phase_parts(step, kernel, buffers, stores, accumulator=None,
+                expression=scalar_ops.expression, chunked=None, suffix=""):
+    """``_phase`` with the loop body in two parts: the values it loads and computes, then its
+    effects (stores, accumulations). ``suffix`` ends the names of its index variables
+    (``i{axis}{suffix}``) and temporaries."""
+    idx = tuple(f"i{a}{suffix}" for a in range(len(kernel.shape)))
+    body = _Body(kernel, buffers, expression, chunked, suffix)
     reductions = [o for o in step.outputs if o.op in ops.REDUCE]
     inner = []
     for o in step.outputs:
@@ -152,7 +162,7 @@ def _phase(step, kernel, buffers, stores, accumulator=None,
         v = body.value(r.args[0], idx)
         inner.append(scalar_ops.accumulate(r.op, accumulator(j, r), v))
     inits = [f"{accumulator(j, r)} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
-    return inits, body.lines + inner, reductions
+    return inits, body.lines, inner, reductions
 
 
 def _row(step, kernel, buffers, stores, expression=scalar_ops.expression):

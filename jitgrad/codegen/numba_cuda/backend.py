@@ -36,7 +36,7 @@ class _LoopStep:
         shape, raxes = kernel.shape, kernel.reduce_axes
         rows = math.prod(shape[a] for a in kernel.kept_axes)
         if not raxes or not kernel.kept_axes:  # grid-stride over every element
-            grid_and_block = (grid(math.prod(shape)), THREADS)
+            grid_and_block = (grid(math.prod(shape), per_step=codegen.UNROLL), THREADS)
         elif codegen.by_columns(kernel):
             grid_and_block = (grid(rows), THREADS)
         else:  # one block per row, sized to the row

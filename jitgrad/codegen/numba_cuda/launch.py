@@ -43,9 +43,13 @@ def multiprocessors():
         return 4
 
 
-def grid(work, threads=THREADS):
-    """Blocks for a grid-stride loop over ``work`` items: enough to fill the card, no more."""
-    return max(1, min(-(-work // threads), multiprocessors() * (4 if SIMULATOR else 16)))
+def grid(work, threads=THREADS, per_step=1):
+    """Blocks for a grid-stride loop over ``work`` items taking ``per_step`` items per thread per
+    step: enough to fill the card, no more, and no more than the work needs, so that the steps
+    divide the work evenly."""
+    most = multiprocessors() * (4 if SIMULATOR else 16)
+    steps = max(1, -(-work // (threads * per_step * most)))  # per thread, at the most blocks
+    return max(1, min(most, -(-work // (threads * per_step * steps))))
 
 
 @functools.cache
