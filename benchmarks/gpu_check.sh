@@ -70,6 +70,8 @@ shopt -s nullglob
 cuda_tests=(tests/test_cuda_backend.py)
 export JITGRAD_CUDA_CASE_STRIDE=${JITGRAD_CUDA_CASE_STRIDE:-10}
 xdist=$(python3 -c "import xdist" 2>/dev/null && echo "-n 8")
+# pytest-timeout, where installed: a hung test fails alone, with its traceback
+xdist="$xdist $(python3 -c "import pytest_timeout" 2>/dev/null && echo "--timeout 60")"
 if ((${#cuda_tests[@]})); then
     note "stage b: pytest ${cuda_tests[*]} $xdist, case stride $JITGRAD_CUDA_CASE_STRIDE (timeout ${PYTEST_TIMEOUT}s)"
     timeout -k 10 "$PYTEST_TIMEOUT" python3 -m pytest "${cuda_tests[@]}" $xdist -v -p no:cacheprovider -rfE 2>&1 \

@@ -80,11 +80,20 @@ def views(grads, args, argnums):
             (0 in g.strides or any(np.may_share_memory(g, a) for a in args if isinstance(a, np.ndarray)))]
 
 
-def time_calls(call, repeats, min_time, max_time, host_memory=True):
+# GPU cells: untimed calls first (an idle card runs at low clocks until it has been busy for a
+# while), then at least this long of timed calls, so that sub-millisecond medians are stable
+GPU_WARMUP_S, GPU_MIN_TIME_S = 0.2, 0.3
+
+
+def time_calls(call, repeats, min_time, max_time, host_memory=True, warmup_s=0.0):
     """Warm calls: the first one also measures peak memory (VmHWM growth after resetting it;
     not with ``host_memory=False``, for GPU frameworks, whose arrays are not in host memory).
     Median of single-call times over at least ``repeats`` calls and ``min_time`` seconds,
-    stopping early after ``max_time`` seconds once 3 calls exist; minor page faults per call."""
+    stopping early after ``max_time`` seconds once 3 calls exist, after ``warmup_s`` seconds of
+    untimed calls; minor page faults per call."""
+    end = time.perf_counter() + warmup_s
+    while time.perf_counter() < end:
+        call()
     gc.collect()
     samples, res = [], {}
     flt0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -182,7 +191,11 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
             if not ok:
                 cell["status"] = "wrong"
                 continue
-            cell.update(time_calls(call, repeats, min_time, max_time, host_memory=not fw.gpu))
+            if fw.gpu:
+                cell.update(time_calls(call, repeats, max(min_time, GPU_MIN_TIME_S), max_time, host_memory=False,
+                                       warmup_s=GPU_WARMUP_S))
+            else:
+                cell.update(time_calls(call, repeats, min_time, max_time))
             cell["status"] = "ok"
         except Exception as exc:  # a failing cell is reported, never fatal
             cell.update(_error(exc))

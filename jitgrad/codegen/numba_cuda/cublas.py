@@ -56,7 +56,7 @@ def _batch_stride(shape, strides):
 
 def layout(x):
     """(shape, strides in elements) of a numba or CuPy device array."""
-    return x.shape, tuple(s // x.itemsize for s in x.strides)
+    return x.shape, tuple(s // x.dtype.itemsize for s in x.strides)
 
 
 def address(x):
@@ -87,8 +87,9 @@ class Blas:
         """cublasSetStream resets the workspace to cuBLAS's own pool, so ours is set again after."""
         if stream != self.stream:
             _check(self.lib.cublasSetStream_v2(self.handle, ctypes.c_void_p(stream)), "cublasSetStream_v2")
-            _check(self.lib.cublasSetWorkspace_v2(self.handle, ctypes.c_void_p(address(self.workspace)),
-                                                  ctypes.c_size_t(WORKSPACE_BYTES)), "cublasSetWorkspace_v2")
+            # a failure leaves cuBLAS's own workspace, which it allocates outside any recording
+            self.lib.cublasSetWorkspace_v2(self.handle, ctypes.c_void_p(address(self.workspace)),
+                                           ctypes.c_size_t(WORKSPACE_BYTES))
             self.stream = stream
 
     def gemm(self, dtype, stream, arguments, a, b, out):
