@@ -4,7 +4,7 @@
 
 Prints the cost of one empty numba.cuda launch, one device allocation, and a warm jitgrad call
 of the lecture's two-layer net (mlp2) three ways: kernels launched through Numba, launched
-directly (the default), and replayed as a CUDA graph (JITGRAD_CUDA_GRAPHS=1); each the median of
+directly, and replayed as a CUDA graph (the default); each the median of
 many synchronized calls; the bandwidth a Numba copy kernel reaches and graph_xyz's device time
 against its wall time; then a profile of the graph-replayed mlp2. The figures say which overhead
 to remove first.

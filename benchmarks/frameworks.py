@@ -212,17 +212,17 @@ class TorchCompile(Torch):
 
 
 class Jitgrad(Framework):
-    """``jg.jit_grad`` on one registered device; ``graphs``: CUDA programs recorded as CUDA graphs
-    (``JITGRAD_CUDA_GRAPHS=1``, named ``jitgrad[cuda+graphs]``)."""
+    """``jg.jit_grad`` on one registered device; ``graphs=False``: CUDA programs launched kernel by
+    kernel, never recorded as CUDA graphs (``JITGRAD_CUDA_GRAPHS=0``, named ``jitgrad[cuda:no-graphs]``)."""
     requires, has_disk_cache, dists = ("jitgrad",), True, ("numba", "llvmlite")
 
-    def __init__(self, device, graphs=False):
+    def __init__(self, device, graphs=True):
         self.device, self.gpu, self.graphs = device, device == GPU, graphs
-        self.name = f"jitgrad[{device}{'+graphs' if graphs else ''}]"
+        self.name = f"jitgrad[{device}{'' if graphs else ':no-graphs'}]"
         self.weight = 1.0 if device == "numpy" else 1.5
 
     def env(self):
-        return {"JITGRAD_CUDA_GRAPHS": "1" if self.graphs else "0"}
+        return {"JITGRAD_CUDA_GRAPHS": "1" if self.graphs else "0"}  # "1": the default, whatever the caller's
 
     def available(self):
         if importlib.util.find_spec("jitgrad") is None:
@@ -283,7 +283,7 @@ def all_frameworks(devices=None):
     devices = [d for d in jitgrad_devices() if d != GPU] if devices is None else devices
     if GPU in devices:
         host = [d for d in devices if d != GPU] or ["cpu"]
-        return ([NumpyHandwritten(), Jax(GPU), Torch(GPU), TorchCompile(GPU), Jitgrad(GPU), Jitgrad(GPU, graphs=True)]
+        return ([NumpyHandwritten(), Jax(GPU), Torch(GPU), TorchCompile(GPU), Jitgrad(GPU), Jitgrad(GPU, graphs=False)]
                 + [Jitgrad(d) for d in host])
     return [NumpyHandwritten(), Autograd(), Jax(), Torch(), TorchCompile()] + [Jitgrad(d) for d in devices]
 
@@ -291,9 +291,9 @@ def all_frameworks(devices=None):
 def by_name(name):
     """The framework called ``name``: ``jax``, ``torch.compile[cuda]``, ``jitgrad[cpu]``, ..."""
     base, _, device = name.partition("[")
-    device, graphs = (device.removesuffix("]") or None), name.endswith("+graphs]")
-    if graphs and base == "jitgrad":
-        return Jitgrad(device.removesuffix("+graphs"), graphs=True)
+    device, no_graphs = (device.removesuffix("]") or None), name.endswith(":no-graphs]")
+    if no_graphs and base == "jitgrad":
+        return Jitgrad(device.removesuffix(":no-graphs"), graphs=False)
     kinds = {"numpy": NumpyHandwritten, "autograd": Autograd, "jax": Jax, "torch": Torch,
              "torch.compile": TorchCompile, "jitgrad": Jitgrad}
     needs_device, takes_device = base == "jitgrad", base not in ("numpy", "autograd")

@@ -39,9 +39,9 @@ def test_gpu_run_lists_gpu_peers_and_keeps_default_run_on_cpu(monkeypatch):
     assert "jitgrad[cuda]" not in [fw.name for fw in frameworks.all_frameworks()]
     gpu = frameworks.all_frameworks(["cuda"])
     assert [fw.name for fw in gpu] == ["numpy", "jax[cuda]", "torch[cuda]", "torch.compile[cuda]",
-                                       "jitgrad[cuda]", "jitgrad[cuda+graphs]", "jitgrad[cpu]"]
+                                       "jitgrad[cuda]", "jitgrad[cuda:no-graphs]", "jitgrad[cpu]"]
     assert [fw.gpu for fw in gpu] == [False, True, True, True, True, True, False]
-    assert gpu[5].env() == {"JITGRAD_CUDA_GRAPHS": "1"} and gpu[4].env() == {"JITGRAD_CUDA_GRAPHS": "0"}
+    assert gpu[4].env() == {"JITGRAD_CUDA_GRAPHS": "1"} and gpu[5].env() == {"JITGRAD_CUDA_GRAPHS": "0"}
     assert all(frameworks.by_name(fw.name).name == fw.name for fw in gpu)
 
 

@@ -88,7 +88,8 @@ def test_results_are_fresh_arrays():
 
 @pytest.fixture
 def graphs(monkeypatch):
-    """Record programs as CUDA graphs after their first call (on the simulator: Python replays)."""
+    """Record programs as CUDA graphs after their first call (the default, whatever the environment
+    says; on the simulator: Python replays)."""
     from jitgrad.codegen.numba_cuda import graphs
     monkeypatch.setattr(graphs, "GRAPHS", True)
 

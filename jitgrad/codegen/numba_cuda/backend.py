@@ -10,7 +10,7 @@ Inputs may be NumPy arrays (copied in) or device arrays (anything with
 ``__cuda_array_interface__``: used in place). Results are device arrays when any input was one,
 else NumPy. Intermediates are allocated once per signature, in the CPU backend's lifetime-planned
 slots, and reused by every call. ``launch.py`` compiles and launches the kernels; ``graphs.py``
-records small programs as CUDA graphs (``JITGRAD_CUDA_GRAPHS=1``).
+records small programs as CUDA graphs (``JITGRAD_CUDA_GRAPHS=0`` turns that off).
 """
 import math
 import threading
@@ -269,6 +269,11 @@ class _Memory:
         return view[1]
 
 
+# One call at a time in the process: the pooled intermediates are an executable's, and while a
+# graph records on its stream no other thread may launch on the legacy default stream.
+_ONE_CALL_AT_A_TIME = threading.Lock()
+
+
 class Executable:
     """A program planned into kernels, launched in order on the default stream, with its
     intermediates in a ``_Memory`` allocated once per signature; results are fresh device arrays."""
@@ -284,7 +289,6 @@ class Executable:
         slots, self.peak_bytes = _plan_buffers(self.plan, program)
         self._memory = _Memory(slots, cp)
         self._checks_indices = any(n.op in ("gather", "scatter_add") for n in program.nodes)
-        self._lock = threading.Lock()
         nbytes = sum(n.size * n.dtype.itemsize for n in program.inputs + program.outputs)
         self.replay, self._record_next = None, graphs.GRAPHS and nbytes <= graphs.GRAPH_MAX_BYTES
 
@@ -298,8 +302,7 @@ class Executable:
 
     def __call__(self, *args):
         on_device = any(devices.on_gpu(a) for a in args)
-        # One call at a time: the pooled intermediates are this executable's.
-        with self._lock:
+        with _ONE_CALL_AT_A_TIME:
             if self.replay is not None and all(graphs.contiguous(a) for a in args):
                 results = self.replay(args, on_device)
             else:
