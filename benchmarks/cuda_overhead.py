@@ -17,7 +17,7 @@ import time
 import numpy as np
 
 import jitgrad as jg
-from jitgrad.codegen.numba_cuda import graphs, launch  # (first: the package's NumPy-compat shim)
+from jitgrad.codegen.numba_cuda import codegen, graphs, launch  # (first: the package's NumPy-compat shim)
 from numba import cuda  # noqa: E402
 
 
@@ -62,9 +62,19 @@ def _gpu_ms(fn, reps=20):
     return float(np.median(times))
 
 
+def kernel_ms(executable, inputs, batch=20):
+    """Device time of ``executable``'s first step (a loop kernel reading only program inputs)
+    alone: ``batch`` launches back to back, so no host time falls between them."""
+    step = executable.steps[0]
+    env = {id(n): a for n, a in zip(executable.program.inputs, inputs)}
+    args = [env[id(n)] for n in step.inputs] + [cuda.device_array(o.shape or (1,), o.dtype) for o in step.stores]
+    args += [cuda.device_array(step.blocks, r.dtype) for r, _ in step.finishers]
+    return _gpu_ms(lambda: [step.launch(None, *args) for _ in range(batch)]) / batch
+
+
 def bandwidth():
     """What a Numba grid-stride copy reaches (the ceiling for our elementwise kernels), and
-    graph_xyz's device time against its wall time."""
+    graph_xyz's device time against its wall time, and its fused kernel's time alone."""
     n = 1 << 26  # 256 MB of float32 each way
     src, dst = cuda.device_array(n, np.float32), cuda.device_array(n, np.float32)
     blocks = cuda.get_current_device().MULTIPROCESSOR_COUNT * 16
@@ -77,6 +87,9 @@ def bandwidth():
     wall = _median_us(lambda: step(x, y, z)) / 1e3
     print(f"graph_xyz: device time {ms:.3f} ms ({6 * 4 * (1 << 24) / ms / 1e6:.0f} GB/s of least traffic), "
           f"wall time per synchronized call {wall:.3f} ms")
+    ms = kernel_ms(step.lower(x, y, z).executable, [x, y, z])
+    print(f"graph_xyz's fused kernel alone: {ms:.3f} ms ({6 * 4 * (1 << 24) / ms / 1e6:.0f} GB/s), "
+          f"{step.lower(x, y, z).executable.steps[0].blocks} blocks x {launch.THREADS}, unrolled {codegen.UNROLL}x")
 
 
 def main():

@@ -78,6 +78,25 @@ def test_device_arrays_stay_on_device():
     np.testing.assert_allclose(jg.jit(lambda w: w * 2, device="cpu")(wd), 2 * jg.device_put(wd, "cpu"))
 
 
+def test_device_arguments_take_the_fast_path():
+    """Warm calls with numba device arrays skip the signature lookup on the CUDA backend, which
+    takes them as they are; the CPU backend, which copies them to the host first, never does."""
+    f = jg.jit(lambda x, y: x * y + 1, device="cuda")
+    x, y = rng.standard_normal(5), rng.standard_normal(5)
+    xd, yd = jg.device_put(x, "cuda"), jg.device_put(y, "cuda")
+    for _ in range(3):
+        out = f(xd, yd)
+        assert not isinstance(out, np.ndarray)
+        np.testing.assert_allclose(out.copy_to_host(), x * y + 1, rtol=1e-14)
+    host = f(x, y)
+    assert isinstance(host, np.ndarray) and len(f._fast) == 2 and f.cache_size == 1
+    np.testing.assert_allclose(host, x * y + 1, rtol=1e-14)
+    g = jg.jit(lambda x: x * 2, device="cpu")
+    for _ in range(2):
+        np.testing.assert_allclose(g(xd), 2 * x)
+    assert not g._fast
+
+
 def test_results_are_fresh_arrays():
     f = jg.jit(lambda x, y: (x, x.T, y + 1), device="cuda")
     x = jg.device_put(np.arange(6.0).reshape(2, 3), "cuda")
@@ -206,7 +225,8 @@ def test_unrolled_grid_stride_loops(n):
     loops (several steps each at 2049), with a broadcast and a 2-D index on the way."""
     from jitgrad.codegen.numba_cuda import codegen, launch
     if launch.SIMULATOR:
-        assert launch.grid(33, 8, codegen.UNROLL) == 2 and launch.grid(2049, 8, codegen.UNROLL) * 8 * codegen.UNROLL < 2049
+        assert launch.grid(33, 8, codegen.UNROLL) == 2
+        assert launch.grid(2049, 8, codegen.UNROLL) * 8 * codegen.UNROLL < 2049
 
     def f(x, y):
         z = np.exp(-x.reshape(-1, 1) * y) + x.reshape(-1, 1)  # (n, 2)

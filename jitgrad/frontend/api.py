@@ -289,15 +289,16 @@ class Jitted:
         return unflatten(compiled.out_def, compiled.executable(*leaves))
 
     def _fast_key(self, args):
-        """(device setting, shapes and dtypes) when every argument is a plain array and nothing
-        is static; else None."""
+        """(device setting, then each argument's type, shape and dtype) when every argument is a
+        NumPy array or a numba device array and nothing is static; else None."""
         if self.static_argnums:
             return None
         key = [self.device or os.environ.get("JITGRAD_DEVICE")]
         for a in args:
-            if type(a) is not np.ndarray:
+            kind = type(a)
+            if kind is not np.ndarray and not hasattr(a, "copy_to_host"):
                 return None
-            key += (a.shape, a.dtype)
+            key += (kind, a.shape, a.dtype)
         return tuple(key)
 
     def lower(self, *args):
@@ -330,7 +331,10 @@ class Jitted:
             if compiled is None:
                 compiled = self._cache[key] = _Compiled(trace(self.fn, args, dynamic), device)
             fast_key = self._fast_key(args)
-            if fast_key is not None and all(a.dtype.kind in "biuf" and a.dtype != np.float16 for a in args):
+            # the CUDA executable takes host and device arrays alike; the others, host arrays
+            takes_them = device == "cuda" or all(type(a) is np.ndarray for a in args)
+            computable = all(a.dtype.kind in "biuf" and a.dtype != np.float16 for a in args)
+            if fast_key is not None and takes_them and computable:
                 self._fast[fast_key] = _fast_call(compiled.executable, compiled.out_def)
         return compiled, leaves
 

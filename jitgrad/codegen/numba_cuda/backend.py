@@ -3,8 +3,8 @@
 The plan is the CPU backend's (``schedule.fuse.plan``); each loop kernel becomes one
 ``@cuda.jit`` kernel (``codegen.py``), compiled once per source text and shared by every
 program that has it. Library kernels: matmul through cuBLAS (called directly, ``cublas.py``;
-through CuPy for layouts that call cannot take), else a shared-memory tiled kernel; gather, scatter-add (with
-atomics), concat, pad and argmax/argmin are kernels of ours.
+through CuPy for layouts that call cannot take), else a shared-memory tiled kernel; gather,
+scatter-add (with atomics), concat, pad and argmax/argmin are kernels of ours.
 
 Inputs may be NumPy arrays (copied in) or device arrays (anything with
 ``__cuda_array_interface__``: used in place). Results are device arrays when any input was one,

@@ -34,6 +34,7 @@ from ..numba_cpu.codegen import _idx, _phase, _row, phase_parts, read_back
 # memory system busy (a plain grid-stride copy reached 2.6 of an H200's 4.3 TB/s).
 UNROLL = 4
 
+
 def _cbrt(x, c):
     y = f"math.copysign(math.pow(abs({x}), {c(1 / 3)}), {x})"
     return f"({x} if {x} == 0 or not abs({x}) < {c(math.inf)} else {y} - ({y} * {y} * {y} - {x}) / ({c(3)} * {y} * {y}))"

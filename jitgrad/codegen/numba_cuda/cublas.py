@@ -78,8 +78,8 @@ class Blas:
         for dtype, name, real in (("float32", "cublasSgemmStridedBatched", ctypes.c_float),
                                   ("float64", "cublasDgemmStridedBatched", ctypes.c_double)):
             fn = getattr(lib, name)
-            i, ll, p = ctypes.c_int, ctypes.c_longlong, ctypes.c_void_p
-            fn.argtypes = [p, i, i, i, i, i, ctypes.POINTER(real), p, i, ll, p, i, ll, ctypes.POINTER(real), p, i, ll, i]
+            i, ll, p, scalar = ctypes.c_int, ctypes.c_longlong, ctypes.c_void_p, ctypes.POINTER(real)
+            fn.argtypes = [p, i, i, i, i, i, scalar, p, i, ll, p, i, ll, scalar, p, i, ll, i]
             fn.restype = ctypes.c_int
             self.gemms[dtype] = (name, fn, ctypes.byref(real(1)), ctypes.byref(real(0)))
 
