@@ -133,6 +133,16 @@ def test_replayed_calls_match_reference(name, graphs):
             np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
 
 
+def test_without_graphs_programs_are_never_recorded(monkeypatch):
+    """``JITGRAD_CUDA_GRAPHS=0``: every call launches kernel by kernel."""
+    from jitgrad.codegen.numba_cuda import graphs
+    monkeypatch.setattr(graphs, "GRAPHS", False)
+    f, x = jg.jit(lambda x: np.tanh(x) * 2, device="cuda"), rng.standard_normal(4)
+    for _ in range(3):
+        np.testing.assert_allclose(f(x), np.tanh(x) * 2, rtol=1e-14)
+    assert f.lower(x).executable.replay is None
+
+
 def test_replayed_results_are_fresh_device_arrays(graphs):
     f = jg.jit(lambda x, y: (x, x.T, y + 1), device="cuda")
     x = jg.device_put(np.arange(6.0).reshape(2, 3), "cuda")

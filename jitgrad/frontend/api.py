@@ -333,14 +333,17 @@ class Jitted:
             fast_key = self._fast_key(args)
             # the CUDA executable takes host and device arrays alike; the others, host arrays
             takes_them = device == "cuda" or all(type(a) is np.ndarray for a in args)
-            computable = all(a.dtype.kind in "biuf" and a.dtype != np.float16 for a in args)
-            if fast_key is not None and takes_them and computable:
+            if fast_key is not None and takes_them and all(_computable(a.dtype) for a in args):
                 self._fast[fast_key] = _fast_call(compiled.executable, compiled.out_def)
         return compiled, leaves
 
     @property
     def cache_size(self):
         return len(self._cache)
+
+
+def _computable(dtype):
+    return dtype.kind in "biuf" and dtype != np.float16
 
 
 def _fast_call(executable, out_def):
