@@ -88,7 +88,7 @@ fi
 note "stage b2: python3 -m benchmarks.cuda_overhead"
 timeout -k 5 60 python3 -m benchmarks.cuda_overhead 2>&1 | tee -a "$SUMMARY"
 
-# (c) the benchmark runner on the GPU (jitgrad[cuda+graphs] beside jitgrad[cuda]): whatever time
+# (c) the benchmark runner on the GPU (jitgrad[cuda], graphs on, beside jitgrad[cuda:no-graphs]): whatever time
 # is left, less a margin for its report
 left=$((DEADLINE - SECONDS))
 budget=$((left - 30))
