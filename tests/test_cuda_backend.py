@@ -208,7 +208,7 @@ def test_a_program_that_cannot_be_recorded_keeps_launching_kernels(monkeypatch):
     with pytest.warns(UserWarning, match="could not be recorded as a CUDA graph"):
         assert graphs.Replay.record(executable, [x]) is None
     assert calls == ["begin", "end"]
-    assert executable._memory.stream is None and executable._memory.results is None
+    assert executable._memory.stream is None and executable._memory.replay_buffers is None
     monkeypatch.undo()
     np.testing.assert_allclose(f(x), np.tanh(x) * 2 + np.sum(x), rtol=1e-12)
     np.testing.assert_allclose(f(2 * x), np.tanh(2 * x) * 2 + np.sum(2 * x), rtol=1e-12)

@@ -230,15 +230,15 @@ class _Memory:
         self.stream, self.stream_ptr = None, 0
         # while a replay runs (graphs.py), its buffers: id(node) -> a buffer that a call would
         # otherwise allocate afresh (results), kept at fixed addresses for the graph
-        self.results = None
+        self.replay_buffers = None
 
     def buffer(self, node, shape):
         """The device array that holds ``node``: its pool slot, or a fresh one for a result."""
         slot = self.slots.get(id(node))
-        if slot is None and self.results is not None:
-            if id(node) not in self.results:
-                self.results[id(node)] = self.keep(cuda.device_array(shape, node.dtype))
-            return self.results[id(node)]
+        if slot is None and self.replay_buffers is not None:
+            if id(node) not in self.replay_buffers:
+                self.replay_buffers[id(node)] = self.keep(cuda.device_array(shape, node.dtype))
+            return self.replay_buffers[id(node)]
         if slot is None:
             if self.cp is None:
                 return cuda.device_array(shape, node.dtype)

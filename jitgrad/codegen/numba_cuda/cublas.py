@@ -20,7 +20,7 @@ from numba import cuda
 from ...errors import JitgradError
 from ..numba_cpu import blas as cblas
 from ..numba_cpu.entry import gemm_layout
-from .launch import SIMULATOR
+from .launch import SIMULATOR, address
 
 _OPERATION = {cblas.NO_TRANS: 0, cblas.TRANS: 1}  # CUBLAS_OP_N, CUBLAS_OP_T
 WORKSPACE_BYTES = 32 << 20  # what cuBLAS itself reserves on Hopper; ours, so graphs can record it
@@ -57,12 +57,6 @@ def _batch_stride(shape, strides):
 def layout(x):
     """(shape, strides in elements) of a numba or CuPy device array."""
     return x.shape, tuple(s // x.dtype.itemsize for s in x.strides)
-
-
-def address(x):
-    """The device address of a numba or CuPy array's first element."""
-    pointer = getattr(x, "device_ctypes_pointer", None)
-    return (pointer.value or 0) if pointer is not None else x.data.ptr
 
 
 class Blas:

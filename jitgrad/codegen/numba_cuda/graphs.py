@@ -8,7 +8,7 @@ from numba import cuda
 
 from ...runtime import devices
 from . import launch
-from .launch import as_device_array, at_least_1d, new_array
+from .launch import address, as_device_array, at_least_1d, new_array
 
 # After its first call, a program whose inputs and results take at most GRAPH_MAX_BYTES is
 # recorded. Measured on an H200 (benchmarks/RESULTS.md): mlp2 0.51 -> 0.28 ms a call, mlp_train
@@ -49,8 +49,7 @@ class Replay:
         try:
             # once unrecorded, on this call's inputs (indices in range): the buffers a call makes
             # afresh are allocated now, not while recording, and cuBLAS is warm
-            for buffer, a in zip(replay.inputs, args):
-                _copy_into(buffer, a, None)
+            replay.copy_inputs(args, None)
             replay.launch_all()
             cuda.synchronize()
             memory.stream, memory.stream_ptr = cuda.external_stream(replay.stream.ptr), replay.stream.ptr
@@ -72,19 +71,22 @@ class Replay:
     def launch_all(self):
         """The program over the recorded buffers; results land in ``self.results``."""
         executable, memory = self.executable, self.executable._memory
-        memory.results = self.buffers
+        memory.replay_buffers = self.buffers
         try:
             env = executable.launch_all(self.inputs)
         finally:
-            memory.results = None
+            memory.replay_buffers = None
         for o, result in zip(executable.program.outputs, self.results):
             if id(o) not in self.buffers:  # an input, a constant or a view: copied
                 stream = 0 if memory.stream is None else memory.stream
                 result.copy_to_device(at_least_1d(env[id(o)]).reshape(result.shape), stream=stream)
 
-    def __call__(self, args, on_device):
+    def copy_inputs(self, args, stream):
         for buffer, a in zip(self.inputs, args):
-            _copy_into(buffer, a, self.stream)
+            _copy_into(buffer, a, stream)
+
+    def __call__(self, args, on_device):
+        self.copy_inputs(args, self.stream)
         if self.graph is None:
             self.launch_all()
         else:
@@ -124,15 +126,9 @@ def _copy_into(dst, src, stream):
             dst.copy_to_device(as_device_array(src).reshape(dst.shape))
         return
     runtime = launch.cupy_module().cuda.runtime
-    runtime.memcpyAsync(_address(dst), _address(src), dst.nbytes, runtime.memcpyDefault, stream.ptr)
+    runtime.memcpyAsync(address(dst), address(src), dst.nbytes, runtime.memcpyDefault, stream.ptr)
 
 
 def contiguous(a):
     """Replays copy arguments by address: a strided one takes the launch-by-launch path."""
     return a.flags.c_contiguous if isinstance(a, np.ndarray) else devices.as_cuda_array(a).is_c_contiguous()
-
-
-def _address(a):
-    if isinstance(a, np.ndarray):
-        return a.ctypes.data
-    return devices.as_cuda_array(a).device_ctypes_pointer.value or 0

@@ -54,8 +54,8 @@ def grid(work, threads=THREADS, per_step=1):
 
 @functools.cache
 def cupy_module():
-    """CuPy, for cuBLAS matmul and pooled memory on our device arrays, when it is installed and
-    sees a GPU. Everything runs on the legacy default stream, so handing arrays between CuPy and
+    """CuPy, for pooled memory on our device arrays, CUDA graphs and the matmuls our cuBLAS call
+    cannot take, when it is installed and sees a GPU. Everything runs on the legacy default stream, so handing arrays between CuPy and
     Numba needs no stream synchronization."""
     if SIMULATOR or os.environ.get("JITGRAD_CUDA_NO_CUPY"):
         return None
@@ -160,6 +160,15 @@ def packer(argument_types):
 
 def comparable(packed):
     return [(type(v), v.value) if isinstance(v, ctypes._SimpleCData) else v for v in packed]
+
+
+def address(a):
+    """The address of an array's first element: in host memory for NumPy, else on the device
+    (numba device arrays, and anything with ``__cuda_array_interface__``)."""
+    if isinstance(a, np.ndarray):
+        return a.ctypes.data
+    pointer = getattr(a, "device_ctypes_pointer", None)
+    return (pointer.value or 0) if pointer is not None else a.__cuda_array_interface__["data"][0]
 
 
 def at_least_1d(a):
