@@ -191,11 +191,9 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
             if not ok:
                 cell["status"] = "wrong"
                 continue
-            if fw.gpu:
-                cell.update(time_calls(call, repeats, max(min_time, GPU_MIN_TIME_S), max_time, host_memory=False,
-                                       warmup_s=GPU_WARMUP_S))
-            else:
-                cell.update(time_calls(call, repeats, min_time, max_time))
+            gpu = fw.gpu
+            cell.update(time_calls(call, repeats, max(min_time, GPU_MIN_TIME_S) if gpu else min_time, max_time,
+                                   host_memory=not gpu, warmup_s=GPU_WARMUP_S if gpu else 0.0))
             cell["status"] = "ok"
         except Exception as exc:  # a failing cell is reported, never fatal
             cell.update(_error(exc))

@@ -236,6 +236,10 @@ def gpu_tables(results):
 
     def ratio(a, b, fmt):
         return fmt(a["warm_ms"] / b["warm_ms"]) if a and b else "–"
+
+    def shown(n, fw):  # the warm time, else the cell's status
+        c = get(n, fw)
+        return _ms(c["warm_ms"]) if c else cells[n].get(fw, {}).get("status", "?")
     variant = f"jitgrad[{GPU}:no-graphs]" if f"jitgrad[{GPU}:no-graphs]" in results["frameworks"] else None
     out += ["### GPU targets (SPEC 5) and jitgrad CPU versus GPU",
             f"vs JAX: {jg} time / {jax} time (target at most 1.00x). Bandwidth: fraction of the device copy bandwidth "
@@ -248,15 +252,10 @@ def gpu_tables(results):
     for n in cells:
         j, x, c = get(n, jg), get(n, jax), get(n, cpu)
         bw = f"{100 * j['copy_bw_fraction']:.0f}%" if j and "copy_bw_fraction" in j else "–"
-        row = (f"| {n} | {_ms(j['warm_ms']) if j else cells[n].get(jg, {}).get('status', '?')} | "
-               f"{_ms(x['warm_ms']) if x else cells[n].get(jax, {}).get('status', '?')} | "
-               f"{ratio(j, x, lambda r: f'{r:.2f}x')} | {bw} | "
-               f"{_ms(c['warm_ms']) if c else cells[n].get(cpu, {}).get('status', '?')} | "
-               f"{ratio(c, j, lambda r: f'{r:.1f}x')} |")
+        row = (f"| {n} | {shown(n, jg)} | {shown(n, jax)} | {ratio(j, x, lambda r: f'{r:.2f}x')} | {bw} | "
+               f"{shown(n, cpu)} | {ratio(c, j, lambda r: f'{r:.1f}x')} |")
         if variant:
-            g = get(n, variant)
-            row += (f" {_ms(g['warm_ms']) if g else cells[n].get(variant, {}).get('status', '?')} | "
-                    f"{ratio(g, x, lambda r: f'{r:.2f}x')} |")
+            row += f" {shown(n, variant)} | {ratio(get(n, variant), x, lambda r: f'{r:.2f}x')} |"
         out.append(row)
     return out + [""]
 
