@@ -87,9 +87,10 @@ def bandwidth():
     wall = _median_us(lambda: step(x, y, z)) / 1e3
     print(f"graph_xyz: device time {ms:.3f} ms ({6 * 4 * (1 << 24) / ms / 1e6:.0f} GB/s of least traffic), "
           f"wall time per synchronized call {wall:.3f} ms")
-    ms = kernel_ms(step.lower(x, y, z).executable, [x, y, z])
+    executable = step.lower(x, y, z).executable
+    ms = kernel_ms(executable, [x, y, z])
     print(f"graph_xyz's fused kernel alone: {ms:.3f} ms ({6 * 4 * (1 << 24) / ms / 1e6:.0f} GB/s), "
-          f"{step.lower(x, y, z).executable.steps[0].blocks} blocks x {launch.THREADS}, unrolled {codegen.UNROLL}x")
+          f"{executable.steps[0].blocks} blocks x {launch.THREADS}, unrolled {codegen.UNROLL}x")
 
 
 def main():
