@@ -1,16 +1,20 @@
 """Run by tests/test_cuda_ptx.py in a process without the CUDA simulator, on real numba device
 arrays (over a stand-in allocation: no GPU needed; a zero-size array would need one): the CUDA
 backend's direct kernel launch packs arguments exactly as Numba's launch does, for arrays and
-scalars, and its direct cuBLAS call reads their layouts and addresses (views included) right."""
+scalars, its direct cuBLAS call reads their layouts and addresses (views included) right, and its
+quick views of CuPy arrays equal Numba's ``from_cuda_array_interface``."""
 import ctypes
 import threading
 
 import numba
 import numpy as np
+from numba import cuda
+from numba.cuda import api
+from numba.cuda.cudadrv import driver
 from numba.cuda.cudadrv.devicearray import DeviceNDArray
 from numba.cuda.dispatcher import _Kernel
 
-from jitgrad.codegen.numba_cuda import cublas
+from jitgrad.codegen.numba_cuda import cublas, launch
 from jitgrad.codegen.numba_cuda.launch import comparable, packer
 
 
@@ -42,6 +46,7 @@ def main():
     ours = packer(types)(args)
     assert comparable(ours) == comparable(numbas), (ours, numbas)
     check_cublas_call()
+    check_quick_views()
     print("ok", len(ours))
 
 
@@ -62,6 +67,42 @@ def check_cublas_call():
     blas.gemm("float64", 7, arguments, a, b, out)
     assert calls == [("handle", 1, 0, 5, 3, 4, "one", 0x20000, 4, 0, 0x10000 + 2 * 32, 4, 0, "zero",
                       0x30000, 5, 0, 1)], calls
+
+
+class _CupyLike:  # what a view of a CuPy array reads of it
+    def __init__(self, **desc):
+        self.__cuda_array_interface__ = {"version": 3, "strides": None, "stream": 1, **desc}
+
+
+def check_quick_views():
+    """``launch.QuickViews`` makes the views Numba's ``from_cuda_array_interface`` makes (run here
+    past its context requirement, over a stand-in context and external streams); the first one
+    is Numba's, checked against the quick one; a quick view that differs keeps Numba's path."""
+    context = object()
+    api.current_context = lambda: context
+    api.external_stream = cuda.external_stream = lambda pointer: driver.Stream(pointer, external=True)
+    cuda.from_cuda_array_interface = numbas = api.from_cuda_array_interface.__wrapped__
+    arrays = [_CupyLike(shape=(3, 4), typestr="<f4", data=(0x10000, False)),
+              _CupyLike(shape=(), typestr="<f8", data=(0x20000, False), stream=None),
+              _CupyLike(shape=(2, 3, 5), typestr="<i4", data=(0x30000, False), stream=0x7000),
+              _CupyLike(shape=(4, 3), typestr="<f8", data=(0x40000, False), strides=(8, 32), stream=2),
+              _CupyLike(shape=(3, 2), typestr="<f4", data=(0x50000, False), strides=(16, 4))]  # a slice
+    views = launch.QuickViews()
+    for a in arrays:
+        first, again = views(a), views(a)
+        expected = numbas(a.__cuda_array_interface__, owner=a, sync=False)
+        assert views.checked is True
+        assert launch.same_view(first, expected) and launch.same_view(again, expected), a.__cuda_array_interface__
+        assert type(again) is DeviceNDArray and again.gpu_data.owner is a
+    assert not launch.same_view(views(arrays[0]), numbas(arrays[3].__cuda_array_interface__, owner=arrays[3], sync=False))
+    block = _CupyLike(shape=(4096,), typestr="|u1", data=(0x60000, False))  # a replay's results
+    expected = numbas(_CupyLike(shape=(2, 3), typestr="<f4", data=(0x60000 + 512, False), stream=None)
+                      .__cuda_array_interface__, owner=block, sync=False)
+    assert launch.same_view(views.array_at(0x60000 + 512, (2, 3), np.float32, block), expected)
+    wrong = launch.QuickViews()
+    wrong.view = lambda desc, owner: launch.QuickViews.view(wrong, {**desc, "shape": (4, 3)}, owner)
+    wrong(arrays[0])
+    assert wrong.checked is False
 
 
 if __name__ == "__main__":

@@ -133,6 +133,36 @@ def test_replayed_calls_match_reference(name, graphs):
             np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
 
 
+def test_replayed_large_results_share_a_block_and_small_ones_do_not(graphs):
+    """A replay copies its results out in one block (views of it are the large results) and gives a
+    small one (a loss value) memory of its own; every call's results stay its own."""
+    from jitgrad.codegen.numba_cuda import graphs
+    f = jg.jit(lambda x, y: (x * 2, np.sum(x[:400] * y), y[:300] + 1), device="cuda")
+    calls = [(rng.standard_normal(600), rng.standard_normal(400)) for _ in range(4)]
+    results = [f(*[jg.device_put(a, "cuda") for a in args] if i % 2 else args) for i, args in enumerate(calls)]
+    for (x, y), result in zip(calls, results):  # later calls did not write into earlier results
+        doubled, total, head = jg.device_put(result, "cpu")
+        np.testing.assert_allclose(doubled, x * 2, rtol=1e-14)
+        np.testing.assert_allclose(total, np.sum(x[:400] * y), rtol=1e-12)
+        np.testing.assert_allclose(head, y[:300] + 1, rtol=1e-14)
+    if graphs.launch.SIMULATOR or f.lower(*calls[3]).executable.replay.graph is None:
+        return  # no CUDA graph: results are copied out one by one
+    (doubled, total, head), host = results[3], results[2]
+    assert doubled.gpu_data.owner is head.gpu_data.owner and total.gpu_data.owner is not doubled.gpu_data.owner
+    assert host[0].base is host[2].base is not None and host[1].base is None
+
+
+def test_replay_block_layout():
+    """Large results first, small ones after, each ALIGN bytes apart at least, none overlapping."""
+    from types import SimpleNamespace
+    from jitgrad.codegen.numba_cuda.graphs import ALIGN, block_layout
+    nodes = [SimpleNamespace(size=size, dtype=np.dtype(t)) for size, t in [(1, "f4"), (1000, "f4"), (3, "f8"),
+                                                                           (300, "f4"), (0, "f8")]]
+    offsets, shared, end = block_layout(nodes)
+    assert offsets == [5376, 0, 5632, 4096, 5888] and shared == 5376 and end == 6144
+    assert all(at % ALIGN == 0 for at in offsets)
+
+
 def test_without_graphs_programs_are_never_recorded(monkeypatch):
     """``JITGRAD_CUDA_GRAPHS=0``: every call launches kernel by kernel."""
     from jitgrad.codegen.numba_cuda import graphs

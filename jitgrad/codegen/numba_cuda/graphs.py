@@ -1,5 +1,6 @@
 """A small program's launch sequence recorded once as a CUDA graph and replayed: one host call
 instead of one per kernel (``Replay``). On by default; ``JITGRAD_CUDA_GRAPHS=0`` turns it off."""
+import functools
 import os
 import warnings
 
@@ -16,6 +17,8 @@ from .launch import address, as_device_array, at_least_1d, new_array
 # more than the launches it saves.
 GRAPHS = os.environ.get("JITGRAD_CUDA_GRAPHS", "1") != "0"
 GRAPH_MAX_BYTES = 1 << 26
+ALIGN = 256  # bytes between results in a replay's block: cudaMalloc's alignment
+SMALL = 1024  # bytes: a result this small is returned in memory of its own, not a view of the block
 
 
 class Replay:
@@ -32,10 +35,23 @@ class Replay:
         program, memory = executable.program, executable._memory
         self.executable, self.stream, self.graph = executable, stream, None
         self.inputs = [memory.keep(cuda.device_array(n.shape, n.dtype)) for n in program.inputs]
-        self.results = [memory.keep(cuda.device_array(o.shape or (1,), o.dtype)) for o in program.outputs]
+        # the results side by side in one block: a call copies them out, and allocates, once
+        self.offsets, self.shared, self.nbytes = block_layout(program.outputs)
+        self.block = memory.keep(cuda.device_array(self.nbytes, np.uint8))
+        self.layouts = [(o.shape, o.dtype, o.size * o.dtype.itemsize) for o in program.outputs]
+        self.results = [memory.keep(self.block[at:at + nbytes].view(dtype).reshape(shape or (1,)))
+                        for at, (shape, dtype, nbytes) in zip(self.offsets, self.layouts)]
         # the result nodes', and every other buffer a call would allocate afresh: fixed addresses
         self.buffers = {id(o): r for o, r in zip(program.outputs, self.results) if id(o) in executable._fresh}
-        self.shapes = [o.shape for o in program.outputs]
+
+    # the recorded buffers' addresses, for copies on a GPU: fixed, so asked of Numba once
+    @functools.cached_property
+    def input_addresses(self):
+        return [address(b) for b in self.inputs]
+
+    @functools.cached_property
+    def block_address(self):
+        return address(self.block)
 
     @classmethod
     def record(cls, executable, args):
@@ -82,8 +98,12 @@ class Replay:
                 result.copy_to_device(at_least_1d(env[id(o)]).reshape(result.shape), stream=stream)
 
     def copy_inputs(self, args, stream):
-        for buffer, a in zip(self.inputs, args):
-            _copy_into(buffer, a, stream)
+        if stream is None:  # before recording, and on the simulator
+            for buffer, a in zip(self.inputs, args):
+                _copy_into(buffer, a)
+            return
+        for buffer, at, a in zip(self.inputs, self.input_addresses, args):
+            _copy_async(at, address(a), buffer.nbytes, stream)
 
     def __call__(self, args, on_device):
         self.copy_inputs(args, self.stream)
@@ -91,17 +111,50 @@ class Replay:
             self.launch_all()
         else:
             self.graph.launch(self.stream)
-        if not on_device:
-            out = [np.empty(shape, r.dtype) for r, shape in zip(self.results, self.shapes)]
-            for host, result in zip(out, self.results):
-                _copy_into(host, result, self.stream)
-            if self.stream is not None:
-                self.stream.synchronize()
+        if self.stream is None:  # the simulator: result by result, through Numba
+            make = new_array if on_device else np.empty
+            out = [make(shape, dtype) for shape, dtype, _ in self.layouts]
+            for fresh, result in zip(out, self.results):
+                _copy_into(fresh, result)
             return out
-        out = [new_array(shape, r.dtype) for r, shape in zip(self.results, self.shapes)]
-        for fresh, result in zip(out, self.results):
-            _copy_into(fresh, result, self.stream)
+        if on_device:
+            return self._results_on_device()
+        block = np.empty(self.nbytes, np.uint8)
+        _copy_async(block.ctypes.data, self.block_address, self.nbytes, self.stream)
+        self.stream.synchronize()
+        views = [block[at:at + nbytes].view(dtype).reshape(shape) for at, (shape, dtype, nbytes) in zip(self.offsets, self.layouts)]
+        return [v if v.nbytes > SMALL else v.copy() for v in views]
+
+    def _results_on_device(self):
+        """This call's results, fresh: the large ones views of one new block (one allocation, one
+        copy), the small ones (a loss value, which a training loop may keep after the rest)
+        each in memory of its own."""
+        cp = launch.cupy_module()
+        block = cp.empty(self.shared, np.uint8)
+        if self.shared:
+            _copy_async(block.data.ptr, self.block_address, self.shared, self.stream)
+        out = []
+        for at, (shape, dtype, nbytes) in zip(self.offsets, self.layouts):
+            if nbytes > SMALL:
+                out.append(launch.from_cupy.array_at(block.data.ptr + at, shape, dtype, block))
+                continue
+            own = cp.empty(shape, dtype)
+            _copy_async(own.data.ptr, self.block_address + at, nbytes, self.stream)
+            out.append(launch.from_cupy(own))
         return out
+
+
+def block_layout(nodes):
+    """(byte offset of each node's array in one block, the bytes its large arrays take at its
+    start, its size): arrays ALIGN bytes apart at least, as separate allocations would be, the
+    small ones (SMALL bytes at most) after the large ones."""
+    sizes = [n.size * n.dtype.itemsize for n in nodes]
+    offsets, shared, end = [0] * len(nodes), 0, 0
+    for i in sorted(range(len(nodes)), key=lambda i: sizes[i] <= SMALL):  # stable: large first
+        offsets[i] = end
+        end += max(1, -(-sizes[i] // ALIGN)) * ALIGN
+        shared = end if sizes[i] > SMALL else shared
+    return offsets, shared, end
 
 
 class _AllocationWhileRecording(RuntimeError):
@@ -114,19 +167,21 @@ def _no_allocation(size):
     raise _AllocationWhileRecording(f"an op allocated {size} bytes")
 
 
-def _copy_into(dst, src, stream):
-    """Copies ``src`` (host or device) into ``dst`` (host or device) of the same size, in order on
-    ``stream`` (a CuPy stream; None: the default stream, synchronously for host data)."""
-    if stream is None:
-        if isinstance(dst, np.ndarray):
-            src.copy_to_host(dst.reshape(src.shape))
-        elif isinstance(src, np.ndarray):
-            dst.copy_to_device(np.ascontiguousarray(src).reshape(dst.shape))
-        else:
-            dst.copy_to_device(as_device_array(src).reshape(dst.shape))
-        return
+def _copy_into(dst, src):
+    """Copies ``src`` (host or device) into ``dst`` (host or device) of the same size through
+    Numba, on the default stream (synchronously for host data)."""
+    if isinstance(dst, np.ndarray):
+        src.copy_to_host(dst.reshape(src.shape))
+    elif isinstance(src, np.ndarray):
+        dst.copy_to_device(np.ascontiguousarray(src).reshape(dst.shape))
+    else:
+        dst.copy_to_device(as_device_array(src).reshape(dst.shape))
+
+
+def _copy_async(dst_address, src_address, nbytes, stream):
+    """Copies ``nbytes`` between host or device addresses, in order on ``stream`` (CuPy's)."""
     runtime = launch.cupy_module().cuda.runtime
-    runtime.memcpyAsync(address(dst), address(src), dst.nbytes, runtime.memcpyDefault, stream.ptr)
+    runtime.memcpyAsync(dst_address, src_address, nbytes, runtime.memcpyDefault, stream.ptr)
 
 
 def contiguous(a):

@@ -16,6 +16,10 @@ from .simulator import SIM_MATH, share_arrays_safely
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 if SIMULATOR:
     share_arrays_safely()
+else:  # the real target's classes (QuickViews); the simulator has none of these
+    from numba.cuda.api_util import prepare_shape_strides_dtype
+    from numba.cuda.cudadrv import driver
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
 # The simulator runs every thread as a Python thread: small blocks keep it quick.
 THREADS = 8 if SIMULATOR else 256
 # Launch kernels through cuda.core after their first call (``direct_launch``); "numba" keeps
@@ -81,9 +85,64 @@ def as_device_array(x):
     return from_cupy(cp.ascontiguousarray(cp.asarray(x)))
 
 
-def from_cupy(a):
-    """A numba view of a CuPy array we made on the default stream (no stream sync needed)."""
-    return cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=a, sync=False)
+class QuickViews:
+    """Numba views of CuPy arrays, made as ``cuda.from_cuda_array_interface`` makes them but
+    without its two context lookups and its new stream object per call: profiled on an H200,
+    wrapping a call's fresh results cost more than launching its kernels. The first view is
+    compared with Numba's own; on any difference, or any error, Numba's path is kept.
+    One device per process (jitgrad uses the current one): the context is looked up once."""
+
+    def __init__(self):
+        self.checked = None  # None: not yet; True: the quick view equals Numba's; False: Numba's
+        self.context, self.streams = None, {}
+
+    def __call__(self, a):
+        """A numba view of ``a`` (made on the default stream: no stream sync needed)."""
+        desc = a.__cuda_array_interface__
+        if self.checked:
+            return self.view(desc, a)
+        numbas = cuda.from_cuda_array_interface(desc, owner=a, sync=False)
+        if self.checked is None:
+            try:
+                self.context = numbas.gpu_data.context
+                self.checked = same_view(self.view(desc, a), numbas)
+            except Exception:
+                self.checked = False
+        return numbas
+
+    def array_at(self, pointer, shape, dtype, owner):
+        """A C-contiguous numba array of ``shape`` and ``dtype`` at device address ``pointer``,
+        in memory that ``owner`` (a CuPy array) keeps alive."""
+        desc = {"version": 3, "shape": shape, "typestr": np.dtype(dtype).str, "data": (pointer, False),
+                "strides": None, "stream": None}
+        return self.view(desc, owner) if self.checked else cuda.from_cuda_array_interface(desc, owner=owner, sync=False)
+
+    def view(self, desc, owner):
+        shape, strides, dtype = prepare_shape_strides_dtype(desc["shape"], desc.get("strides"), desc["typestr"], "C")
+        size = driver.memory_size_from_info(shape, strides, dtype.itemsize)
+        data = driver.MemoryPointer(self.context, driver.binding.CUdeviceptr(desc["data"][0]), size=size, owner=owner)
+        return DeviceNDArray(shape, strides, dtype, gpu_data=data, stream=self.stream(desc.get("stream")))
+
+    def stream(self, pointer):
+        if pointer is None:
+            return 0
+        if pointer not in (1, 2):  # not the legacy or per-thread default stream: it may go away
+            return cuda.external_stream(pointer)
+        if pointer not in self.streams:
+            self.streams[pointer] = cuda.external_stream(pointer)
+        return self.streams[pointer]
+
+
+def same_view(a, b):
+    """Whether two numba device arrays are the same view, as far as kernels and copies can tell."""
+    def fields(x):
+        data = x.gpu_data
+        return (type(x), x.shape, x.strides, x.dtype, x.size, x.alloc_size, x.device_ctypes_pointer.value,
+                type(data), data.size, data.context, data.owner, int(x.stream or 0))
+    return fields(a) == fields(b)
+
+
+from_cupy = QuickViews()
 
 
 def new_array(shape, dtype):
