@@ -289,6 +289,7 @@ class Executable:
         slots, self.peak_bytes = _plan_buffers(self.plan, program)
         self._memory = _Memory(slots, cp)
         self._checks_indices = any(n.op in ("gather", "scatter_add") for n in program.nodes)
+        self._index_error = np.zeros(1, np.int32)  # the flag's host copy, read after each call
         nbytes = sum(n.size * n.dtype.itemsize for n in program.inputs + program.outputs)
         self.replay, self._record_next = None, graphs.GRAPHS and nbytes <= graphs.GRAPH_MAX_BYTES
 
@@ -338,7 +339,7 @@ class Executable:
 
     def _check_indices(self):
         err = self._memory.scratch_buffers.get("err")
-        if err is not None and err.copy_to_host()[0]:
+        if err is not None and launch.copy_to_host(err, self._index_error)[0]:
             err.copy_to_device(np.zeros(1, np.int32))
             ops = sorted({n.op for n in self.program.nodes if n.op in ("gather", "scatter_add")})
             raise IndexError(f"{'/'.join(ops)} in {self.program.name}: an index is out of bounds for its axis")

@@ -230,5 +230,15 @@ def address(a):
     return (pointer.value or 0) if pointer is not None else a.__cuda_array_interface__["data"][0]
 
 
+def copy_to_host(array, host):
+    """Copies a device array into ``host`` (NumPy, of its size) once the work queued before it is
+    done: by address through CuPy where it is there (Numba's copy looks up the context first)."""
+    cp = cupy_module()
+    if cp is None:
+        return array.copy_to_host(host)
+    cp.cuda.runtime.memcpy(host.ctypes.data, address(array), host.nbytes, cp.cuda.runtime.memcpyDeviceToHost)
+    return host
+
+
 def at_least_1d(a):
     return a.reshape(1) if a.ndim == 0 else a
