@@ -5,14 +5,17 @@ kernels of the backend test programs for sm_90 and prints one JSON list of kerne
 
 The programs: the fusion-shaped cases in both dtypes, cross-entropy with a gather, one op-table
 case of every op (its id up to the first "-") and every 16th case (axes, keepdims and shapes
-vary the kernels' shapes). Part 0 also compiles every matmul tiling."""
+vary the kernels' shapes), and the benchmark workloads at full size (the test programs are too
+small for grid-stride kernels to take their unrolled loop). Part 0 also compiles every matmul
+tiling."""
 import json
 import sys
 
 import numpy as np
 
 import jitgrad as jg
-from jitgrad.codegen.numba_cuda.ptx import kernel_report
+from benchmarks.workloads import SPEC_WORKLOADS
+from jitgrad.codegen.numba_cuda.ptx import kernel_report, workload_program
 from tests.helpers import scalarize
 from tests.test_cpu_backend import CASES, _xent
 from tests.test_ops import ALL
@@ -44,6 +47,7 @@ def programs(part=0, parts=1):
             f = jg.jit_grad(scalarize(case.fn, args), argnums=case.argnums()) if case.grad else jg.jit(case.fn)
             return f.lower(*args).program
         makers.append(make)
+    makers += [lambda name=name: workload_program(name) for name in SPEC_WORKLOADS]
     for make in makers[part::parts]:
         yield make()
 

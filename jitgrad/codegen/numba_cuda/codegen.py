@@ -82,7 +82,7 @@ def loop_kernel_source(kernel, name, threads):
     raxes, kept = kernel.reduce_axes, kernel.kept_axes
     names = list(buffers.values()) + list(stores.values())  # before the body adds row buffers
     if not raxes:
-        body, scratch = _elementwise(kernel, buffers, stores), []
+        body, scratch = _grid_stride(kernel, buffers, stores, threads)[1], []
     elif not kept:
         body, scratch = _full_reduction(kernel, buffers, stores, threads)
     elif by_columns(kernel):
@@ -101,25 +101,23 @@ def by_columns(kernel):
             and (kept_size >= 2048 or kept_size >= reduced))
 
 
-def _elementwise(kernel, buffers, stores):
-    return _grid_stride(kernel, buffers, stores)[1]
-
-
-def _grid_stride(kernel, buffers, stores):
+def _grid_stride(kernel, buffers, stores, threads):
     """(accumulator inits, lines, reductions) of a grid-stride loop over every element of a
     one-phase kernel: ``UNROLL`` elements (t, t + g, ...) per thread per step, all loaded and
-    computed before any is stored or accumulated; then one element per step for the rest."""
+    computed before any is stored or accumulated; then one element per step for the rest. With
+    ``threads`` a block, a kernel of at most (UNROLL - 1) * threads elements never takes the
+    unrolled step: it has only the other (fewer lines for NVVM, a faster first call)."""
     (step,) = kernel.steps
     n, axes, shape = math.prod(kernel.shape), range(len(kernel.shape)), kernel.shape
-    values, effects = [], []
-    for u in range(UNROLL):
-        inits, vals, effs, reductions = phase_parts(step, kernel, buffers, stores, expression=expression,
-                                                    suffix=f"_{u}")
-        values += _delinearize(f"(t + {u} * g)" if u else "t", axes, shape, f"_{u}") + vals
-        effects += effs
-    _, inner, _ = _phase(step, kernel, buffers, stores, expression=expression)
-    lines = ["g = cuda.gridsize(1)", "t = cuda.grid(1)", f"while t + {UNROLL - 1} * g < {n}:"]
-    lines += _indent(values + effects + [f"t += {UNROLL} * g"], 1)
+    inits, inner, reductions = _phase(step, kernel, buffers, stores, expression=expression)
+    lines = ["g = cuda.gridsize(1)", "t = cuda.grid(1)"]
+    if n > (UNROLL - 1) * threads:
+        values, effects = [], []
+        for u in range(UNROLL):
+            _, vals, effs, _ = phase_parts(step, kernel, buffers, stores, expression=expression, suffix=f"_{u}")
+            values += _delinearize(f"(t + {u} * g)" if u else "t", axes, shape, f"_{u}") + vals
+            effects += effs
+        lines += [f"while t + {UNROLL - 1} * g < {n}:"] + _indent(values + effects + [f"t += {UNROLL} * g"], 1)
     lines += [f"while t < {n}:"] + _indent(_delinearize("t", axes, shape) + inner + ["t += g"], 1)
     return inits, lines, reductions
 
@@ -143,7 +141,7 @@ def _shared(reductions, threads):
 
 
 def _full_reduction(kernel, buffers, stores, threads):
-    inits, loop, reductions = _grid_stride(kernel, buffers, stores)
+    inits, loop, reductions = _grid_stride(kernel, buffers, stores, threads)
     scratch = [f"part{j}" for j in range(len(reductions))]
     lines = ["tid = cuda.threadIdx.x"] + _shared(reductions, threads) + inits + loop
     lines += _block_reduce(reductions, threads)

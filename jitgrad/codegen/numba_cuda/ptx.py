@@ -82,16 +82,21 @@ def assemble(ptx, cc=CC):
     return {"registers": int(registers.group(1)) if registers else 0, "spill_bytes": sum(spills)}
 
 
-def main():
+def workload_program(name):
+    """A benchmark workload's program at its full size, where grid-stride kernels take their
+    unrolled loop (the test programs are too small to)."""
     import functools
 
     import jitgrad as jg
-    from benchmarks.workloads import SPEC_WORKLOADS, WORKLOADS
+    from benchmarks.workloads import WORKLOADS
+    w = WORKLOADS[name]
+    return jg.jit_grad(functools.partial(w.loss, np), argnums=w.argnums, device="numpy").lower(*w.inputs()).program
+
+
+def main():
+    from benchmarks.workloads import SPEC_WORKLOADS
     for name in SPEC_WORKLOADS:
-        w = WORKLOADS[name]
-        loss = functools.partial(w.loss, np)
-        program = jg.jit_grad(loss, argnums=w.argnums, device="numpy").lower(*w.inputs()).program
-        for row in kernel_report([program], every_tiling=False):
+        for row in kernel_report([workload_program(name)], every_tiling=False):
             _print(name, row)
     tilings = [f"{np.dtype(d).name} {m}x{n}" for d in (np.float32, np.float64) for m, n in codegen.TILINGS]
     for label, row in zip(tilings, kernel_report([])):
