@@ -277,6 +277,9 @@ def test_unrolled_grid_stride_loops(n):
     np.testing.assert_allclose(value, ref_value, rtol=1e-12)
     np.testing.assert_allclose(z, ref_z, rtol=1e-12)  # a card's exp can differ from NumPy's by an ulp
     _grads_match(lambda x, y: f(x, y)[0], [x, y], (0, 1), 1e-10)
+    # (n, 2) elements: an unrolled step only where a thread of a one-block grid could take one
+    unrolled = 2 * n > (codegen.UNROLL - 1) * launch.THREADS
+    assert (f"while t + {codegen.UNROLL - 1} * g" in jg.jit(f, device="cuda").lower(x, y).source) == unrolled
 
 
 def test_matmul_tiling_fills_the_card():
