@@ -112,6 +112,9 @@ def main():
         direct_steps = sum(bool(getattr(getattr(s, "launch", None), "direct", None)) for s in executable.steps)
         print(f"mlp2, {how} ({len(executable.steps)} steps, {direct_steps} launched directly, graph {recorded}): "
               f"warm call + sync {warm:.1f} us")
+    quick = {True: "quick views", False: "Numba's from_cuda_array_interface (the quick view differed)",
+             None: "none made"}[launch.from_cupy.checked]
+    print(f"fresh results wrapped as numba arrays by: {quick}")
     bandwidth()
     profile = cProfile.Profile()
     profile.enable()

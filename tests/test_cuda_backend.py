@@ -152,6 +152,16 @@ def test_replayed_large_results_share_a_block_and_small_ones_do_not(graphs):
     assert host[0].base is host[2].base is not None and host[1].base is None
 
 
+def test_fresh_results_are_quick_views_on_a_gpu():
+    """On a GPU with CuPy, fresh results are wrapped by ``launch.QuickViews`` (its first view
+    matched Numba's own); Numba's slower path is only a fallback."""
+    from jitgrad.codegen.numba_cuda import launch
+    if launch.cupy_module() is None:
+        pytest.skip("the simulator, or no CuPy: results are numba's own arrays")
+    jg.jit(lambda x: x * 2, device="cuda")(np.ones(3))
+    assert launch.from_cupy.checked is True
+
+
 def test_replay_block_layout():
     """Large results first, small ones after, each ALIGN bytes apart at least, none overlapping."""
     from types import SimpleNamespace
