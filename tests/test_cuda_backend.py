@@ -162,6 +162,36 @@ def test_fresh_results_are_quick_views_on_a_gpu():
     assert launch.from_cupy.checked is True
 
 
+def test_replays_read_recurring_device_inputs_in_place(graphs):
+    """Device inputs at addresses that came before get a graph of their own that reads them where
+    they are (no copy in): it sees what is there at each call, in-place updates included; at
+    most IN_PLACE_GRAPHS such graphs; host inputs are always copied."""
+    from jitgrad.codegen.numba_cuda.graphs import IN_PLACE_GRAPHS
+    f = jg.jit_grad(lambda w, x: np.sum(np.tanh(x @ w)), device="cuda")
+    ref = jg.jit_grad(lambda w, x: np.sum(np.tanh(x @ w)), device="numpy")
+    hosts = [(rng.standard_normal((3, 2)), rng.standard_normal((4, 3))) for _ in range(IN_PLACE_GRAPHS + 2)]
+    arrays = [[jg.device_put(a, "cuda") for a in pair] for pair in hosts]
+
+    def check(i):
+        value, grad = jg.device_put(f(*arrays[i]), "cpu")
+        ref_value, ref_grad = ref(*hosts[i])
+        np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-12)
+
+    for i in [0, 0, 0, 1, 0, 1, 1]:  # pair 0 recurs from its second call, pair 1 from its second
+        check(i)
+    replay = f.lower(*hosts[0]).executable.replay
+    assert len(replay.in_place) == 2
+    hosts[0][0][:] = rng.standard_normal((3, 2))  # an update in place, on the host and the device
+    arrays[0][0].copy_to_device(hosts[0][0])
+    check(0)
+    for i in [2, 2, 3, 3, 4, 4, 5, 5, 0, 1]:  # more recurring inputs than graphs kept: the rest copy
+        check(i)
+    assert len(replay.in_place) == IN_PLACE_GRAPHS
+    f(*hosts[0]), f(*hosts[0])  # host inputs are copied in
+    assert len(replay.in_place) == IN_PLACE_GRAPHS
+
+
 def test_replay_block_layout():
     """Large results first, small ones after, each ALIGN bytes apart at least, none overlapping."""
     from types import SimpleNamespace

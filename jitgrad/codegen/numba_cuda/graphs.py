@@ -19,6 +19,7 @@ GRAPHS = os.environ.get("JITGRAD_CUDA_GRAPHS", "1") != "0"
 GRAPH_MAX_BYTES = 1 << 26
 ALIGN = 256  # bytes between results in a replay's block: cudaMalloc's alignment
 SMALL = 1024  # bytes: a result this small is returned in memory of its own, not a view of the block
+IN_PLACE_GRAPHS = 4  # graphs a program keeps that read their inputs where they are (``graph_reading``)
 
 
 class Replay:
@@ -27,9 +28,10 @@ class Replay:
     With CuPy on a GPU the record is a CUDA graph (CuPy's stream capture records our kernels and
     our direct cuBLAS calls alike), so a call costs one launch instead of one per kernel: the host
     time that makes small programs slower than JAX. A call copies its inputs into the recorded input
-    buffers and its results out of the recorded result buffers, which is why only small programs
-    are recorded. On the simulator (no CuPy, no graphs) the record is the same launch sequence
-    replayed from Python over the same buffers, which tests the buffer handling."""
+    buffers (unless they are device arrays at addresses that came before: a graph of their own
+    reads them in place) and its results out of the recorded result buffers, which is why only
+    small programs are recorded. On the simulator (no CuPy, no graphs) the record is the same
+    launch sequence replayed from Python over the same buffers, which tests the buffer handling."""
 
     def __init__(self, executable, stream):
         program, memory = executable.program, executable._memory
@@ -43,6 +45,8 @@ class Replay:
                         for at, (shape, dtype, nbytes) in zip(self.offsets, self.layouts)]
         # the result nodes', and every other buffer a call would allocate afresh: fixed addresses
         self.buffers = {id(o): r for o, r in zip(program.outputs, self.results) if id(o) in executable._fresh}
+        # graphs reading device inputs in place, by their addresses; the latest calls' addresses
+        self.in_place, self.recent = {}, []
 
     # the recorded buffers' addresses, for copies on a GPU: fixed, so asked of Numba once
     @functools.cached_property
@@ -58,38 +62,47 @@ class Replay:
         """A replay of ``executable``, called with ``args`` just now; None where there is no CuPy
         to record a graph with, and, with a warning, where it could not be recorded."""
         cp = launch.cupy_module()
-        if cp is None:
-            return cls(executable, None) if launch.SIMULATOR else None
-        replay = cls(executable, cp.cuda.Stream())  # a blocking stream: ordered with the default one
-        memory = executable._memory
+        if cp is None and not launch.SIMULATOR:
+            return None
+        replay = cls(executable, None if cp is None else cp.cuda.Stream())  # blocking: ordered with the default stream
         try:
             # once unrecorded, on this call's inputs (indices in range): the buffers a call makes
             # afresh are allocated now, not while recording, and cuBLAS is warm
             replay.copy_inputs(args, None)
             replay.launch_all()
             cuda.synchronize()
-            memory.stream, memory.stream_ptr = cuda.external_stream(replay.stream.ptr), replay.stream.ptr
-            with replay.stream, cp.cuda.using_allocator(_no_allocation):
-                replay.stream.begin_capture()
-                try:
-                    replay.launch_all()
-                finally:
-                    graph = replay.stream.end_capture()
-            replay.graph = graph
+            replay.graph = replay.capture()
             return replay
         except Exception as e:  # e.g. an op that allocates or syncs while recording
             warnings.warn(f"jitgrad: {executable.program.name} could not be recorded as a CUDA graph "
                           f"({type(e).__name__}: {e}); its kernels are launched one by one")
             return None
+
+    def capture(self, inputs=None):
+        """The launch sequence over ``inputs`` (device arrays; None: the input buffers), recorded
+        as one CUDA graph; on the simulator, an object that launches it from Python."""
+        cp = launch.cupy_module()
+        if cp is None:
+            return _Relaunch(self, inputs)
+        memory = self.executable._memory
+        memory.stream, memory.stream_ptr = cuda.external_stream(self.stream.ptr), self.stream.ptr
+        try:
+            with self.stream, cp.cuda.using_allocator(_no_allocation):
+                self.stream.begin_capture()
+                try:
+                    self.launch_all(inputs)
+                finally:
+                    graph = self.stream.end_capture()
+            return graph
         finally:
             memory.stream, memory.stream_ptr = None, 0
 
-    def launch_all(self):
-        """The program over the recorded buffers; results land in ``self.results``."""
+    def launch_all(self, inputs=None):
+        """The program over ``inputs`` (None: the input buffers); results land in ``self.results``."""
         executable, memory = self.executable, self.executable._memory
         memory.replay_buffers = self.buffers
         try:
-            env = executable.launch_all(self.inputs)
+            env = executable.launch_all(self.inputs if inputs is None else inputs)
         finally:
             memory.replay_buffers = None
         for o, result in zip(executable.program.outputs, self.results):
@@ -97,20 +110,42 @@ class Replay:
                 stream = 0 if memory.stream is None else memory.stream
                 result.copy_to_device(at_least_1d(env[id(o)]).reshape(result.shape), stream=stream)
 
-    def copy_inputs(self, args, stream):
+    def copy_inputs(self, args, stream, addresses=None):
         if stream is None:  # before recording, and on the simulator
             for buffer, a in zip(self.inputs, args):
                 _copy_into(buffer, a)
             return
-        for buffer, at, a in zip(self.inputs, self.input_addresses, args):
-            _copy_async(at, address(a), buffer.nbytes, stream)
+        for buffer, at, a in zip(self.inputs, self.input_addresses, addresses):
+            _copy_async(at, a, buffer.nbytes, stream)
+
+    def graph_reading(self, args, addresses):
+        """A graph reading ``args`` (device arrays at ``addresses``) where they are, recorded when
+        these addresses come a second time (a training loop's or a benchmark's arrays recur);
+        None: the call copies them into the input buffers. A graph reads by address only, so it
+        serves any later call whose arrays lie at those addresses, whatever arrays they are."""
+        if self.in_place is None:
+            return None
+        graph = self.in_place.get(addresses)
+        if graph is None and addresses in self.recent and len(self.in_place) < IN_PLACE_GRAPHS:
+            try:
+                graph = self.in_place[addresses] = self.capture([as_device_array(a) for a in args])
+            except Exception as e:
+                warnings.warn(f"jitgrad: {self.executable.program.name}: a CUDA graph reading its inputs in "
+                              f"place could not be recorded ({type(e).__name__}: {e}); inputs are copied")
+                self.in_place = None
+                return None
+        self.recent = [addresses] + [a for a in self.recent[:IN_PLACE_GRAPHS - 1] if a != addresses]
+        return graph
 
     def __call__(self, args, on_device):
-        self.copy_inputs(args, self.stream)
-        if self.graph is None:
-            self.launch_all()
-        else:
-            self.graph.launch(self.stream)
+        addresses = tuple(address(a) for a in args)
+        graph = None
+        if all(devices.on_gpu(a) for a in args):
+            graph = self.graph_reading(args, addresses)
+        if graph is None:
+            self.copy_inputs(args, self.stream, addresses)
+            graph = self.graph
+        graph.launch(self.stream)
         if self.stream is None:  # the simulator: result by result, through Numba
             make = new_array if on_device else np.empty
             out = [make(shape, dtype) for shape, dtype, _ in self.layouts]
@@ -155,6 +190,16 @@ def block_layout(nodes):
         end += max(1, -(-sizes[i] // ALIGN)) * ALIGN
         shared = end if sizes[i] > SMALL else shared
     return offsets, shared, end
+
+
+class _Relaunch:
+    """The simulator's stand-in for a recorded graph: the same launches, from Python."""
+
+    def __init__(self, replay, inputs):
+        self.replay, self.inputs = replay, inputs
+
+    def launch(self, stream):
+        self.replay.launch_all(self.inputs)
 
 
 class _AllocationWhileRecording(RuntimeError):

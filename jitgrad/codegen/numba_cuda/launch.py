@@ -226,6 +226,8 @@ def address(a):
     (numba device arrays, and anything with ``__cuda_array_interface__``)."""
     if isinstance(a, np.ndarray):
         return a.ctypes.data
+    if SIMULATOR:  # its device arrays hold NumPy arrays
+        return a._ary.ctypes.data
     pointer = getattr(a, "device_ctypes_pointer", None)
     return (pointer.value or 0) if pointer is not None else a.__cuda_array_interface__["data"][0]
 
