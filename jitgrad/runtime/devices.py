@@ -48,11 +48,14 @@ def on_gpu(x):
 
 
 def as_cuda_array(x):
-    """A numba device array viewing ``x`` (which lives on the GPU): no copy."""
+    """A numba device array viewing ``x`` (which lives on the GPU): no copy. Work the producer
+    queued on the legacy default stream (stream 1 in ``__cuda_array_interface__``, where CuPy
+    and PyTorch put theirs by default) is ordered before ours, which runs on that stream or on
+    blocking streams, so only other streams are waited for, by Numba, on the host."""
     if hasattr(x, "copy_to_host"):
         return x
     from numba import cuda
-    return cuda.as_cuda_array(x)
+    return cuda.as_cuda_array(x, sync=x.__cuda_array_interface__.get("stream") != 1)
 
 
 def to_host(x):
