@@ -133,22 +133,34 @@ def test_replayed_calls_match_reference(name, graphs):
             np.testing.assert_allclose(g, r, rtol=1e-10, atol=1e-12)
 
 
-def test_replayed_large_results_share_a_block_and_small_ones_do_not(graphs):
-    """A replay copies its results out in one block (views of it are the large results) and gives a
-    small one (a loss value) memory of its own; every call's results stay its own."""
+def test_replayed_results_are_leased_blocks_until_let_go(graphs):
+    """Device results of a replay are views of a result block the graph wrote, leased to the
+    caller: the block is written again only once every view of it is gone; while all blocks
+    are held, results are copied out. Host results: one copied block (small ones copied apart)."""
     from jitgrad.codegen.numba_cuda import graphs
     f = jg.jit(lambda x, y: (x * 2, np.sum(x[:400] * y), y[:300] + 1), device="cuda")
-    calls = [(rng.standard_normal(600), rng.standard_normal(400)) for _ in range(4)]
-    results = [f(*[jg.device_put(a, "cuda") for a in args] if i % 2 else args) for i, args in enumerate(calls)]
-    for (x, y), result in zip(calls, results):  # later calls did not write into earlier results
+    calls = [(rng.standard_normal(600), rng.standard_normal(400)) for _ in range(8)]
+    on_device = [False, True, True, True, True, False, True, True]
+    results = [f(*[jg.device_put(a, "cuda") for a in args] if gpu else args) for args, gpu in zip(calls, on_device)]
+    replay = f.lower(*calls[0]).executable.replay
+    assert len(replay.leased) == graphs.LEASED_SETS and not any(block.free for block in replay.leased)
+    for (x, y), result in zip(calls, results):  # later calls did not write into held results
         doubled, total, head = jg.device_put(result, "cpu")
         np.testing.assert_allclose(doubled, x * 2, rtol=1e-14)
         np.testing.assert_allclose(total, np.sum(x[:400] * y), rtol=1e-12)
         np.testing.assert_allclose(head, y[:300] + 1, rtol=1e-14)
-    if graphs.launch.SIMULATOR or f.lower(*calls[3]).executable.replay.graph is None:
-        return  # no CUDA graph: results are copied out one by one
-    (doubled, total, head), host = results[3], results[2]
-    assert doubled.gpu_data.owner is head.gpu_data.owner and total.gpu_data.owner is not doubled.gpu_data.owner
+    held = results[1][1]  # one result of a block keeps all of it
+    del results
+    assert sum(block.free for block in replay.leased) == 1
+    x, y = calls[0]
+    for _ in range(3):  # a loop letting go of each call's results: the free block is reused
+        doubled = f(jg.device_put(x, "cuda"), jg.device_put(y, "cuda"))[0]
+        np.testing.assert_allclose(doubled.copy_to_host(), x * 2, rtol=1e-14)
+    np.testing.assert_allclose(held.copy_to_host(), np.sum(calls[1][0][:400] * calls[1][1]), rtol=1e-12)
+    if graphs.launch.SIMULATOR:
+        return
+    device, host = f(*[jg.device_put(a, "cuda") for a in calls[0]]), f(*calls[0])
+    assert device[0].gpu_data.owner is device[1].gpu_data.owner is device[2].gpu_data.owner
     assert host[0].base is host[2].base is not None and host[1].base is None
 
 
@@ -165,11 +177,11 @@ def test_fresh_results_are_quick_views_on_a_gpu():
 def test_replays_read_recurring_device_inputs_in_place(graphs):
     """Device inputs at addresses that came before get a graph of their own that reads them where
     they are (no copy in): it sees what is there at each call, in-place updates included; at
-    most IN_PLACE_GRAPHS such graphs; host inputs are always copied."""
-    from jitgrad.codegen.numba_cuda.graphs import IN_PLACE_GRAPHS
+    most IN_PLACE_INPUTS such address sets; host inputs are always copied."""
+    from jitgrad.codegen.numba_cuda.graphs import IN_PLACE_INPUTS
     f = jg.jit_grad(lambda w, x: np.sum(np.tanh(x @ w)), device="cuda")
     ref = jg.jit_grad(lambda w, x: np.sum(np.tanh(x @ w)), device="numpy")
-    hosts = [(rng.standard_normal((3, 2)), rng.standard_normal((4, 3))) for _ in range(IN_PLACE_GRAPHS + 2)]
+    hosts = [(rng.standard_normal((3, 2)), rng.standard_normal((4, 3))) for _ in range(IN_PLACE_INPUTS + 2)]
     arrays = [[jg.device_put(a, "cuda") for a in pair] for pair in hosts]
 
     def check(i):
@@ -181,15 +193,15 @@ def test_replays_read_recurring_device_inputs_in_place(graphs):
     for i in [0, 0, 0, 1, 0, 1, 1]:  # pair 0 recurs from its second call, pair 1 from its second
         check(i)
     replay = f.lower(*hosts[0]).executable.replay
-    assert len(replay.in_place) == 2
+    assert len(replay.input_keys) == 2
     hosts[0][0][:] = rng.standard_normal((3, 2))  # an update in place, on the host and the device
     arrays[0][0].copy_to_device(hosts[0][0])
     check(0)
     for i in [2, 2, 3, 3, 4, 4, 5, 5, 0, 1]:  # more recurring inputs than graphs kept: the rest copy
         check(i)
-    assert len(replay.in_place) == IN_PLACE_GRAPHS
+    assert len(replay.input_keys) == IN_PLACE_INPUTS
     f(*hosts[0]), f(*hosts[0])  # host inputs are copied in
-    assert len(replay.in_place) == IN_PLACE_GRAPHS
+    assert len(replay.input_keys) == IN_PLACE_INPUTS
 
 
 def test_replay_block_layout():
@@ -275,9 +287,10 @@ def test_a_program_that_cannot_be_recorded_keeps_launching_kernels(monkeypatch):
             raise RuntimeError("operation not permitted when stream is capturing")
         run(env, memory)
     monkeypatch.setattr(executable.steps[-1], "run", synchronizes)
+    replay = graphs.Replay.record(executable, [x])
     with pytest.warns(UserWarning, match="could not be recorded as a CUDA graph"):
-        assert graphs.Replay.record(executable, [x]) is None
-    assert calls == ["begin", "end"]
+        assert replay([x], False) is None
+    assert calls == ["begin", "end"] and replay([x], False) is None and calls == ["begin", "end"]
     assert executable._memory.stream is None and executable._memory.replay_buffers is None
     monkeypatch.undo()
     np.testing.assert_allclose(f(x), np.tanh(x) * 2 + np.sum(x), rtol=1e-12)

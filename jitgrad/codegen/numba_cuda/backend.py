@@ -290,8 +290,7 @@ class Executable:
         self._memory = _Memory(slots, cp)
         self._checks_indices = any(n.op in ("gather", "scatter_add") for n in program.nodes)
         self._index_error = np.zeros(1, np.int32)  # the flag's host copy, read after each call
-        nbytes = sum(n.size * n.dtype.itemsize for n in program.inputs + program.outputs)
-        self.replay, self._record_next = None, graphs.GRAPHS and nbytes <= graphs.GRAPH_MAX_BYTES
+        self.replay, self._record_next = None, graphs.GRAPHS
 
     @property
     def kernels(self):
@@ -304,9 +303,10 @@ class Executable:
     def __call__(self, *args):
         on_device = any(devices.on_gpu(a) for a in args)
         with _ONE_CALL_AT_A_TIME:
+            results = None
             if self.replay is not None and all(graphs.contiguous(a) for a in args):
                 results = self.replay(args, on_device)
-            else:
+            if results is None:
                 results = self._run([as_device_array(a) for a in args], on_device)
                 if self._record_next:  # everything is compiled and allocated now
                     self._record_next, self.replay = False, graphs.Replay.record(self, args)

@@ -1,8 +1,10 @@
-"""A small program's launch sequence recorded once as a CUDA graph and replayed: one host call
-instead of one per kernel (``Replay``). On by default; ``JITGRAD_CUDA_GRAPHS=0`` turns it off."""
+"""A program's launch sequence recorded as CUDA graphs and replayed: one host call instead of one
+per kernel, and no copies where the arrays allow (``Replay``). On by default;
+``JITGRAD_CUDA_GRAPHS=0`` turns it off."""
 import functools
 import os
 import warnings
+import weakref
 
 import numpy as np
 from numba import cuda
@@ -11,172 +13,247 @@ from ...runtime import devices
 from . import launch
 from .launch import address, as_device_array, at_least_1d, new_array
 
-# After its first call, a program whose inputs and results take at most GRAPH_MAX_BYTES is
-# recorded. Measured on an H200 (benchmarks/RESULTS.md): mlp2 0.51 -> 0.28 ms a call, mlp_train
-# 1.97 -> 0.55 ms. Larger programs are not: copying their inputs in and results out would cost
-# more than the launches it saves.
+# Measured on an H200 (benchmarks/RESULTS.md), one graph with inputs copied in and results copied
+# out: mlp2 0.51 -> 0.28 ms a call, mlp_train 1.97 -> 0.55 ms. Copies only for programs whose
+# inputs and results take at most GRAPH_MAX_BYTES: for larger ones they would cost more than the
+# launches saved, so those replay only where their inputs are read in place and their results
+# written in place (``Replay.__call__``), else launch kernel by kernel.
 GRAPHS = os.environ.get("JITGRAD_CUDA_GRAPHS", "1") != "0"
 GRAPH_MAX_BYTES = 1 << 26
-ALIGN = 256  # bytes between results in a replay's block: cudaMalloc's alignment
-SMALL = 1024  # bytes: a result this small is returned in memory of its own, not a view of the block
-IN_PLACE_GRAPHS = 4  # graphs a program keeps that read their inputs where they are (``graph_reading``)
+ALIGN = 256  # bytes between results in a result block: cudaMalloc's alignment
+SMALL = 1024  # bytes: a result this small is copied out on its own, not a view of the copied block
+IN_PLACE_INPUTS = 4  # sets of input addresses a program keeps graphs for (``_input_key``)
+LEASED_SETS = 2  # result blocks a program hands out at once (a loop holds one call's while the next runs)
+LEASED_MAX_BYTES = 1 << 30  # a program with more results than this copies them out (or launches)
 
 
 class Replay:
-    """A program's launch sequence over buffers of its own, recorded once and replayed.
+    """A program's launch sequence recorded as CUDA graphs (CuPy's stream capture records our
+    kernels and our direct cuBLAS calls alike), so a call costs one launch instead of one per
+    kernel: the host time that made small programs slower than JAX. A graph reads and writes
+    fixed addresses, so each one is recorded for
 
-    With CuPy on a GPU the record is a CUDA graph (CuPy's stream capture records our kernels and
-    our direct cuBLAS calls alike), so a call costs one launch instead of one per kernel: the host
-    time that makes small programs slower than JAX. A call copies its inputs into the recorded input
-    buffers (unless they are device arrays at addresses that came before: a graph of their own
-    reads them in place) and its results out of the recorded result buffers, which is why only
-    small programs are recorded. On the simulator (no CuPy, no graphs) the record is the same
-    launch sequence replayed from Python over the same buffers, which tests the buffer handling."""
+    - its inputs: the replay's own input buffers, which a call copies its arguments into; or the
+      arguments where they lie, for device arrays at addresses that came in one of the last few
+      calls (a benchmark's arrays, weights updated in place, a memory pool handing two sets of
+      buffers back and forth): a graph reads by address, so it serves whatever arrays lie there;
+    - its results: a block the call copies them out of; or a leased block, handed to the caller
+      as the results themselves: views whose owner, a lease object, every view derived from them
+      keeps alive, so the block is written again only once the caller has let go of all of them.
+
+    On the simulator (no CuPy, no graphs) a "graph" relaunches the same steps from Python over
+    the same buffers, which tests the buffer handling and the choice of graph."""
 
     def __init__(self, executable, stream):
         program, memory = executable.program, executable._memory
-        self.executable, self.stream, self.graph = executable, stream, None
-        self.inputs = [memory.keep(cuda.device_array(n.shape, n.dtype)) for n in program.inputs]
-        # the results side by side in one block: a call copies them out, and allocates, once
+        self.executable, self.stream, self.memory = executable, stream, memory
+        nbytes = sum(n.size * n.dtype.itemsize for n in program.inputs + program.outputs)
+        self.copies = nbytes <= GRAPH_MAX_BYTES
+        self.inputs = [memory.keep(cuda.device_array(n.shape, n.dtype)) for n in program.inputs] if self.copies else None
         self.offsets, self.shared, self.nbytes = block_layout(program.outputs)
-        self.block = memory.keep(cuda.device_array(self.nbytes, np.uint8))
         self.layouts = [(o.shape, o.dtype, o.size * o.dtype.itemsize) for o in program.outputs]
-        self.results = [memory.keep(self.block[at:at + nbytes].view(dtype).reshape(shape or (1,)))
-                        for at, (shape, dtype, nbytes) in zip(self.offsets, self.layouts)]
-        # the result nodes', and every other buffer a call would allocate afresh: fixed addresses
-        self.buffers = {id(o): r for o, r in zip(program.outputs, self.results) if id(o) in executable._fresh}
-        # graphs reading device inputs in place, by their addresses; the latest calls' addresses
-        self.in_place, self.recent = {}, []
+        self.copied_out = _ResultBlock(self) if self.copies else None
+        self.leased = []
+        self.scratch = {}  # buffers, other than results, that a call would allocate afresh
+        self.graphs = {}  # (input addresses or None for the input buffers, result block) -> graph
+        self.input_keys, self.recent = set(), []
+        self.failed = False  # a graph could not be recorded: every call launches kernel by kernel
 
-    # the recorded buffers' addresses, for copies on a GPU: fixed, so asked of Numba once
     @functools.cached_property
-    def input_addresses(self):
+    def input_addresses(self):  # the input buffers', for copies on a GPU: fixed, asked for once
         return [address(b) for b in self.inputs]
-
-    @functools.cached_property
-    def block_address(self):
-        return address(self.block)
 
     @classmethod
     def record(cls, executable, args):
-        """A replay of ``executable``, called with ``args`` just now; None where there is no CuPy
-        to record a graph with, and, with a warning, where it could not be recorded."""
+        """A replay of ``executable``, called with ``args`` just now (the first graph is recorded
+        at the next call that can use one); None where there is no CuPy to record graphs with."""
         cp = launch.cupy_module()
         if cp is None and not launch.SIMULATOR:
             return None
-        replay = cls(executable, None if cp is None else cp.cuda.Stream())  # blocking: ordered with the default stream
+        return cls(executable, None if cp is None else cp.cuda.Stream())  # blocking: ordered with the default stream
+
+    def __call__(self, args, on_device):
+        """This call's results through a graph; None where none serves it (then the caller
+        launches kernel by kernel): a large program whose inputs are not in place or whose
+        leased blocks are all held, or a graph that could not be recorded."""
+        if self.failed:
+            return None
+        addresses = tuple(address(a) for a in args)
+        key = self._input_key(args, addresses)
+        results = (self._free_leased() if on_device else None) or self.copied_out
+        if results is None or (key is None and not self.copies):
+            return None
+        graph = self._graph(key, results, args)
+        if graph is None:
+            return None
+        if key is None:
+            self.copy_inputs(args, self.stream, addresses)
+        graph.launch(self.stream)
+        if results is not self.copied_out:
+            return results.hand_out()
+        return self._copy_out(on_device)
+
+    def _input_key(self, args, addresses):
+        """``addresses`` where the graphs read these arguments in place; None: copy them in."""
+        if addresses in self.input_keys:
+            return addresses
+        recurs = addresses in self.recent and len(self.input_keys) < IN_PLACE_INPUTS
+        self.recent = [addresses] + [a for a in self.recent[:IN_PLACE_INPUTS - 1] if a != addresses]
+        return addresses if recurs and all(devices.on_gpu(a) for a in args) else None
+
+    def _free_leased(self):
+        """A leased block nobody holds, a new one if there is room, else None."""
+        for block in self.leased:
+            if block.free:
+                return block
+        if len(self.leased) < LEASED_SETS and self.nbytes <= LEASED_MAX_BYTES:
+            self.leased.append(_ResultBlock(self))
+            return self.leased[-1]
+        return None
+
+    def _graph(self, key, results, args):
+        """The graph for these inputs and results, recorded the first time; None if it cannot be."""
+        if (key, results) not in self.graphs:
+            if key is not None:
+                self.input_keys.add(key)
+            inputs = None if key is None else [as_device_array(a) for a in args]
+            self.graphs[key, results] = self._record(inputs, results, args)
+        return self.graphs[key, results]
+
+    def _record(self, inputs, results, args):
+        """Runs the program once unrecorded on this call's arguments (the buffers a call makes
+        afresh are allocated now, not while recording, and cuBLAS is warm), then records it over
+        ``inputs`` (None: the input buffers) and ``results``; None, with a warning, on failure."""
+        name = self.executable.program.name
         try:
-            # once unrecorded, on this call's inputs (indices in range): the buffers a call makes
-            # afresh are allocated now, not while recording, and cuBLAS is warm
-            replay.copy_inputs(args, None)
-            replay.launch_all()
-            cuda.synchronize()
-            replay.graph = replay.capture()
-            return replay
+            if not self.graphs:
+                self.launch_all([as_device_array(a) for a in args], results)
+                cuda.synchronize()
+            return self.capture(inputs, results)
         except Exception as e:  # e.g. an op that allocates or syncs while recording
-            warnings.warn(f"jitgrad: {executable.program.name} could not be recorded as a CUDA graph "
-                          f"({type(e).__name__}: {e}); its kernels are launched one by one")
+            warnings.warn(f"jitgrad: {name} could not be recorded as a CUDA graph ({type(e).__name__}: {e}); "
+                          "its kernels are launched one by one")
+            self.failed = True
             return None
 
-    def capture(self, inputs=None):
-        """The launch sequence over ``inputs`` (device arrays; None: the input buffers), recorded
-        as one CUDA graph; on the simulator, an object that launches it from Python."""
+    def capture(self, inputs, results):
+        """The launch sequence over ``inputs`` (device arrays; None: the input buffers) into
+        ``results`` (a ``_ResultBlock``), recorded as one CUDA graph; on the simulator, an object
+        that launches it from Python."""
         cp = launch.cupy_module()
         if cp is None:
-            return _Relaunch(self, inputs)
-        memory = self.executable._memory
+            return _Relaunch(self, inputs, results)
+        memory = self.memory
         memory.stream, memory.stream_ptr = cuda.external_stream(self.stream.ptr), self.stream.ptr
         try:
             with self.stream, cp.cuda.using_allocator(_no_allocation):
                 self.stream.begin_capture()
                 try:
-                    self.launch_all(inputs)
+                    self.launch_all(inputs, results)
                 finally:
                     graph = self.stream.end_capture()
             return graph
         finally:
             memory.stream, memory.stream_ptr = None, 0
 
-    def launch_all(self, inputs=None):
-        """The program over ``inputs`` (None: the input buffers); results land in ``self.results``."""
-        executable, memory = self.executable, self.executable._memory
-        memory.replay_buffers = self.buffers
+    def launch_all(self, inputs, results):
+        """The program over ``inputs`` (None: the input buffers) into ``results``."""
+        executable, memory = self.executable, self.memory
+        outputs = executable.program.outputs
+        written = {id(o): r for o, r in zip(outputs, results.arrays) if id(o) in executable._fresh}
+        memory.replay_buffers = {**self.scratch, **written}
         try:
             env = executable.launch_all(self.inputs if inputs is None else inputs)
         finally:
+            self.scratch.update((k, v) for k, v in memory.replay_buffers.items() if k not in written)
             memory.replay_buffers = None
-        for o, result in zip(executable.program.outputs, self.results):
-            if id(o) not in self.buffers:  # an input, a constant or a view: copied
+        for o, result in zip(outputs, results.arrays):
+            if id(o) not in executable._fresh:  # an input, a constant or a view: copied
                 stream = 0 if memory.stream is None else memory.stream
                 result.copy_to_device(at_least_1d(env[id(o)]).reshape(result.shape), stream=stream)
 
     def copy_inputs(self, args, stream, addresses=None):
-        if stream is None:  # before recording, and on the simulator
+        if stream is None:  # the simulator
             for buffer, a in zip(self.inputs, args):
                 _copy_into(buffer, a)
             return
         for buffer, at, a in zip(self.inputs, self.input_addresses, addresses):
             _copy_async(at, a, buffer.nbytes, stream)
 
-    def graph_reading(self, args, addresses):
-        """A graph reading ``args`` (device arrays at ``addresses``) where they are, recorded when
-        these addresses come a second time (a training loop's or a benchmark's arrays recur);
-        None: the call copies them into the input buffers. A graph reads by address only, so it
-        serves any later call whose arrays lie at those addresses, whatever arrays they are."""
-        if self.in_place is None:
-            return None
-        graph = self.in_place.get(addresses)
-        if graph is None and addresses in self.recent and len(self.in_place) < IN_PLACE_GRAPHS:
-            try:
-                graph = self.in_place[addresses] = self.capture([as_device_array(a) for a in args])
-            except Exception as e:
-                warnings.warn(f"jitgrad: {self.executable.program.name}: a CUDA graph reading its inputs in "
-                              f"place could not be recorded ({type(e).__name__}: {e}); inputs are copied")
-                self.in_place = None
-                return None
-        self.recent = [addresses] + [a for a in self.recent[:IN_PLACE_GRAPHS - 1] if a != addresses]
-        return graph
-
-    def __call__(self, args, on_device):
-        addresses = tuple(address(a) for a in args)
-        graph = None
-        if all(devices.on_gpu(a) for a in args):
-            graph = self.graph_reading(args, addresses)
-        if graph is None:
-            self.copy_inputs(args, self.stream, addresses)
-            graph = self.graph
-        graph.launch(self.stream)
+    def _copy_out(self, on_device):
+        """Fresh results copied out of the copied-out block."""
+        block = self.copied_out
         if self.stream is None:  # the simulator: result by result, through Numba
             make = new_array if on_device else np.empty
             out = [make(shape, dtype) for shape, dtype, _ in self.layouts]
-            for fresh, result in zip(out, self.results):
+            for fresh, result in zip(out, block.arrays):
                 _copy_into(fresh, result)
             return out
         if on_device:
-            return self._results_on_device()
-        block = np.empty(self.nbytes, np.uint8)
-        _copy_async(block.ctypes.data, self.block_address, self.nbytes, self.stream)
+            return self._copied_to_device()
+        host = np.empty(self.nbytes, np.uint8)
+        _copy_async(host.ctypes.data, block.address, self.nbytes, self.stream)
         self.stream.synchronize()
-        views = [block[at:at + nbytes].view(dtype).reshape(shape) for at, (shape, dtype, nbytes) in zip(self.offsets, self.layouts)]
+        views = [host[at:at + nbytes].view(dtype).reshape(shape) for at, (shape, dtype, nbytes) in zip(self.offsets, self.layouts)]
         return [v if v.nbytes > SMALL else v.copy() for v in views]
 
-    def _results_on_device(self):
-        """This call's results, fresh: the large ones views of one new block (one allocation, one
-        copy), the small ones (a loss value, which a training loop may keep after the rest)
-        each in memory of its own."""
-        cp = launch.cupy_module()
+    def _copied_to_device(self):
+        """The large results views of one new block (one allocation, one copy), the small ones
+        (a loss value, which a training loop may keep after the rest) each in memory of its own."""
+        cp, source = launch.cupy_module(), self.copied_out.address
         block = cp.empty(self.shared, np.uint8)
         if self.shared:
-            _copy_async(block.data.ptr, self.block_address, self.shared, self.stream)
+            _copy_async(block.data.ptr, source, self.shared, self.stream)
         out = []
         for at, (shape, dtype, nbytes) in zip(self.offsets, self.layouts):
             if nbytes > SMALL:
                 out.append(launch.from_cupy.array_at(block.data.ptr + at, shape, dtype, block))
                 continue
             own = cp.empty(shape, dtype)
-            _copy_async(own.data.ptr, self.block_address + at, nbytes, self.stream)
+            _copy_async(own.data.ptr, source + at, nbytes, self.stream)
             out.append(launch.from_cupy(own))
         return out
+
+
+class _ResultBlock:
+    """A block of device memory a graph writes a program's results into, side by side."""
+
+    def __init__(self, replay):
+        memory = replay.memory
+        self.replay, self.block = replay, memory.keep(cuda.device_array(replay.nbytes, np.uint8))
+        self.arrays = [memory.keep(self.block[at:at + nbytes].view(dtype).reshape(shape or (1,)))
+                       for at, (shape, dtype, nbytes) in zip(replay.offsets, replay.layouts)]
+        self.lease = None  # a weak reference to what the arrays handed out keep alive
+
+    @functools.cached_property
+    def address(self):
+        return address(self.block)
+
+    @property
+    def free(self):
+        return self.lease is None or self.lease() is None
+
+    def hand_out(self):
+        """The results as arrays of their own over this block, leased until all are gone."""
+        lease = _Lease()
+        self.lease = weakref.ref(lease)
+        if launch.SIMULATOR:  # the simulator's arrays have no owner to hang the lease on
+            out = [_leased_fake(a.reshape(shape), lease) for a, (shape, _, _) in zip(self.arrays, self.replay.layouts)]
+        else:
+            out = [launch.from_cupy.array_at(self.address + at, shape, dtype, lease)
+                   for at, (shape, dtype, _) in zip(self.replay.offsets, self.replay.layouts)]
+        return out
+
+
+class _Lease:
+    """The owner of the arrays a leased result block was handed out as (``_ResultBlock``)."""
+
+
+def _leased_fake(array, lease):
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+    out = FakeCUDAArray(array._ary)
+    out.lease = lease
+    return out
 
 
 def block_layout(nodes):
@@ -195,11 +272,11 @@ def block_layout(nodes):
 class _Relaunch:
     """The simulator's stand-in for a recorded graph: the same launches, from Python."""
 
-    def __init__(self, replay, inputs):
-        self.replay, self.inputs = replay, inputs
+    def __init__(self, replay, inputs, results):
+        self.replay, self.inputs, self.results = replay, inputs, results
 
     def launch(self, stream):
-        self.replay.launch_all(self.inputs)
+        self.replay.launch_all(self.inputs, self.results)
 
 
 class _AllocationWhileRecording(RuntimeError):
