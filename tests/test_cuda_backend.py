@@ -204,6 +204,30 @@ def test_replays_read_recurring_device_inputs_in_place(graphs):
     assert len(replay.input_keys) == IN_PLACE_INPUTS
 
 
+def test_large_programs_replay_only_in_place(graphs, monkeypatch):
+    """A program too large to copy its arrays replays only with its inputs read in place and its
+    results leased; otherwise (host inputs, first addresses, all blocks held) it launches kernel
+    by kernel. Every path gives the reference's numbers."""
+    from jitgrad.codegen.numba_cuda import graphs
+    monkeypatch.setattr(graphs, "GRAPH_MAX_BYTES", 0)
+    f = jg.jit_grad(lambda x, y: np.sum(np.exp(x) * y), argnums=(0, 1), device="cuda")
+    ref = jg.jit_grad(lambda x, y: np.sum(np.exp(x) * y), argnums=(0, 1), device="numpy")
+    x, y = rng.standard_normal(50), rng.standard_normal(50)
+    dx, dy = jg.device_put(x, "cuda"), jg.device_put(y, "cuda")
+    kept = []
+    for args in [(x, y), (dx, dy), (dx, dy), (dx, dy), (x, y), (dx, dy), (dx, dy)]:
+        result = f(*args)
+        kept.append(result)
+        value, grads = jg.device_put(result, "cpu")
+        ref_value, ref_grads = ref(x, y)
+        np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+        for g, r in zip(grads, ref_grads):
+            np.testing.assert_allclose(g, r, rtol=1e-12)
+    replay = f.lower(x, y).executable.replay
+    assert replay.copied_out is None and replay.inputs is None
+    assert [key is not None for key, _ in replay.graphs] == [True, True]  # one per leased block
+
+
 def test_replay_block_layout():
     """Large results first, small ones after, each ALIGN bytes apart at least, none overlapping."""
     from types import SimpleNamespace
