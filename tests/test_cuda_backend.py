@@ -204,6 +204,21 @@ def test_replays_read_recurring_device_inputs_in_place(graphs):
     assert len(replay.input_keys) == IN_PLACE_INPUTS
 
 
+def test_leased_results_outlive_their_function(graphs):
+    """Results handed out as a leased block keep its memory alive after the jitted function and
+    its executable are gone."""
+    import gc
+    f = jg.jit(lambda x: np.tanh(x) * 3, device="cuda")
+    x = jg.device_put(rng.standard_normal(300), "cuda")
+    results = [f(x) for _ in range(3)]
+    assert f.lower(x).executable.replay.leased
+    del f
+    gc.collect()
+    jg.device_put(rng.standard_normal(300 * 64), "cuda")  # memory that a freed block could go to
+    for r in results:
+        np.testing.assert_allclose(r.copy_to_host(), np.tanh(x.copy_to_host()) * 3, rtol=1e-14)
+
+
 def test_large_programs_replay_only_in_place(graphs, monkeypatch):
     """A program too large to copy its arrays replays only with its inputs read in place and its
     results leased; otherwise (host inputs, first addresses, all blocks held) it launches kernel

@@ -80,8 +80,10 @@ class Replay:
             return None
         addresses = tuple(address(a) for a in args)
         key = self._input_key(args, addresses)
+        if key is None and not self.copies:
+            return None
         results = (self._free_leased() if on_device else None) or self.copied_out
-        if results is None or (key is None and not self.copies):
+        if results is None:
             return None
         graph = self._graph(key, results, args)
         if graph is None:
@@ -235,7 +237,7 @@ class _ResultBlock:
 
     def hand_out(self):
         """The results as arrays of their own over this block, leased until all are gone."""
-        lease = _Lease()
+        lease = _Lease(self.block)  # which the arrays keep alive, even past the executable
         self.lease = weakref.ref(lease)
         if launch.SIMULATOR:  # the simulator's arrays have no owner to hang the lease on
             out = [_leased_fake(a.reshape(shape), lease) for a, (shape, _, _) in zip(self.arrays, self.replay.layouts)]
@@ -247,6 +249,9 @@ class _ResultBlock:
 
 class _Lease:
     """The owner of the arrays a leased result block was handed out as (``_ResultBlock``)."""
+
+    def __init__(self, block):
+        self.block = block
 
 
 def _leased_fake(array, lease):
