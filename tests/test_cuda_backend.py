@@ -204,6 +204,17 @@ def test_replays_read_recurring_device_inputs_in_place(graphs):
     assert len(replay.input_keys) == IN_PLACE_INPUTS
 
 
+def test_replays_return_a_node_returned_twice_in_both_places(graphs):
+    """A result returned twice (and an input returned twice) is written to both of its places."""
+    def g(x):
+        y = np.tanh(x) * 2
+        return y, y, x, x
+    f, x = jg.jit(g, device="cuda"), rng.standard_normal(5)
+    for args in [(x,), (x,), (x,)] + [(jg.device_put(x, "cuda"),)] * 4:
+        for out, ref in zip(jg.device_put(f(*args), "cpu"), g(x)):
+            np.testing.assert_allclose(out, ref, rtol=1e-14)
+
+
 def test_leased_results_outlive_their_function(graphs):
     """Results handed out as a leased block keep its memory alive after the jitted function and
     its executable are gone."""

@@ -162,7 +162,10 @@ class Replay:
         """The program over ``inputs`` (None: the input buffers) into ``results``."""
         executable, memory = self.executable, self.memory
         outputs = executable.program.outputs
-        written = {id(o): r for o, r in zip(outputs, results.arrays) if id(o) in executable._fresh}
+        written = {}  # where the kernels write each result node (the first place it is returned)
+        for o, r in zip(outputs, results.arrays):
+            if id(o) in executable._fresh:
+                written.setdefault(id(o), r)
         memory.replay_buffers = {**self.scratch, **written}
         try:
             env = executable.launch_all(self.inputs if inputs is None else inputs)
@@ -170,7 +173,7 @@ class Replay:
             self.scratch.update((k, v) for k, v in memory.replay_buffers.items() if k not in written)
             memory.replay_buffers = None
         for o, result in zip(outputs, results.arrays):
-            if id(o) not in executable._fresh:  # an input, a constant or a view: copied
+            if written.get(id(o)) is not result:  # an input, a constant, a view, a node returned twice
                 stream = 0 if memory.stream is None else memory.stream
                 result.copy_to_device(at_least_1d(env[id(o)]).reshape(result.shape), stream=stream)
 
