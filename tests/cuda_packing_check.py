@@ -1,8 +1,9 @@
 """Run by tests/test_cuda_ptx.py in a process without the CUDA simulator, on real numba device
 arrays (over a stand-in allocation: no GPU needed; a zero-size array would need one): the CUDA
 backend's direct kernel launch packs arguments exactly as Numba's launch does, for arrays and
-scalars, its direct cuBLAS call reads their layouts and addresses (views included) right, and its
-quick views of CuPy arrays equal Numba's ``from_cuda_array_interface``."""
+scalars, its direct cuBLAS call reads their layouts and addresses (views included) right, its
+quick views of CuPy arrays equal Numba's ``from_cuda_array_interface``, and a leased result
+block is free exactly when no view of it is left."""
 import ctypes
 import threading
 
@@ -103,6 +104,31 @@ def check_quick_views():
     wrong.view = lambda desc, owner: launch.QuickViews.view(wrong, {**desc, "shape": (4, 3)}, owner)
     wrong(arrays[0])
     assert wrong.checked is False
+    check_leases(views)
+
+
+def check_leases(views):
+    """A leased result block (graphs.py) is free again exactly when every numba array over it,
+    slices and reshapes included, is gone: they keep their owner alive, and nothing else does."""
+    import gc
+    import weakref
+
+    class Lease:
+        pass
+    lease = Lease()
+    alive = weakref.ref(lease)
+    result = views.array_at(0x70000, (4, 6), np.float32, lease)
+    del lease
+    gc.disable()  # freed by reference counting alone, as soon as the last view goes
+    getitem = DeviceNDArray.__getitem__.__wrapped__  # past its context requirement
+    derived = [getitem(result, slice(1, 3)), result.reshape(24), result.view(np.int32), getitem(result, 2)]
+    del result
+    for view in derived:
+        assert alive() is not None
+        assert view.gpu_data.owner is alive()
+    del view, derived
+    assert alive() is None
+    gc.enable()
 
 
 if __name__ == "__main__":
