@@ -112,7 +112,7 @@ class QuickViews:
 
     def array_at(self, pointer, shape, dtype, owner):
         """A C-contiguous numba array of ``shape`` and ``dtype`` at device address ``pointer``,
-        in memory that ``owner`` (a CuPy array) keeps alive."""
+        whose memory ``owner`` (a CuPy array, a replay's lease) keeps alive."""
         desc = {"version": 3, "shape": shape, "typestr": np.dtype(dtype).str, "data": (pointer, False),
                 "strides": None, "stream": None}
         return self.view(desc, owner) if self.checked else cuda.from_cuda_array_interface(desc, owner=owner, sync=False)
