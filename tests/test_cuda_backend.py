@@ -439,3 +439,34 @@ def test_foreign_device_arrays_on_the_legacy_stream_are_not_waited_for(monkeypat
     for stream in (1, 2, 0x7000, None):
         devices.as_cuda_array(Foreign(stream))
     assert asked == [False, True, True, True]
+
+
+def test_contiguity_of_foreign_device_arrays_is_read_from_their_interface():
+    """Replays take CuPy and PyTorch arrays by address when they are C-contiguous, which is read
+    from ``__cuda_array_interface__`` (size-1 dimensions may have any stride)."""
+    from jitgrad.codegen.numba_cuda.graphs import contiguous
+
+    class Foreign:
+        def __init__(self, shape, strides):
+            self.__cuda_array_interface__ = {"version": 3, "shape": shape, "typestr": "<f4", "data": (0, False),
+                                             "strides": strides}
+    assert contiguous(Foreign((3, 4), None)) and contiguous(Foreign((3, 4), (16, 4)))
+    assert contiguous(Foreign((3, 1, 4), (16, 999, 4))) and contiguous(Foreign((), ()))
+    assert not contiguous(Foreign((3, 4), (4, 12))) and not contiguous(Foreign((3, 4), (32, 4)))
+
+
+def test_cupy_inputs_take_the_fast_path():
+    """CuPy arrays (on a GPU with CuPy) are used in place and, after the first call, take the
+    API's fast path: no flattening and no numba view per call."""
+    from jitgrad.codegen.numba_cuda import launch
+    cp = launch.cupy_module()
+    if cp is None:
+        pytest.skip("the simulator, or no CuPy")
+    f = jg.jit_grad(lambda w, x: np.sum(np.tanh(x @ w)), device="cuda")
+    w, x = rng.standard_normal((3, 2)), rng.standard_normal((4, 3))
+    ref_value, ref_grad = jg.jit_grad(lambda w, x: np.sum(np.tanh(x @ w)), device="numpy")(w, x)
+    for _ in range(4):
+        value, grad = f(cp.asarray(w), cp.asarray(x))
+        np.testing.assert_allclose(value.copy_to_host(), ref_value, rtol=1e-12)
+        np.testing.assert_allclose(grad.copy_to_host(), ref_grad, rtol=1e-12)
+    assert f._fast_key((cp.asarray(w), cp.asarray(x))) in f._fast

@@ -290,13 +290,13 @@ class Jitted:
 
     def _fast_key(self, args):
         """(device setting, then each argument's type, shape and dtype) when every argument is a
-        NumPy array or a numba device array and nothing is static; else None."""
+        NumPy array or a device array (numba, CuPy, PyTorch CUDA) and nothing is static; else None."""
         if self.static_argnums:
             return None
         key = [self.device or os.environ.get("JITGRAD_DEVICE")]
         for a in args:
             kind = type(a)
-            if kind is not np.ndarray and not hasattr(a, "copy_to_host"):
+            if kind is not np.ndarray and not hasattr(a, "__cuda_array_interface__") and not hasattr(a, "copy_to_host"):
                 return None
             key += (kind, a.shape, a.dtype)
         return tuple(key)
@@ -333,7 +333,7 @@ class Jitted:
             fast_key = self._fast_key(args)
             # the CUDA executable takes host and device arrays alike; the others, host arrays
             takes_them = device == "cuda" or all(type(a) is np.ndarray for a in args)
-            if fast_key is not None and takes_them and all(_computable(a.dtype) for a in args):
+            if fast_key is not None and takes_them and all(_computable(a.dtype) for a in leaves):
                 self._fast[fast_key] = _fast_call(compiled.executable, compiled.out_def)
         return compiled, leaves
 

@@ -2,6 +2,7 @@
 per kernel, and no copies where the arrays allow (``Replay``). On by default;
 ``JITGRAD_CUDA_GRAPHS=0`` turns it off."""
 import functools
+import math
 import os
 import warnings
 import weakref
@@ -315,5 +316,13 @@ def _copy_async(dst_address, src_address, nbytes, stream):
 
 
 def contiguous(a):
-    """Replays copy arguments by address: a strided one takes the launch-by-launch path."""
-    return a.flags.c_contiguous if isinstance(a, np.ndarray) else devices.as_cuda_array(a).is_c_contiguous()
+    """Replays take arguments by address: a strided one takes the launch-by-launch path. Read
+    from ``__cuda_array_interface__`` for CuPy and PyTorch arrays (no numba view made per call)."""
+    if isinstance(a, np.ndarray):
+        return a.flags.c_contiguous
+    if hasattr(a, "copy_to_host"):  # numba's (and the simulator's)
+        return a.is_c_contiguous()
+    desc = a.__cuda_array_interface__
+    shape, strides = desc["shape"], desc.get("strides")
+    row = [np.dtype(desc["typestr"]).itemsize * math.prod(shape[i + 1:]) for i in range(len(shape))]
+    return strides is None or all(s == r or d == 1 for s, r, d in zip(strides, row, shape))
