@@ -426,13 +426,13 @@ def test_random_programs_match_reference(program, dtype):
 
 
 def test_foreign_device_arrays_on_the_legacy_stream_are_not_waited_for(monkeypatch):
-    """A CuPy array or PyTorch tensor made on the legacy default stream (their default) is used
-    without a host sync: our work is ordered after it. Other streams are synchronized by Numba."""
+    """A CuPy array made on the legacy default stream (its default) is used without a host sync:
+    our work is ordered after it. Other streams are synchronized by Numba (PyTorch names none)."""
     from jitgrad.runtime import devices
     asked = []
     monkeypatch.setattr(cuda, "as_cuda_array", lambda x, sync=True: asked.append(sync) or x, raising=False)
 
-    class Foreign:  # what CuPy and PyTorch expose
+    class Foreign:  # what CuPy exposes
         def __init__(self, stream):
             self.__cuda_array_interface__ = {"version": 3, "shape": (2,), "typestr": "<f4", "data": (0, False),
                                              "strides": None, "stream": stream}

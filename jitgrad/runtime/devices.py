@@ -49,8 +49,8 @@ def on_gpu(x):
 
 def as_cuda_array(x):
     """A numba device array viewing ``x`` (which lives on the GPU): no copy. Work the producer
-    queued on the legacy default stream (stream 1 in ``__cuda_array_interface__``, where CuPy
-    and PyTorch put theirs by default) is ordered before ours, which runs on that stream or on
+    queued on the legacy default stream (stream 1 in ``__cuda_array_interface__``, CuPy's
+    default; PyTorch names no stream) is ordered before ours, which runs on that stream or on
     blocking streams, so only other streams are waited for, by Numba, on the host."""
     if hasattr(x, "copy_to_host"):
         return x
