@@ -105,6 +105,7 @@ def check_quick_views():
     wrong(arrays[0])
     assert wrong.checked is False
     check_leases(views)
+    check_in_place_inputs(views)
 
 
 def check_leases(views):
@@ -129,6 +130,19 @@ def check_leases(views):
     del view, derived
     assert alive() is None
     gc.enable()
+
+
+def check_in_place_inputs(views):
+    """A graph's in-place inputs are numba arrays over the arguments' memory naming no stream,
+    whatever stream the argument's own interface names."""
+    from jitgrad.codegen.numba_cuda import graphs
+    for argument in (views(_CupyLike(shape=(5, 3), typestr="<f4", data=(0x80000, False))),  # names stream 1
+                     _CupyLike(shape=(2, 4), typestr="<f8", data=(0x90000, False), stream=0x7000)):
+        desc = argument.__cuda_array_interface__
+        array = graphs._in_place(argument)
+        assert array.__cuda_array_interface__["stream"] is None and array.gpu_data.owner is argument
+        assert (array.device_ctypes_pointer.value, array.shape, array.dtype.str) == (
+            desc["data"][0], tuple(desc["shape"]), desc["typestr"])
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ class Replay:
         if (key, results) not in self.graphs:
             if key is not None:
                 self.input_keys.add(key)
-            inputs = None if key is None else [as_device_array(a) for a in args]
+            inputs = None if key is None else [_in_place(a) for a in args]
             self.graphs[key, results] = self._record(inputs, results, args)
         return self.graphs[key, results]
 
@@ -276,6 +276,17 @@ def block_layout(nodes):
         end += max(1, -(-sizes[i] // ALIGN)) * ALIGN
         shared = end if sizes[i] > SMALL else shared
     return offsets, shared, end
+
+
+def _in_place(a):
+    """A numba array over argument ``a`` (C-contiguous, on the GPU) that names no stream: a graph
+    reads it by address, and CuPy, handed a view of it while the graph records, would otherwise
+    synchronize the stream it names (which recording forbids) unless CuPy was imported after
+    jitgrad set ``CUPY_CUDA_ARRAY_INTERFACE_SYNC=0``."""
+    if launch.SIMULATOR:
+        return a
+    desc = a.__cuda_array_interface__
+    return launch.from_cupy.array_at(desc["data"][0], tuple(desc["shape"]), np.dtype(desc["typestr"]), a)
 
 
 class _Relaunch:
