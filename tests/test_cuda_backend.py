@@ -337,7 +337,7 @@ def test_a_program_that_cannot_be_recorded_keeps_launching_kernels(monkeypatch):
             raise RuntimeError("operation not permitted when stream is capturing")
         run(env, memory)
     monkeypatch.setattr(executable.steps[-1], "run", synchronizes)
-    replay = graphs.Replay.record(executable, [x])
+    replay = graphs.Replay.record(executable)
     with pytest.warns(UserWarning, match="could not be recorded as a CUDA graph"):
         assert replay([x], False) is None
     assert calls == ["begin", "end"] and replay([x], False) is None and calls == ["begin", "end"]

@@ -296,7 +296,7 @@ class Jitted:
         key = [self.device or os.environ.get("JITGRAD_DEVICE")]
         for a in args:
             kind = type(a)
-            if kind is not np.ndarray and not hasattr(a, "__cuda_array_interface__") and not hasattr(a, "copy_to_host"):
+            if kind is not np.ndarray and not devices.on_gpu(a):
                 return None
             key += (kind, a.shape, a.dtype)
         return tuple(key)
@@ -333,17 +333,13 @@ class Jitted:
             fast_key = self._fast_key(args)
             # the CUDA executable takes host and device arrays alike; the others, host arrays
             takes_them = device == "cuda" or all(type(a) is np.ndarray for a in args)
-            if fast_key is not None and takes_them and all(_computable(a.dtype) for a in leaves):
+            if fast_key is not None and takes_them:  # (to_array has checked the dtypes)
                 self._fast[fast_key] = _fast_call(compiled.executable, compiled.out_def)
         return compiled, leaves
 
     @property
     def cache_size(self):
         return len(self._cache)
-
-
-def _computable(dtype):
-    return dtype.kind in "biuf" and dtype != np.float16
 
 
 def _fast_call(executable, out_def):

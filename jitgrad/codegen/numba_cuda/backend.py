@@ -10,7 +10,7 @@ Inputs may be NumPy arrays (copied in) or device arrays (anything with
 ``__cuda_array_interface__``: used in place). Results are device arrays when any input was one,
 else NumPy. Intermediates are allocated once per signature, in the CPU backend's lifetime-planned
 slots, and reused by every call. ``launch.py`` compiles and launches the kernels; ``graphs.py``
-records small programs as CUDA graphs (``JITGRAD_CUDA_GRAPHS=0`` turns that off).
+replays programs as CUDA graphs from their second call (``JITGRAD_CUDA_GRAPHS=0`` turns that off).
 """
 import math
 import threading
@@ -309,7 +309,7 @@ class Executable:
             if results is None:
                 results = self._run([as_device_array(a) for a in args], on_device)
                 if self._record_next:  # everything is compiled and allocated now
-                    self._record_next, self.replay = False, graphs.Replay.record(self, args)
+                    self._record_next, self.replay = False, graphs.Replay.record(self)
             if self._checks_indices:
                 self._check_indices()
         return results

@@ -65,9 +65,9 @@ class Replay:
         return [address(b) for b in self.inputs]
 
     @classmethod
-    def record(cls, executable, args):
-        """A replay of ``executable``, called with ``args`` just now (the first graph is recorded
-        at the next call that can use one); None where there is no CuPy to record graphs with."""
+    def record(cls, executable):
+        """A replay of ``executable`` (its first graph is recorded at the next call that can use
+        one); None where there is no CuPy to record graphs with."""
         cp = launch.cupy_module()
         if cp is None and not launch.SIMULATOR:
             return None
@@ -178,7 +178,7 @@ class Replay:
                 stream = 0 if memory.stream is None else memory.stream
                 result.copy_to_device(at_least_1d(env[id(o)]).reshape(result.shape), stream=stream)
 
-    def copy_inputs(self, args, stream, addresses=None):
+    def copy_inputs(self, args, stream, addresses):
         if stream is None:  # the simulator
             for buffer, a in zip(self.inputs, args):
                 _copy_into(buffer, a)
