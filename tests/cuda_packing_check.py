@@ -100,6 +100,11 @@ def check_quick_views():
     expected = numbas(_CupyLike(shape=(2, 3), typestr="<f4", data=(0x60000 + 512, False), stream=None)
                       .__cuda_array_interface__, owner=block, sync=False)
     assert launch.same_view(views.array_at(0x60000 + 512, (2, 3), np.float32, block), expected)
+    first, second = (views.array_at(at, (2, 3), np.float32, owner) for at, owner in ((0x61000, block), (0x62000, arrays[0])))
+    assert (first.device_ctypes_pointer.value, first.gpu_data.owner) == (0x61000, block)  # copies of one template
+    assert (second.device_ctypes_pointer.value, second.gpu_data.owner) == (0x62000, arrays[0])
+    template = views.templates[(2, 3), None, "<f4"]
+    assert template.device_ctypes_pointer.value == 0 and template.gpu_data.owner is template.gpu_data
     wrong = launch.QuickViews()
     wrong.view = lambda desc, owner: launch.QuickViews.view(wrong, {**desc, "shape": (4, 3)}, owner)
     wrong(arrays[0])

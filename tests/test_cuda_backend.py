@@ -339,8 +339,8 @@ def test_a_program_that_cannot_be_recorded_keeps_launching_kernels(monkeypatch):
     monkeypatch.setattr(executable.steps[-1], "run", synchronizes)
     replay = graphs.Replay.record(executable)
     with pytest.warns(UserWarning, match="could not be recorded as a CUDA graph"):
-        assert replay([x], False) is None
-    assert calls == ["begin", "end"] and replay([x], False) is None and calls == ["begin", "end"]
+        assert replay([x]) is None
+    assert calls == ["begin", "end"] and replay([x]) is None and calls == ["begin", "end"]
     assert executable._memory.stream is None and executable._memory.replay_buffers is None
     monkeypatch.undo()
     np.testing.assert_allclose(f(x), np.tanh(x) * 2 + np.sum(x), rtol=1e-12)
@@ -444,12 +444,17 @@ def test_foreign_device_arrays_on_the_legacy_stream_are_not_waited_for(monkeypat
 def test_contiguity_of_foreign_device_arrays_is_read_from_their_interface():
     """Replays take CuPy and PyTorch arrays by address when they are C-contiguous, which is read
     from ``__cuda_array_interface__`` (size-1 dimensions may have any stride)."""
-    from jitgrad.codegen.numba_cuda.graphs import contiguous
+    from jitgrad.codegen.numba_cuda.graphs import place
 
     class Foreign:
         def __init__(self, shape, strides):
-            self.__cuda_array_interface__ = {"version": 3, "shape": shape, "typestr": "<f4", "data": (0, False),
+            self.__cuda_array_interface__ = {"version": 3, "shape": shape, "typestr": "<f4", "data": (0x1000, False),
                                              "strides": strides}
+
+    def contiguous(a):
+        at = place(a)
+        assert at in (None, (0x1000, True))
+        return at is not None
     assert contiguous(Foreign((3, 4), None)) and contiguous(Foreign((3, 4), (16, 4)))
     assert contiguous(Foreign((3, 1, 4), (16, 999, 4))) and contiguous(Foreign((), ()))
     assert not contiguous(Foreign((3, 4), (4, 12))) and not contiguous(Foreign((3, 4), (32, 4)))

@@ -301,13 +301,10 @@ class Executable:
         return "\n\n".join(f"# kernel {i}: {k!r}\n{s.source}" for i, (k, s) in enumerate(zip(self.plan, self.steps)))
 
     def __call__(self, *args):
-        on_device = any(devices.on_gpu(a) for a in args)
         with _ONE_CALL_AT_A_TIME:
-            results = None
-            if self.replay is not None and all(graphs.contiguous(a) for a in args):
-                results = self.replay(args, on_device)
+            results = None if self.replay is None else self.replay(args)
             if results is None:
-                results = self._run([as_device_array(a) for a in args], on_device)
+                results = self._run([as_device_array(a) for a in args], any(devices.on_gpu(a) for a in args))
                 if self._record_next:  # everything is compiled and allocated now
                     self._record_next, self.replay = False, graphs.Replay.record(self)
             if self._checks_indices:

@@ -10,7 +10,6 @@ import weakref
 import numpy as np
 from numba import cuda
 
-from ...runtime import devices
 from . import launch
 from .launch import address, as_device_array, at_least_1d, new_array
 
@@ -73,14 +72,17 @@ class Replay:
             return None
         return cls(executable, None if cp is None else cp.cuda.Stream())  # blocking: ordered with the default stream
 
-    def __call__(self, args, on_device):
+    def __call__(self, args):
         """This call's results through a graph; None where none serves it (then the caller
-        launches kernel by kernel): a large program whose inputs are not in place or whose
-        leased blocks are all held, or a graph that could not be recorded."""
+        launches kernel by kernel): a strided argument, a large program whose inputs are not in
+        place or whose leased blocks are all held, or a graph that could not be recorded."""
         if self.failed:
             return None
-        addresses = tuple(address(a) for a in args)
-        key = self._input_key(args, addresses)
+        places = [place(a) for a in args]
+        if None in places:
+            return None
+        addresses, on_device = tuple(at for at, _ in places), any(gpu for _, gpu in places)
+        key = self._input_key(addresses, on_device and all(gpu for _, gpu in places))
         if key is None and not self.copies:
             return None
         results = (self._free_leased() if on_device else None) or self.copied_out
@@ -96,13 +98,13 @@ class Replay:
             return results.hand_out()
         return self._copy_out(on_device)
 
-    def _input_key(self, args, addresses):
+    def _input_key(self, addresses, all_on_gpu):
         """``addresses`` where the graphs read these arguments in place; None: copy them in."""
         if addresses in self.input_keys:
             return addresses
         recurs = addresses in self.recent and len(self.input_keys) < IN_PLACE_INPUTS
         self.recent = [addresses] + [a for a in self.recent[:IN_PLACE_INPUTS - 1] if a != addresses]
-        return addresses if recurs and all(devices.on_gpu(a) for a in args) else None
+        return addresses if recurs and all_on_gpu else None
 
     def _free_leased(self):
         """A leased block nobody holds, a new one if there is room, else None."""
@@ -326,14 +328,17 @@ def _copy_async(dst_address, src_address, nbytes, stream):
     runtime.memcpyAsync(dst_address, src_address, nbytes, runtime.memcpyDefault, stream.ptr)
 
 
-def contiguous(a):
-    """Replays take arguments by address: a strided one takes the launch-by-launch path. Read
-    from ``__cuda_array_interface__`` for CuPy and PyTorch arrays (no numba view made per call)."""
+def place(a):
+    """(address, whether on the GPU) of an argument a replay can take by address: a C-contiguous
+    one (a strided one is launched kernel by kernel); else None. CuPy's and PyTorch's layout and
+    address are read from one ``__cuda_array_interface__`` (no numba view made per call)."""
     if isinstance(a, np.ndarray):
-        return a.flags.c_contiguous
+        return (a.ctypes.data, False) if a.flags.c_contiguous else None
     if hasattr(a, "copy_to_host"):  # numba's (and the simulator's)
-        return a.is_c_contiguous()
+        return (address(a), True) if a.is_c_contiguous() else None
     desc = a.__cuda_array_interface__
     shape, strides = desc["shape"], desc.get("strides")
     row = [np.dtype(desc["typestr"]).itemsize * math.prod(shape[i + 1:]) for i in range(len(shape))]
-    return strides is None or all(s == r or d == 1 for s, r, d in zip(strides, row, shape))
+    if strides is None or all(s == r or d == 1 for s, r, d in zip(strides, row, shape)):
+        return desc["data"][0], True
+    return None
