@@ -75,14 +75,21 @@ class _CupyLike:  # what a view of a CuPy array reads of it
         self.__cuda_array_interface__ = {"version": 3, "strides": None, "stream": 1, **desc}
 
 
+def stand_in_context():
+    """Lets Numba make views of device memory with no GPU: a stand-in context, external streams
+    over bare handles; returns ``from_cuda_array_interface`` past its context requirement."""
+    context = object()
+    api.current_context = lambda: context
+    api.external_stream = cuda.external_stream = lambda pointer: driver.Stream(pointer, external=True)
+    cuda.from_cuda_array_interface = api.from_cuda_array_interface.__wrapped__
+    return cuda.from_cuda_array_interface
+
+
 def check_quick_views():
     """``launch.QuickViews`` makes the views Numba's ``from_cuda_array_interface`` makes (run here
     past its context requirement, over a stand-in context and external streams); the first one
     is Numba's, checked against the quick one; a quick view that differs keeps Numba's path."""
-    context = object()
-    api.current_context = lambda: context
-    api.external_stream = cuda.external_stream = lambda pointer: driver.Stream(pointer, external=True)
-    cuda.from_cuda_array_interface = numbas = api.from_cuda_array_interface.__wrapped__
+    numbas = stand_in_context()
     arrays = [_CupyLike(shape=(3, 4), typestr="<f4", data=(0x10000, False)),
               _CupyLike(shape=(), typestr="<f8", data=(0x20000, False), stream=None),
               _CupyLike(shape=(2, 3, 5), typestr="<i4", data=(0x30000, False), stream=0x7000),

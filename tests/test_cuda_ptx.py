@@ -26,6 +26,12 @@ def test_direct_launch_packs_arguments_as_numba_does():
     assert out.startswith("ok"), err[-4000:]
 
 
+def test_replay_host_time_benchmark_runs():
+    """benchmarks/replay_host_time.py builds a replayed call as the CUDA backend's code expects."""
+    out, err = _without_simulator("benchmarks.replay_host_time", "5", "1").communicate(timeout=300)
+    assert out.startswith("quick views: True") and "mlp_train: 8 arguments, 7 results" in out, err[-4000:]
+
+
 def test_kernels_compile_for_sm90_without_spills():
     parts = max(1, min(4, os.cpu_count() or 1))  # NVVM compiles are CPU-bound: one process per core
     workers = [_without_simulator("tests.cuda_ptx_check", str(i), str(parts)) for i in range(parts)]
