@@ -74,6 +74,35 @@ def test_loss_and_gradients_share_one_pass():
     assert len(loops) == 1 and "prange" in lowered.source
 
 
+def _xent_plan():
+    """The plan of the benchmark's cross-entropy (written as a NumPy user writes it) and its
+    gradient, at a small size: no compile."""
+    from benchmarks.workloads import WORKLOADS
+    w = WORKLOADS["softmax_xent"]
+    loss = jg.jit_grad(lambda *a: w.loss(np, *a), argnums=w.argnums, device="numpy")
+    return plan(loss.lower(*w.inputs(small=True)).program)
+
+
+def test_broadcast_row_values_are_read_in_place():
+    """Softmax's row maximum, broadcast and read by two ops (the shift and max's gradient), is
+    read from its row buffer: no kernel writes it out at full size."""
+    kernels = _xent_plan()
+    shape = kernels[0].shape
+    stored = [o.op for k in kernels if k.kind == "loop" for o in k.stores if o.shape == shape]
+    assert stored == ["exp", "add"], stored  # what the gradient reads, and the gradient
+
+
+def test_row_values_join_an_earlier_kernel():
+    """The gradient's row factor (1 / the row sums) joins the forward kernel that made the row
+    sums, across the gather and scatter-add between them, instead of a kernel of its own; the
+    elementwise values that two later ops share stay with them, computed, not stored."""
+    kernels = _xent_plan()
+    (n, c) = kernels[0].shape
+    assert [k.shape for k in kernels if k.kind == "loop"] == [(n, c), (n,), (), (n, c)], kernels
+    row_inputs = {id(i) for i in kernels[-1].inputs if i.shape == (n, 1)}
+    assert row_inputs and row_inputs <= {id(o) for o in kernels[0].stores}  # made by the forward kernel
+
+
 def test_float32_sums_keep_their_digits():
     """A float32 sum over many elements is as accurate as NumPy's pairwise sum (a flat float32
     running sum would be off in the fifth digit)."""

@@ -23,8 +23,9 @@ library op reads (a transposed matmul operand is a strided NumPy view, never a c
 Which nodes become buffers ("realized"): program outputs, library ops and their operands,
 reductions, the operands of ``expand`` (a broadcast must not recompute its operand for every
 copy), and values several consumers need. Then these roots are merged greedily, in program
-order, into the last kernel when it iterates over the same shape and reads nothing it cannot
-see yet; otherwise they start a new kernel.
+order, into the latest kernel that iterates over the same shape (or has its rows) and reads
+nothing it cannot see yet, looking back past kernels whose results the root does not read;
+otherwise they start a new kernel.
 """
 from ..ir import ops
 from ..ir.graph import toposort
@@ -34,6 +35,7 @@ VIEWS = ("expand", "reshape", "transpose", "slice", "rev")
 # compile time stays linear, and equal chunks share one compiled kernel (cached by source text).
 MAX_CHAIN = 64  # fused ops in a row (see _chain_cuts)
 MAX_OUTPUTS = 32  # roots merged into one kernel
+LOOKBACK = 8  # kernels a root may skip back over to join one that can compute it
 LIBRARY = ("matmul", "gather", "scatter_add", "concat", "pad", "argmax", "argmin")
 
 
@@ -87,15 +89,19 @@ def plan(program):
     copies = {id(o): o for o in program.outputs if o.op in ("input", "const")}
     library_views = {id(a) for n in nodes if n.op in LIBRARY for a in n.args
                      if a.op in VIEWS and _is_view_of_buffer(a, realized)}
+    stored = {id(o) for o in program.outputs} | {id(a) for n in nodes if n.op in LIBRARY for a in n.args}
     kernels = []
     for root in roots + list(copies.values()):
         if root.op in LIBRARY or id(root) in library_views:
             kernels.append(Kernel("library", root.shape))
             kernels[-1].steps.append(Step("library"))
-        elif not (kernels and _join(root, kernels[-1], realized, cuts)):
-            kernels.append(Kernel("loop", *_loop_signature(root)))
-            kernels[-1].steps.append(Step("phase"))
-        kernels[-1].steps[-1].outputs.append(root)
+            kernels[-1].steps[-1].outputs.append(root)
+            continue
+        kernel = _earlier_kernel(root, kernels, realized, cuts, id(root) in stored)
+        if kernel is None:
+            kernels.append(kernel := Kernel("loop", *_loop_signature(root)))
+            kernel.steps.append(Step("phase"))
+        kernel.steps[-1].outputs.append(root)
     for kernel in kernels:
         _fill(kernel, realized)
     _mark_stores(program, kernels)
@@ -112,9 +118,10 @@ def _realized(program, nodes):
             consumers.setdefault(id(a), []).append(n)
             if n.op in LIBRARY or (n.op == "expand" and not _is_view_of_buffer(a)):
                 realized.add(id(a))
-    # A value read by several consumers is computed once, unless it is a cheap view of a buffer.
+    # A value read by several consumers is computed once, unless it is a cheap view of a buffer
+    # (a broadcast row maximum is read where it lies, never written out at full size).
     for n in nodes:
-        if len(consumers.get(id(n), ())) > 1 and not _is_view_of_buffer(n):
+        if len(consumers.get(id(n), ())) > 1 and not _is_view_of_buffer(n, realized):
             realized.add(id(n))
     return realized
 
@@ -149,6 +156,39 @@ def _loop_signature(root):
 
 
 # --------------------------------------------------------------------------- merging
+
+def _earlier_kernel(root, kernels, realized, cuts, stored):
+    """The kernel ``root`` joins (``_join``): the last one, or else an earlier one (of the last
+    ``LOOKBACK``, and no further back than the one that computes a buffer ``root`` reads) where
+    that costs no memory traffic: ``root`` is written to memory anyway (``stored``: a result, a
+    library op's operand; a reduction; a row value), so it need not be next to its readers.
+    E.g. a softmax gradient's row factor joins the forward kernel that made the row sums, across
+    the gather and scatter-add kernels in between, instead of becoming a kernel of its own; an
+    elementwise value shared by two later ops stays with them, to be computed, not stored."""
+    reads = _buffers_read(root, realized)
+    for i, kernel in enumerate(kernels[:-LOOKBACK - 1:-1]):
+        anywhere = i == 0 or stored or root.op in ops.REDUCE or _step_kind(root, kernel) == "row"
+        if anywhere and _join(root, kernel, realized, cuts):
+            return kernel
+        if any(id(o) in reads for o in kernel.outputs):
+            return None
+    return None
+
+
+def _buffers_read(root, realized):
+    """ids of the buffers ``root``'s computation reads (through its unrealized operands)."""
+    found, stack, seen = set(), list(root.args), set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if _is_buffer(node, realized):
+            found.add(id(node))
+        else:
+            stack.extend(node.args)
+    return found
+
 
 def _join(root, kernel, realized, cuts=()):
     """Add ``root`` to ``kernel``'s last step or a new step, if the kernel can compute it."""
