@@ -54,6 +54,19 @@ def test_cross_entropy_with_gather():
     _grads_match(_xent, [logits, labels], 0, 1e-10)
 
 
+def test_broadcast_constants_are_made_once():
+    """A mean's gradient scatter-added into the logits reads a broadcast constant: made on the
+    device when the program loads, not by a kernel per call."""
+    def loss(logits, labels):
+        return np.mean(logits[np.arange(6), labels])
+    logits, labels = rng.standard_normal((6, 5)), np.array([0, 4, 2, 2, 1, 3])
+    f = jg.jit_grad(loss, device="cuda")
+    assert "views of a constant, made once" in f.lower(logits, labels).source
+    for _ in range(3):  # the first call, the unrecorded run and replays
+        _, g = f(logits, labels)
+        np.testing.assert_allclose(g, jg.jit_grad(loss, device="numpy")(logits, labels)[1], rtol=1e-12)
+
+
 def test_gather_out_of_bounds_is_an_error():
     f = jg.jit(lambda x, i: x[i], device="cuda")
     with pytest.raises(IndexError, match="gather"):

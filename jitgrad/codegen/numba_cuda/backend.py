@@ -89,8 +89,12 @@ class _LibraryStep:
         self.kernel, self.stores, self.cupy, self.blas = kernel, kernel.stores, cupy, blas
         self.node = kernel.outputs[0]
         self.views = all(n.op in VIEWS for n in kernel.body)
+        # views of a constant (a broadcast scalar that scatter-add reads) are made once, on load
+        self.constant = self.views and all(n.op == "const" for n in kernel.inputs)
         self.cupy_view = self.views and cupy is not None and only_matmuls_read_it
-        if self.cupy_view:
+        if self.constant:
+            self.source = "# views of a constant, made once when the program loads: " + ", ".join(n.op for n in kernel.body)
+        elif self.cupy_view:
             self.source = "# views through CuPy (strided, no copy): " + ", ".join(n.op for n in kernel.body)
         elif self.views:
             self.copy = _LoopStep(_copy_kernel(kernel), index)
@@ -122,7 +126,7 @@ class _LibraryStep:
         return self.fn
 
     def launches(self):
-        if self.cupy_view:
+        if self.constant or self.cupy_view:
             return
         if self.views:
             yield from self.copy.launches()
@@ -141,6 +145,8 @@ class _LibraryStep:
 
     def run(self, env, memory):
         n = self.node
+        if self.constant:
+            return  # in env from the start (``Executable.launch_all``)
         if self.cupy_view:
             env[id(n)] = _cupy_view(self.kernel, env, memory)
             return
@@ -189,8 +195,12 @@ def _copy_kernel(kernel):
 
 
 def _cupy_view(kernel, env, memory):
+    return _apply_views(kernel, memory.as_cupy(env[id(kernel.inputs[0])]))
+
+
+def _apply_views(kernel, value):
+    """A view chain kernel's result on ``value`` (its input, a CuPy or NumPy array)."""
     from ..numpy_ref import IMPLS
-    value = memory.as_cupy(env[id(kernel.inputs[0])])
     for n in kernel.body:
         value = IMPLS[n.op](value, **n.params)
     return value
@@ -323,8 +333,8 @@ class Executable:
         """Launches every step on ``inputs`` (device arrays); the environment of node values."""
         memory = self._memory
         if self._consts is None:
-            self._consts = {id(n): memory.keep(cuda.to_device(np.ascontiguousarray(n.params["value"])))
-                            for n in self.program.nodes if n.op == "const"}
+            self._consts = {id(n): memory.keep(cuda.to_device(np.ascontiguousarray(value)))
+                            for n, value in _constants(self.program, self.steps)}
         env = dict(self._consts)
         env.update((id(n), a) for n, a in zip(self.program.inputs, inputs))
         try:
@@ -340,6 +350,16 @@ class Executable:
             err.copy_to_device(np.zeros(1, np.int32))
             ops = sorted({n.op for n in self.program.nodes if n.op in ("gather", "scatter_add")})
             raise IndexError(f"{'/'.join(ops)} in {self.program.name}: an index is out of bounds for its axis")
+
+
+def _constants(program, steps):
+    """(node, NumPy value) of each constant and each constant view step's result."""
+    for n in program.nodes:
+        if n.op == "const":
+            yield n, n.params["value"]
+    for step in steps:
+        if getattr(step, "constant", False):
+            yield step.node, _apply_views(step.kernel, step.kernel.inputs[0].params["value"])
 
 
 def _copy(a):
