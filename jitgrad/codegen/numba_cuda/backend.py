@@ -47,28 +47,22 @@ class _LoopStep:
         self.source, self.inputs, scratch = codegen.loop_kernel_source(kernel, f"kernel{index}", self.threads)
         self.fn = compile_kernel(self.source.replace(f"def kernel{index}(", "def kernel("), "kernel")
         self.launch = Launch(self.fn, self.blocks, self.threads)
-        # a full reduction leaves one partial per block: a one-block kernel per reduction finishes it
-        reductions = [o for o in kernel.steps[0].outputs if o.op.startswith("reduce_")] if scratch else []
-        finishes = [codegen.finish_source(r, THREADS) for r in reductions]
-        self.finishers = [(r, compile_kernel(f, "finish")) for r, f in zip(reductions, finishes)]
-        self.finish_launches = [Launch(f, 1, THREADS) for _, f in self.finishers]
-        self.source = "\n\n".join([self.source] + sorted(set(finishes)))
+        # a full reduction's scratch: one partial per block per reduction, and the blocks' ticket counter
+        self.reductions = [o for o in kernel.steps[0].outputs if o.op.startswith("reduce_")] if scratch else []
 
     def launches(self):
         """(kernel, argument types) of each kernel this step launches."""
         arrays = [_array_type(n.dtype, n.ndim) for n in self.inputs + self.stores]
-        parts = [_array_type(r.dtype, 1) for r, _ in self.finishers]
-        yield self.fn, arrays + parts
-        for (r, finish), part in zip(self.finishers, parts):
-            yield finish, [part, _array_type(r.dtype, r.ndim)]
+        scratch = [_array_type(r.dtype, 1) for r in self.reductions] + [_array_type(np.int32, 1)] * bool(self.reductions)
+        yield self.fn, arrays + scratch
 
     def run(self, env, memory):
         outs = [memory.buffer(o, o.shape or (1,)) for o in self.stores]
         args = [at_least_1d(env[id(n)]) for n in self.inputs] + outs
-        parts = [memory.scratch(("part", id(r)), (self.blocks,), r.dtype) for r, _ in self.finishers]
-        self.launch(memory.stream, *args, *parts)
-        for (r, _), finish, part in zip(self.finishers, self.finish_launches, parts):
-            finish(memory.stream, part, outs[self.stores.index(r)])
+        if self.reductions:  # zeroed once; the last block leaves the counter at zero again
+            args += [memory.scratch(("part", id(r)), (self.blocks,), r.dtype) for r in self.reductions]
+            args.append(memory.scratch(("count", id(self)), (1,), np.int32))
+        self.launch(memory.stream, *args)
         for o, buf in zip(self.stores, outs):
             env[id(o)] = _reshaped(buf, o.shape)
 

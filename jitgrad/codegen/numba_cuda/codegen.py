@@ -5,9 +5,9 @@ Loop kernels take one of four shapes, chosen from the kernel's axes:
 - *elementwise* (nothing reduced): a grid-stride loop over the flat index, ``UNROLL`` elements
   per thread per step (``_grid_stride``);
 - *full reduction* (everything reduced): the same loop with per-thread accumulators, a tree
-  reduction in shared memory per block, one partial per block, and a one-block ``finish`` kernel
-  that reduces the partials (two passes, so every reduction op works and results are
-  deterministic);
+  reduction in shared memory per block, one partial per block; the block that finishes last
+  (a ticket counter) reduces the partials in a fixed order, so every reduction op works, the
+  result is deterministic, and it takes one launch, not a second kernel;
 - *rows* (softmax, layer norm, their gradients): one block per row of kept indices; each phase
   strides the block's threads over the reduced indices and tree-reduces, so a row is read from
   memory by one block and re-read from cache by the later phases;
@@ -141,22 +141,23 @@ def _shared(reductions, threads):
 
 
 def _full_reduction(kernel, buffers, stores, threads):
+    """Each block leaves its partials in ``part{j}`` and takes a ticket from ``count``; the last
+    block (its partials visible after every block's fence) reduces them into the outputs and
+    resets ``count`` for the next launch."""
     inits, loop, reductions = _grid_stride(kernel, buffers, stores, threads)
-    scratch = [f"part{j}" for j in range(len(reductions))]
-    lines = ["tid = cuda.threadIdx.x"] + _shared(reductions, threads) + inits + loop
-    lines += _block_reduce(reductions, threads)
+    scratch = [f"part{j}" for j in range(len(reductions))] + ["count"]
+    lines = ["tid = cuda.threadIdx.x", "last = cuda.shared.array(1, np.int32)"] + _shared(reductions, threads)
+    lines += inits + loop + _block_reduce(reductions, threads)
     lines += ["if tid == 0:"] + [f"    part{j}[cuda.blockIdx.x] = acc{j}" for j in range(len(reductions))]
-    return lines, scratch
-
-
-def finish_source(reduction, threads):
-    """A one-block kernel reducing ``part`` (one partial per block of ``reduction``) into ``out[0]``."""
-    lines = ["tid = cuda.threadIdx.x"] + _shared([reduction], threads)
-    lines += [f"acc0 = {scalar_ops.reduce_init(reduction.op, reduction.dtype)}",
-              f"for t in range(tid, part.size, {threads}):",
-              f"    {scalar_ops.accumulate(reduction.op, 'acc0', 'part[t]')}"]
-    lines += _block_reduce([reduction], threads) + ["if tid == 0:", "    out[0] = acc0"]
-    return "\n".join(["def finish(part, out):"] + _indent(lines, 1))
+    lines += ["    cuda.threadfence()", "    last[0] = cuda.atomic.add(count, 0, 1) == cuda.gridDim.x - 1",
+              "cuda.syncthreads()", "if last[0]:"]
+    finish = [f"acc{j} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
+    finish += ["for t in range(tid, cuda.gridDim.x, %d):" % threads]
+    finish += [f"    {scalar_ops.accumulate(r.op, f'acc{j}', f'part{j}[t]')}" for j, r in enumerate(reductions)]
+    finish += _block_reduce(reductions, threads)
+    finish += ["if tid == 0:"] + [f"    {stores[id(r)]}[0] = acc{j}" for j, r in enumerate(reductions)]
+    finish += ["    count[0] = 0"]
+    return lines + _indent(finish, 1), scratch
 
 
 def _rows(kernel, buffers, stores, threads):
