@@ -94,13 +94,28 @@ def test_broadcast_row_values_are_read_in_place():
 
 def test_row_values_join_an_earlier_kernel():
     """The gradient's row factor (1 / the row sums) joins the forward kernel that made the row
-    sums, across the gather and scatter-add between them, instead of a kernel of its own; the
-    elementwise values that two later ops share stay with them, computed, not stored."""
+    sums, across the gather and scatter-add between them, instead of a kernel of its own (and
+    the mean's division is the tail of its sum); the elementwise values that two later ops share
+    stay with them, computed, not stored."""
     kernels = _xent_plan()
     (n, c) = kernels[0].shape
-    assert [k.shape for k in kernels if k.kind == "loop"] == [(n, c), (n,), (), (n, c)], kernels
+    assert [k.shape for k in kernels if k.kind == "loop"] == [(n, c), (n,), (n, c)], kernels
     row_inputs = {id(i) for i in kernels[-1].inputs if i.shape == (n, 1)}
     assert row_inputs and row_inputs <= {id(o) for o in kernels[0].stores}  # made by the forward kernel
+
+
+def test_a_mean_divides_in_its_reduction_kernel():
+    """A full reduction's scalar tail (a mean's division, a std's square root) is the last step
+    of its kernel, not a kernel of its own for one number; another sum over the same data joins
+    the pass when the tail does not feed it (the mean of x beside the mean of x * x)."""
+    program = jg.jit(lambda x: (np.mean(x * x), np.std(x) > 1), device="numpy").lower(np.ones((4, 3))).program
+    assert [repr(k.steps) for k in plan(program)] == ["[phase[reduce_sum, reduce_sum], row[div, div]]",
+                                                      "[phase[sub, reduce_sum], row[gt]]"]  # gt of sqrt of div
+    x = rng.standard_normal((40, 30)).astype(np.float32)
+    f = jg.jit(lambda x: (np.mean(x * x), np.std(x) > 1, np.max(x) - np.min(x)), device="cpu")
+    for got, want in zip(f(x), (np.mean(x * x), np.std(x) > 1, np.ptp(x))):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+        assert got.dtype == np.asarray(want).dtype
 
 
 def test_float32_sums_keep_their_digits():

@@ -9,7 +9,8 @@ Inside one iteration of the kept loops the kernel runs *steps* in order:
 - a ``phase`` loops over the reduced axes, computing elementwise values of the full shape
   and reductions over ``reduce_axes`` (all reductions of a kernel share those axes);
 - a ``row`` step computes values of one row (the kept shape, with or without size-1 reduced
-  dims) from the reductions before it: a mean, a variance, a log-sum.
+  dims) from the reductions before it: a mean, a variance, a log-sum. In a full reduction
+  (nothing kept) the one row is the scalar *tail* after it: a mean loss's division.
 
 So softmax, layer norm and their gradients run row by row with each row read from memory
 once and re-read from cache by the later phases, and a loss plus the gradients of its inputs
@@ -97,11 +98,11 @@ def plan(program):
             kernels[-1].steps.append(Step("library"))
             kernels[-1].steps[-1].outputs.append(root)
             continue
-        kernel = _earlier_kernel(root, kernels, realized, cuts, id(root) in stored)
-        if kernel is None:
-            kernels.append(kernel := Kernel("loop", *_loop_signature(root)))
-            kernel.steps.append(Step("phase"))
-        kernel.steps[-1].outputs.append(root)
+        step = _earlier_step(root, kernels, realized, cuts, id(root) in stored)
+        if step is None:
+            kernels.append(Kernel("loop", *_loop_signature(root)))
+            kernels[-1].steps.append(step := Step("phase"))
+        step.outputs.append(root)
     for kernel in kernels:
         _fill(kernel, realized)
     _mark_stores(program, kernels)
@@ -157,8 +158,8 @@ def _loop_signature(root):
 
 # --------------------------------------------------------------------------- merging
 
-def _earlier_kernel(root, kernels, realized, cuts, stored):
-    """The kernel ``root`` joins (``_join``): the last one, or else an earlier one (of the last
+def _earlier_step(root, kernels, realized, cuts, stored):
+    """The step ``root`` joins (``_join``): in the last kernel, or else in an earlier one (of the last
     ``LOOKBACK``, and no further back than the one that computes a buffer ``root`` reads) where
     that costs no memory traffic: ``root`` is written to memory anyway (``stored``: a result, a
     library op's operand; a reduction; a row value), so it need not be next to its readers.
@@ -168,8 +169,9 @@ def _earlier_kernel(root, kernels, realized, cuts, stored):
     reads = _buffers_read(root, realized)
     for i, kernel in enumerate(kernels[:-LOOKBACK - 1:-1]):
         anywhere = i == 0 or stored or root.op in ops.REDUCE or _step_kind(root, kernel) == "row"
-        if anywhere and _join(root, kernel, realized, cuts):
-            return kernel
+        step = _join(root, kernel, realized, cuts) if anywhere else None
+        if step is not None:
+            return step
         if any(id(o) in reads for o in kernel.outputs):
             return None
     return None
@@ -191,33 +193,39 @@ def _buffers_read(root, realized):
 
 
 def _join(root, kernel, realized, cuts=()):
-    """Add ``root`` to ``kernel``'s last step or a new step, if the kernel can compute it."""
+    """The step of ``kernel`` that computes ``root``: its last step, a new step, or (in a full
+    reduction with a tail) its one phase; None if the kernel cannot compute it."""
     if kernel.kind != "loop" or len(kernel.outputs) >= MAX_OUTPUTS:
-        return False
+        return None
     kind = _step_kind(root, kernel)
     if kind is None:
-        return False
+        return None
     reads = _reads(root, kernel, realized)
     if reads is None or any(id(o) in cuts for outs in reads.values() for o in outs):
-        return False
-    last = kernel.steps[-1]
+        return None
+    first, last = kernel.steps[0], kernel.steps[-1]
+    if kind == "phase" and not kernel.kept_axes and last.kind == "row":
+        # another value of the full pass (a second mean beside the first), if the tail does not feed it
+        if id(last) in reads or any(o.op in ops.REDUCE for o in reads.get(id(first), ())):
+            return None
+        return first
     same_step = last.kind == kind and not any(o.op in ops.REDUCE for o in reads.get(id(last), ()))
     if kind == "phase" and root.op in ops.REDUCE and not kernel.reduce_axes:
         if len(kernel.steps) > 1:
-            return False
+            return None
         kernel.reduce_axes = root.params["axes"]  # an elementwise kernel becomes a reduction
     if not same_step:
-        if not kernel.reduce_axes or not kernel.kept_axes:
-            return False  # steps need rows: kept axes outside, reduced axes inside
-        kernel.steps.append(Step(kind))
-    return True
+        if not kernel.reduce_axes or (kind == "phase" and not kernel.kept_axes):
+            return None  # phases need rows: kept axes outside, reduced axes inside
+        kernel.steps.append(Step(kind))  # (a full reduction's one row is its scalar tail)
+    return kernel.steps[-1]
 
 
 def _step_kind(root, kernel):
     shape, axes = _loop_signature(root)
     if shape == kernel.shape and (not axes or not kernel.reduce_axes or axes == kernel.reduce_axes):
         return "phase"
-    if root.op not in ops.REDUCE and kernel.reduce_axes and kernel.kept_axes and root.shape in kernel.row_shapes():
+    if root.op not in ops.REDUCE and kernel.reduce_axes and root.shape in kernel.row_shapes():
         return "row"
     return None
 

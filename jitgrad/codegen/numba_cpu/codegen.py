@@ -96,12 +96,16 @@ def loop_kernel_source(kernel, name):
     args = ", ".join(list(buffers.values()) + list(stores.values()))
     lines = [f"def {name}({args}):"]
     loop = "prange" if math.prod(shape) >= PARALLEL_MIN_SIZE else "range"
-    if not kept and raxes:  # a full reduction: one phase, chunked
-        (step,) = kernel.steps
+    if not kept and raxes:  # a full reduction: one phase, chunked, then its scalar tail
+        step, *tail = kernel.steps
         chunked = set()
         inits, inner, reductions = _phase(step, kernel, buffers, stores, accumulator=lambda j, r: f"p{j}",
                                           chunked=chunked)
         lines += _full_reduction(loop, shape, reductions, inits, inner, stores, sorted(chunked))
+        read_back(step, buffers, stores)
+        for row in tail:
+            lines += ["    " + s for s in _row(row, kernel, buffers, stores)]
+            read_back(row, buffers, stores)
         return "\n".join(lines), inputs
     if len(kernel.steps) == 1 and raxes and kept and max(raxes) < max(kept):
         # Reducing leading axes (a bias gradient): walk memory in order and accumulate into the

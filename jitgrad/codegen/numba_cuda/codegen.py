@@ -107,7 +107,7 @@ def _grid_stride(kernel, buffers, stores, threads):
     computed before any is stored or accumulated; then one element per step for the rest. With
     ``threads`` a block, a kernel of at most (UNROLL - 1) * threads elements never takes the
     unrolled step: it has only the other (fewer lines for NVVM, a faster first call)."""
-    (step,) = kernel.steps
+    step = kernel.steps[0]  # a full reduction's tail comes after (``_full_reduction``)
     n, axes, shape = math.prod(kernel.shape), range(len(kernel.shape)), kernel.shape
     inits, inner, reductions = _phase(step, kernel, buffers, stores, expression=expression)
     lines = ["g = cuda.gridsize(1)", "t = cuda.grid(1)"]
@@ -142,8 +142,8 @@ def _shared(reductions, threads):
 
 def _full_reduction(kernel, buffers, stores, threads):
     """Each block leaves its partials in ``part{j}`` and takes a ticket from ``count``; the last
-    block (its partials visible after every block's fence) reduces them into the outputs and
-    resets ``count`` for the next launch."""
+    block (its partials visible after every block's fence) reduces them into the outputs,
+    computes the tail from them, and resets ``count`` for the next launch."""
     inits, loop, reductions = _grid_stride(kernel, buffers, stores, threads)
     scratch = [f"part{j}" for j in range(len(reductions))] + ["count"]
     lines = ["tid = cuda.threadIdx.x", "last = cuda.shared.array(1, np.int32)"] + _shared(reductions, threads)
@@ -156,6 +156,10 @@ def _full_reduction(kernel, buffers, stores, threads):
     finish += [f"    {scalar_ops.accumulate(r.op, f'acc{j}', f'part{j}[t]')}" for j, r in enumerate(reductions)]
     finish += _block_reduce(reductions, threads)
     finish += ["if tid == 0:"] + [f"    {stores[id(r)]}[0] = acc{j}" for j, r in enumerate(reductions)]
+    read_back(kernel.steps[0], buffers, stores)
+    for row in kernel.steps[1:]:  # the scalar tail (a mean's division), by the same thread
+        finish += _indent(_row(row, kernel, buffers, stores, expression=expression), 1)
+        read_back(row, buffers, stores)
     finish += ["    count[0] = 0"]
     return lines + _indent(finish, 1), scratch
 
