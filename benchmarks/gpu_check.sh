@@ -87,6 +87,9 @@ fi
 # time against wall time
 note "stage b2: python3 -m benchmarks.cuda_overhead"
 timeout -k 5 60 python3 -m benchmarks.cuda_overhead 2>&1 | tee -a "$SUMMARY"
+# Python's part of a replayed call on this host's CPU (stand-in arrays, no launch), to set
+# against the whole call's wall time above
+timeout -k 5 30 python3 -m benchmarks.replay_host_time 2000 10 2>&1 | tee -a "$SUMMARY"
 
 # (c) the benchmark runner on the GPU (jitgrad[cuda], graphs on, beside jitgrad[cuda:no-graphs]): whatever time
 # is left, less a margin for its report
