@@ -151,7 +151,8 @@ def _full_reduction(kernel, buffers, stores, threads):
     lines += ["if tid == 0:"] + [f"    part{j}[cuda.blockIdx.x] = acc{j}" for j in range(len(reductions))]
     lines += ["    cuda.threadfence()", "    last[0] = cuda.atomic.add(count, 0, 1) == cuda.gridDim.x - 1",
               "cuda.syncthreads()", "if last[0]:"]
-    finish = [f"acc{j} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
+    finish = ["cuda.threadfence()"]  # the readers' side of the writers' fence: the partials after the ticket
+    finish += [f"acc{j} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
     finish += ["for t in range(tid, cuda.gridDim.x, %d):" % threads]
     finish += [f"    {scalar_ops.accumulate(r.op, f'acc{j}', f'part{j}[t]')}" for j, r in enumerate(reductions)]
     finish += _block_reduce(reductions, threads)
