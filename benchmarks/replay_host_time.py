@@ -45,7 +45,7 @@ def replayed_call(inputs, results):
     replay.offsets, replay.shared, replay.nbytes = graphs.block_layout(results)
     replay.layouts = [(r.shape, r.dtype, r.size * r.dtype.itemsize) for r in results]
     block = object.__new__(graphs._ResultBlock)
-    block.replay, block.block, block.lease, block.address = replay, None, None, 0x9000000
+    block.replay, block.block, block.lease, block.views, block.address = replay, None, None, None, 0x9000000
     key = tuple(launch.address(a) for a in args)
     replay.leased, replay.input_keys, replay.recent, replay.graphs = [block], {key}, [], {(key, block): _Graph()}
     executable = object.__new__(backend.Executable)

@@ -117,6 +117,7 @@ def check_quick_views():
     wrong(arrays[0])
     assert wrong.checked is False
     check_leases(views)
+    check_result_blocks(views)
     check_in_place_inputs(views)
 
 
@@ -142,6 +143,31 @@ def check_leases(views):
     del view, derived
     assert alive() is None
     gc.enable()
+
+
+def check_result_blocks(views):
+    """A leased result block (``graphs._ResultBlock``) hands out its results at their offsets,
+    with their shapes and dtypes, owned by one lease; it is free again once they are gone."""
+    from types import SimpleNamespace
+
+    from jitgrad.codegen.numba_cuda import graphs
+    nodes = [SimpleNamespace(shape=s, dtype=np.dtype(d), size=int(np.prod(s))) for s, d in
+             [((), np.float32), ((30, 20), np.float64), ((7,), np.int32)]]
+    replay = SimpleNamespace(offsets=graphs.block_layout(nodes)[0],
+                             layouts=[(n.shape, n.dtype, n.size * n.dtype.itemsize) for n in nodes])
+    block = object.__new__(graphs._ResultBlock)
+    block.replay, block.block, block.lease, block.views, block.address = replay, "memory", None, None, 0xA0000
+    for i in range(3):  # through Numba's views, then (quick views checked) templates made, kept
+        if i == 1:
+            launch.from_cupy(_CupyLike(shape=(2,), typestr="<f4", data=(0x10000, False)))
+            assert launch.from_cupy.checked is True
+        out = block.hand_out()
+        assert [(a.device_ctypes_pointer.value, a.shape, a.dtype) for a in out] == [
+            (0xA0000 + at, n.shape, n.dtype) for at, n in zip(replay.offsets, nodes)]
+        lease = out[0].gpu_data.owner
+        assert all(a.gpu_data.owner is lease for a in out) and lease.block == "memory" and not block.free
+        del out, lease
+        assert block.free
 
 
 def check_in_place_inputs(views):

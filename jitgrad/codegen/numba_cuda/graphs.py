@@ -232,6 +232,7 @@ class _ResultBlock:
         self.arrays = [memory.keep(self.block[at:at + nbytes].view(dtype).reshape(shape or (1,)))
                        for at, (shape, dtype, nbytes) in zip(replay.offsets, replay.layouts)]
         self.lease = None  # a weak reference to what the arrays handed out keep alive
+        self.views = None  # (address, template view) of each result, once quick views are checked
 
     @functools.cached_property
     def address(self):
@@ -246,11 +247,14 @@ class _ResultBlock:
         lease = _Lease(self.block)  # which the arrays keep alive, even past the executable
         self.lease = weakref.ref(lease)
         if launch.SIMULATOR:  # the simulator's arrays have no owner to hang the lease on
-            out = [_leased_fake(a.reshape(shape), lease) for a, (shape, _, _) in zip(self.arrays, self.replay.layouts)]
-        else:
-            out = [launch.from_cupy.array_at(self.address + at, shape, dtype, lease)
-                   for at, (shape, dtype, _) in zip(self.replay.offsets, self.replay.layouts)]
-        return out
+            return [_leased_fake(a.reshape(shape), lease) for a, (shape, _, _) in zip(self.arrays, self.replay.layouts)]
+        views, places = launch.from_cupy, list(zip(self.replay.offsets, self.replay.layouts))
+        if not views.checked:  # Numba's own views, until the quick ones are checked
+            return [views.array_at(self.address + at, shape, dtype, lease) for at, (shape, dtype, _) in places]
+        if self.views is None:
+            self.views = [(self.address + at, views.template(shape, None, np.dtype(dtype).str))
+                          for at, (shape, dtype, _) in places]
+        return [views.copy(template, at, lease, 0) for at, template in self.views]
 
 
 class _Lease:
