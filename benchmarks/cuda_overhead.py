@@ -67,9 +67,7 @@ def kernel_ms(executable, inputs, batch=20):
     alone: ``batch`` launches back to back, so no host time falls between them."""
     step = executable.steps[0]
     env = {id(n): a for n, a in zip(executable.program.inputs, inputs)}
-    args = [env[id(n)] for n in step.inputs] + [cuda.device_array(o.shape or (1,), o.dtype) for o in step.stores]
-    args += [cuda.device_array(step.blocks, r.dtype) for r in step.reductions]
-    args += [cuda.to_device(np.zeros(1, np.int32))] * bool(step.reductions)
+    _, args = step.arguments(env, executable._memory)
     return _gpu_ms(lambda: [step.launch(None, *args) for _ in range(batch)]) / batch
 
 

@@ -166,12 +166,13 @@ def _earlier_step(root, kernels, realized, cuts, stored):
     E.g. a softmax gradient's row factor joins the forward kernel that made the row sums, across
     the gather and scatter-add kernels in between, instead of becoming a kernel of its own; an
     elementwise value shared by two later ops stays with them, to be computed, not stored."""
-    reads = _buffers_read(root, realized)
+    reads = None  # the buffers root reads: found once the last kernel cannot take it
     for i, kernel in enumerate(kernels[:-LOOKBACK - 1:-1]):
         anywhere = i == 0 or stored or root.op in ops.REDUCE or _step_kind(root, kernel) == "row"
         step = _join(root, kernel, realized, cuts) if anywhere else None
         if step is not None:
             return step
+        reads = _buffers_read(root, realized) if reads is None else reads
         if any(id(o) in reads for o in kernel.outputs):
             return None
     return None

@@ -56,12 +56,17 @@ class _LoopStep:
         scratch = [_array_type(r.dtype, 1) for r in self.reductions] + [_array_type(np.int32, 1)] * bool(self.reductions)
         yield self.fn, arrays + scratch
 
-    def run(self, env, memory):
+    def arguments(self, env, memory):
+        """(the stores' buffers, every argument of the kernel) for the node values in ``env``."""
         outs = [memory.buffer(o, o.shape or (1,)) for o in self.stores]
         args = [at_least_1d(env[id(n)]) for n in self.inputs] + outs
         if self.reductions:  # zeroed once; the last block leaves the counter at zero again
             args += [memory.scratch(("part", id(r)), (self.blocks,), r.dtype) for r in self.reductions]
             args.append(memory.scratch(("count", id(self)), (1,), np.int32))
+        return outs, args
+
+    def run(self, env, memory):
+        outs, args = self.arguments(env, memory)
         self.launch(memory.stream, *args)
         for o, buf in zip(self.stores, outs):
             env[id(o)] = _reshaped(buf, o.shape)

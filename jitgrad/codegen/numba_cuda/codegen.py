@@ -153,7 +153,7 @@ def _full_reduction(kernel, buffers, stores, threads):
               "cuda.syncthreads()", "if last[0]:"]
     finish = ["cuda.threadfence()"]  # the readers' side of the writers' fence: the partials after the ticket
     finish += [f"acc{j} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
-    finish += ["for t in range(tid, cuda.gridDim.x, %d):" % threads]
+    finish += [f"for t in range(tid, cuda.gridDim.x, {threads}):"]
     finish += [f"    {scalar_ops.accumulate(r.op, f'acc{j}', f'part{j}[t]')}" for j, r in enumerate(reductions)]
     finish += _block_reduce(reductions, threads)
     finish += ["if tid == 0:"] + [f"    {stores[id(r)]}[0] = acc{j}" for j, r in enumerate(reductions)]

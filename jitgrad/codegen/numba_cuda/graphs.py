@@ -248,10 +248,11 @@ class _ResultBlock:
         self.lease = weakref.ref(lease)
         if launch.SIMULATOR:  # the simulator's arrays have no owner to hang the lease on
             return [_leased_fake(a.reshape(shape), lease) for a, (shape, _, _) in zip(self.arrays, self.replay.layouts)]
-        views, places = launch.from_cupy, list(zip(self.replay.offsets, self.replay.layouts))
-        if not views.checked:  # Numba's own views, until the quick ones are checked
-            return [views.array_at(self.address + at, shape, dtype, lease) for at, (shape, dtype, _) in places]
+        views = launch.from_cupy
         if self.views is None:
+            places = zip(self.replay.offsets, self.replay.layouts)
+            if not views.checked:  # Numba's own views, until the quick ones are checked
+                return [views.array_at(self.address + at, shape, dtype, lease) for at, (shape, dtype, _) in places]
             self.views = [(self.address + at, views.template(shape, None, np.dtype(dtype).str))
                           for at, (shape, dtype, _) in places]
         return [views.copy(template, at, lease, 0) for at, template in self.views]
