@@ -499,6 +499,42 @@ def test_sum_of_broadcast_becomes_multiply():
     np.testing.assert_allclose(g(np.array(2.0)), 1.0)
 
 
+def _picked(x, labels):  # x[arange, labels]: cross-entropy's gather
+    return x[np.arange(x.shape[0]), labels]
+
+
+@pytest.mark.parametrize("rows_first, shape", [(True, (5, 4)), (False, (4, 5)), (True, (5, 4, 3))])
+def test_one_hot_gradient_is_a_select(rows_first, shape):
+    """The gradient of a one-per-row (or one-per-column) gather is ``where(column == label, g, 0)``,
+    which fuses into the gradient's loop, not a dense scatter-add; the values are the scatter-add's."""
+    def at(labels):
+        return (np.arange(5), labels) if rows_first else (labels, np.arange(5))
+
+    def f(x, labels):
+        return np.sum(np.tanh(x[at(labels)]) ** 2)
+    x, labels = rng(11).standard_normal(shape), np.array([3, -1, 0, 3, 2])
+    lo = jg.jit_grad(f, device=D).lower(x, labels)
+    assert "scatter_add" not in ops_of(lo) and "select" in ops_of(lo), lo.ir
+    value, g = jg.jit_grad(f, device=D)(x, labels)
+    t, want = np.tanh(x[at(labels)]), np.zeros_like(x)
+    np.add.at(want, at(labels), 2 * t * (1 - t * t))
+    np.testing.assert_allclose(value, np.sum(t * t), rtol=1e-12)
+    np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-15)
+
+
+def test_one_hot_rewrite_keeps_the_bounds_check():
+    """Without a gather of the same labels left to check them (the gradient of a sum of picked
+    values does not need the values), the scatter-add stays: an out-of-range label raises."""
+    g = jg.jit(jg.grad(lambda x, labels: np.sum(_picked(x, labels))), device=D)
+    assert "scatter_add" in ops_of(g.lower(np.ones((3, 4)), np.array([0, 1, 2])))
+    np.testing.assert_array_equal(g(np.ones((3, 4)), np.array([0, 3, 1])), np.eye(4)[[0, 3, 1]])
+    with pytest.raises(IndexError, match="out of bounds"):
+        g(np.ones((3, 4)), np.array([0, 5, 1]))
+    xent = jg.jit_grad(lambda x, labels: np.sum(np.exp(_picked(x, labels))), device=D)
+    with pytest.raises(IndexError, match="out of bounds"):
+        xent(np.ones((3, 4)), np.array([0, 5, 1]))
+
+
 def test_simplify_keeps_nan_semantics():
     out = jg.jit(lambda x: x * 0.0 + 1.0, device=D)(np.array([np.inf, 1.0, np.nan]))
     np.testing.assert_array_equal(np.isnan(out), [True, False, True])

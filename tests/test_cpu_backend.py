@@ -64,6 +64,8 @@ def test_cross_entropy_with_gather():
     ref_value, ref_g = jg.jit_grad(_xent, device="numpy")(logits, labels)
     np.testing.assert_allclose(value, ref_value, rtol=1e-12)
     np.testing.assert_allclose(g, ref_g, rtol=1e-10, atol=1e-12)
+    with pytest.raises(IndexError, match="out of bounds"):  # the gradient's select checks none: the gather does
+        jg.jit_grad(_xent, device="cpu")(logits, labels + 1)
 
 
 def test_loss_and_gradients_share_one_pass():
@@ -94,12 +96,13 @@ def test_broadcast_row_values_are_read_in_place():
 
 def test_row_values_join_an_earlier_kernel():
     """The gradient's row factor (1 / the row sums) joins the forward kernel that made the row
-    sums, across the gather and scatter-add between them, instead of a kernel of its own (and
-    the mean's division is the tail of its sum); the elementwise values that two later ops share
-    stay with them, computed, not stored."""
+    sums, across the gather between them, instead of a kernel of its own (and the mean's division
+    is the tail of its sum); the elementwise values that two later ops share stay with them,
+    computed, not stored. The gather's gradient is a select inside the last kernel."""
     kernels = _xent_plan()
     (n, c) = kernels[0].shape
     assert [k.shape for k in kernels if k.kind == "loop"] == [(n, c), (n,), (n, c)], kernels
+    assert [k.outputs[0].op for k in kernels if k.kind == "library"] == ["gather"], kernels
     row_inputs = {id(i) for i in kernels[-1].inputs if i.shape == (n, 1)}
     assert row_inputs and row_inputs <= {id(o) for o in kernels[0].stores}  # made by the forward kernel
 

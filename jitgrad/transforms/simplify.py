@@ -9,6 +9,13 @@ Each node is rewritten after its arguments, so rules see simplified operands:
   multiply by the broadcast size.
 ``stop_gradient`` has done its work once differentiation is over, so it is dropped here.
 Multiplying by zero is not folded: 0 * inf is NaN, and NumPy semantics are kept.
+
+A second sweep, where the program has them, turns one-hot scatter-adds into a ``select``: the
+gradient of ``x[np.arange(n), labels]`` puts one value in each row, so it is
+``where(column == labels[row], g[row], 0)``, an elementwise op the fusion planner puts inside the
+loop that reads it, instead of a dense array filled with zeros, scattered into and read back.
+Only where a gather of the same indices stays in the program: its kernel checks the bounds that a
+``select`` would let pass (an out-of-range label must raise, not give a zero gradient).
 """
 import math
 
@@ -105,15 +112,55 @@ def _fold(node, args):
     return ops.const(run_op(node.op, [a.params["value"] for a in args], node.params))
 
 
+def _arange(node, n):
+    """Whether ``node`` is the constant ``arange(n)``."""
+    v = node.params.get("value") if node.op == "const" else None
+    return v is not None and v.shape == (n,) and (v == np.arange(n)).all()
+
+
+def _one_hot(node, checked):
+    """``scatter_add(u, arange(n), labels)`` (or ``labels, arange(n)``) into shape (n, c, *rest) as
+    a select, when a gather of the same indices is in the program (its ids in ``checked``)."""
+    if node.op != "scatter_add" or len(node.args) != 3 or tuple(map(id, node.args[1:])) not in checked:
+        return None
+    u, first, second = node.args
+    shape, rest = node.shape, node.shape[2:]
+    n = first.shape[0] if first.ndim == 1 else -1
+    if _arange(first, n) and n == shape[0]:
+        labels, axis = second, 1  # one value per row, in column labels[row]
+    elif _arange(second, n) and n == shape[1]:
+        labels, axis = first, 0   # one value per column, in row labels[column]
+    else:
+        return None
+    lift = (1,) * len(rest)
+
+    def broadcast(x, dims):
+        return ops.make("expand", [ops.make("reshape", [x], shape=dims)], shape=shape)
+    at = (n, 1) if axis == 1 else (1, n)  # where the rows (or columns) of u and labels lie
+    position = ops.const(np.arange(shape[axis], dtype=labels.dtype))
+    position = broadcast(position, (1, shape[1]) + lift if axis == 1 else (shape[0], 1) + lift)
+    hit = ops.make("eq", [position, broadcast(labels, at + lift)])
+    zero = ops.make("expand", [ops.const(np.zeros((1,) * len(shape), u.dtype))], shape=shape)
+    return ops.make("select", [hit, broadcast(u, at + rest), zero])
+
+
 def simplify(program):
     """A smaller program computing the same outputs (see the module docstring)."""
+    program = _sweep(program, _rewrite)
+    checked = {tuple(map(id, n.args[1:])) for n in program.nodes if n.op == "gather"}
+    if any(_one_hot(n, checked) is not None for n in program.nodes if n.op == "scatter_add"):
+        program = _sweep(program, lambda node, args: _one_hot(node, checked) or _rewrite(node, args))
+    return program
+
+
+def _sweep(program, rewrite):
     memo, table = {}, {}
 
     def intern(node):
         # Rewrites may build nodes; CSE them too, and keep rewriting until nothing applies.
         for _ in range(8):
             args = node.args
-            better = _fold(node, args) or _rewrite(node, args)
+            better = _fold(node, args) or rewrite(node, args)
             if better is None or better is node:
                 break
             node = better
