@@ -137,6 +137,26 @@ def test_results_do_not_alias_inputs():
     assert y[0] == 2.0 and dz.flags.writeable
 
 
+def test_large_results_are_recycled_only_once_let_go():
+    """A large result's buffer serves a later call once the caller holds no view of it (a fresh
+    one would cost a page fault per page); a result, or a view of one, that the caller keeps is
+    never written again."""
+    f = jg.jit(lambda x: (x * 2.0, np.sum(x)), device="cpu")
+    x = np.arange(1 << 17, dtype=np.float64)  # 1 MB results
+    address = f(x)[0].ctypes.data
+    kept, total = f(x)  # the first call's buffer, let go of, comes back
+    assert kept.ctypes.data == address and kept.flags.writeable and total.shape == ()
+    part = kept[::2]
+    del kept
+    again, _ = f(x + 1.0)  # the buffer is still held (through the view): a fresh one
+    np.testing.assert_array_equal(part, 2 * x[::2])
+    np.testing.assert_array_equal(again, 2 * (x + 1.0))
+    spare = again.ctypes.data
+    assert spare != address
+    del part, again  # both let go of: one is kept for the next call
+    assert f(x)[0].ctypes.data in (address, spare)
+
+
 # --------------------------------------------------------------------------- the op table on the CPU
 
 from tests.test_ops import ALL  # noqa: E402
