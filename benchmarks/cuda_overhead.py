@@ -6,10 +6,15 @@ Prints the cost of one empty numba.cuda launch, one device allocation, and a war
 of the lecture's two-layer net (mlp2) three ways: kernels launched through Numba, launched
 directly, and replayed as a CUDA graph (the default); each the median of
 many synchronized calls; the bandwidth a Numba copy kernel reaches and graph_xyz's device time
-against its wall time; then a profile of the graph-replayed mlp2. The figures say which overhead
-to remove first.
+against its wall time; then a profile of the graph-replayed mlp2; then, per benchmark workload,
+a synchronized call's wall time, its device time, and each kernel's device time alone. The figures
+say which overhead to remove first, and whether a gap to JAX is host time, launches or one kernel.
+
+    python -m benchmarks.cuda_overhead --workloads softmax_xent,mlp2 [--small]   # only that part
 """
+import argparse
 import cProfile
+import functools
 import os
 import pstats
 import time
@@ -19,6 +24,8 @@ import numpy as np
 import jitgrad as jg
 from jitgrad.codegen.numba_cuda import codegen, graphs, launch  # (first: the package's NumPy-compat shim)
 from numba import cuda  # noqa: E402
+
+from .workloads import SPEC_WORKLOADS, WORKLOADS  # noqa: E402
 
 
 REPS = int(os.environ.get("JITGRAD_OVERHEAD_REPS", 200))  # a few: a smoke run on the simulator
@@ -58,7 +65,7 @@ def _gpu_ms(fn, reps=20):
         fn()
         end.record()
         end.synchronize()
-        times.append(cuda.event_elapsed_time(start, end))
+        times.append(start.elapsed_time(end))
     return float(np.median(times))
 
 
@@ -93,7 +100,35 @@ def bandwidth():
           f"{executable.steps[0].blocks} blocks x {launch.THREADS}, unrolled {codegen.UNROLL}x")
 
 
+def workload_breakdown(names=SPEC_WORKLOADS, small=False, batch=min(10, REPS)):
+    """Per workload, its inputs on the device and graphs on (the default): the wall time of a
+    synchronized call, the device time between events around one call (kernels and the gaps
+    between them), and each step's device time alone (``batch`` runs back to back)."""
+    for name in names:
+        w = WORKLOADS[name]
+        args = [jg.device_put(a, "cuda") for a in w.inputs(small=small)]
+        f = jg.jit_grad(functools.partial(w.loss, np), argnums=w.argnums, device="cuda")
+        wall = _median_us(lambda: f(*args)) / 1e3
+        device = _gpu_ms(lambda: f(*args), reps=min(20, REPS))
+        executable = f.lower(*args).executable
+        memory = executable._memory
+        env = executable.launch_all([launch.as_device_array(a) for a in args])
+        alone = [_gpu_ms(lambda: [step.run(env, memory) for _ in range(batch)], reps=min(20, REPS)) / batch
+                 for step in executable.steps]
+        print(f"{name}: wall {wall:.3f} ms per synchronized call, device {device:.3f} ms per call; "
+              f"{len(alone)} steps, {sum(alone):.3f} ms of device time alone")
+        for i, (kernel, ms) in enumerate(zip(executable.plan, alone)):
+            print(f"    {i:2d} {ms:.4f} ms  {kernel!r}"[:160])
+
+
 def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workloads", help="comma-separated names: only their breakdown")
+    parser.add_argument("--small", action="store_true", help="the workloads' small sizes (a smoke run)")
+    options = parser.parse_args()
+    if options.workloads:
+        workload_breakdown(options.workloads.split(","), options.small)
+        return
     a = cuda.device_array(16, np.float32)
     print(f"empty kernel launch + sync: {_median_us(lambda: _empty[1, 32](a)):.1f} us")
     print(f"cuda.device_array(1 MB):     {_median_us(lambda: cuda.device_array(1 << 18, np.float32)):.1f} us")
@@ -124,6 +159,7 @@ def main():
     cuda.synchronize()
     profile.disable()
     pstats.Stats(profile).sort_stats("tottime").print_stats(14)
+    workload_breakdown()
 
 
 if __name__ == "__main__":

@@ -84,9 +84,9 @@ else
 fi
 
 # (b2) where a call's time goes: launches (Numba's, direct, one CUDA graph), allocation, kernel
-# time against wall time
+# time against wall time; per workload, wall against device time and each kernel's device time
 note "stage b2: python3 -m benchmarks.cuda_overhead"
-timeout -k 5 60 python3 -m benchmarks.cuda_overhead 2>&1 | tee -a "$SUMMARY"
+timeout -k 5 100 python3 -m benchmarks.cuda_overhead 2>&1 | tee -a "$SUMMARY"
 # Python's part of a replayed call on this host's CPU (stand-in arrays, no launch), to set
 # against the whole call's wall time above
 timeout -k 5 30 python3 -m benchmarks.replay_host_time 2000 10 2>&1 | tee -a "$SUMMARY"

@@ -488,3 +488,15 @@ def test_cupy_inputs_take_the_fast_path():
         np.testing.assert_allclose(value.copy_to_host(), ref_value, rtol=1e-12)
         np.testing.assert_allclose(grad.copy_to_host(), ref_grad, rtol=1e-12)
     assert f._fast_key((cp.asarray(w), cp.asarray(x))) in f._fast
+
+
+def test_overhead_breakdown_runs():
+    """The per-workload breakdown of benchmarks/cuda_overhead.py (gpu_check.sh runs it on the
+    card) works with the backend as it is: a call, its steps one by one, the report."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    run = subprocess.run([sys.executable, "-m", "benchmarks.cuda_overhead", "--workloads", "graph_xyz", "--small"],
+                         capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1],
+                         env={**os.environ, "JITGRAD_OVERHEAD_REPS": "1"})
+    assert run.returncode == 0 and "graph_xyz: wall" in run.stdout and "1 steps" in run.stdout, run.stderr[-3000:]
