@@ -119,6 +119,7 @@ def check_quick_views():
     check_leases(views)
     check_result_blocks(views)
     check_in_place_inputs(views)
+    check_gemm_views()
 
 
 def check_leases(views):
@@ -181,6 +182,34 @@ def check_in_place_inputs(views):
         assert array.__cuda_array_interface__["stream"] is None and array.gpu_data.owner is argument
         assert (array.device_ctypes_pointer.value, array.shape, array.dtype.str) == (
             desc["data"][0], tuple(desc["shape"]), desc["typestr"])
+
+
+def check_gemm_views():
+    """With cuBLAS and no CuPy, a transposed matmul operand is a strided numba view of its
+    buffer (no copy kernel): mlp2's three transposes, at the buffer's address and allocation.
+    A view cuBLAS cannot take as it is (a flip) is still copied."""
+    import jitgrad as jg
+    from jitgrad.codegen.numba_cuda.backend import build_steps
+    mlp2 = jg.jit_grad(lambda w1, w2, x, y: np.sum((np.maximum(x @ w1, 0) @ w2 - y) ** 2), argnums=(0, 1),
+                       device="numpy").lower(*[np.ones(s, np.float32) for s in ((7, 5), (5, 3), (4, 7), (4, 3))])
+    kernels, steps = build_steps(mlp2.program, cupy=None, blas=object())
+    views = [s for k, s in zip(kernels, steps) if k.kind == "library" and k.outputs[0].op == "transpose"]
+    assert len(views) == 3 and all(s.gemm_view and "strided view" in s.source and not list(s.launches()) for s in views)
+    for step in views:
+        (base,) = step.kernel.inputs
+        buffer = device_array(base.shape, base.dtype, 0x50000)
+        env = {id(base): buffer}
+        step.run(env, None)
+        view = env[id(step.node)]
+        assert view.shape == step.node.shape and view.gpu_data is buffer.gpu_data
+        assert view.strides == tuple(reversed(buffer.strides)) and view.device_ctypes_pointer.value == 0x50000
+        transa, transb = cublas.gemm_arguments(cublas.layout(view), ((view.shape[1], 2), (2, 1)),
+                                               ((view.shape[0], 2), (2, 1)))[:2]
+        assert (transa, transb) == (0, 1)  # b as it is, a (the view) transposed back
+    flipped = jg.jit(lambda a, b: np.flip(a, 0) @ b, device="numpy").lower(np.ones((3, 4)), np.ones((4, 2)))
+    kernels, steps = build_steps(flipped.program, cupy=None, blas=object())
+    (flip,) = [s for k, s in zip(kernels, steps) if k.kind == "library" and k.outputs[0].op == "rev"]
+    assert flip.gemm_view is None and hasattr(flip, "copy")
 
 
 if __name__ == "__main__":

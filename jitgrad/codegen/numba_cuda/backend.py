@@ -23,6 +23,7 @@ from ...errors import JitgradError
 from ...runtime import devices
 from ...schedule.fuse import LIBRARY, VIEWS, Kernel, Step, plan
 from ..numba_cpu.backend import _plan_buffers
+from ..numba_cpu.entry import gemm_layout, strided
 from . import codegen, cublas, graphs, launch
 from .launch import (THREADS, Launch, as_device_array, at_least_1d, compile_kernel, from_cupy, grid, multiprocessors,
                      new_array)
@@ -82,7 +83,8 @@ def _reshaped(a, shape):
 
 class _LibraryStep:
     """One library op, or a chain of views of a buffer: materialized by a copy kernel, or (when
-    only cuBLAS matmuls read it) a strided CuPy view, never copied."""
+    only cuBLAS matmuls read it) a strided view, never copied: through CuPy, or without it a
+    numba view where cuBLAS can take its layout (``_gemm_view``)."""
 
     def __init__(self, kernel, index, cupy, blas, only_matmuls_read_it=False):
         self.kernel, self.stores, self.cupy, self.blas = kernel, kernel.stores, cupy, blas
@@ -91,10 +93,13 @@ class _LibraryStep:
         # views of a constant (a broadcast scalar that scatter-add reads) are made once, on load
         self.constant = self.views and all(n.op == "const" for n in kernel.inputs)
         self.cupy_view = self.views and cupy is not None and only_matmuls_read_it
+        self.gemm_view = _gemm_view(kernel) if self.views and blas is not None and only_matmuls_read_it else None
         if self.constant:
             self.source = "# views of a constant, made once when the program loads: " + ", ".join(n.op for n in kernel.body)
         elif self.cupy_view:
             self.source = "# views through CuPy (strided, no copy): " + ", ".join(n.op for n in kernel.body)
+        elif self.gemm_view:
+            self.source = "# a strided view that cuBLAS reads (no copy): " + ", ".join(n.op for n in kernel.body)
         elif self.views:
             self.copy = _LoopStep(_copy_kernel(kernel), index)
             self.source = self.copy.source
@@ -125,7 +130,7 @@ class _LibraryStep:
         return self.fn
 
     def launches(self):
-        if self.constant or self.cupy_view:
+        if self.constant or self.cupy_view or self.gemm_view:
             return
         if self.views:
             yield from self.copy.launches()
@@ -148,6 +153,9 @@ class _LibraryStep:
             return  # in env from the start (``Executable.launch_all``)
         if self.cupy_view:
             env[id(n)] = _cupy_view(self.kernel, env, memory)
+            return
+        if self.gemm_view:
+            env[id(n)] = strided_view(env[id(self.kernel.inputs[0])], *self.gemm_view)
             return
         if self.views:
             self.copy.run(env, memory)
@@ -193,6 +201,27 @@ def _copy_kernel(kernel):
     return copy
 
 
+def _gemm_view(kernel):
+    """(shape, strides in elements) of a view chain (transposes, reshapes, broadcasts; no offset)
+    of a nonempty C-contiguous buffer that cuBLAS takes as a matmul operand as it is; else None."""
+    (base,) = kernel.inputs
+    view = strided(kernel.outputs[0], {id(base)})
+    if view is None:  # a flip (negative strides), a reshape that would copy
+        return None
+    _, offset, shape, strides = view
+    ok = (offset == 0 and len(shape) >= 2 and 0 not in shape and gemm_layout(*shape[-2:], *strides[-2:])
+          and cublas.batch_stride(shape[:-2], strides[:-2]) is not None)
+    return (shape, strides) if ok else None
+
+
+def strided_view(base, shape, strides):
+    """A numba view of device array ``base``'s memory at ``strides`` (in elements), sharing its
+    allocation (so it keeps it alive). Not on the simulator, which has no cuBLAS."""
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+    itemsize = base.dtype.itemsize
+    return DeviceNDArray(shape, tuple(s * itemsize for s in strides), base.dtype, gpu_data=base.gpu_data)
+
+
 def _cupy_view(kernel, env, memory):
     return _apply_views(kernel, memory.as_cupy(env[id(kernel.inputs[0])]))
 
@@ -210,18 +239,19 @@ def _apply_views(kernel, value):
 def build_steps(program, cupy=None, blas=None):
     """(fusion plan, one step per kernel with its compiled CUDA kernels); needs no GPU."""
     kernels = plan(program)
-    readers = {}
+    readers = {}  # id(node) -> the nodes that read it (None: the caller)
     for k in kernels:
         for n in k.body:
             for a in n.args:
-                readers.setdefault(id(a), []).append(n.op)
-    readers.update((id(o), readers.get(id(o), []) + ["output"]) for o in program.outputs)
+                readers.setdefault(id(a), []).append(n)
+    readers.update((id(o), readers.get(id(o), []) + [None]) for o in program.outputs)
 
     def step(i, k):
         if k.kind == "loop":
             return _LoopStep(k, i)
-        ops_reading = readers.get(id(k.outputs[0]), [])
-        return _LibraryStep(k, i, cupy, blas, ops_reading and all(op == "matmul" for op in ops_reading))
+        read_by = readers.get(id(k.outputs[0]), [])
+        return _LibraryStep(k, i, cupy, blas, read_by and all(n is not None and n.op == "matmul" and n.size
+                                                               for n in read_by))
     return kernels, [step(i, k) for i, k in enumerate(kernels)]
 
 

@@ -37,7 +37,7 @@ def gemm_arguments(a, b, out):
     if 0 in (m, n, k, *batch):
         return None
     layouts = [gemm_layout(*shape[-2:], *strides[-2:]) for shape, strides in (a, b)]
-    batch_strides = [_batch_stride(batch, strides[:-2]) for strides in (a_strides, b_strides, c_strides)]
+    batch_strides = [batch_stride(batch, strides[:-2]) for strides in (a_strides, b_strides, c_strides)]
     if None in layouts or None in batch_strides:
         return None
     (ta, lda), (tb, ldb) = layouts
@@ -45,7 +45,7 @@ def gemm_arguments(a, b, out):
     return (_OPERATION[tb], _OPERATION[ta], n, m, k, ldb, sb, lda, sa, n, sc, int(np.prod(batch, dtype=np.int64)))
 
 
-def _batch_stride(shape, strides):
+def batch_stride(shape, strides):
     """The one stride stepping through batch dimensions ``shape`` in C order; None if there is none."""
     dims = [(d, s) for d, s in zip(shape, strides) if d != 1]
     for (_, outer), (inner_dim, inner) in zip(dims, dims[1:]):
