@@ -317,8 +317,8 @@ class _Recycled:
     """The owner of a large result's buffer: the result and every view of it keep it alive, and
     once the caller has let go of them all, the buffer goes back to its executable (``free``) for
     a later call. A fresh large array costs a page fault, and the kernel zeroing the page, for
-    every page: as much time as writing it again (graph_xyz, 3 x 64 MB results: 48 ms a call
-    fresh, 28 ms recycled, on a 2-core machine whose memory bandwidth makes 28 ms the floor)."""
+    every page: as much time as writing it again (graph_xyz, 3 x 64 MB results: 39-40 ms a call
+    fresh, 20-24 ms recycled, on the 2-core machine, whose memory bandwidth makes ~20 ms the floor)."""
     __slots__ = ("buffer", "free", "__array_interface__")
 
     def __init__(self, buffer, face, free):

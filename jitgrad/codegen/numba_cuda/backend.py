@@ -86,14 +86,18 @@ class _LibraryStep:
     only cuBLAS matmuls read it) a strided view, never copied: through CuPy, or without it a
     numba view where cuBLAS can take its layout (``_gemm_view``)."""
 
-    def __init__(self, kernel, index, cupy, blas, only_matmuls_read_it=False):
+    def __init__(self, kernel, index, cupy, blas, read_by=()):
+        """``read_by``: the nodes that read this step's result (None for the caller)."""
         self.kernel, self.stores, self.cupy, self.blas = kernel, kernel.stores, cupy, blas
         self.node = kernel.outputs[0]
         self.views = all(n.op in VIEWS for n in kernel.body)
         # views of a constant (a broadcast scalar that scatter-add reads) are made once, on load
         self.constant = self.views and all(n.op == "const" for n in kernel.inputs)
-        self.cupy_view = self.views and cupy is not None and only_matmuls_read_it
-        self.gemm_view = _gemm_view(kernel) if self.views and blas is not None and only_matmuls_read_it else None
+        only_matmuls = bool(read_by) and all(n is not None and n.op == "matmul" for n in read_by)
+        self.cupy_view = self.views and only_matmuls and cupy is not None
+        # (an empty product is not cuBLAS's: the tiled kernel it falls back to reads contiguous arrays)
+        nonempty = only_matmuls and all(n.size for n in read_by)
+        self.gemm_view = _gemm_view(kernel) if self.views and nonempty and blas is not None else None
         if self.constant:
             self.source = "# views of a constant, made once when the program loads: " + ", ".join(n.op for n in kernel.body)
         elif self.cupy_view:
@@ -249,9 +253,7 @@ def build_steps(program, cupy=None, blas=None):
     def step(i, k):
         if k.kind == "loop":
             return _LoopStep(k, i)
-        read_by = readers.get(id(k.outputs[0]), [])
-        return _LibraryStep(k, i, cupy, blas, read_by and all(n is not None and n.op == "matmul" and n.size
-                                                               for n in read_by))
+        return _LibraryStep(k, i, cupy, blas, readers.get(id(k.outputs[0]), []))
     return kernels, [step(i, k) for i, k in enumerate(kernels)]
 
 
