@@ -85,8 +85,12 @@ fi
 
 # (b2) where a call's time goes: launches (Numba's, direct, one CUDA graph), allocation, kernel
 # time against wall time; per workload, wall against device time and each kernel's device time
+# (its kernels go to the cache that stage c's jitgrad[cuda] worker reads: the runner's --persistent-cache
+# folder, so that worker loads what this stage compiled instead of compiling it again)
 note "stage b2: python3 -m benchmarks.cuda_overhead"
-timeout -k 5 100 python3 -m benchmarks.cuda_overhead 2>&1 | tee -a "$SUMMARY"
+bench_cache="${XDG_CACHE_HOME:-$HOME/.cache}/jitgrad-benchmarks/jitgrad[cuda]"
+JITGRAD_CACHE_DIR="$bench_cache" NUMBA_CACHE_DIR="$bench_cache" \
+    timeout -k 5 100 python3 -m benchmarks.cuda_overhead 2>&1 | tee -a "$SUMMARY"
 # Python's part of a replayed call on this host's CPU (stand-in arrays, no launch), to set
 # against the whole call's wall time above
 timeout -k 5 30 python3 -m benchmarks.replay_host_time 2000 10 2>&1 | tee -a "$SUMMARY"
