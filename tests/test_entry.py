@@ -149,15 +149,20 @@ def test_programs_share_compiled_kernels():
 
 
 def test_parallel_kernels_match_reference():
-    """Kernels of at least PARALLEL_MIN_SIZE iterations are prange loops (an @njit function
-    behind the C wrapper): full reductions, row steps and elementwise stores."""
+    """Kernels of at least PARALLEL_MIN_SIZE iterations run on threads: a full reduction as a
+    prange loop (an @njit function behind the C wrapper); row steps and elementwise stores as
+    blocks of rows that the one parallel driver hands out (``parallel.py``)."""
     n = PARALLEL_MIN_SIZE * 2
     xyz = [rng.standard_normal(n) for _ in range(3)]
     _check(lambda x, y, z: np.sum(x * y + z), xyz, (0, 1, 2), 1e-9)
     logits, labels = rng.standard_normal((n // 64, 64)), rng.integers(0, 64, n // 64)
     _check(lambda l, y: jg.nn.cross_entropy(l, y), [logits, labels], 0, 1e-9)
+    x = rng.standard_normal((n // 64 + 3, 64))  # rows that do not split evenly into blocks
+    np.testing.assert_allclose(jg.jit(lambda x: np.tanh(x) * 2, device="cpu")(x), np.tanh(x) * 2, rtol=1e-12)
     source = jg.jit_grad(lambda x, y, z: np.sum(x * y + z), device="cpu").lower(*xyz).source
     assert "prange(" in source
+    source = jg.jit_grad(lambda l, y: jg.nn.cross_entropy(l, y), device="cpu").lower(logits, labels).source
+    assert "in range(lo, hi):" in source and "parallel_for(buffers[" in source and "prange(" not in source
 
 
 def test_a_stored_view_is_the_base_of_a_folded_one():

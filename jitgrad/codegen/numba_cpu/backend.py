@@ -18,6 +18,7 @@ from ...schedule.fuse import LIBRARY, VIEWS, plan
 from ..numpy_ref import IMPLS
 from .codegen import loop_kernel_source
 from .entry import entry_source, gemm_lines, gemm_operands
+from .parallel import DRIVER_SOURCE
 
 
 def _start_numba_target():
@@ -45,7 +46,7 @@ _compiled, _lock = {}, threading.Lock()
 
 KERNEL_HEADER = ("import math\n\nimport numpy as np\nfrom numba import carray, cfunc, njit, prange\n\n"
                  "from jitgrad.codegen.numba_cpu import vecmath as vm\n")
-ENTRY_HEADER = ("import numpy as np\nfrom numba import njit\nfrom numba.types import ExternalFunction, uintp, void\n\n"
+ENTRY_HEADER = ("import numpy as np\nfrom numba import njit\nfrom numba.types import ExternalFunction, int64, uintp, void\n\n"
                 "from jitgrad.codegen.numba_cpu.blas import dgemm, sgemm\n")
 
 
@@ -54,14 +55,19 @@ def compile_kernel(source, args):
     program whose kernel has this text and these buffers. It is a C function taking the
     addresses of its C-contiguous buffers (static shapes) as one array, registered under a
     symbol named by its hash: entry points call it without linking its code into theirs
-    (Numba would optimize and compile a called dispatcher's code again, inside every caller)."""
+    (Numba would optimize and compile a called dispatcher's code again, inside every caller).
+    A kernel over rows ``lo, hi`` (its last two parameters) also takes them, and runs under
+    ``parallel_for``."""
     parallel = "prange(" in source
     head, body = source.split("\n", 1)
     params = head[head.index("(") + 1:head.index(")")].split(", ")
+    rows = params[-2:] == ["lo", "hi"]
+    params = params[:-2] if rows else params
     arrays = [f"carray(args[{i}], {a.shape or (1,)}, np.{np.dtype(a.dtype).type.__name__})" for i, a in enumerate(args)]
     flags = "{" + ", ".join(map(repr, sorted(FASTMATH))) + "}"
     options = f"fastmath={flags}, error_model='numpy', cache=True"
-    wrapper = "@cfunc('void(CPointer(voidptr))', " + options + ")\ndef kernel(args):\n"
+    signature, call = ("void(CPointer(voidptr), int64, int64)", "args, lo, hi") if rows else ("void(CPointer(voidptr))", "args")
+    wrapper = f"@cfunc('{signature}', " + options + f")\ndef kernel({call}):\n"
     if parallel:
         # A parfor writing to arrays made by carray in the same function loses the writes
         # (Numba 0.68, measured), so a parallel loop stays an @njit function the wrapper calls.
@@ -74,6 +80,15 @@ def compile_kernel(source, args):
         if module_source not in _compiled:
             _compiled[module_source] = _Kernel(module_source)
         return _compiled[module_source]
+
+
+def parallel_for():
+    """The driver that runs a kernel's row blocks on Numba's threads (``parallel.py``): compiled
+    once (or loaded from the disk cache) when a program first needs it."""
+    with _lock:
+        if DRIVER_SOURCE not in _compiled:
+            _compiled[DRIVER_SOURCE] = _Kernel(f"{KERNEL_HEADER}{DRIVER_SOURCE}")
+        return _compiled[DRIVER_SOURCE]
 
 
 def compile_entry(source, name):
@@ -90,6 +105,7 @@ class _Kernel:
 
     def __init__(self, module_source):
         self.symbol = "jitgrad_k_" + cache.source_hash(module_source)[:32]
+        self.row_blocks = "def kernel(args, lo, hi):" in module_source  # run by ``parallel_for``
         if "parallel=True" in module_source:
             # Machine code of a parfor calls the threading layer's scheduler by symbol; Numba
             # registers those symbols when it starts its threads, which loading a cfunc from the
@@ -237,7 +253,8 @@ class Executable:
         point writes the inputs' and results' before the call. (Passing hundreds of addresses
         one by one made an unrolled loop's entry point take 6 s to compile.)"""
         self.loop_sources, self.entry_sources, self._runs = {}, [], []
-        self._table, gemm_slots = [], {}  # table slot -> environment position
+        self._table, gemm_slots = [], {}  # table slot -> environment position (-1: a kernel's address)
+        self._functions = []  # (table slot, row-block kernel whose address it holds)
         externs, body, used = [], [], set()
 
         def where(node, written=False):
@@ -257,7 +274,7 @@ class Executable:
                 return
             params = sorted(used)
             fn_name = "entry" if all(k != "python" for k in kinds) else f"entry{len(self.entry_sources)}"
-            lines = ["args = buffers.ctypes.data"] * any(line.startswith("kernel") for line in body) + body
+            lines = ["args = buffers.ctypes.data"] * any(line.startswith(("kernel", "parallel_for")) for line in body) + body
             source = "\n".join(externs + [""] * bool(externs) + [
                 entry_source(fn_name, [self.names[i] for i in params] + ["buffers"], lines)])
             self.entry_sources.append(source)
@@ -269,14 +286,23 @@ class Executable:
                 source, inputs = loop_kernel_source(k, f"kernel{i}")
                 self.loop_sources[i] = source
                 kernel = compile_kernel(source, inputs + k.stores)
-                externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp))")
                 positions = [where(n) for n in inputs] + [where(o, written=True) for o in k.stores]
                 start = len(self._table)
                 self._table += positions
                 body += [f"buffers[{start + j}] = {address(p)}"
                          for j, p in enumerate(positions) if p < self.table_start]
-                body.append(f"kernel{i}(args + np.uintp({8 * start}))  # " +
-                            ", ".join(self.names[p] for p in positions))
+                buffer_names = ", ".join(self.names[p] for p in positions)
+                if kernel.row_blocks:  # its rows in blocks on Numba's threads; its address is in the table
+                    driver = f"parallel_for = ExternalFunction({parallel_for().symbol!r}, void(uintp, uintp, int64))"
+                    if driver not in externs:
+                        externs.append(driver)
+                    self._functions.append((len(self._table), kernel))
+                    self._table.append(-1)
+                    body.append(f"parallel_for(buffers[{len(self._table) - 1}], args + np.uintp({8 * start}), "
+                                f"{k.shape[k.kept_axes[0]]})  # kernel{i}: {buffer_names}")
+                else:
+                    externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp))")
+                    body.append(f"kernel{i}(args + np.uintp({8 * start}))  # {buffer_names}")
             elif kind == "gemm":
                 (node,) = k.body
                 body.extend(gemm_lines(node, gemm_operands(node, stored), lambda n: address(where(n))))
@@ -294,6 +320,8 @@ class Executable:
             for slot, i in enumerate(self._table):
                 if i >= self.table_start:
                     table[slot] = buffers[i - self.table_start].ctypes.data
+            for slot, kernel in self._functions:
+                table[slot] = kernel.cfunc.address
             pool = self._pools.buffers = (buffers, table)
         return pool
 

@@ -1,9 +1,10 @@
 """Numba source for loop kernels: readable Python, one ``@njit`` function per kernel.
 
-The loop nest iterates over the kernel's shape: kept axes outside (the first one a ``prange``),
-reduced axes inside with one scalar accumulator per reduction. A kernel with no kept axes (a
-full reduction) runs chunks of its first axis as the ``prange`` and lets Numba keep per-thread
-partials (see ``_full_reduction``). Every value in the body is one scalar temporary; views
+The loop nest iterates over the kernel's shape: kept axes outside, reduced axes inside with one
+scalar accumulator per reduction. A large kernel's first kept axis runs rows ``lo:hi``, blocks
+that ``parallel.py``'s one driver hands to threads. A kernel with no kept axes (a full reduction)
+runs chunks of its first axis as a ``prange`` and lets Numba keep per-thread partials (see
+``_full_reduction``). Every value in the body is one scalar temporary; views
 become index arithmetic on the buffers they read.
 """
 import math
@@ -113,8 +114,11 @@ def loop_kernel_source(kernel, name):
         lines += _leading_reduction(loop, kernel, buffers, stores)
         return "\n".join(lines), inputs
     depth = 1
+    if loop == "prange":  # independent rows: parallel_for runs blocks lo:hi of the first kept axis
+        lines[0] = f"def {name}({args}, lo, hi):"
     for n, a in enumerate(kept):
-        lines.append("    " * depth + f"for i{a} in {loop if n == 0 else 'range'}({shape[a]}):")
+        rows = "lo, hi" if n == 0 and loop == "prange" else shape[a]
+        lines.append("    " * depth + f"for i{a} in range({rows}):")
         depth += 1
     for step in kernel.steps:
         if step.kind == "row":
