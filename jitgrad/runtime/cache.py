@@ -24,10 +24,12 @@ import platformdirs
 
 def versions_key():
     from .. import __version__
-    # Kernels call vecmath's jitted functions, whose machine code Numba caches inside the kernel's.
-    vecmath = Path(__file__).resolve().parents[1] / "codegen" / "numba_cpu" / "vecmath.py"
+    # Kernels call vecmath's jitted functions, and the parallel driver parallel.py's intrinsic,
+    # whose machine code Numba caches inside theirs.
+    folder = Path(__file__).resolve().parents[1] / "codegen" / "numba_cpu"
     parts = [__version__, numba.__version__, llvmlite.__version__, np.__version__, platform.python_version(),
-             platform.machine(), hashlib.sha256(vecmath.read_bytes()).hexdigest()]
+             platform.machine()] + [hashlib.sha256((folder / name).read_bytes()).hexdigest()
+                                    for name in ("vecmath.py", "parallel.py")]
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
 
 
