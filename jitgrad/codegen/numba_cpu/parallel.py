@@ -3,7 +3,7 @@
 ``parallel_for(kernel, args, rows)`` splits ``range(rows)`` into blocks over Numba's threads and
 calls the C function at address ``kernel`` as ``kernel(args, lo, hi)`` on each block. A kernel
 whose rows are independent (elementwise, row-wise) is then a serial ``cfunc`` over its rows
-``lo:hi``: 0.2 to 0.7 s to compile, where an ``@njit(parallel=True)`` function costs about 2 s
+``lo:hi``: 0.2 to 0.9 s to compile, where an ``@njit(parallel=True)`` function costs about 2 s
 (Numba's parfor lowering; measured on the 2-core machine). The driver itself is compiled once
 and kept in the disk cache (``backend.parallel_for``).
 """
