@@ -7,6 +7,7 @@ everything that affects generated code. Writes are atomic (temp file + rename) u
 lock; a file whose content does not match its name's hash is rewritten, and a Numba cache
 entry that fails to load is deleted and rebuilt.
 """
+import functools
 import hashlib
 import importlib.util
 import os
@@ -22,6 +23,7 @@ import numpy as np
 import platformdirs
 
 
+@functools.cache  # read once: cache_dir() asks for it at every kernel load
 def versions_key():
     from .. import __version__
     # Kernels call vecmath's jitted functions, and the parallel driver parallel.py's intrinsic,

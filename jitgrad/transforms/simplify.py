@@ -118,20 +118,29 @@ def _arange(node, n):
     return v is not None and v.shape == (n,) and (v == np.arange(n)).all()
 
 
-def _one_hot(node, checked):
-    """``scatter_add(u, arange(n), labels)`` (or ``labels, arange(n)``) into shape (n, c, *rest) as
-    a select, when a gather of the same indices is in the program (its ids in ``checked``)."""
+def _one_hot_labels(node, checked):
+    """(labels, the axis they index) if ``node`` is ``scatter_add(u, arange(n), labels)`` (or
+    ``labels, arange(n)``) into shape (n, c, *rest) and a gather of the same indices is in the
+    program (their ids in ``checked``); else None."""
     if node.op != "scatter_add" or len(node.args) != 3 or tuple(map(id, node.args[1:])) not in checked:
         return None
-    u, first, second = node.args
-    shape, rest = node.shape, node.shape[2:]
+    _, first, second = node.args
     n = first.shape[0] if first.ndim == 1 else -1
-    if _arange(first, n) and n == shape[0]:
-        labels, axis = second, 1  # one value per row, in column labels[row]
-    elif _arange(second, n) and n == shape[1]:
-        labels, axis = first, 0   # one value per column, in row labels[column]
-    else:
+    if _arange(first, n) and n == node.shape[0]:
+        return second, 1  # one value per row, in column labels[row]
+    if _arange(second, n) and n == node.shape[1]:
+        return first, 0   # one value per column, in row labels[column]
+    return None
+
+
+def _one_hot(node, checked):
+    """The ``select`` equal to a one-hot scatter-add (``_one_hot_labels``), or None."""
+    found = _one_hot_labels(node, checked)
+    if found is None:
         return None
+    (labels, axis), u = found, node.args[0]
+    shape, rest = node.shape, node.shape[2:]
+    n = u.shape[0]
     lift = (1,) * len(rest)
 
     def broadcast(x, dims):
@@ -148,7 +157,7 @@ def simplify(program):
     """A smaller program computing the same outputs (see the module docstring)."""
     program = _sweep(program, _rewrite)
     checked = {tuple(map(id, n.args[1:])) for n in program.nodes if n.op == "gather"}
-    if any(_one_hot(n, checked) is not None for n in program.nodes if n.op == "scatter_add"):
+    if any(_one_hot_labels(n, checked) is not None for n in program.nodes):
         program = _sweep(program, lambda node, args: _one_hot(node, checked) or _rewrite(node, args))
     return program
 

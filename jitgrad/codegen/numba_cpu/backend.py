@@ -16,7 +16,7 @@ from numba.np.ufunc.parallel import _launch_threads
 from ...runtime import cache
 from ...schedule.fuse import LIBRARY, VIEWS, plan
 from ..numpy_ref import IMPLS
-from .codegen import loop_kernel_source
+from .codegen import loop_kernel_source, row_blocks
 from .entry import entry_source, gemm_lines, gemm_operands
 from .parallel import DRIVER_SOURCE
 
@@ -105,7 +105,6 @@ class _Kernel:
 
     def __init__(self, module_source):
         self.symbol = "jitgrad_k_" + cache.source_hash(module_source)[:32]
-        self.row_blocks = "def kernel(args, lo, hi):" in module_source  # run by ``parallel_for``
         if "parallel=True" in module_source:
             # Machine code of a parfor calls the threading layer's scheduler by symbol; Numba
             # registers those symbols when it starts its threads, which loading a cfunc from the
@@ -292,14 +291,15 @@ class Executable:
                 body += [f"buffers[{start + j}] = {address(p)}"
                          for j, p in enumerate(positions) if p < self.table_start]
                 buffer_names = ", ".join(self.names[p] for p in positions)
-                if kernel.row_blocks:  # its rows in blocks on Numba's threads; its address is in the table
+                rows = row_blocks(k)
+                if rows is not None:  # its rows in blocks on Numba's threads; its address is in the table
                     driver = f"parallel_for = ExternalFunction({parallel_for().symbol!r}, void(uintp, uintp, int64))"
                     if driver not in externs:
                         externs.append(driver)
                     self._functions.append((len(self._table), kernel))
                     self._table.append(-1)
                     body.append(f"parallel_for(buffers[{len(self._table) - 1}], args + np.uintp({8 * start}), "
-                                f"{k.shape[k.kept_axes[0]]})  # kernel{i}: {buffer_names}")
+                                f"{rows})  # kernel{i}: {buffer_names}")
                 else:
                     externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp))")
                     body.append(f"kernel{i}(args + np.uintp({8 * start}))  # {buffer_names}")

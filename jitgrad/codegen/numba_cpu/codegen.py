@@ -88,6 +88,20 @@ class _Body:
         return name
 
 
+def _leading(kernel):
+    """Whether ``kernel`` reduces leading axes only (a bias gradient): ``_leading_reduction``."""
+    raxes, kept = kernel.reduce_axes, kernel.kept_axes
+    return len(kernel.steps) == 1 and bool(raxes) and bool(kept) and max(raxes) < max(kept)
+
+
+def row_blocks(kernel):
+    """The rows ``parallel_for`` splits into blocks, for a kernel large enough for threads whose
+    iterations of the first kept axis are independent (its source then takes ``lo, hi``); else None."""
+    if not kernel.kept_axes or _leading(kernel) or math.prod(kernel.shape) < PARALLEL_MIN_SIZE:
+        return None
+    return kernel.shape[kernel.kept_axes[0]]
+
+
 def loop_kernel_source(kernel, name):
     """(source, argument nodes): the kernel reads its input buffers and writes its stores."""
     inputs = [n for n in kernel.inputs if not (n.op == "const" and n.size == 1)]
@@ -108,16 +122,17 @@ def loop_kernel_source(kernel, name):
             lines += ["    " + s for s in _row(row, kernel, buffers, stores)]
             read_back(row, buffers, stores)
         return "\n".join(lines), inputs
-    if len(kernel.steps) == 1 and raxes and kept and max(raxes) < max(kept):
+    if _leading(kernel):
         # Reducing leading axes (a bias gradient): walk memory in order and accumulate into the
         # output row, instead of striding down each column.
         lines += _leading_reduction(loop, kernel, buffers, stores)
         return "\n".join(lines), inputs
     depth = 1
-    if loop == "prange":  # independent rows: parallel_for runs blocks lo:hi of the first kept axis
+    blocks = row_blocks(kernel) is not None
+    if blocks:  # independent rows: parallel_for runs blocks lo:hi of the first kept axis
         lines[0] = f"def {name}({args}, lo, hi):"
     for n, a in enumerate(kept):
-        rows = "lo, hi" if n == 0 and loop == "prange" else shape[a]
+        rows = "lo, hi" if n == 0 and blocks else shape[a]
         lines.append("    " * depth + f"for i{a} in range({rows}):")
         depth += 1
     for step in kernel.steps:
