@@ -18,6 +18,7 @@ import functools
 import os
 import pstats
 import time
+import warnings
 
 import numpy as np
 
@@ -69,6 +70,38 @@ def _gpu_ms(fn, reps=20):
     return float(np.median(times))
 
 
+def _recorded_ms(memory, launches, reps=20):
+    """Median device time of ``launches()`` recorded once as a CUDA graph and replayed, so that
+    no host time (Numba's launch, our argument lists) falls between its kernels; None where it
+    cannot be recorded (no CuPy, the simulator, a step that allocates or synchronizes)."""
+    cp = launch.cupy_module()
+    if cp is None:
+        return None
+    stream = cp.cuda.Stream(non_blocking=True)
+    memory.stream, memory.stream_ptr = cuda.external_stream(stream.ptr), stream.ptr
+    try:
+        with stream, cp.cuda.using_allocator(graphs._no_allocation):
+            stream.begin_capture()
+            try:
+                launches()
+            finally:
+                graph = stream.end_capture()
+    except Exception:
+        return None
+    finally:
+        memory.stream, memory.stream_ptr = None, 0
+    graph.launch(stream)
+    times = []
+    for _ in range(reps):
+        start, end = cp.cuda.Event(), cp.cuda.Event()
+        start.record(stream)
+        graph.launch(stream)
+        end.record(stream)
+        end.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, end))
+    return float(np.median(times))
+
+
 def kernel_ms(executable, inputs, batch=20):
     """Device time of ``executable``'s first step (a loop kernel reading only program inputs)
     alone: ``batch`` launches back to back, so no host time falls between them."""
@@ -103,7 +136,8 @@ def bandwidth():
 def workload_breakdown(names=SPEC_WORKLOADS, small=False, batch=min(10, REPS)):
     """Per workload, its inputs on the device and graphs on (the default): the wall time of a
     synchronized call, the device time between events around one call (kernels and the gaps
-    between them), and each step's device time alone (``batch`` runs back to back)."""
+    between them), and each step's device time alone (``batch`` runs back to back, recorded as a
+    graph where it can be) with its grid."""
     for name in names:
         w = WORKLOADS[name]
         args = [jg.device_put(a, "cuda") for a in w.inputs(small=small)]
@@ -113,12 +147,19 @@ def workload_breakdown(names=SPEC_WORKLOADS, small=False, batch=min(10, REPS)):
         executable = f.lower(*args).executable
         memory = executable._memory
         env = executable.launch_all([launch.as_device_array(a) for a in args])
-        alone = [_gpu_ms(lambda: [step.run(env, memory) for _ in range(batch)], reps=min(20, REPS)) / batch
-                 for step in executable.steps]
+        alone, how = [], set()
+        for step in executable.steps:  # recorded: kernel time; else launched: host time may show
+            runs = lambda: [step.run(env, memory) for _ in range(batch)]  # noqa: E731
+            ms = _recorded_ms(memory, runs, reps=min(20, REPS))
+            how.add("recorded" if ms is not None else "launched")
+            alone.append((ms if ms is not None else _gpu_ms(runs, reps=min(20, REPS))) / batch)
+        rows = os.environ.get("JITGRAD_CUDA_ROWS", "warp or block by shape")
         print(f"{name}: wall {wall:.3f} ms per synchronized call, device {device:.3f} ms per call; "
-              f"{len(alone)} steps, {sum(alone):.3f} ms of device time alone")
-        for i, (kernel, ms) in enumerate(zip(executable.plan, alone)):
-            print(f"    {i:2d} {ms:.4f} ms  {kernel!r}"[:160])
+              f"{len(alone)} steps, {sum(alone):.3f} ms of device time alone ({' and '.join(sorted(how))}; "
+              f"rows: {rows})")
+        for i, (kernel, step, ms) in enumerate(zip(executable.plan, executable.steps, alone)):
+            shape = f"{step.blocks}x{step.threads}" if hasattr(step, "blocks") else ""
+            print(f"    {i:2d} {ms:.4f} ms {shape:>9}  {kernel!r}"[:170])
 
 
 def main():
@@ -126,6 +167,7 @@ def main():
     parser.add_argument("--workloads", help="comma-separated names: only their breakdown")
     parser.add_argument("--small", action="store_true", help="the workloads' small sizes (a smoke run)")
     options = parser.parse_args()
+    warnings.filterwarnings("ignore", message=".*Grid size")  # Numba's occupancy hint: small grids are meant
     if options.workloads:
         workload_breakdown(options.workloads.split(","), options.small)
         return

@@ -117,6 +117,7 @@ def _on(name, device):
 
 class Jax(Framework):
     name, requires, has_disk_cache, dists = "jax", ("jax",), True, ("jax", "jaxlib")
+    weight = 2.0  # a compiler: with 1.0, its mlp_train cell ran out of a quick GPU run's budget
 
     def __init__(self, device=None):
         self.name, self.gpu = _on("jax", device), device == GPU

@@ -91,6 +91,10 @@ note "stage b2: python3 -m benchmarks.cuda_overhead"
 bench_cache="${XDG_CACHE_HOME:-$HOME/.cache}/jitgrad-benchmarks/jitgrad[cuda]"
 JITGRAD_CACHE_DIR="$bench_cache" NUMBA_CACHE_DIR="$bench_cache" \
     timeout -k 5 100 python3 -m benchmarks.cuda_overhead 2>&1 | tee -a "$SUMMARY"
+# the row kernels the other way (each row reduced by a whole block's shared-memory tree, the way
+# before warps took short rows), to compare with the breakdown above
+JITGRAD_CUDA_ROWS=block JITGRAD_CACHE_DIR="$bench_cache" NUMBA_CACHE_DIR="$bench_cache" \
+    timeout -k 5 60 python3 -m benchmarks.cuda_overhead --workloads softmax_xent,layernorm_tanh 2>&1 | tee -a "$SUMMARY"
 # Python's part of a replayed call on this host's CPU (stand-in arrays, no launch), to set
 # against the whole call's wall time above
 timeout -k 5 30 python3 -m benchmarks.replay_host_time 2000 10 2>&1 | tee -a "$SUMMARY"

@@ -173,7 +173,8 @@ def test_replayed_results_are_leased_blocks_until_let_go(graphs):
     if graphs.launch.SIMULATOR:
         return
     device, host = f(*[jg.device_put(a, "cuda") for a in calls[0]]), f(*calls[0])
-    assert device[0].gpu_data.owner is device[1].gpu_data.owner is device[2].gpu_data.owner
+    # copied out (both leased blocks are held): the large results share one block, the loss its own
+    assert device[0].gpu_data.owner is device[2].gpu_data.owner is not device[1].gpu_data.owner
     assert host[0].base is host[2].base is not None and host[1].base is None
 
 
@@ -396,6 +397,43 @@ def test_unrolled_grid_stride_loops(n):
     # (n, 2) elements: an unrolled step only where a thread of a one-block grid could take one
     unrolled = 2 * n > (codegen.UNROLL - 1) * launch.THREADS
     assert (f"while t + {codegen.UNROLL - 1} * g" in jg.jit(f, device="cuda").lower(x, y).source) == unrolled
+
+
+def _softmax_xent_and_norm(x, labels, gamma):
+    """Row kernels of several phases: softmax cross-entropy with a gather, and a layer norm."""
+    z = x - np.max(x, axis=1, keepdims=True)
+    xent = np.mean(np.log(np.sum(np.exp(z), axis=1)) - z[np.arange(x.shape[0]), labels])
+    mu = x.mean(axis=1, keepdims=True)
+    norm = (x - mu) / np.sqrt(((x - mu) ** 2).mean(axis=1, keepdims=True) + 1e-5)
+    return xent + np.sum(np.tanh(norm * gamma))
+
+
+@pytest.mark.parametrize("rows", ["warp", "block"])
+@pytest.mark.parametrize("shape", [(37, 13), (3, 70), (40, 1)])
+def test_row_kernels_by_warp_and_by_block(rows, shape, monkeypatch):
+    """Each row reduced by a warp's lanes (shuffles; several rows per block) or by a whole block
+    (a shared-memory tree): gradients of both match the reference, rows and lanes not filling a
+    block."""
+    monkeypatch.setenv("JITGRAD_CUDA_ROWS", rows)
+    x, gamma = rng.standard_normal(shape), rng.standard_normal(shape[1])
+    labels = rng.integers(-shape[1], shape[1], shape[0])
+    f = lambda x, labels, gamma: _softmax_xent_and_norm(x, labels, gamma)  # noqa: E731  (a new jit each time)
+    _grads_match(f, [x, labels, gamma], (0, 2), 1e-10)
+    source = jg.jit_grad(f, argnums=(0, 2), device="cuda").lower(x, labels, gamma).source
+    assert ("shfl_xor_sync" in source) == (rows == "warp")
+
+
+@pytest.mark.parametrize("shape", [(37, 45), (5, 9), (64, 96)])
+def test_column_reductions(shape):
+    """Leading axes reduced (a bias gradient): neighbouring columns per block, the rows split
+    between thread groups whose partials meet in shared memory; sums and NaN-propagating maxima,
+    columns and rows not filling a block, and two kept axes."""
+    a, b = rng.standard_normal(shape), rng.standard_normal(shape)
+    a[shape[0] // 2, 1] = np.nan
+    f = lambda a, b: (np.sum(a * b, axis=0), np.max(a, axis=0), np.sum(a.reshape(shape[0], -1, 3), axis=0))  # noqa: E731
+    for out, ref in zip(jg.jit(f, device="cuda")(a, b), f(a, b)):
+        np.testing.assert_allclose(out, ref, rtol=1e-12)
+    assert "g = tid //" in jg.jit(f, device="cuda").lower(a, b).source
 
 
 def test_matmul_tiling_fills_the_card():

@@ -36,16 +36,19 @@ class _LoopStep:
         self.kernel, self.stores = kernel, kernel.stores
         shape, raxes = kernel.shape, kernel.reduce_axes
         rows = math.prod(shape[a] for a in kernel.kept_axes)
+        lanes = None
         if not raxes or not kernel.kept_axes:  # grid-stride over every element
             grid_and_block = (grid(math.prod(shape), per_step=codegen.UNROLL), THREADS)
-        elif codegen.by_columns(kernel):
-            grid_and_block = (grid(rows), THREADS)
+        elif codegen.by_columns(kernel):  # a block per WARP neighbouring columns
+            grid_and_block = (max(1, min(-(-rows // codegen.warp_lanes(THREADS)), multiprocessors() * 16)), THREADS)
+        elif lanes := codegen.row_lanes(kernel, THREADS, multiprocessors()):  # a warp per row
+            grid_and_block = (max(1, min(-(-rows // (THREADS // lanes)), multiprocessors() * 32)), THREADS)
         else:  # one block per row, sized to the row
             reduced = math.prod(shape[a] for a in raxes)
             threads = min(THREADS, max(32, 1 << max(reduced - 1, 1).bit_length()))
             grid_and_block = (max(1, min(rows, multiprocessors() * 32)), threads)
         self.blocks, self.threads = grid_and_block
-        self.source, self.inputs, scratch = codegen.loop_kernel_source(kernel, f"kernel{index}", self.threads)
+        self.source, self.inputs, scratch = codegen.loop_kernel_source(kernel, f"kernel{index}", self.threads, lanes)
         self.fn = compile_kernel(self.source.replace(f"def kernel{index}(", "def kernel("), "kernel")
         self.launch = Launch(self.fn, self.blocks, self.threads)
         # a full reduction's scratch: one partial per block per reduction, and the blocks' ticket counter

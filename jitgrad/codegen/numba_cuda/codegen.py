@@ -8,11 +8,13 @@ Loop kernels take one of four shapes, chosen from the kernel's axes:
   reduction in shared memory per block, one partial per block; the block that finishes last
   (a ticket counter) reduces the partials in a fixed order, so every reduction op works, the
   result is deterministic, and it takes one launch, not a second kernel;
-- *rows* (softmax, layer norm, their gradients): one block per row of kept indices; each phase
-  strides the block's threads over the reduced indices and tree-reduces, so a row is read from
-  memory by one block and re-read from cache by the later phases;
-- *columns* (the reduced axes lead, as in a bias gradient): one thread per kept index, looping
-  over the reduced indices, so neighbouring threads read neighbouring memory.
+- *rows* (softmax, layer norm, their gradients): each row of kept indices is reduced by one
+  warp (many short rows: shuffles, no block barrier; ``row_lanes``) or one block (a tree in
+  shared memory); each phase strides the row's threads over the reduced indices, so a row is
+  read from memory once and re-read from cache by the later phases;
+- *columns* (the reduced axes lead, as in a bias gradient): a block per ``WARP`` neighbouring
+  kept indices, so a warp's loads are one coalesced line; the block's thread groups split the
+  reduced indices and meet in shared memory.
 
 Index arithmetic for views and the per-op scalar expressions are shared with the CPU backend
 (``numba_cpu.codegen._Body``); only the op table differs: ``math`` is libdevice on the device,
@@ -21,6 +23,7 @@ expressions. (Not device functions: compiling those asks the driver for the card
 calling them could not be compiled to PTX on a machine without a GPU.)
 """
 import math
+import os
 
 import numpy as np
 
@@ -33,6 +36,7 @@ from ..numba_cpu.codegen import _idx, _phase, _row, phase_parts, read_back
 # element per step a thread has only that element's loads in flight, too few bytes to keep the
 # memory system busy (a plain grid-stride copy reached 2.6 of an H200's 4.3 TB/s).
 UNROLL = 4
+WARP = 32
 
 
 def _cbrt(x, c):
@@ -74,8 +78,9 @@ def _indent(lines, depth):
     return ["    " * depth + s for s in lines]
 
 
-def loop_kernel_source(kernel, name, threads):
-    """(source, argument nodes, extra scratch args) of a fusion-plan loop kernel for CUDA."""
+def loop_kernel_source(kernel, name, threads, lanes=None):
+    """(source, argument nodes, extra scratch args) of a fusion-plan loop kernel for CUDA, for
+    blocks of ``threads``; a row kernel reduces each row with ``lanes`` threads (None: a block)."""
     inputs = [n for n in kernel.inputs if not (n.op == "const" and n.size == 1)]
     buffers = {id(n): f"in{i}" for i, n in enumerate(inputs)}
     stores = {id(o): f"out{i}" for i, o in enumerate(kernel.stores)}
@@ -86,9 +91,9 @@ def loop_kernel_source(kernel, name, threads):
     elif not kept:
         body, scratch = _full_reduction(kernel, buffers, stores, threads)
     elif by_columns(kernel):
-        body, scratch = _columns_body(kernel, buffers, stores), []
+        body, scratch = _columns_body(kernel, buffers, stores, threads), []
     else:
-        body, scratch = _rows(kernel, buffers, stores, threads), []
+        body, scratch = _rows(kernel, buffers, stores, threads, lanes), []
     args = ", ".join(names + scratch)
     return "\n".join([f"def {name}({args}):"] + _indent(body, 1)), inputs, scratch
 
@@ -165,28 +170,71 @@ def _full_reduction(kernel, buffers, stores, threads):
     return lines + _indent(finish, 1), scratch
 
 
-def _rows(kernel, buffers, stores, threads):
+def warp_lanes(threads):
+    """Threads of a warp-wide group in blocks of ``threads``: a warp on a card; half the block on
+    the simulator (its blocks are small), so that its blocks hold two groups too."""
+    return min(WARP, threads // 2)
+
+
+def row_lanes(kernel, threads, multiprocessors):
+    """Threads per row of a row kernel: a warp when there are rows enough to fill the card with
+    warps and each lane gets at most 64 elements of a row per phase; None, a block per row, for
+    few or long rows. ``JITGRAD_CUDA_ROWS=warp`` or ``block`` forces one (to compare them)."""
+    rows = math.prod(kernel.shape[a] for a in kernel.kept_axes)
+    reduced = math.prod(kernel.shape[a] for a in kernel.reduce_axes)
+    dtypes = {np.dtype(o.dtype) for s in kernel.steps for o in s.outputs if o.op in ops.REDUCE}
+    shuffled = dtypes <= {np.dtype(t) for t in ("float32", "float64", "int32", "int64")}  # shfl's types
+    forced = os.environ.get("JITGRAD_CUDA_ROWS")
+    many_short = rows >= 8 * multiprocessors and reduced <= 64 * WARP
+    if shuffled and (forced == "warp" or (forced != "block" and many_short)):
+        return warp_lanes(threads)
+    return None
+
+
+def _rows(kernel, buffers, stores, threads, lanes=None):
+    """Row ``r`` of the kept indices by ``lanes`` threads of a warp (None: by the whole block):
+    each phase strides them over the reduced indices, then reduces by shuffles within the warp
+    (else by the block's shared-memory tree); row steps run on every thread of the row."""
     shape, raxes, kept = kernel.shape, kernel.reduce_axes, kernel.kept_axes
     rows = math.prod(shape[a] for a in kept)
     reduced = math.prod(shape[a] for a in raxes)
     lines = ["tid = cuda.threadIdx.x"]
-    lines += [f"sh{j} = cuda.shared.array({threads}, np.{np.dtype(r.dtype).name})"
-              for j, r in enumerate(_widest_per_slot(kernel))]
+    if lanes:
+        lines.append(f"lane = tid % {lanes}")
+    else:
+        lines += [f"sh{j} = cuda.shared.array({threads}, np.{np.dtype(r.dtype).name})"
+                  for j, r in enumerate(_widest_per_slot(kernel))]
     body = _delinearize("r", kept, shape)
     for step in kernel.steps:
         if step.kind == "row":
             body += _row(step, kernel, buffers, stores, expression=expression)
         else:
             inits, inner, reductions = _phase(step, kernel, buffers, stores, expression=expression)
-            body += inits + [f"for u in range(tid, {reduced}, {threads}):"]
+            body += inits + [f"for u in range({'lane' if lanes else 'tid'}, {reduced}, {lanes or threads}):"]
             body += _indent(_delinearize("u", raxes, shape) + inner, 1)
-            body += _block_reduce(reductions, threads)
+            body += _warp_reduce(reductions, lanes) if lanes else _block_reduce(reductions, threads)
             kept_idx = _idx(tuple(f"i{a}" for a in kept))
             # every thread holds the row's result: each writes the same value, no branch needed
             body += [f"{stores[id(r)]}[{kept_idx}] = acc{j}" for j, r in enumerate(reductions)]
         read_back(step, buffers, stores)
-    lines.append(f"for r in range(cuda.blockIdx.x, {rows}, cuda.gridDim.x):")
+    if lanes:  # a warp's rows: its place among all the grid's warps, then a stride of all of them
+        per_block = threads // lanes
+        lines.append(f"for r in range(cuda.blockIdx.x * {per_block} + tid // {lanes}, {rows}, "
+                     f"cuda.gridDim.x * {per_block}):")
+    else:
+        lines.append(f"for r in range(cuda.blockIdx.x, {rows}, cuda.gridDim.x):")
     return lines + _indent(body, 1)
+
+
+def _warp_reduce(reductions, lanes):
+    """Butterfly-reduce each lane's ``acc{j}`` over its ``lanes``: every lane ends with the result."""
+    lines, offset = [], lanes // 2
+    while offset:
+        for j, r in enumerate(reductions):
+            lines += [f"v{j} = cuda.shfl_xor_sync(0xFFFFFFFF, acc{j}, {offset})",
+                      scalar_ops.accumulate(r.op, f"acc{j}", f"v{j}")]
+        offset //= 2
+    return lines
 
 
 def _widest_per_slot(kernel):
@@ -201,17 +249,29 @@ def _widest_per_slot(kernel):
     return slots
 
 
-def _columns_body(kernel, buffers, stores):
+def _columns_body(kernel, buffers, stores, threads):
+    """Kept index ``t`` of a block's ``lanes`` neighbours by ``groups`` threads, each taking every
+    ``groups``-th reduced index; the first group adds up the others' partials from shared memory,
+    in a fixed order."""
     shape, raxes, kept = kernel.shape, kernel.reduce_axes, kernel.kept_axes
     (step,) = kernel.steps
     columns = math.prod(shape[a] for a in kept)
     reduced = math.prod(shape[a] for a in raxes)
+    lanes = warp_lanes(threads)
+    groups = threads // lanes
     inits, inner, reductions = _phase(step, kernel, buffers, stores, expression=expression)
     kept_idx = _idx(tuple(f"i{a}" for a in kept))
-    lines = [f"for t in range(cuda.grid(1), {columns}, cuda.gridsize(1)):"]
-    body = _delinearize("t", kept, shape) + inits + [f"for u in range({reduced}):"]
-    body += _indent(_delinearize("u", raxes, shape) + inner, 1)
-    body += [f"{stores[id(r)]}[{kept_idx}] = acc{j}" for j, r in enumerate(reductions)]
+    lines = ["tid = cuda.threadIdx.x", f"c = tid % {lanes}", f"g = tid // {lanes}"] + _shared(reductions, threads)
+    # the loop is the block's, not the thread's: every thread reaches each barrier
+    lines += [f"for base in range(cuda.blockIdx.x * {lanes}, {columns}, cuda.gridDim.x * {lanes}):"]
+    body = ["t = base + c"] + _delinearize("t", kept, shape) + inits
+    body += [f"if t < {columns}:", f"    for u in range(g, {reduced}, {groups}):"]
+    body += _indent(_delinearize("u", raxes, shape) + inner, 2)
+    body += [f"sh{j}[tid] = acc{j}" for j in range(len(reductions))] + ["cuda.syncthreads()"]
+    body += [f"if g == 0 and t < {columns}:", f"    for k in range(1, {groups}):"]
+    body += [f"        {scalar_ops.accumulate(r.op, f'acc{j}', f'sh{j}[k * {lanes} + c]')}" for j, r in enumerate(reductions)]
+    body += [f"    {stores[id(r)]}[{kept_idx}] = acc{j}" for j, r in enumerate(reductions)]
+    body += ["cuda.syncthreads()"]  # sh is free again
     return lines + _indent(body, 1)
 
 

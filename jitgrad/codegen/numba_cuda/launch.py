@@ -11,11 +11,12 @@ import numpy as np
 from numba import config, cuda
 
 from ...runtime import cache, devices
-from .simulator import SIM_MATH, share_arrays_safely
+from .simulator import SIM_MATH, add_warp_shuffle, share_arrays_safely
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 if SIMULATOR:
     share_arrays_safely()
+    add_warp_shuffle()
 else:  # the real target's classes (QuickViews); the simulator has none of these
     from numba.cuda.api_util import prepare_shape_strides_dtype
     from numba.cuda.cudadrv import driver

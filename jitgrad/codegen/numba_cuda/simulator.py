@@ -1,5 +1,5 @@
-"""Running the generated kernels on Numba's CUDA simulator: what they see as ``math``, and a
-thread-safe ``cuda.shared.array``.
+"""Running the generated kernels on Numba's CUDA simulator: what they see as ``math``, a
+thread-safe ``cuda.shared.array``, and the warp shuffle it lacks.
 
 On the device ``math.log(-1.0)`` is NaN and ``math.exp(1000.0)`` is inf (libdevice); in the
 simulator kernels are plain Python, where ``math`` raises instead. NumPy's scalar functions
@@ -59,3 +59,32 @@ def share_arrays_safely():
                 self._allocations[caller] = np.empty(shape, numpy_support.as_dtype(dtype) if numba_type else dtype)
             return self._allocations[caller]
     FakeCUDAShared.array, FakeCUDAShared._jitgrad_locked = array, True
+
+
+_posted, _exchange = {}, threading.Condition()
+
+
+def _shfl_xor_sync(mask, value, lane_mask):
+    """``cuda.shfl_xor_sync`` on the simulator: the value of the thread ``lane_mask`` apart (by
+    xor) in this block, at the same shuffle. Each thread posts its value under the count of
+    shuffles it has made and waits for its partner's; the partner takes it, so nothing stays.
+    (Our kernels shuffle only where a warp's threads run the same loop, as the card needs.)"""
+    me = threading.current_thread()
+    count = getattr(me, "jitgrad_shuffles", 0)
+    me.jitgrad_shuffles = count + 1
+    block = (id(me._manager), tuple(me.blockIdx))
+    with _exchange:
+        _posted[block, me.thread_id, count] = value
+        _exchange.notify_all()
+        partner = (block, me.thread_id ^ lane_mask, count)
+        while partner not in _posted:
+            if me.abort:  # another thread of the block raised
+                raise RuntimeError("abort flag set while shuffling")
+            _exchange.wait(0.1)
+        return _posted.pop(partner)
+
+
+def add_warp_shuffle():
+    """Give the simulator's ``cuda`` module the one warp operation the kernels use."""
+    from numba.cuda.simulator.kernelapi import FakeCUDAModule
+    FakeCUDAModule.shfl_xor_sync = staticmethod(_shfl_xor_sync)
