@@ -423,7 +423,7 @@ def test_row_kernels_by_warp_and_by_block(rows, shape, monkeypatch):
     assert ("shfl_xor_sync" in source) == (rows == "warp")
 
 
-@pytest.mark.parametrize("shape", [(37, 45), (5, 9), (64, 96)])
+@pytest.mark.parametrize("shape", [(37, 45), (5, 33), (64, 96)])
 def test_column_reductions(shape):
     """Leading axes reduced (a bias gradient): neighbouring columns per block, the rows split
     between thread groups whose partials meet in shared memory; sums and NaN-propagating maxima,
@@ -431,8 +431,8 @@ def test_column_reductions(shape):
     a, b = rng.standard_normal(shape), rng.standard_normal(shape)
     a[shape[0] // 2, 1] = np.nan
     f = lambda a, b: (np.sum(a * b, axis=0), np.max(a, axis=0), np.sum(a.reshape(shape[0], -1, 3), axis=0))  # noqa: E731
-    for out, ref in zip(jg.jit(f, device="cuda")(a, b), f(a, b)):
-        np.testing.assert_allclose(out, ref, rtol=1e-12)
+    for out, ref in zip(jg.jit(f, device="cuda")(a, b), f(a, b)):  # (sums of about 64 terms near 0)
+        np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-13)
     assert "g = tid //" in jg.jit(f, device="cuda").lower(a, b).source
 
 

@@ -99,7 +99,10 @@ def loop_kernel_source(kernel, name, threads, lanes=None):
 
 
 def by_columns(kernel):
-    """Reduced axes all before the kept ones, one phase, and enough columns to fill the card."""
+    """Reduced axes all before the kept ones, one phase, and columns at least as many as rows
+    or enough to fill the card: a block per WARP columns has no more blocks than that; with
+    fewer, long columns, a block per column (its threads striding down it) keeps more of the
+    card busy, if with scattered loads."""
     kept_size = math.prod(kernel.shape[a] for a in kernel.kept_axes)
     reduced = math.prod(kernel.shape[a] for a in kernel.reduce_axes)
     return (len(kernel.steps) == 1 and max(kernel.reduce_axes) < min(kernel.kept_axes)
@@ -195,9 +198,8 @@ def _rows(kernel, buffers, stores, threads, lanes=None):
     """Row ``r`` of the kept indices by ``lanes`` threads of a warp (None: by the whole block):
     each phase strides them over the reduced indices, then reduces by shuffles within the warp
     (else by the block's shared-memory tree); row steps run on every thread of the row."""
-    shape, raxes, kept = kernel.shape, kernel.reduce_axes, kernel.kept_axes
+    shape, kept = kernel.shape, kernel.kept_axes
     rows = math.prod(shape[a] for a in kept)
-    reduced = math.prod(shape[a] for a in raxes)
     lines = ["tid = cuda.threadIdx.x"]
     if lanes:
         lines.append(f"lane = tid % {lanes}")
@@ -209,9 +211,8 @@ def _rows(kernel, buffers, stores, threads, lanes=None):
         if step.kind == "row":
             body += _row(step, kernel, buffers, stores, expression=expression)
         else:
-            inits, inner, reductions = _phase(step, kernel, buffers, stores, expression=expression)
-            body += inits + [f"for u in range({'lane' if lanes else 'tid'}, {reduced}, {lanes or threads}):"]
-            body += _indent(_delinearize("u", raxes, shape) + inner, 1)
+            inits, loop, reductions = _phase_loop(step, kernel, buffers, stores, "lane" if lanes else "tid", lanes or threads)
+            body += inits + loop
             body += _warp_reduce(reductions, lanes) if lanes else _block_reduce(reductions, threads)
             kept_idx = _idx(tuple(f"i{a}" for a in kept))
             # every thread holds the row's result: each writes the same value, no branch needed
@@ -224,6 +225,28 @@ def _rows(kernel, buffers, stores, threads, lanes=None):
     else:
         lines.append(f"for r in range(cuda.blockIdx.x, {rows}, cuda.gridDim.x):")
     return lines + _indent(body, 1)
+
+
+def _phase_loop(step, kernel, buffers, stores, first, stride):
+    """(accumulator inits, lines, reductions) of one phase over reduced indices ``u`` = ``first``,
+    ``first`` + ``stride``, ...: ``UNROLL`` of them per step, all loaded before any is stored or
+    accumulated (as in ``_grid_stride``: one element's loads at a time left a row kernel waiting
+    on memory latency), then one at a time; a row too short for a step gets only the latter."""
+    shape, raxes = kernel.shape, kernel.reduce_axes
+    reduced = math.prod(shape[a] for a in raxes)
+    inits, inner, reductions = _phase(step, kernel, buffers, stores, expression=expression)
+    lines = [f"u = {first}"]
+    if reduced > (UNROLL - 1) * stride:
+        values, effects = [], []
+        for k in range(UNROLL):
+            _, vals, effs, _ = phase_parts(step, kernel, buffers, stores, expression=expression, suffix=f"_{k}")
+            values += [f"i{a}_{k} = i{a}" for a in kernel.kept_axes]
+            values += _delinearize(f"(u + {k * stride})" if k else "u", raxes, shape, f"_{k}") + vals
+            effects += effs
+        lines += [f"while u + {(UNROLL - 1) * stride} < {reduced}:"]
+        lines += _indent(values + effects + [f"u += {UNROLL * stride}"], 1)
+    lines += [f"while u < {reduced}:"] + _indent(_delinearize("u", raxes, shape) + inner + [f"u += {stride}"], 1)
+    return inits, lines, reductions
 
 
 def _warp_reduce(reductions, lanes):
@@ -253,20 +276,18 @@ def _columns_body(kernel, buffers, stores, threads):
     """Kept index ``t`` of a block's ``lanes`` neighbours by ``groups`` threads, each taking every
     ``groups``-th reduced index; the first group adds up the others' partials from shared memory,
     in a fixed order."""
-    shape, raxes, kept = kernel.shape, kernel.reduce_axes, kernel.kept_axes
+    shape, kept = kernel.shape, kernel.kept_axes
     (step,) = kernel.steps
     columns = math.prod(shape[a] for a in kept)
-    reduced = math.prod(shape[a] for a in raxes)
     lanes = warp_lanes(threads)
     groups = threads // lanes
-    inits, inner, reductions = _phase(step, kernel, buffers, stores, expression=expression)
+    inits, loop, reductions = _phase_loop(step, kernel, buffers, stores, "g", groups)
     kept_idx = _idx(tuple(f"i{a}" for a in kept))
     lines = ["tid = cuda.threadIdx.x", f"c = tid % {lanes}", f"g = tid // {lanes}"] + _shared(reductions, threads)
     # the loop is the block's, not the thread's: every thread reaches each barrier
     lines += [f"for base in range(cuda.blockIdx.x * {lanes}, {columns}, cuda.gridDim.x * {lanes}):"]
     body = ["t = base + c"] + _delinearize("t", kept, shape) + inits
-    body += [f"if t < {columns}:", f"    for u in range(g, {reduced}, {groups}):"]
-    body += _indent(_delinearize("u", raxes, shape) + inner, 2)
+    body += [f"if t < {columns}:"] + _indent(loop, 1)
     body += [f"sh{j}[tid] = acc{j}" for j in range(len(reductions))] + ["cuda.syncthreads()"]
     body += [f"if g == 0 and t < {columns}:", f"    for k in range(1, {groups}):"]
     body += [f"        {scalar_ops.accumulate(r.op, f'acc{j}', f'sh{j}[k * {lanes} + c]')}" for j, r in enumerate(reductions)]
