@@ -133,15 +133,24 @@ def bandwidth():
           f"{executable.steps[0].blocks} blocks x {launch.THREADS}, unrolled {codegen.UNROLL}x")
 
 
+def _gradient_error(grads, reference):
+    """The largest ||g - ref|| / ||ref|| over the gradients, against float64 hand-written ones."""
+    grads = grads if isinstance(grads, tuple) else (grads,)
+    host = [np.asarray(g.copy_to_host() if hasattr(g, "copy_to_host") else g, np.float64) for g in grads]
+    return max(float(np.linalg.norm(g - r) / np.linalg.norm(r)) for g, r in zip(host, reference))
+
+
 def workload_breakdown(names=SPEC_WORKLOADS, small=False, batch=min(10, REPS)):
     """Per workload, its inputs on the device and graphs on (the default): the wall time of a
     synchronized call, the device time between events around one call (kernels and the gaps
     between them), and each step's device time alone (``batch`` runs back to back, recorded as a
-    graph where it can be) with its grid."""
+    graph where it can be) with its grid, and the gradients' relative error against float64."""
     for name in names:
         w = WORKLOADS[name]
-        args = [jg.device_put(a, "cuda") for a in w.inputs(small=small)]
+        host = w.inputs(small=small)
+        args = [jg.device_put(a, "cuda") for a in host]
         f = jg.jit_grad(functools.partial(w.loss, np), argnums=w.argnums, device="cuda")
+        error = _gradient_error(f(*args)[1], w.numpy_vg(*[a.astype(np.float64) if a.dtype.kind == "f" else a for a in host])[1])
         wall = _median_us(lambda: f(*args)) / 1e3
         device = _gpu_ms(lambda: f(*args), reps=min(20, REPS))
         executable = f.lower(*args).executable
@@ -156,7 +165,7 @@ def workload_breakdown(names=SPEC_WORKLOADS, small=False, batch=min(10, REPS)):
         rows = os.environ.get("JITGRAD_CUDA_ROWS", "warp or block by shape")
         print(f"{name}: wall {wall:.3f} ms per synchronized call, device {device:.3f} ms per call; "
               f"{len(alone)} steps, {sum(alone):.3f} ms of device time alone ({' and '.join(sorted(how))}; "
-              f"rows: {rows})")
+              f"rows: {rows}{'; fast math' if launch.FASTMATH else ''}); gradients' error {error:.1e}")
         for i, (kernel, step, ms) in enumerate(zip(executable.plan, executable.steps, alone)):
             shape = f"{step.blocks}x{step.threads}" if hasattr(step, "blocks") else ""
             print(f"    {i:2d} {ms:.4f} ms {shape:>9}  {kernel!r}"[:170])

@@ -95,6 +95,9 @@ JITGRAD_CACHE_DIR="$bench_cache" NUMBA_CACHE_DIR="$bench_cache" \
 # before warps took short rows), to compare with the breakdown above
 JITGRAD_CUDA_ROWS=block JITGRAD_CACHE_DIR="$bench_cache" NUMBA_CACHE_DIR="$bench_cache" \
     timeout -k 5 60 python3 -m benchmarks.cuda_overhead --workloads softmax_xent,layernorm_tanh 2>&1 | tee -a "$SUMMARY"
+# and with NVVM's fast math (JITGRAD_CUDA_FASTMATH=1, off by default): its speed and its error
+JITGRAD_CUDA_FASTMATH=1 JITGRAD_CACHE_DIR="$bench_cache" NUMBA_CACHE_DIR="$bench_cache" \
+    timeout -k 5 60 python3 -m benchmarks.cuda_overhead --workloads elementwise_chain,softmax_xent 2>&1 | tee -a "$SUMMARY"
 # Python's part of a replayed call on this host's CPU (stand-in arrays, no launch), to set
 # against the whole call's wall time above
 timeout -k 5 30 python3 -m benchmarks.replay_host_time 2000 10 2>&1 | tee -a "$SUMMARY"

@@ -436,6 +436,20 @@ def test_column_reductions(shape):
     assert "g = tid //" in jg.jit(f, device="cuda").lower(a, b).source
 
 
+def test_fast_math_is_opt_in(monkeypatch):
+    """JITGRAD_CUDA_FASTMATH=1 (read at import: ``launch.FASTMATH``) compiles kernels with
+    ``fastmath=True``; by default they are compiled without it."""
+    from jitgrad.codegen.numba_cuda import launch
+    x = rng.standard_normal(50).astype(np.float32)
+    for fast in (False, True):
+        monkeypatch.setattr(launch, "FASTMATH", fast)
+        before = set(launch._compiled)
+        f = jg.jit(lambda x: np.tanh(x) / (1 + np.exp(-x)) * 1.5, device="cuda")  # a kernel of its own
+        np.testing.assert_allclose(f(x), np.tanh(x) / (1 + np.exp(-x)) * 1.5, rtol=1e-3 if fast else 1e-6)
+        (module,) = set(launch._compiled) - before
+        assert ("fastmath=True" in module) == fast
+
+
 def test_matmul_tiling_fills_the_card():
     from jitgrad.codegen.numba_cuda.codegen import matmul_tiling
     assert matmul_tiling(2048, 1024, 1, 132) == (64, 64)  # layernorm_tanh's x @ w: 512 blocks

@@ -27,12 +27,16 @@ THREADS = 8 if SIMULATOR else 256
 # Numba's own launch path, to compare the two (benchmarks/cuda_overhead.py).
 DIRECT_LAUNCH = os.environ.get("JITGRAD_CUDA_LAUNCH", "direct") != "numba"
 MODULE_HEADER = "import math\n\nimport numpy as np\nfrom numba import cuda\n"
+# JITGRAD_CUDA_FASTMATH=1 compiles kernels with NVVM's fast math (approximate float32 division,
+# square root, exp and log; flush-to-zero): an experiment for math-heavy elementwise kernels,
+# off by default since results then differ from NumPy's by more than rounding.
+FASTMATH = os.environ.get("JITGRAD_CUDA_FASTMATH") == "1"
 _compiled, _lock = {}, threading.Lock()
 
 
 def compile_kernel(source, name):
     """The ``cuda.jit`` kernel for ``source``, shared by every program whose kernel has this text."""
-    module_source = f"{MODULE_HEADER}\n@cuda.jit(cache=True)\n{source}\n"
+    module_source = f"{MODULE_HEADER}\n@cuda.jit(cache=True{', fastmath=True' if FASTMATH else ''})\n{source}\n"
     with _lock:
         if module_source not in _compiled:  # the simulator runs kernels as Python, with its math
             _compiled[module_source], _ = cache.load_function(
