@@ -78,8 +78,11 @@ def _recorded_ms(memory, launches, reps=20):
     if cp is None:
         return None
     stream = cp.cuda.Stream(non_blocking=True)
-    memory.stream, memory.stream_ptr = cuda.external_stream(stream.ptr), stream.ptr
+    memory.replay_buffers = {}  # results into buffers kept across runs, made by a first run
     try:
+        launches()
+        cuda.synchronize()
+        memory.stream, memory.stream_ptr = cuda.external_stream(stream.ptr), stream.ptr
         with stream, cp.cuda.using_allocator(graphs._no_allocation):
             stream.begin_capture()
             try:
@@ -89,7 +92,7 @@ def _recorded_ms(memory, launches, reps=20):
     except Exception:
         return None
     finally:
-        memory.stream, memory.stream_ptr = None, 0
+        memory.stream, memory.stream_ptr, memory.replay_buffers = None, 0, None
     graph.launch(stream)
     times = []
     for _ in range(reps):
@@ -156,19 +159,19 @@ def workload_breakdown(names=SPEC_WORKLOADS, small=False, batch=min(10, REPS)):
         executable = f.lower(*args).executable
         memory = executable._memory
         env = executable.launch_all([launch.as_device_array(a) for a in args])
-        alone, how = [], set()
+        alone, how = [], []
         for step in executable.steps:  # recorded: kernel time; else launched: host time may show
             runs = lambda: [step.run(env, memory) for _ in range(batch)]  # noqa: E731
             ms = _recorded_ms(memory, runs, reps=min(20, REPS))
-            how.add("recorded" if ms is not None else "launched")
+            how.append("recorded" if ms is not None else "launched")
             alone.append((ms if ms is not None else _gpu_ms(runs, reps=min(20, REPS))) / batch)
         rows = os.environ.get("JITGRAD_CUDA_ROWS", "warp or block by shape")
         print(f"{name}: wall {wall:.3f} ms per synchronized call, device {device:.3f} ms per call; "
-              f"{len(alone)} steps, {sum(alone):.3f} ms of device time alone ({' and '.join(sorted(how))}; "
+              f"{len(alone)} steps, {sum(alone):.3f} ms of device time alone ({' and '.join(sorted(set(how)))}; "
               f"rows: {rows}{'; fast math' if launch.FASTMATH else ''}); gradients' error {error:.1e}")
-        for i, (kernel, step, ms) in enumerate(zip(executable.plan, executable.steps, alone)):
+        for i, (kernel, step, ms, timed) in enumerate(zip(executable.plan, executable.steps, alone, how)):
             shape = f"{step.blocks}x{step.threads}" if hasattr(step, "blocks") else ""
-            print(f"    {i:2d} {ms:.4f} ms {shape:>9}  {kernel!r}"[:170])
+            print(f"    {i:2d} {ms:.4f} ms {timed:8} {shape:>9}  {kernel!r}"[:180])
 
 
 def main():
