@@ -137,6 +137,21 @@ def test_results_do_not_alias_inputs():
     assert y[0] == 2.0 and dz.flags.writeable
 
 
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+def test_results_are_arrays_of_their_own(device):
+    """Writing into a result changes nothing else: not the input it returns or views, not a
+    closed-over constant (every later call would see it), not another result of the same node."""
+    constant = np.arange(3.0)
+    f = jg.jit(lambda x: (x, x.T, constant, x * 2, x * 2, np.sum(x), np.sum(x)), device=device)
+    x = np.ones(3)
+    results = f(x)
+    for k, r in enumerate(results):
+        r[...] = -k
+    assert all((r == -k).all() for k, r in enumerate(results))
+    assert (x == 1).all() and (constant == np.arange(3.0)).all()
+    np.testing.assert_array_equal(f(x)[2], np.arange(3.0))
+
+
 def test_large_results_are_recycled_only_once_let_go():
     """A large result's buffer serves a later call once the caller holds no view of it (a fresh
     one would cost a page fault per page); a result, or a view of one, that the caller keeps is

@@ -86,6 +86,7 @@ class Executable:
         self.source = "\n".join([f"def {fname}({inputs}):", *lines, f"    return ({outputs})"])
         exec(compile(self.source, f"<jitgrad numpy {program.name}>", "exec"), scope)
         self._fn = scope[fname]
+        self._constants = {id(n.params["value"]) for n in program.nodes if n.op == "const"}
 
     @property
     def kernels(self):
@@ -93,5 +94,16 @@ class Executable:
         return [[n] for n in self.program.nodes if n.op not in ("input", "const")]
 
     def __call__(self, *args):
+        """The results as arrays of their own, as the compiled backends return them: one that is
+        an argument, a constant, a view or an earlier result is copied, so that writing into it
+        changes nothing else (a constant would change for every later call)."""
         with np.errstate(all="ignore"):
-            return [np.asarray(v) for v in self._fn(*args)]
+            values = [np.asarray(v) for v in self._fn(*args)]
+        taken = self._constants | {id(a) for a in args}
+        out = []
+        for v in values:
+            if v.base is not None or id(v) in taken:
+                v = v.copy()
+            taken.add(id(v))
+            out.append(v)
+        return out

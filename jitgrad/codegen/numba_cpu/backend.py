@@ -188,9 +188,11 @@ class Executable:
         self._build(kinds, stored)
         self._pools = threading.local()
         fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
-        # (position, the shape to give a 0-d result, whether it is a view to copy) per output
+        # (position, the shape to give a 0-d result, whether to copy it: a view, or a node
+        # returned before, which would otherwise be the same array twice) per output
+        earlier = [id(o) in map(id, program.outputs[:k]) for k, o in enumerate(program.outputs)]
         self._outputs = [(self.position.get(("copy", id(o)), self.position[id(o)]), o.shape or None,
-                          id(o) not in fresh) for o in program.outputs]
+                          id(o) not in fresh or again) for o, again in zip(program.outputs, earlier)]
         self._copies = any(view for _, _, view in self._outputs)
 
     @property
