@@ -290,7 +290,8 @@ def _columns_body(kernel, buffers, stores, threads):
     body += [f"if t < {columns}:"] + _indent(loop, 1)
     body += [f"sh{j}[tid] = acc{j}" for j in range(len(reductions))] + ["cuda.syncthreads()"]
     body += [f"if g == 0 and t < {columns}:", f"    for k in range(1, {groups}):"]
-    body += [f"        {scalar_ops.accumulate(r.op, f'acc{j}', f'sh{j}[k * {lanes} + c]')}" for j, r in enumerate(reductions)]
+    for j, r in enumerate(reductions):
+        body += [f"        v{j} = sh{j}[k * {lanes} + c]", f"        {scalar_ops.accumulate(r.op, f'acc{j}', f'v{j}')}"]
     body += [f"    {stores[id(r)]}[{kept_idx}] = acc{j}" for j, r in enumerate(reductions)]
     body += ["cuda.syncthreads()"]  # sh is free again
     return lines + _indent(body, 1)
