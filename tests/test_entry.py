@@ -149,9 +149,9 @@ def test_programs_share_compiled_kernels():
 
 
 def test_parallel_kernels_match_reference():
-    """Kernels of at least PARALLEL_MIN_SIZE iterations run on threads: a full reduction as a
-    prange loop (an @njit function behind the C wrapper); row steps and elementwise stores as
-    blocks of rows that the one parallel driver hands out (``parallel.py``)."""
+    """Kernels of at least PARALLEL_MIN_SIZE iterations run on threads, as blocks that the one
+    parallel driver hands out (``parallel.py``): row steps and elementwise stores as blocks of
+    rows, a full reduction as blocks of chunks whose partials a last call joins in order."""
     n = PARALLEL_MIN_SIZE * 2
     xyz = [rng.standard_normal(n) for _ in range(3)]
     _check(lambda x, y, z: np.sum(x * y + z), xyz, (0, 1, 2), 1e-9)
@@ -160,7 +160,12 @@ def test_parallel_kernels_match_reference():
     x = rng.standard_normal((n // 64 + 3, 64))  # rows that do not split evenly into blocks
     np.testing.assert_allclose(jg.jit(lambda x: np.tanh(x) * 2, device="cpu")(x), np.tanh(x) * 2, rtol=1e-12)
     source = jg.jit_grad(lambda x, y, z: np.sum(x * y + z), device="cpu").lower(*xyz).source
-    assert "prange(" in source
+    assert "part0[c] = p0" in source and "-1, 0)" in source and "prange(" not in source
+    for uneven in (n + 1000, 3 * n + 7):  # chunks that do not split evenly into blocks; float32 totals
+        x = rng.standard_normal(uneven).astype(np.float32)
+        total, top, bottom = jg.jit(lambda x: (np.sum(x * 0.5), np.max(x), np.min(x)), device="cpu")(x)
+        assert abs(total - np.sum(x.astype(np.float64)) * 0.5) < 1e-6 * np.abs(x).sum()  # float32 chunks
+        assert (top, bottom) == (x.max(), x.min())
     source = jg.jit_grad(lambda l, y: jg.nn.cross_entropy(l, y), device="cpu").lower(logits, labels).source
     assert "in range(lo, hi):" in source and "parallel_for(buffers[" in source and "prange(" not in source
 

@@ -7,6 +7,7 @@ kernels. Library ops it cannot run are NumPy calls between compiled segments.
 """
 import sys
 import threading
+from collections import namedtuple
 
 import llvmlite.binding as llvm
 import numba
@@ -16,7 +17,7 @@ from numba.np.ufunc.parallel import _launch_threads
 from ...runtime import cache
 from ...schedule.fuse import LIBRARY, VIEWS, plan
 from ..numpy_ref import IMPLS
-from .codegen import loop_kernel_source, row_blocks
+from .codegen import loop_kernel_source, partials, row_blocks
 from .entry import entry_source, gemm_lines, gemm_operands
 from .parallel import DRIVER_SOURCE
 
@@ -246,6 +247,12 @@ class Executable:
                     self.names.append(f"buf{len(slots) - 1}")
                 self.position[id(o)] = slots[number][0]
         self._pool_keys = [key for _, key in slots.values()]
+        self._partials = {}  # a chunked full reduction's index in the plan -> its partials' positions
+        for i, k in enumerate(self.plan):
+            for shape, dtype in partials(k) if k.kind == "loop" else ():
+                self._partials.setdefault(i, []).append(len(self.names))
+                self.names.append(f"part{len(self._pool_keys)}")
+                self._pool_keys.append((shape, dtype))
 
     def _build(self, kinds, stored):
         """Loop kernels compiled one by one; runs of compiled steps become entry points, with
@@ -286,8 +293,10 @@ class Executable:
             if kind == "loop":
                 source, inputs = loop_kernel_source(k, f"kernel{i}")
                 self.loop_sources[i] = source
-                kernel = compile_kernel(source, inputs + k.stores)
+                scratch = [_Scratch(shape, dtype) for shape, dtype in partials(k)]
+                kernel = compile_kernel(source, inputs + k.stores + scratch)
                 positions = [where(n) for n in inputs] + [where(o, written=True) for o in k.stores]
+                positions += self._partials.get(i, [])
                 start = len(self._table)
                 self._table += positions
                 body += [f"buffers[{start + j}] = {address(p)}"
@@ -302,6 +311,9 @@ class Executable:
                     self._table.append(-1)
                     body.append(f"parallel_for(buffers[{len(self._table) - 1}], args + np.uintp({8 * start}), "
                                 f"{rows})  # kernel{i}: {buffer_names}")
+                    if scratch:  # a full reduction's last call joins its chunks' partials
+                        externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp, int64, int64))")
+                        body.append(f"kernel{i}(args + np.uintp({8 * start}), -1, 0)  # kernel{i}: its total")
                 else:
                     externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp))")
                     body.append(f"kernel{i}(args + np.uintp({8 * start}))  # {buffer_names}")
@@ -388,6 +400,10 @@ def _step_kinds(kernels, program):
     kinds = [("python" if any(id(o) in read_outside_gemm for o in k.stores) else "fold") if kind == "view" else kind
              for k, kind in zip(kernels, kinds)]
     return kinds, stored
+
+
+class _Scratch(namedtuple("_Scratch", "shape dtype")):
+    """A kernel's buffer that is no node of the program (a full reduction's partials)."""
 
 
 def _allocated(kernel):

@@ -3,9 +3,9 @@
 The loop nest iterates over the kernel's shape: kept axes outside, reduced axes inside with one
 scalar accumulator per reduction. A large kernel's first kept axis runs rows ``lo:hi``, blocks
 that ``parallel.py``'s one driver hands to threads. A kernel with no kept axes (a full reduction)
-runs chunks of its first axis as a ``prange`` and lets Numba keep per-thread partials (see
-``_full_reduction``). Every value in the body is one scalar temporary; views
-become index arithmetic on the buffers they read.
+runs chunks of its first axis: a large one as such blocks, each chunk leaving a partial that a
+last call joins (``_chunk_partials``, ``_finish``). Every value in the body is one scalar
+temporary; views become index arithmetic on the buffers they read.
 """
 import math
 import re
@@ -96,10 +96,22 @@ def _leading(kernel):
 
 def row_blocks(kernel):
     """The rows ``parallel_for`` splits into blocks, for a kernel large enough for threads whose
-    iterations of the first kept axis are independent (its source then takes ``lo, hi``); else None."""
-    if not kernel.kept_axes or _leading(kernel) or math.prod(kernel.shape) < PARALLEL_MIN_SIZE:
+    rows are independent (its source then takes ``lo, hi``): the first kept axis, or a full
+    reduction's chunks (``_chunk_partials``); else None."""
+    if _leading(kernel) or math.prod(kernel.shape) < PARALLEL_MIN_SIZE:
         return None
+    if not kernel.kept_axes:
+        return _chunks(kernel.shape)[1]
     return kernel.shape[kernel.kept_axes[0]]
+
+
+def partials(kernel):
+    """(shape, dtype) of the buffer each reduction of a chunked full reduction leaves its
+    chunks' partials in (``_chunk_partials``); none for other kernels."""
+    if kernel.kept_axes or row_blocks(kernel) is None:
+        return []
+    reductions = [o for o in kernel.steps[0].outputs if o.op in ops.REDUCE]
+    return [((_chunks(kernel.shape)[1],), scalar_ops.wide_dtype(r.op, r.dtype)) for r in reductions]
 
 
 def loop_kernel_source(kernel, name):
@@ -110,19 +122,29 @@ def loop_kernel_source(kernel, name):
     shape, raxes, kept = kernel.shape, kernel.reduce_axes, kernel.kept_axes
     args = ", ".join(list(buffers.values()) + list(stores.values()))
     lines = [f"def {name}({args}):"]
-    loop = "prange" if math.prod(shape) >= PARALLEL_MIN_SIZE else "range"
     if not kept and raxes:  # a full reduction: one phase, chunked, then its scalar tail
         step, *tail = kernel.steps
         chunked = set()
         inits, inner, reductions = _phase(step, kernel, buffers, stores, accumulator=lambda j, r: f"p{j}",
                                           chunked=chunked)
-        lines += _full_reduction(loop, shape, reductions, inits, inner, stores, sorted(chunked))
+        blocks = row_blocks(kernel) is not None
+        if blocks:
+            lines[0] = f"def {name}({', '.join([args] + [f'part{j}' for j in range(len(reductions))])}, lo, hi):"
+            chunks = _chunk_partials(shape, reductions, inits, inner, sorted(chunked))
+        else:
+            lines += _full_reduction(shape, reductions, inits, inner, stores, sorted(chunked))
         read_back(step, buffers, stores)
+        tail_lines = []
         for row in tail:
-            lines += ["    " + s for s in _row(row, kernel, buffers, stores)]
+            tail_lines += _row(row, kernel, buffers, stores)
             read_back(row, buffers, stores)
+        if blocks:  # the finishing call first, then the chunks'
+            lines += _finish(reductions, stores, tail_lines, _chunks(shape)[1]) + chunks
+        else:
+            lines += ["    " + s for s in tail_lines]
         return "\n".join(lines), inputs
     if _leading(kernel):
+        loop = "prange" if math.prod(shape) >= PARALLEL_MIN_SIZE else "range"
         # Reducing leading axes (a bias gradient): walk memory in order and accumulate into the
         # output row, instead of striding down each column.
         lines += _leading_reduction(loop, kernel, buffers, stores)
@@ -207,40 +229,59 @@ def _row(step, kernel, buffers, stores, expression=scalar_ops.expression):
 CHUNK = 1024  # elements per chunk of a full reduction
 
 
-def _full_reduction(loop, shape, reductions, chunk_inits, inner, stores, chunked):
-    """All axes reduced, in chunks of about ``CHUNK`` elements along axis 0: each chunk
-    accumulates ``p{j}`` in the value's dtype (a vectorized loop), then joins the total ``acc{j}``,
-    which Numba's parfor keeps per thread. float32 totals are float64, so a sum of millions of
-    float32 values keeps its digits (a flat float32 running sum loses about three) while the
-    vectorized loop stays float32. max/min count NaNs on the side, since Numba's parfor ``max``
-    drops them and NumPy propagates them.
-
-    Buffers read or written at ``[i0, ...]`` (``chunked``) are sliced to the chunk and indexed
-    from 0 by ``j`` (``_Body.ref``): Numba then knows the index is not negative and emits no
-    wraparound check, which would stop the loop from vectorizing (it halved graph_xyz's speed)."""
+def _chunks(shape):
+    """(rows of axis 0 per chunk of about ``CHUNK`` elements, the number of chunks)."""
     rows = max(1, CHUNK // max(1, math.prod(shape[1:])))
-    lines = [f"    acc{j} = {scalar_ops.reduce_init(r.op, r.dtype, wide=True)}" for j, r in enumerate(reductions)]
-    lines += [f"    nan{j} = 0" for j, r in enumerate(reductions) if r.op in ("reduce_max", "reduce_min")]
-    lines += [f"    for c in {loop}({-(-shape[0] // rows)}):", f"        lo = c * {rows}",
-              f"        hi = min(lo + {rows}, {shape[0]})"]
-    lines += [f"        c_{name} = {name}[lo:hi]" for name in chunked]
-    lines += ["        " + s for s in chunk_inits]
-    lines.append("        for j in range(hi - lo):")
+    return rows, -(-shape[0] // rows)
+
+
+def _chunk_loop(shape, chunk_inits, inner, chunked, chunks, depth):
+    """Lines accumulating the chunks ``chunks`` (a ``range``) into ``p{j}`` each, at ``depth``:
+    each chunk in the value's dtype, a vectorized loop. Buffers read or written at ``[i0, ...]``
+    (``chunked``) are sliced to the chunk and indexed from 0 by ``j`` (``_Body.ref``): Numba then
+    knows the index is not negative and emits no wraparound check, which would stop the loop from
+    vectorizing (it halved graph_xyz's speed)."""
+    rows = _chunks(shape)[0]
+    pad = "    " * depth
+    lines = [f"{pad}for c in {chunks}:", f"{pad}    start = c * {rows}", f"{pad}    stop = min(start + {rows}, {shape[0]})"]
+    lines += [f"{pad}    c_{name} = {name}[start:stop]" for name in chunked]
+    lines += [f"{pad}    {s}" for s in chunk_inits]
+    lines.append(f"{pad}    for j in range(stop - start):")
     if any(re.search(r"\bi0\b", line) for line in inner):
-        lines.append("            i0 = lo + j")
+        lines.append(f"{pad}        i0 = start + j")
     for a in range(1, len(shape)):
-        lines.append("    " * (a + 2) + f"for i{a} in range({shape[a]}):")
-    lines += ["    " * (len(shape) + 2) + s for s in inner]
-    for j, r in enumerate(reductions):
-        lines += ["        " + s for s in scalar_ops.parallel_accumulate(r.op, j, f"p{j}")]
-    for j, r in enumerate(reductions):
-        if id(r) not in stores:
-            continue
-        if r.op in ("reduce_max", "reduce_min"):
-            lines.append(f"    {stores[id(r)]}[0] = acc{j} if nan{j} == 0 else np.nan")
-        else:
-            lines.append(f"    {stores[id(r)]}[0] = acc{j}")
+        lines.append(pad + "    " * (a + 1) + f"for i{a} in range({shape[a]}):")
+    lines += [pad + "    " * (len(shape) + 1) + s for s in inner]
     return lines
+
+
+def _full_reduction(shape, reductions, chunk_inits, inner, stores, chunked):
+    """A small full reduction, serial: each chunk's ``p{j}`` joins the total ``acc{j}``. float32
+    totals are float64, so a sum of millions of float32 values keeps its digits (a flat float32
+    running sum loses about three) while the vectorized loop stays float32."""
+    lines = [f"    acc{j} = {scalar_ops.reduce_init(r.op, r.dtype, wide=True)}" for j, r in enumerate(reductions)]
+    lines += _chunk_loop(shape, chunk_inits, inner, chunked, f"range({_chunks(shape)[1]})", 1)
+    lines += [f"        {scalar_ops.accumulate(r.op, f'acc{j}', f'p{j}')}" for j, r in enumerate(reductions)]
+    return lines + [f"    {stores[id(r)]}[0] = acc{j}" for j, r in enumerate(reductions) if id(r) in stores]
+
+
+def _chunk_partials(shape, reductions, chunk_inits, inner, chunked):
+    """A large full reduction's chunks ``lo:hi`` (blocks that ``parallel_for`` hands to threads),
+    each leaving its partial in ``part{j}[c]`` (float64 for float32 sums, as ``_full_reduction``)."""
+    lines = _chunk_loop(shape, chunk_inits, inner, chunked, "range(lo, hi)", 1)
+    return lines + [f"        part{j}[c] = p{j}" for j in range(len(reductions))]
+
+
+def _finish(reductions, stores, tail, chunks):
+    """The call with ``lo`` = -1, made once every chunk is done: the partials joined in chunk
+    order (so the result does not depend on the threads), then the scalar tail."""
+    lines = ["    if lo < 0:"]
+    for j, r in enumerate(reductions):
+        lines += [f"        acc{j} = {scalar_ops.reduce_init(r.op, r.dtype, wide=True)}", f"        for c in range({chunks}):",
+                  f"            v = part{j}[c]", f"            {scalar_ops.accumulate(r.op, f'acc{j}', 'v')}"]
+        if id(r) in stores:
+            lines.append(f"        {stores[id(r)]}[0] = acc{j}")
+    return lines + ["        " + s for s in tail] + ["        return"]
 
 
 def _leading_reduction(loop, kernel, buffers, stores):

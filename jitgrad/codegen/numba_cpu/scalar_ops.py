@@ -57,9 +57,14 @@ def literal(value, dtype):
     return f"np.{dtype.name}({value!r})"
 
 
+def wide_dtype(op, dtype):
+    """The dtype a reduction's total accumulates in: float64 for float32 sums."""
+    return np.dtype(np.float64) if op == "reduce_sum" and dtype == np.float32 else np.dtype(dtype)
+
+
 def reduce_init(op, dtype, wide=False):
     """The initial accumulator; ``wide`` makes float32 sums accumulate in float64."""
-    dtype = np.dtype(np.float64) if wide and op == "reduce_sum" and dtype == np.float32 else np.dtype(dtype)
+    dtype = wide_dtype(op, dtype) if wide else np.dtype(dtype)
     big = "np.inf" if dtype.kind == "f" else str(np.iinfo(dtype).max)
     small = "-np.inf" if dtype.kind == "f" else str(np.iinfo(dtype).min)
     return {"reduce_sum": f"np.{dtype.name}(0)", "reduce_prod": f"np.{dtype.name}(1)",
@@ -70,17 +75,6 @@ def accumulate(op, acc, value):
     return {"reduce_sum": f"{acc} += {value}", "reduce_prod": f"{acc} *= {value}",
             "reduce_max": f"{acc} = {value} if ({value} > {acc} or {value} != {value}) else {acc}",
             "reduce_min": f"{acc} = {value} if ({value} < {acc} or {value} != {value}) else {acc}"}[op]
-
-
-def parallel_accumulate(op, j, value):
-    """Reduction updates Numba's parfor recognizes (max/min also count NaNs: see codegen)."""
-    acc = f"acc{j}"
-    if op == "reduce_sum":
-        return [f"{acc} += {value}"]
-    if op == "reduce_prod":
-        return [f"{acc} *= {value}"]
-    fn = "max" if op == "reduce_max" else "min"
-    return [f"{acc} = {fn}({acc}, {value})", f"nan{j} += {value} != {value}"]
 
 
 # Views: the index into the operand for an index (tuple of expressions) into the result.
