@@ -166,6 +166,8 @@ def test_parallel_kernels_match_reference():
         total, top, bottom = jg.jit(lambda x: (np.sum(x * 0.5), np.max(x), np.min(x)), device="cpu")(x)
         assert abs(total - np.sum(x.astype(np.float64)) * 0.5) < 1e-6 * np.abs(x).sum()  # float32 chunks
         assert (top, bottom) == (x.max(), x.min())
+    x[uneven // 2] = np.nan  # propagates through its chunk's partial and the join, as in NumPy
+    assert np.isnan(jg.jit(lambda x: (np.sum(x * 0.5), np.max(x), np.min(x)), device="cpu")(x)).all()
     source = jg.jit_grad(lambda l, y: jg.nn.cross_entropy(l, y), device="cpu").lower(logits, labels).source
     assert "in range(lo, hi):" in source and "parallel_for(buffers[" in source and "prange(" not in source
 
