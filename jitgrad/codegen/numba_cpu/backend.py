@@ -247,10 +247,10 @@ class Executable:
                     self.names.append(f"buf{len(slots) - 1}")
                 self.position[id(o)] = slots[number][0]
         self._pool_keys = [key for _, key in slots.values()]
-        self._partials = {}  # a chunked full reduction's index in the plan -> its partials' positions
+        self._partials = {}  # a chunked full reduction's index in the plan -> (position, _Scratch) per partial
         for i, k in enumerate(self.plan):
             for shape, dtype in partials(k) if k.kind == "loop" else ():
-                self._partials.setdefault(i, []).append(len(self.names))
+                self._partials.setdefault(i, []).append((len(self.names), _Scratch(shape, dtype)))
                 self.names.append(f"part{len(self._pool_keys)}")
                 self._pool_keys.append((shape, dtype))
 
@@ -293,10 +293,10 @@ class Executable:
             if kind == "loop":
                 source, inputs = loop_kernel_source(k, f"kernel{i}")
                 self.loop_sources[i] = source
-                scratch = [_Scratch(shape, dtype) for shape, dtype in partials(k)]
-                kernel = compile_kernel(source, inputs + k.stores + scratch)
+                scratch = self._partials.get(i, [])
+                kernel = compile_kernel(source, inputs + k.stores + [s for _, s in scratch])
                 positions = [where(n) for n in inputs] + [where(o, written=True) for o in k.stores]
-                positions += self._partials.get(i, [])
+                positions += [p for p, _ in scratch]
                 start = len(self._table)
                 self._table += positions
                 body += [f"buffers[{start + j}] = {address(p)}"

@@ -40,9 +40,9 @@ class _LoopStep:
         if not raxes or not kernel.kept_axes:  # grid-stride over every element
             grid_and_block = (grid(math.prod(shape), per_step=codegen.UNROLL), THREADS)
         elif codegen.by_columns(kernel):  # a block per WARP neighbouring columns
-            grid_and_block = (max(1, min(-(-rows // codegen.warp_lanes(THREADS)), multiprocessors() * 16)), THREADS)
+            grid_and_block = (grid(rows, codegen.warp_lanes(THREADS)), THREADS)
         elif lanes := codegen.row_lanes(kernel, THREADS, multiprocessors()):  # a warp per row
-            grid_and_block = (max(1, min(-(-rows // (THREADS // lanes)), multiprocessors() * 32)), THREADS)
+            grid_and_block = (grid(rows, THREADS // lanes), THREADS)
         else:  # one block per row, sized to the row
             reduced = math.prod(shape[a] for a in raxes)
             threads = min(THREADS, max(32, 1 << max(reduced - 1, 1).bit_length()))
