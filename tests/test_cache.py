@@ -1,4 +1,5 @@
 """SPEC 4: one executable per signature in memory; generated code cached on disk, safely."""
+import hashlib
 import os
 import subprocess
 import sys
@@ -18,6 +19,8 @@ SCRIPT = textwrap.dedent("""
     f = jg.jit_grad(lambda x, y: np.sum(np.tanh(x) * y + x * x), argnums=(0, 1), device="cpu")
     value, (dx, dy) = f(np.linspace(-1, 1, 33), np.linspace(0, 2, 33))
     print(repr(float(value)), repr(float(dx.sum())), repr(float(dy.sum())))
+    import sys
+    print("compiler started:", "numba.np.arraymath" in sys.modules, file=sys.stderr)
 """)
 
 
@@ -36,6 +39,7 @@ def _expected():
 def _check(result):
     assert result.returncode == 0, result.stderr
     np.testing.assert_allclose([float(v) for v in result.stdout.split()], _expected(), rtol=1e-12, atol=1e-12)
+    return "compiler started: True" in result.stderr
 
 
 def test_two_processes_compile_the_same_function_at_once(tmp_path):
@@ -51,17 +55,33 @@ def test_two_processes_compile_the_same_function_at_once(tmp_path):
         p.join()
     for out in results:
         _check(out[0])
-    assert list(tmp_path.glob("*/k_*.py")) and list(tmp_path.glob("*/__pycache__/*.nbi"))
+    assert len(list(tmp_path.glob("*/o_*.bin"))) == 2  # the kernel and the entry point
+
+
+def test_a_warm_cache_loads_machine_code_without_compiling(tmp_path):
+    assert _check(_run(tmp_path))  # compiled: Numba's compiler started
+    assert not _check(_run(tmp_path))  # loaded from the cache: it never started (SPEC 5's 0.2 s)
 
 
 def test_corrupt_entries_are_rebuilt(tmp_path):
     _check(_run(tmp_path))
-    for f in tmp_path.glob("*/__pycache__/*.nb*"):
-        f.write_bytes(f.read_bytes()[:10])  # truncated machine-code cache
-    _check(_run(tmp_path))
-    for f in tmp_path.glob("*/k_*.py"):
-        f.write_text("garbage")  # a generated module that no longer matches its hash
-    _check(_run(tmp_path))
+    intact = {f: f.read_bytes() for f in tmp_path.glob("*/o_*.bin")}
+    for f, code in intact.items():
+        f.write_bytes(code[:len(code) // 2])  # truncated machine code
+    assert _check(_run(tmp_path))
+    for f, code in intact.items():
+        header, code = f.read_bytes().split(b"\n", 1)  # rebuilt (the symbol names may differ)
+        assert header.split()[0].decode() == hashlib.sha256(code).hexdigest()
+        f.write_bytes(header + b"\n" + code[:-1] + bytes([code[-1] ^ 1]))  # one flipped bit
+    assert _check(_run(tmp_path))
+    for f in intact:
+        header, code = f.read_bytes().split(b"\n", 1)  # intact, but without the symbol it names
+        f.write_bytes(header.split()[0] + b" no_such_symbol\n" + code)
+    assert _check(_run(tmp_path))
+    for f in intact:
+        f.write_text("garbage")
+    assert _check(_run(tmp_path))
+    assert not _check(_run(tmp_path))
 
 
 def test_cache_can_be_turned_off(monkeypatch):

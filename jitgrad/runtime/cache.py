@@ -1,11 +1,13 @@
 """The disk cache for generated code (SPEC 4).
 
-Generated kernel modules are written as real files, so Numba's own ``cache=True`` can keep
-their machine code beside them; a new process that meets the same kernel imports the file and
-loads the compiled code instead of compiling. The directory is keyed by the versions of
-everything that affects generated code. Writes are atomic (temp file + rename) under a file
-lock; a file whose content does not match its name's hash is rewritten, and a Numba cache
-entry that fails to load is deleted and rebuilt.
+CPU kernels and entry points are kept as object code (``save_object``/``load_object``), named
+by the hash of their generated source and checked against a hash of their content: a new
+process that meets the same code loads its machine code instead of compiling it. CUDA kernel
+modules are written as real files, so that Numba's own ``cache=True`` can keep their compiled
+code beside them. The directory is keyed by the versions of everything that affects generated
+code, and by the CPU that object code is compiled for. Writes are atomic (temp file + rename);
+a module file whose content does not match its name's hash is rewritten under a file lock, and
+an object file whose content does not match its own hash is discarded and rebuilt.
 """
 import functools
 import hashlib
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import filelock
 import llvmlite
+import llvmlite.binding
 import numba
 import numpy as np
 import platformdirs
@@ -29,8 +32,13 @@ def versions_key():
     # Kernels call vecmath's jitted functions, and the parallel driver parallel.py's intrinsic,
     # whose machine code Numba caches inside theirs.
     folder = Path(__file__).resolve().parents[1] / "codegen" / "numba_cpu"
+    from numba.core.codegen import get_host_cpu_features
+
+    # the CPU that object code is compiled for, as Numba's codegen chooses it
+    cpu = (llvmlite.binding.get_process_triple(), numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name(),
+           numba.config.CPU_FEATURES or get_host_cpu_features())
     parts = [__version__, numba.__version__, llvmlite.__version__, np.__version__, platform.python_version(),
-             platform.machine()] + [hashlib.sha256((folder / name).read_bytes()).hexdigest()
+             *map(str, cpu)] + [hashlib.sha256((folder / name).read_bytes()).hexdigest()
                                     for name in ("vecmath.py", "parallel.py")]
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
 
@@ -78,6 +86,46 @@ def load_module(source):
     return module
 
 
+def load_object(source):
+    """``(symbols, object code)`` stored for ``source`` by ``save_object``; None when there is
+    none, the cache is off, or the file is damaged (it is then removed)."""
+    path = _object_path(source)
+    try:
+        header, code = path.read_bytes().split(b"\n", 1)
+        digest, *symbols = header.decode().split(" ")
+    except (AttributeError, OSError, ValueError, UnicodeDecodeError):
+        return None
+    if hashlib.sha256(code).hexdigest() != digest or not symbols:
+        discard_object(source)
+        return None
+    return tuple(symbols), code
+
+
+def save_object(source, symbols, code):
+    """Keep the object ``code`` compiled from ``source`` and the names of ``symbols`` to look up
+    in it (symbols have no spaces: Numba mangles them)."""
+    path = _object_path(source)
+    if path is not None:
+        header = f"{hashlib.sha256(code).hexdigest()} {' '.join(symbols)}\n".encode()
+        try:
+            _atomic_write(path, header + code)
+        except OSError:
+            pass  # a full or read-only disk: the code is compiled again next time
+
+
+def discard_object(source):
+    path = _object_path(source)
+    try:
+        path.unlink()
+    except (AttributeError, OSError):
+        pass
+
+
+def _object_path(source):
+    directory = cache_dir()
+    return None if directory is None else directory / f"o_{source_hash(source)[:32]}.bin"
+
+
 def _module_path(directory, digest):
     return directory / f"k_{digest[:32]}.py"
 
@@ -102,10 +150,10 @@ def _intact(path, source):
         return False
 
 
-def _atomic_write(path, text):
+def _atomic_write(path, content):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
+    with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w") as f:
+        f.write(content)
     os.replace(tmp, path)
 
 
@@ -117,14 +165,3 @@ def _discard_compiled(path):
             f.unlink()
         except OSError:
             pass
-
-
-def discard(module_file):
-    _discard_compiled(Path(module_file))
-
-
-def discard_module(source):
-    """Remove Numba's cached machine code for the module of ``source`` (it failed to load)."""
-    directory = cache_dir()
-    if directory is not None:
-        _discard_compiled(_module_path(directory, source_hash(source)))

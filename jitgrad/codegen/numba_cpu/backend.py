@@ -2,15 +2,15 @@
 
 Each loop kernel is compiled on its own and cached by its source text, so programs that share
 a kernel share its machine code. The entry point (``entry.py``) is a serial ``@njit`` function
-that calls them and BLAS in order; a call costs one compiled dispatch, not a Python loop over
-kernels. Library ops it cannot run are NumPy calls between compiled segments.
+that calls them and BLAS in order; a call costs one compiled call, not a Python loop over
+kernels. Library ops it cannot run are NumPy calls between compiled segments. All of it is
+compiled by Numba once and then kept on disk as machine code (``native.py``).
 """
 import sys
 import threading
 from collections import namedtuple
 
 import llvmlite.binding as llvm
-import numba
 import numpy as np
 from numba.np.ufunc.parallel import _launch_threads
 
@@ -18,17 +18,18 @@ from ...runtime import cache
 from ...schedule.fuse import LIBRARY, VIEWS, plan
 from ..numpy_ref import IMPLS
 from .codegen import loop_kernel_source, partials, row_blocks
+from . import native
 from .entry import entry_source, gemm_lines, gemm_operands
 from .parallel import DRIVER_SOURCE
 
 
 def _start_numba_target():
-    """Initialize Numba's CPU target now, without SciPy. On its first compile or cache load
-    the target imports ``scipy.linalg.cython_blas`` only to decide whether ``np.correlate``
-    and ``np.convolve`` in ``@njit`` code may use BLAS: about 0.6 s of a new process's 0.9 s
-    before its first result, measured. Generated code takes BLAS from NumPy (blas.py), so
-    that import is blocked during the start-up; ``np.dot`` and ``np.linalg`` in njit code
-    still import SciPy when they are compiled."""
+    """Initialize Numba's CPU target for compiling, without SciPy. On its first compile the
+    target imports ``scipy.linalg.cython_blas`` only to decide whether ``np.correlate`` and
+    ``np.convolve`` in ``@njit`` code may use BLAS: about 0.6 s, measured. Generated code takes
+    BLAS from NumPy (blas.py), so that import is blocked during the start-up; ``np.dot`` and
+    ``np.linalg`` in njit code still import SciPy when they are compiled. A process whose code
+    all comes from the disk cache never starts the target (``native.py``)."""
     blocked = "scipy.linalg.cython_blas"
     if "numba.np.arraymath" in sys.modules or blocked in sys.modules:
         return
@@ -39,8 +40,6 @@ def _start_numba_target():
     finally:
         del sys.modules[blocked]
 
-
-_start_numba_target()
 
 FASTMATH = {"contract", "arcp", "nsz", "reassoc"}  # keeps NaN and inf semantics (no nnan/ninf)
 _compiled, _lock = {}, threading.Lock()
@@ -66,7 +65,7 @@ def compile_kernel(source, args):
     params = params[:-2] if rows else params
     arrays = [f"carray(args[{i}], {a.shape or (1,)}, np.{np.dtype(a.dtype).type.__name__})" for i, a in enumerate(args)]
     flags = "{" + ", ".join(map(repr, sorted(FASTMATH))) + "}"
-    options = f"fastmath={flags}, error_model='numpy', cache=True"
+    options = f"fastmath={flags}, error_model='numpy'"
     signature, call = ("void(CPointer(voidptr), int64, int64)", "args, lo, hi") if rows else ("void(CPointer(voidptr))", "args")
     wrapper = f"@cfunc('{signature}', " + options + f")\ndef kernel({call}):\n"
     if parallel:
@@ -77,67 +76,87 @@ def compile_kernel(source, args):
     else:
         loads = "".join(f"    {p} = {a}\n" for p, a in zip(params, arrays))
         module_source = f"{KERNEL_HEADER}\n{wrapper}{loads}{body}\n"
-    with _lock:
-        if module_source not in _compiled:
-            _compiled[module_source] = _Kernel(module_source)
-        return _compiled[module_source]
+    return _once(_Native, module_source, "kernel")
 
 
 def parallel_for():
     """The driver that runs a kernel's row blocks on Numba's threads (``parallel.py``): compiled
     once (or loaded from the disk cache) when a program first needs it."""
-    with _lock:
-        if DRIVER_SOURCE not in _compiled:
-            _compiled[DRIVER_SOURCE] = _Kernel(f"{KERNEL_HEADER}{DRIVER_SOURCE}")
-        return _compiled[DRIVER_SOURCE]
+    return _once(_Native, f"{KERNEL_HEADER}{DRIVER_SOURCE}", "kernel")
 
 
 def compile_entry(source, name):
     """The entry point ``name`` defined in ``source`` (after the kernels it declares)."""
-    module_source = f"{ENTRY_HEADER}\n" + source.replace(f"def {name}(", f"@njit(cache=True)\ndef {name}(") + "\n"
+    module_source = f"{ENTRY_HEADER}\n" + source.replace(f"def {name}(", f"@njit\ndef {name}(") + "\n"
+    return _once(_Entry, module_source, name)
+
+
+def _once(kind, module_source, name):
+    """One ``kind(module_source, name)`` per process for each source text."""
     with _lock:
         if module_source not in _compiled:
-            _compiled[module_source] = _Entry(module_source, name)
+            _compiled[module_source] = kind(module_source, name)
         return _compiled[module_source]
 
 
-class _Kernel:
-    """A loop kernel compiled as a C function, callable from entry points as ``symbol``."""
+class _Native:
+    """The C function ``name`` defined by ``module_source`` (a kernel, or the parallel driver),
+    registered under a symbol named by the source's hash, by which entry points call it. Its
+    machine code is loaded from the disk cache, else compiled by Numba now and stored there."""
 
-    def __init__(self, module_source):
-        self.symbol = "jitgrad_k_" + cache.source_hash(module_source)[:32]
+    def __init__(self, module_source, name):
         if "parallel=True" in module_source:
-            # Machine code of a parfor calls the threading layer's scheduler by symbol; Numba
-            # registers those symbols when it starts its threads, which loading a cfunc from the
-            # disk cache does not do (a new process then aborts: "Symbol not found: allocate_sched").
+            # A parfor's machine code calls the threading layer's scheduler by symbol; Numba
+            # registers those symbols when it starts its threads, which loading machine code
+            # does not do (a new process would abort: "Symbol not found: allocate_sched").
             _launch_threads()
-        try:
-            self.cfunc, _ = cache.load_function(module_source, "kernel")  # a cfunc compiles (or loads) now
-        except Exception:  # corrupt machine code in the cache: drop it and compile afresh
-            cache.discard_module(module_source)
-            self.cfunc, _ = cache.load_function(module_source, "kernel")
-        llvm.add_symbol(self.symbol, self.cfunc.address)
+        self.symbol = "jitgrad_k_" + cache.source_hash(module_source)[:32]
+        self.address = _load(module_source, native.load)
+        if self.address is None:
+            _start_numba_target()
+            self._cfunc, _ = cache.load_function(module_source, name, use_disk=False)  # compiles now
+            _store(module_source, native.machine_code(self._cfunc))
+            self.address = self._cfunc.address
+        llvm.add_symbol(self.symbol, self.address)
 
 
 class _Entry:
-    """A program's entry point: an ``@njit`` dispatcher whose first call rebuilds it if its
-    cached machine code is unusable."""
+    """A program's entry point, an ``@njit`` function. Loaded from the disk cache, it is called
+    through its CPython wrapper (what Numba's dispatcher calls after matching the types: the
+    executable always passes the types of its signature); else its first call compiles it."""
 
     def __init__(self, module_source, name):
-        self.dispatcher, self.path = cache.load_function(module_source, name)
-        self.checked = self.path is None
+        self.module_source = module_source
+        self.call = _load(module_source, native.load_python)
+        if self.call is None:
+            _start_numba_target()
+            self.dispatcher, _ = cache.load_function(module_source, name, use_disk=False)
 
     def __call__(self, *args):
-        if self.checked:
-            return self.dispatcher(*args)
-        try:
-            result = self.dispatcher(*args)
-        except Exception:
-            cache.discard(self.path)  # a corrupt entry: drop it and compile afresh
-            self.dispatcher = numba.njit(cache=True)(self.dispatcher.py_func)
-            result = self.dispatcher(*args)
-        self.checked = True
+        if self.call is not None:
+            return self.call(*args)
+        result = self.dispatcher(*args)
+        _store(self.module_source, native.python_machine_code(self.dispatcher))
+        self.call = self.dispatcher
         return result
+
+
+def _load(module_source, loader):
+    """What ``loader`` makes of the machine code stored for ``module_source``; None when there
+    is none, or it is unusable though intact (then it is removed, to be compiled afresh)."""
+    stored = cache.load_object(module_source)
+    if stored is None:
+        return None
+    try:
+        return loader(*stored)
+    except (LookupError, RuntimeError, ValueError):
+        cache.discard_object(module_source)
+        return None
+
+
+def _store(module_source, code):
+    if code is not None:
+        cache.save_object(module_source, *code)
 
 
 class _Segment:
@@ -335,7 +354,7 @@ class Executable:
                 if i >= self.table_start:
                     table[slot] = buffers[i - self.table_start].ctypes.data
             for slot, kernel in self._functions:
-                table[slot] = kernel.cfunc.address
+                table[slot] = kernel.address
             pool = self._pools.buffers = (buffers, table)
         return pool
 

@@ -16,14 +16,14 @@ DRIVER_SOURCE = f'''
 from jitgrad.codegen.numba_cpu.parallel import call_block
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True)
 def loops(fn, args, rows):
     blocks = min(rows, {BLOCKS})  # (numba.get_num_threads here would make it uncacheable)
     for b in prange(blocks):
         call_block(fn, args, rows * b // blocks, rows * (b + 1) // blocks)
 
 
-@cfunc("void(uintp, uintp, int64)", cache=True)
+@cfunc("void(uintp, uintp, int64)")
 def kernel(fn, args, rows):
     loops(fn, args, rows)
 '''

@@ -1,0 +1,99 @@
+"""Machine code of compiled functions, kept on disk and loaded without Numba's compiler.
+
+Numba compiles each kernel and entry point once; its object code is then stored in the disk
+cache (``runtime/cache.py``) with the names of the symbols to look up in it. A new process loads that object code straight into an LLVM JIT
+of its own: Numba's own cache loader would first set up its whole compiler (its target
+context's ``refresh``, 0.3 to 0.5 s on the 2-core machine) just to hand back machine code.
+
+The object code calls a few functions by symbol: Numba's C helpers and runtime (error paths),
+its threading layer (the parallel driver), BLAS, and other kernels. ``load`` registers the
+first two itself; the threading layer's symbols are registered by ``_launch_threads`` (the
+caller's job, for code with parallel loops), BLAS's by ``blas.py``, kernels' by the backend.
+"""
+import ctypes
+import functools
+import sys
+import threading
+
+import llvmlite.binding as llvm
+
+_lock = threading.Lock()
+_engines = []  # every JIT that holds loaded code: their code lives as long as they do
+
+
+def machine_code(cfunc):
+    """``(symbols, object code)`` of a compiled Numba ``cfunc``, for ``load``; None where Numba
+    did not keep the object code (then it is simply not cached)."""
+    return _object_code(lambda: ((cfunc.native_name,), cfunc._library))
+
+
+def python_machine_code(dispatcher):
+    """``(symbols, object code)`` of an ``@njit`` function compiled for one signature, for
+    ``load_python``: its CPython wrapper (the function Numba's dispatcher calls) and the global
+    that holds its environment."""
+    def parts():
+        (compiled,) = dispatcher.overloads.values()
+        return (compiled.fndesc.llvm_cpython_wrapper_name, compiled.fndesc.env_name), compiled.library
+    return _object_code(parts)
+
+
+def _object_code(parts):
+    try:
+        symbols, library = parts()
+        return symbols, bytes(library._get_compiled_object())
+    except (AttributeError, ValueError, RuntimeError):
+        return None
+
+
+def load(symbols, object_code):
+    """The address of the C function ``symbols[0]`` in ``object_code``."""
+    return _symbol(_jit(object_code), symbols[0])
+
+
+def load_python(symbols, object_code):
+    """The Python function of an ``@njit`` function's machine code (``python_machine_code``):
+    what Numba's dispatcher calls once it has matched the argument types, so callers must pass
+    exactly the types it was compiled for."""
+    from numba import _dynfunc
+    from numba.core.environment import Environment
+
+    wrapper, env_symbol = symbols
+    engine = _jit(object_code)
+    address = _symbol(engine, wrapper)
+    env = Environment({"__name__": __name__})  # as Numba's get_executable, with no globals to reach
+    ctypes.c_void_p.from_address(engine.get_global_value_address(env_symbol)).value = id(env)
+    return _dynfunc.make_function(sys.modules[__name__], "entry", "a jitgrad entry point", address, env, (engine,))
+
+
+def _jit(object_code):
+    """A JIT of its own holding ``object_code`` (code that several objects link in stays
+    private to each), kept for the life of the process."""
+    with _lock:
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), _target_machine())
+        engine.add_object_file(llvm.ObjectFileRef.from_data(object_code))
+        engine.finalize_object()
+        _engines.append(engine)
+        return engine
+
+
+def _symbol(engine, name):
+    address = engine.get_function_address(name)
+    if not address:
+        raise LookupError(f"{name} is not in the cached object code")
+    return address
+
+
+@functools.cache
+def _target_machine():
+    """The JITs' target machine, once Numba's C helpers and runtime functions are registered
+    under the symbols its code calls them by. Creating Numba's CPU target context registers the
+    helpers and the C maths (cheap: it is ``refresh`` that is not); the runtime's are registered
+    as ``numba.core.runtime.nrt`` does, without compiling its reference counting, which Numba
+    links into each object that uses it."""
+    from numba.core.registry import cpu_target
+    from numba.core.runtime import _nrt_python as nrt
+
+    cpu_target.target_context  # noqa: B018 (the property creates it)
+    for name, address in nrt.c_helpers.items():
+        llvm.add_symbol(name if name.startswith("_") else "NRT_" + name, address)
+    return llvm.Target.from_default_triple().create_target_machine()
