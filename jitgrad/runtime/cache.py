@@ -24,16 +24,15 @@ import llvmlite.binding
 import numba
 import numpy as np
 import platformdirs
+from numba.core.codegen import get_host_cpu_features
 
 
 @functools.cache  # read once: cache_dir() asks for it at every kernel load
 def versions_key():
     from .. import __version__
     # Kernels call vecmath's jitted functions, and the parallel driver parallel.py's intrinsic,
-    # whose machine code Numba caches inside theirs.
+    # whose machine code Numba compiles into theirs.
     folder = Path(__file__).resolve().parents[1] / "codegen" / "numba_cpu"
-    from numba.core.codegen import get_host_cpu_features
-
     # the CPU that object code is compiled for, as Numba's codegen chooses it
     cpu = (llvmlite.binding.get_process_triple(), numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name(),
            numba.config.CPU_FEATURES or get_host_cpu_features())
@@ -93,7 +92,7 @@ def load_object(source):
     try:
         header, code = path.read_bytes().split(b"\n", 1)
         digest, *symbols = header.decode().split(" ")
-    except (AttributeError, OSError, ValueError, UnicodeDecodeError):
+    except (AttributeError, OSError, ValueError, UnicodeDecodeError):  # (AttributeError: the cache is off)
         return None
     if hashlib.sha256(code).hexdigest() != digest or not symbols:
         discard_object(source)

@@ -1,9 +1,10 @@
 """Machine code of compiled functions, kept on disk and loaded without Numba's compiler.
 
 Numba compiles each kernel and entry point once; its object code is then stored in the disk
-cache (``runtime/cache.py``) with the names of the symbols to look up in it. A new process loads that object code straight into an LLVM JIT
-of its own: Numba's own cache loader would first set up its whole compiler (its target
-context's ``refresh``, 0.3 to 0.5 s on the 2-core machine) just to hand back machine code.
+cache (``runtime/cache.py``) with the names of the symbols to look up in it. A new process
+loads that object code straight into an LLVM JIT of its own: Numba's own cache loader would
+first set up its whole compiler (its target context's ``refresh``, 0.3 to 0.5 s on the 2-core
+machine) just to hand back machine code.
 
 The object code calls a few functions by symbol: Numba's C helpers and runtime (error paths),
 its threading layer (the parallel driver), BLAS, and other kernels. ``load`` registers the
