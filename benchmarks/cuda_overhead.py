@@ -133,7 +133,7 @@ def bandwidth():
     executable = step.lower(x, y, z).executable
     ms = kernel_ms(executable, [x, y, z])
     print(f"graph_xyz's fused kernel alone: {ms:.3f} ms ({6 * 4 * (1 << 24) / ms / 1e6:.0f} GB/s), "
-          f"{executable.steps[0].blocks} blocks x {launch.THREADS}, unrolled {codegen.UNROLL}x")
+          f"{executable.steps[0].launch.blocks} blocks x {launch.THREADS}, unrolled {codegen.UNROLL}x")
 
 
 def _gradient_error(grads, reference):
@@ -168,9 +168,10 @@ def workload_breakdown(names=SPEC_WORKLOADS, small=False, batch=min(10, REPS)):
         rows = os.environ.get("JITGRAD_CUDA_ROWS", "warp or block by shape")
         print(f"{name}: wall {wall:.3f} ms per synchronized call, device {device:.3f} ms per call; "
               f"{len(alone)} steps, {sum(alone):.3f} ms of device time alone ({' and '.join(sorted(set(how)))}; "
-              f"rows: {rows}{'; fast math' if launch.FASTMATH else ''}); gradients' error {error:.1e}")
+              f"rows: {rows}{'; fast math' if launch.FASTMATH else ''}{'; resident grid' if launch.RESIDENT_GRID else ''}); "
+              f"gradients' error {error:.1e}")
         for i, (kernel, step, ms, timed) in enumerate(zip(executable.plan, executable.steps, alone, how)):
-            shape = f"{step.blocks}x{step.threads}" if hasattr(step, "blocks") else ""
+            shape = f"{step.launch.blocks}x{step.threads}" if hasattr(step, "blocks") else ""
             print(f"    {i:2d} {ms:.4f} ms {timed:8} {shape:>9}  {kernel!r}"[:180])
 
 

@@ -98,6 +98,12 @@ JITGRAD_CUDA_ROWS=block JITGRAD_CACHE_DIR="$bench_cache" NUMBA_CACHE_DIR="$bench
 # and with NVVM's fast math (JITGRAD_CUDA_FASTMATH=1, off by default): its speed and its error
 JITGRAD_CUDA_FASTMATH=1 JITGRAD_CACHE_DIR="$bench_cache" NUMBA_CACHE_DIR="$bench_cache" \
     timeout -k 5 60 python3 -m benchmarks.cuda_overhead --workloads elementwise_chain,softmax_xent 2>&1 | tee -a "$SUMMARY"
+# and with one wave of resident blocks for grid-stride kernels (JITGRAD_CUDA_GRID=resident, off by
+# default): the memory-bound workloads, then elementwise_chain with fast math as well
+JITGRAD_CUDA_GRID=resident JITGRAD_CACHE_DIR="$bench_cache" NUMBA_CACHE_DIR="$bench_cache" \
+    timeout -k 5 60 python3 -m benchmarks.cuda_overhead --workloads graph_xyz,elementwise_chain 2>&1 | tee -a "$SUMMARY"
+JITGRAD_CUDA_GRID=resident JITGRAD_CUDA_FASTMATH=1 JITGRAD_CACHE_DIR="$bench_cache" NUMBA_CACHE_DIR="$bench_cache" \
+    timeout -k 5 60 python3 -m benchmarks.cuda_overhead --workloads elementwise_chain 2>&1 | tee -a "$SUMMARY"
 # Python's part of a replayed call on this host's CPU (stand-in arrays, no launch), to set
 # against the whole call's wall time above
 timeout -k 5 30 python3 -m benchmarks.replay_host_time 2000 10 2>&1 | tee -a "$SUMMARY"

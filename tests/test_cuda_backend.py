@@ -552,3 +552,27 @@ def test_overhead_breakdown_runs():
                          capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1],
                          env={**os.environ, "JITGRAD_OVERHEAD_REPS": "1"})
     assert run.returncode == 0 and "graph_xyz: wall" in run.stdout and "1 steps" in run.stdout, run.stderr[-3000:]
+
+
+def test_a_resident_grid_is_one_wave_of_what_the_card_keeps(monkeypatch):
+    """JITGRAD_CUDA_GRID=resident: a grid-stride kernel gets at most the blocks the occupancy
+    calculator says fit at once (per multiprocessor, times the multiprocessors); its grid where
+    the driver cannot tell (as on the simulator, which has no occupancy calculator)."""
+    from types import SimpleNamespace
+
+    from jitgrad.codegen.numba_cuda import launch
+    kernel = SimpleNamespace(_codelibrary=SimpleNamespace(get_cufunc=lambda: "cufunc"))
+    fn = SimpleNamespace(compile=lambda signature: kernel, typeof_pyval=type)
+    asked = []
+
+    def occupancy(func, threads, shared):
+        asked.append((func, threads, shared))
+        return 5
+
+    monkeypatch.setattr(launch.cuda, "current_context",
+                        lambda: SimpleNamespace(get_active_blocks_per_multiprocessor=occupancy), raising=False)
+    monkeypatch.setattr(launch, "multiprocessors", lambda: 132)
+    assert launch.resident_blocks(fn, (1.0,), 2048, 256) == 660 and asked == [("cufunc", 256, 0)]
+    assert launch.resident_blocks(fn, (1.0,), 400, 256) == 400  # fewer needed: fewer launched
+    monkeypatch.setattr(launch.cuda, "current_context", lambda: 1 / 0, raising=False)
+    assert launch.resident_blocks(fn, (1.0,), 2048, 256) == 2048

@@ -50,7 +50,7 @@ class _LoopStep:
         self.blocks, self.threads = grid_and_block
         self.source, self.inputs, scratch = codegen.loop_kernel_source(kernel, f"kernel{index}", self.threads, lanes)
         self.fn = compile_kernel(self.source.replace(f"def kernel{index}(", "def kernel("), "kernel")
-        self.launch = Launch(self.fn, self.blocks, self.threads)
+        self.launch = Launch(self.fn, self.blocks, self.threads, strided=not raxes or not kernel.kept_axes)
         # a full reduction's scratch: one partial per block per reduction, and the blocks' ticket counter
         self.reductions = [o for o in kernel.steps[0].outputs if o.op.startswith("reduce_")] if scratch else []
 

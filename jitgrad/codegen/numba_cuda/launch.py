@@ -31,6 +31,12 @@ MODULE_HEADER = "import math\n\nimport numpy as np\nfrom numba import cuda\n"
 # square root, exp and log; flush-to-zero): an experiment for math-heavy elementwise kernels,
 # off by default since results then differ from NumPy's by more than rounding.
 FASTMATH = os.environ.get("JITGRAD_CUDA_FASTMATH") == "1"
+# JITGRAD_CUDA_GRID=resident gives grid-stride kernels (elementwise, full reductions) at most one
+# wave of blocks: as many as the card keeps resident at once for that kernel (``resident_blocks``).
+# An experiment, off by default until measured on a card: the default grid (``grid``) can leave a
+# last wave of blocks that fills only part of the card (elementwise_chain: 2048 blocks where an
+# H200 keeps 5 x 132 of its 48-register kernel resident, 3.1 waves).
+RESIDENT_GRID = os.environ.get("JITGRAD_CUDA_GRID") == "resident"
 _compiled, _lock = {}, threading.Lock()
 
 
@@ -192,23 +198,40 @@ def new_array(shape, dtype):
 class Launch:
     """A kernel with a fixed grid. The first call goes through Numba (type dispatch, compile);
     later calls launch the compiled kernel directly (``direct_launch``): a step's argument types
-    never change (contiguous arrays of fixed dtype and rank)."""
+    never change (contiguous arrays of fixed dtype and rank). A grid-stride kernel (``strided``)
+    takes any grid: with ``RESIDENT_GRID`` its first call may shrink it to ``resident_blocks``."""
 
-    def __init__(self, fn, blocks, threads):
+    def __init__(self, fn, blocks, threads, strided=False):
         self.fn, self.blocks, self.threads = fn, blocks, threads
         self.direct = None  # None: not tried yet; False: Numba's launch path only
+        self.resize = strided and RESIDENT_GRID and not SIMULATOR
 
     def __call__(self, stream, *args):
         """Launch on the default stream (``stream`` None) or, while a graph records, on ``stream``."""
         if self.direct and stream is None:
             self.direct(args)
             return
+        if self.resize:
+            self.resize, self.blocks = False, resident_blocks(self.fn, args, self.blocks, self.threads)
         configured = self.fn[self.blocks, self.threads] if stream is None else self.fn[self.blocks, self.threads, stream]
         with warnings.catch_warnings():  # small grids are expected for small arrays
             warnings.filterwarnings("ignore", message="Grid size")
             configured(*args)
         if self.direct is None and stream is None:
             self.direct = DIRECT_LAUNCH and not SIMULATOR and direct_launch(self.fn, configured, args) or False
+
+
+def resident_blocks(fn, args, blocks, threads):
+    """At most ``blocks``, and no more than the card keeps resident at once for ``fn`` compiled
+    for ``args`` (its registers and shared memory decide: CUDA's occupancy calculator), so a
+    grid-stride kernel runs as one wave; ``blocks`` where the driver cannot tell."""
+    try:
+        kernel = fn.compile(tuple(fn.typeof_pyval(a) for a in args))
+        per_multiprocessor = cuda.current_context().get_active_blocks_per_multiprocessor(
+            kernel._codelibrary.get_cufunc(), threads, 0)
+        return max(1, min(blocks, int(per_multiprocessor) * multiprocessors()))
+    except Exception:  # another numba-cuda than the one this was written for: keep the grid
+        return blocks
 
 
 def direct_launch(fn, configured, args):
