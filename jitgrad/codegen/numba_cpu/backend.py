@@ -149,7 +149,7 @@ def _load(module_source, loader):
         return None
     try:
         return loader(*stored)
-    except (LookupError, RuntimeError, ValueError):
+    except Exception:  # compiling afresh is always right: never fail a call over a cache entry
         cache.discard_object(module_source)
         return None
 
