@@ -34,8 +34,9 @@ def versions_key():
     # whose machine code Numba compiles into theirs.
     folder = Path(__file__).resolve().parents[1] / "codegen" / "numba_cpu"
     # the CPU that object code is compiled for, as Numba's codegen chooses it
+    features = numba.config.CPU_FEATURES
     cpu = (llvmlite.binding.get_process_triple(), numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name(),
-           numba.config.CPU_FEATURES or get_host_cpu_features())
+           get_host_cpu_features() if features is None else features)
     parts = [__version__, numba.__version__, llvmlite.__version__, np.__version__, platform.python_version(),
              *map(str, cpu)] + [hashlib.sha256((folder / name).read_bytes()).hexdigest()
                                     for name in ("vecmath.py", "parallel.py")]
