@@ -535,6 +535,18 @@ def test_one_hot_rewrite_keeps_the_bounds_check():
         xent(np.ones((3, 4)), np.array([0, 5, 1]))
 
 
+@pytest.mark.parametrize("device", ["numpy", "cpu", "cuda"])  # cuda: the simulator in CI
+def test_traced_indices_below_minus_size_are_out_of_bounds(device):
+    """As in NumPy: -n is the first element, -n - 1 an IndexError (not wrapped twice into range)."""
+    x = np.arange(5.0)
+    f = jg.jit(lambda x, i: x[i] * 2, device=device)
+    np.testing.assert_array_equal(f(x, np.array([-5, -1, 4])), [0.0, 8.0, 8.0])
+    with pytest.raises(IndexError, match="out of bounds"):
+        f(x, np.array([0, -6]))
+    with pytest.raises(IndexError, match="out of bounds"):
+        jg.jit(jg.grad(lambda x, i: np.sum(x[i] ** 2)), device=device)(x, np.array([-7]))
+
+
 def test_simplify_keeps_nan_semantics():
     out = jg.jit(lambda x: x * 0.0 + 1.0, device=D)(np.array([np.inf, 1.0, np.nan]))
     np.testing.assert_array_equal(np.isnan(out), [True, False, True])

@@ -66,13 +66,38 @@ def test_views_fold_into_gemm(name):
     assert all(isinstance(r, _Segment) for r in _runs(f, *args))
 
 
-def test_library_ops_numba_cannot_run_are_python_steps_between_segments():
-    def f(logits, labels):
+def test_gathers_and_scatter_adds_run_in_the_compiled_call():
+    """Cross-entropy's gather, and a general gather whose gradient is a scatter-add, are compiled
+    kernels inside the one entry point; an index out of range raises NumPy's IndexError."""
+    def xent(logits, labels):
         return jg.nn.cross_entropy(np.tanh(logits) * 2, labels)
 
+    def picked(x, i):
+        return np.sum(np.sin(x[i]) ** 2)
+
     logits, labels = rng.standard_normal((6, 5)), np.array([0, 4, 2, 2, 1, 3])
-    _check(f, [logits, labels], 0, 1e-12)
-    runs = jg.jit_grad(f, device="cpu").lower(logits, labels).executable._runs
+    x, i = rng.standard_normal((5, 3)), np.array([[4, -1], [0, 0], [2, -5]])  # repeats, negatives
+    for f, args in ((xent, [logits, labels]), (picked, [x, i])):
+        _check(f, args, 0, 1e-12)
+        lowered = jg.jit_grad(f, device="cpu").lower(*args)
+        assert [type(r) for r in lowered.executable._runs] == [_Segment]
+    assert "out[j0, i2] += updates[i0, i1, i2]" in lowered.source  # the scatter-add
+    g, ref = (jg.jit(jg.grad(picked), device=d) for d in ("cpu", "numpy"))
+    for k in range(3):  # results land where earlier ones were: the scatter-add zeroes its own
+        np.testing.assert_allclose(g(x * k, i), ref(x * k, i), rtol=1e-12, atol=1e-15)
+    with pytest.raises(IndexError, match=r"index 5 is out of bounds for axis 0 with size 5 in gather f64\[5,3\]"):
+        jg.jit_grad(picked, device="cpu")(x, np.array([[4, 5], [0, 0], [2, 1]]))
+    with pytest.raises(IndexError, match="index -6 is out of bounds for axis 0 with size 5"):
+        jg.jit(jg.grad(picked), device="cpu")(x, np.array([[4, -6], [0, 0], [2, 1]]))
+
+
+def test_library_ops_numba_cannot_run_are_python_steps_between_segments():
+    def f(a, b):
+        return np.sum(np.tanh(np.concatenate([a * 2, b], axis=1)) ** 2)
+
+    args = [rng.standard_normal((4, 3)), rng.standard_normal((4, 2))]
+    _check(f, args, (0, 1), 1e-12)
+    runs = jg.jit_grad(f, argnums=(0, 1), device="cpu").lower(*args).executable._runs
     assert any(isinstance(r, _PythonStep) for r in runs) and any(isinstance(r, _Segment) for r in runs)
 
 

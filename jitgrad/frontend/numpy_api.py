@@ -846,7 +846,9 @@ def _gather(x, axes, indices, key_positions):
             if k.dtype.kind not in "iu":
                 raise TraceError(f"index arrays must be integers, got {k.dtype} (at {user_frame()})")
             k = cast(k, np.int64)
-            k = where(less(k, 0), add(k, n), k)  # negative indices count from the end
+            # negative indices count from the end; below -n they stay negative, so the gather
+            # (which wraps once more, as NumPy does) finds them out of range and names them
+            k = where(logical_and(less(k, 0), greater_equal(k, -n)), add(k, n), k)
         else:
             k = np.asarray(k)
             if k.dtype.kind not in "iu":

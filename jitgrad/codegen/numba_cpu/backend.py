@@ -17,7 +17,7 @@ from numba.np.ufunc.parallel import _launch_threads
 from ...runtime import cache
 from ...schedule.fuse import LIBRARY, VIEWS, plan
 from ..numpy_ref import IMPLS
-from .codegen import loop_kernel_source, partials, row_blocks
+from .codegen import indexed_source, loop_kernel_source, partials, row_blocks, serial_loop
 from . import native
 from .entry import entry_source, gemm_lines, gemm_operands
 from .parallel import DRIVER_SOURCE
@@ -41,6 +41,7 @@ def _start_numba_target():
         del sys.modules[blocked]
 
 
+INDEXED = ("gather", "scatter_add")  # library ops compiled as kernels of their own (``indexed_source``)
 FASTMATH = {"contract", "arcp", "nsz", "reassoc"}  # keeps NaN and inf semantics (no nnan/ninf)
 _compiled, _lock = {}, threading.Lock()
 
@@ -267,11 +268,16 @@ class Executable:
                 self.position[id(o)] = slots[number][0]
         self._pool_keys = [key for _, key in slots.values()]
         self._partials = {}  # a chunked full reduction's index in the plan -> (position, _Scratch) per partial
-        for i, k in enumerate(self.plan):
+        self._flags = {}  # a gather's or scatter-add's index in the plan -> (position, _Scratch) of its flag
+        for i, (k, kind) in enumerate(zip(self.plan, kinds)):
             for shape, dtype in partials(k) if k.kind == "loop" else ():
                 self._partials.setdefault(i, []).append((len(self.names), _Scratch(shape, dtype)))
                 self.names.append(f"part{len(self._pool_keys)}")
                 self._pool_keys.append((shape, dtype))
+            if kind == "indexed":  # (out of range?, its axis, the index), zeroed with the pool
+                self._flags[i] = (len(self.names), _Scratch((3,), np.dtype(np.int64)))
+                self.names.append(f"flag{len(self._pool_keys)}")
+                self._pool_keys.append(((3,), np.dtype(np.int64)))
 
     def _build(self, kinds, stored):
         """Loop kernels compiled one by one; runs of compiled steps become entry points, with
@@ -309,19 +315,16 @@ class Executable:
             externs.clear(), body.clear(), used.clear()
 
         for i, (k, kind) in enumerate(zip(self.plan, kinds)):
-            if kind == "loop":
-                source, inputs = loop_kernel_source(k, f"kernel{i}")
+            if kind in ("loop", "indexed"):
+                source, buffers, positions = self._kernel_parts(i, k, kind, where)
                 self.loop_sources[i] = source
-                scratch = self._partials.get(i, [])
-                kernel = compile_kernel(source, inputs + k.stores + [s for _, s in scratch])
-                positions = [where(n) for n in inputs] + [where(o, written=True) for o in k.stores]
-                positions += [p for p, _ in scratch]
+                kernel = compile_kernel(source, buffers)
                 start = len(self._table)
                 self._table += positions
                 body += [f"buffers[{start + j}] = {address(p)}"
                          for j, p in enumerate(positions) if p < self.table_start]
                 buffer_names = ", ".join(self.names[p] for p in positions)
-                rows = row_blocks(k)
+                rows = row_blocks(k) if kind == "loop" else None
                 if rows is not None:  # its rows in blocks on Numba's threads; its address is in the table
                     driver = f"parallel_for = ExternalFunction({parallel_for().symbol!r}, void(uintp, uintp, int64))"
                     if driver not in externs:
@@ -330,7 +333,7 @@ class Executable:
                     self._table.append(-1)
                     body.append(f"parallel_for(buffers[{len(self._table) - 1}], args + np.uintp({8 * start}), "
                                 f"{rows})  # kernel{i}: {buffer_names}")
-                    if scratch:  # a full reduction's last call joins its chunks' partials
+                    if i in self._partials:  # a full reduction's last call joins its chunks' partials
                         externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp, int64, int64))")
                         body.append(f"kernel{i}(args + np.uintp({8 * start}), -1, 0)  # kernel{i}: its total")
                 else:
@@ -344,11 +347,26 @@ class Executable:
                 self._runs.append(_PythonStep(k, self.position))
         close_segment()
 
+    def _kernel_parts(self, i, k, kind, where):
+        """(source, the buffers it takes, their positions in the environment) of compiled kernel
+        ``i``: a loop kernel (with a full reduction's partials), or a gather or scatter-add (with
+        its flag)."""
+        if kind == "indexed":
+            (node,) = k.body
+            position, flag = self._flags[i]
+            add = (lambda dst, value: f"out[{dst}] += {value}") if node.op == "scatter_add" else None
+            source = indexed_source(node, f"kernel{i}", serial_loop, _flag, add, zero=add is not None)
+            return source, [*node.args, node, flag], [where(a) for a in node.args] + [where(node, written=True), position]
+        source, inputs = loop_kernel_source(k, f"kernel{i}")
+        scratch = self._partials.get(i, [])
+        positions = [where(n) for n in inputs] + [where(o, written=True) for o in k.stores] + [p for p, _ in scratch]
+        return source, inputs + k.stores + [s for _, s in scratch], positions
+
     def _pool(self):
         """This thread's intermediates, and its table of buffer addresses for the kernels."""
         pool = getattr(self._pools, "buffers", None)
         if pool is None:
-            buffers = self._consts + [np.empty(shape, dtype) for shape, dtype in self._pool_keys]
+            buffers = self._consts + [np.zeros(shape, dtype) for shape, dtype in self._pool_keys]  # flags start clear
             table = np.zeros(len(self._table), np.uintp)
             for slot, i in enumerate(self._table):
                 if i >= self.table_start:
@@ -364,11 +382,33 @@ class Executable:
         env = [*map(np.ascontiguousarray, args), *map(_result, self._results, self._recycled), *self._unset, *buffers]
         for run in self._runs:
             run(env, table)
+        if self._flags:
+            self._check_indices(buffers)
         # Results are fresh, writeable arrays: never the caller's inputs, our constants or views.
         out = [env[i] if shape else env[i].reshape(()) for i, shape, _ in self._outputs]
         if self._copies:
             out = [np.array(a) if view else a for a, (_, _, view) in zip(out, self._outputs)]
         return out
+
+
+    def _check_indices(self, buffers):
+        """NumPy's IndexError for an index a gather or scatter-add found out of range (it skipped
+        that element), naming the op and the user's line; the flag is cleared for the next call."""
+        for i, (position, _) in self._flags.items():
+            flag = buffers[position - self.table_start]
+            if flag[0]:
+                axis, index = int(flag[1]), int(flag[2])
+                flag[:] = 0
+                node = self.plan[i].body[0]
+                size = (node.args[0] if node.op == "gather" else node).shape[axis]
+                where = f" ({node.where})" if node.where else ""
+                raise IndexError(f"index {index} is out of bounds for axis {axis} with size {size} "
+                                 f"in {node.op} {node.args[0].type} -> {node.type}{where}")
+
+
+def _flag(axis, index):
+    """The lines a gather or scatter-add runs for an index out of range (``_check_indices``)."""
+    return ["err[0] = 1", f"err[1] = {axis}", f"err[2] = {index}"]
 
 
 RECYCLED_BYTES = 1 << 20
@@ -403,13 +443,15 @@ def _result(layout, free):
 
 
 def _step_kinds(kernels, program):
-    """How each kernel runs: "loop" (a compiled kernel), "gemm" (BLAS from the entry point),
-    "fold" (views only compiled matmuls read: folded into their gemm calls) or "python";
-    and the ids of the loop kernels' stores."""
+    """How each kernel runs: "loop" (a compiled kernel), "indexed" (a compiled gather or
+    scatter-add), "gemm" (BLAS from the entry point), "fold" (views only compiled matmuls
+    read: folded into their gemm calls) or "python"; and the ids of the loop kernels' stores."""
     kinds, stored = [], {id(o) for k in kernels if k.kind == "loop" for o in k.stores}
     for k in kernels:
         if k.kind == "loop":
             kinds.append("loop")
+        elif len(k.body) == 1 and k.body[0].op in INDEXED:
+            kinds.append("indexed")
         elif len(k.body) == 1 and k.body[0].op == "matmul" and gemm_operands(k.body[0], stored):
             kinds.append("gemm")
         else:
@@ -426,10 +468,11 @@ class _Scratch(namedtuple("_Scratch", "shape dtype")):
 
 
 def _allocated(kernel):
-    """The nodes a step writes into buffers it asks for: loop stores, matmul results."""
+    """The nodes a step writes into buffers it asks for: loop stores, matmul, gather and
+    scatter-add results."""
     if kernel.kind == "loop":
         return kernel.stores
-    return [n for n in kernel.body if n.op == "matmul"]
+    return [n for n in kernel.body if n.op == "matmul" or n.op in INDEXED]
 
 
 def _plan_buffers(kernels, program):

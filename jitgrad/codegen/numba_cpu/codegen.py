@@ -299,3 +299,38 @@ def _leading_reduction(loop, kernel, buffers, stores):
         lines.append("    " * (a + 1) + f"for i{a} in {outer}({shape[a]}):")
     lines += ["    " * (len(shape) + 1) + s for s in inner]
     return lines
+
+
+# --------------------------------------------------------------------------- gather, scatter-add
+
+def indexed_source(node, name, loop, flag, add=None, zero=False):
+    """A gather (``add`` None: out[i..., rest...] = x[idx0[i...], ..., rest...]) or scatter-add
+    (out[idx0[i...], ..., rest...] ``add``s updates[i..., rest...]) kernel ``name(x or updates,
+    idx0, ..., out, err)``. ``loop(shape, lines)`` runs lines at every index ``i0, i1, ...`` of
+    ``shape``; negative indices wrap as in NumPy, and one out of range runs ``flag(axis, index
+    expression)``'s lines and skips its element, so a bad index never reaches memory. With
+    ``zero``, a scatter-add first zeroes ``out`` itself (a serial ``loop``)."""
+    source, idx = node.args[0], node.args[1:]
+    lead, sizes = len(idx[0].shape), (source if add is None else node).shape
+    at = _idx(tuple(f"i{a}" for a in range(lead)))
+    checks = []
+    for k in range(len(idx)):
+        checks += [f"j{k} = idx{k}[{at}]", f"if j{k} < 0:", f"    j{k} += {sizes[k]}",
+                   f"if j{k} < 0 or j{k} >= {sizes[k]}:", *("    " + line for line in flag(k, f"idx{k}[{at}]")),
+                   "    continue"]
+    picked = _idx(tuple(f"j{k}" for k in range(len(idx))) + tuple(f"i{a}" for a in range(lead, source.ndim if add else node.ndim)))
+    here = _idx(tuple(f"i{a}" for a in range(source.ndim if add else node.ndim)))
+    if add is None:
+        lines, shape = checks + [f"out[{here}] = x[{picked}]"], node.shape
+    else:
+        lines, shape = checks + [add(picked, f"updates[{here}]")], source.shape
+    params = ", ".join(["updates" if add else "x"] + [f"idx{k}" for k in range(len(idx))] + ["out", "err"])
+    zeroed = loop(node.shape, [f"out[{_idx(tuple(f'i{a}' for a in range(node.ndim)))}] = 0"]) if zero else []
+    return "\n".join([f"def {name}({params}):"] + ["    " + line for line in zeroed + loop(shape, lines)])
+
+
+def serial_loop(shape, lines):
+    """Nested loops running ``lines`` at every index ``i0, i1, ...`` of ``shape`` (a 0-d one once,
+    still in a loop, for the lines' ``continue``)."""
+    loops = [f"for i{a} in range({d}):" for a, d in enumerate(shape)] or ["for _ in range(1):"]
+    return [("    " * depth) + line for depth, line in enumerate(loops)] + ["    " * len(loops) + line for line in lines]

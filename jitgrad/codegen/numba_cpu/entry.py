@@ -7,9 +7,10 @@ entry point itself stays a cheap compile of straight-line calls) and BLAS ``gemm
 matmuls. A view that feeds a matmul is folded into the ``gemm`` call as an offset, a
 transpose flag, a leading dimension and batch strides, so ``x.T @ y`` copies nothing.
 
-A library op the entry point cannot run (gather, scatter-add, concat, pad, argmax, an integer
-or empty matmul, a view BLAS cannot express, any matmul without a CBLAS) runs in Python with
-NumPy between compiled *segments*: correct always, one compiled call per run of the rest.
+Gathers and scatter-adds are compiled kernels too (``codegen.indexed_source``). A library op
+the entry point cannot run (concat, pad, argmax, an integer or empty matmul, a view BLAS cannot
+express, any matmul without a CBLAS) runs in Python with NumPy between compiled *segments*:
+correct always, one compiled call per run of the rest.
 """
 from ...schedule.fuse import VIEWS
 from . import blas

@@ -29,7 +29,7 @@ import numpy as np
 
 from ...ir import ops
 from ..numba_cpu import scalar_ops
-from ..numba_cpu.codegen import _idx, _phase, _row, phase_parts, read_back
+from ..numba_cpu.codegen import _idx, _phase, _row, indexed_source, phase_parts, read_back
 
 # Elements per thread per grid-stride step. Their loads are all issued before any store: Numba
 # cannot tell our arrays apart, so the compiler never moves a load above a store, and with one
@@ -308,36 +308,19 @@ def _grid_loop(shape, inner):
     return lines + _indent(_delinearize("t", range(len(shape)), shape) + inner, 1)
 
 
-def _checked_indices(idx_shape, x_shape, count):
-    """Lines loading ``j{k}`` from index array ``idx{k}`` at the loop's leading indices,
-    wrapping negatives like NumPy and flagging out-of-range ones in ``err``."""
-    at = _idx(tuple(f"i{a}" for a in range(len(idx_shape))))
-    lines = []
-    for k in range(count):
-        lines += [f"j{k} = idx{k}[{at}]", f"if j{k} < 0:", f"    j{k} += {x_shape[k]}"]
-    bad = " or ".join(f"j{k} < 0 or j{k} >= {x_shape[k]}" for k in range(count))
-    return lines + [f"if {bad}:", "    err[0] = 1", "    continue"]
-
-
 def gather_source(node):
-    """out[i..., rest...] = x[idx0[i...], idx1[i...], ..., rest...]"""
-    x, idx = node.args[0], node.args[1:]
-    p, k = len(idx[0].shape), len(idx)
-    src = _idx(tuple(f"j{m}" for m in range(k)) + tuple(f"i{a}" for a in range(p, node.ndim)))
-    inner = _checked_indices(idx[0].shape, x.shape, k) + [f"out[{_out_index(node.shape)}] = x[{src}]"]
-    args = ", ".join(["x"] + [f"idx{m}" for m in range(k)] + ["out", "err"])
-    return "\n".join([f"def gather({args}):"] + _indent(_grid_loop(node.shape, inner), 1))
+    """out[i..., rest...] = x[idx0[i...], idx1[i...], ..., rest...], an index out of range
+    flagged in ``err`` (checked after the call)."""
+    return indexed_source(node, "gather", _grid_loop, _FLAG)
 
 
 def scatter_add_source(node):
-    """out (zeroed) [idx0[i...], ..., rest...] += updates[i..., rest...], with atomics."""
-    updates, idx = node.args[0], node.args[1:]
-    p, k = len(idx[0].shape), len(idx)
-    dst = ", ".join([f"j{m}" for m in range(k)] + [f"i{a}" for a in range(p, updates.ndim)]) or "0"
-    inner = _checked_indices(idx[0].shape, node.shape, k)
-    inner.append(f"cuda.atomic.add(out, ({dst},), updates[{_out_index(updates.shape)}])")
-    args = ", ".join(["updates"] + [f"idx{m}" for m in range(k)] + ["out", "err"])
-    return "\n".join([f"def scatter_add({args}):"] + _indent(_grid_loop(updates.shape, inner), 1))
+    """out (zeroed by ``FILL``) [idx0[i...], ..., rest...] += updates[i..., rest...], with atomics."""
+    return indexed_source(node, "scatter_add", _grid_loop, _FLAG,
+                          add=lambda dst, value: f"cuda.atomic.add(out, ({dst},), {value})")
+
+
+_FLAG = lambda axis, index: ["err[0] = 1"]  # noqa: E731  (which index does not matter: one check reads it)
 
 
 def concat_source(node):
