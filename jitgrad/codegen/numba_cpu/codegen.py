@@ -312,14 +312,15 @@ def indexed_source(node, name, loop, flag, add=None, zero=False):
     ``zero``, a scatter-add first zeroes ``out`` itself (a serial ``loop``)."""
     source, idx = node.args[0], node.args[1:]
     lead, sizes = len(idx[0].shape), (source if add is None else node).shape
+    rank = node.ndim if add is None else source.ndim  # of the loop: the gather's result, the updates
     at = _idx(tuple(f"i{a}" for a in range(lead)))
     checks = []
     for k in range(len(idx)):
         checks += [f"j{k} = idx{k}[{at}]", f"if j{k} < 0:", f"    j{k} += {sizes[k]}",
                    f"if j{k} < 0 or j{k} >= {sizes[k]}:", *("    " + line for line in flag(k, f"idx{k}[{at}]")),
                    "    continue"]
-    picked = _idx(tuple(f"j{k}" for k in range(len(idx))) + tuple(f"i{a}" for a in range(lead, source.ndim if add else node.ndim)))
-    here = _idx(tuple(f"i{a}" for a in range(source.ndim if add else node.ndim)))
+    picked = _idx(tuple(f"j{k}" for k in range(len(idx))) + tuple(f"i{a}" for a in range(lead, rank)))
+    here = _idx(tuple(f"i{a}" for a in range(rank)))
     if add is None:
         lines, shape = checks + [f"out[{here}] = x[{picked}]"], node.shape
     else:

@@ -311,16 +311,17 @@ def _grid_loop(shape, inner):
 def gather_source(node):
     """out[i..., rest...] = x[idx0[i...], idx1[i...], ..., rest...], an index out of range
     flagged in ``err`` (checked after the call)."""
-    return indexed_source(node, "gather", _grid_loop, _FLAG)
+    return indexed_source(node, "gather", _grid_loop, _flag)
 
 
 def scatter_add_source(node):
     """out (zeroed by ``FILL``) [idx0[i...], ..., rest...] += updates[i..., rest...], with atomics."""
-    return indexed_source(node, "scatter_add", _grid_loop, _FLAG,
+    return indexed_source(node, "scatter_add", _grid_loop, _flag,
                           add=lambda dst, value: f"cuda.atomic.add(out, ({dst},), {value})")
 
 
-_FLAG = lambda axis, index: ["err[0] = 1"]  # noqa: E731  (which index does not matter: one check reads it)
+def _flag(axis, index):
+    return ["err[0] = 1"]  # which index does not matter: the check after the call reads one flag
 
 
 def concat_source(node):
