@@ -17,8 +17,8 @@ from numba.np.ufunc.parallel import _launch_threads
 from ...runtime import cache
 from ...schedule.fuse import LIBRARY, VIEWS, plan
 from ..numpy_ref import IMPLS
-from .codegen import indexed_source, loop_kernel_source, partials, row_blocks, serial_loop
 from . import native
+from .codegen import indexed_source, loop_kernel_source, partials, row_blocks, serial_loop
 from .entry import entry_source, gemm_lines, gemm_operands
 from .parallel import DRIVER_SOURCE
 
@@ -280,11 +280,12 @@ class Executable:
                 self._pool_keys.append(((3,), np.dtype(np.int64)))
 
     def _build(self, kinds, stored):
-        """Loop kernels compiled one by one; runs of compiled steps become entry points, with
-        Python steps between them. A kernel gets the addresses of its buffers as a run of the
-        per-thread table ``buffers``: constants' and intermediates' are filled once, the entry
-        point writes the inputs' and results' before the call. (Passing hundreds of addresses
-        one by one made an unrolled loop's entry point take 6 s to compile.)"""
+        """Loop kernels (and gathers, scatter-adds) compiled one by one; runs of compiled steps
+        become entry points, with Python steps between them. A kernel gets the addresses of its
+        buffers as a run of the per-thread table ``buffers``: constants' and intermediates' are
+        filled once, the entry point writes the inputs' and results' before the call. (Passing
+        hundreds of addresses one by one made an unrolled loop's entry point take 6 s to
+        compile.)"""
         self.loop_sources, self.entry_sources, self._runs = {}, [], []
         self._table, gemm_slots = [], {}  # table slot -> environment position (-1: a kernel's address)
         self._functions = []  # (table slot, row-block kernel whose address it holds)
