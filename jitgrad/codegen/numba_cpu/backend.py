@@ -267,17 +267,19 @@ class Executable:
                     self.names.append(f"buf{len(slots) - 1}")
                 self.position[id(o)] = slots[number][0]
         self._pool_keys = [key for _, key in slots.values()]
+        def scratch(prefix, shape, dtype):
+            """(position, _Scratch) of a new pooled buffer that is no node of the program."""
+            self.names.append(f"{prefix}{len(self._pool_keys)}")
+            self._pool_keys.append((shape, dtype))
+            return len(self.names) - 1, _Scratch(shape, dtype)
+
         self._partials = {}  # a chunked full reduction's index in the plan -> (position, _Scratch) per partial
         self._flags = {}  # a gather's or scatter-add's index in the plan -> (position, _Scratch) of its flag
         for i, (k, kind) in enumerate(zip(self.plan, kinds)):
             for shape, dtype in partials(k) if k.kind == "loop" else ():
-                self._partials.setdefault(i, []).append((len(self.names), _Scratch(shape, dtype)))
-                self.names.append(f"part{len(self._pool_keys)}")
-                self._pool_keys.append((shape, dtype))
+                self._partials.setdefault(i, []).append(scratch("part", shape, dtype))
             if kind == "indexed":  # (out of range?, its axis, the index), zeroed with the pool
-                self._flags[i] = (len(self.names), _Scratch((3,), np.dtype(np.int64)))
-                self.names.append(f"flag{len(self._pool_keys)}")
-                self._pool_keys.append(((3,), np.dtype(np.int64)))
+                self._flags[i] = scratch("flag", (3,), np.dtype(np.int64))
 
     def _build(self, kinds, stored):
         """Loop kernels (and gathers, scatter-adds) compiled one by one; runs of compiled steps
@@ -391,7 +393,6 @@ class Executable:
             out = [np.array(a) if view else a for a, (_, _, view) in zip(out, self._outputs)]
         return out
 
-
     def _check_indices(self, buffers):
         """NumPy's IndexError for an index a gather or scatter-add found out of range (it skipped
         that element), naming the op and the user's line; the flag is cleared for the next call."""
@@ -465,7 +466,8 @@ def _step_kinds(kernels, program):
 
 
 class _Scratch(namedtuple("_Scratch", "shape dtype")):
-    """A kernel's buffer that is no node of the program (a full reduction's partials)."""
+    """A kernel's buffer that is no node of the program (a full reduction's partials, a gather's
+    or scatter-add's flag)."""
 
 
 def _allocated(kernel):

@@ -36,8 +36,8 @@ class _LoopStep:
         self.kernel, self.stores = kernel, kernel.stores
         shape, raxes = kernel.shape, kernel.reduce_axes
         rows = math.prod(shape[a] for a in kernel.kept_axes)
-        lanes = None
-        if not raxes or not kernel.kept_axes:  # grid-stride over every element
+        lanes, strided = None, not raxes or not kernel.kept_axes
+        if strided:  # grid-stride over every element
             grid_and_block = (grid(math.prod(shape), per_step=codegen.UNROLL), THREADS)
         elif codegen.by_columns(kernel):  # a block per WARP neighbouring columns
             grid_and_block = (grid(rows, codegen.warp_lanes(THREADS)), THREADS)
@@ -50,7 +50,7 @@ class _LoopStep:
         self.blocks, self.threads = grid_and_block
         self.source, self.inputs, scratch = codegen.loop_kernel_source(kernel, f"kernel{index}", self.threads, lanes)
         self.fn = compile_kernel(self.source.replace(f"def kernel{index}(", "def kernel("), "kernel")
-        self.launch = Launch(self.fn, self.blocks, self.threads, strided=not raxes or not kernel.kept_axes)
+        self.launch = Launch(self.fn, self.blocks, self.threads, strided)
         # a full reduction's scratch: one partial per block per reduction, and the blocks' ticket counter
         self.reductions = [o for o in kernel.steps[0].outputs if o.op.startswith("reduce_")] if scratch else []
 
