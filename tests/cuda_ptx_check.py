@@ -2,6 +2,8 @@
 kernels of the backend test programs for sm_90 and prints one JSON list of kernel reports.
 
     python -m tests.cuda_ptx_check PART PARTS   # the programs i with i % PARTS == PART
+    python -m tests.cuda_ptx_check divisions    # the float32 division instructions in
+                                                # elementwise_chain's kernels' PTX
 
 The programs: the fusion-shaped cases in both dtypes, cross-entropy with a gather, one op-table
 case of every op (its id up to the first "-") and every 16th case (axes, keepdims and shapes
@@ -9,6 +11,7 @@ vary the kernels' shapes), and the benchmark workloads at full size (the test pr
 small for grid-stride kernels to take their unrolled loop). Part 0 also compiles every matmul
 tiling."""
 import json
+import re
 import sys
 
 import numpy as np
@@ -52,6 +55,19 @@ def programs(part=0, parts=1):
         yield make()
 
 
-if __name__ == "__main__":
+def divisions(name="elementwise_chain"):
+    """The float32 division and reciprocal instructions in workload ``name``'s kernels' PTX."""
+    from numba import cuda
+
+    from jitgrad.codegen.numba_cuda.ptx import CC, _launches
+    found = set()
+    for fn, argtypes, _ in _launches([workload_program(name)], every_tiling=False):
+        found |= set(re.findall(r"\b(?:div|rcp)\.\w+\.f32\b", cuda.compile_ptx(fn.py_func, tuple(argtypes), cc=CC)[0]))
+    return sorted(found)
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["divisions"]:
+    print(json.dumps(divisions()))
+elif __name__ == "__main__":
     part, parts = (int(a) for a in sys.argv[1:3]) if len(sys.argv) > 2 else (0, 1)
     print(json.dumps(kernel_report(programs(part, parts), every_tiling=part == 0)))

@@ -67,6 +67,29 @@ def test_broadcast_constants_are_made_once():
         np.testing.assert_allclose(f(logits, labels), jg.jit(jg.grad(loss), device="numpy")(logits, labels), rtol=1e-12)
 
 
+def test_float32_division_is_within_two_ulp_with_ieee_special_values():
+    """Kernels divide float32 by ``div.full.f32`` (``codegen/numba_cuda/devmath.py``): within
+    2 ULP of NumPy's quotient over the whole range (denormals, and divisors near the largest
+    floats, where a plain ``x * (1 / y)`` is not), and NumPy's zeros, infinities and NaN. (On the simulator this is
+    NumPy's own division; benchmarks/gpu_check.sh runs it on the card.)"""
+    tiny, big = np.finfo(np.float32).smallest_normal, np.finfo(np.float32).max
+    special = np.array([0.0, -0.0, 1.0, -3.0, np.inf, -np.inf, np.nan, tiny, tiny / 8, big, big / 3, 2.0 ** 127,
+                        1e-42, 7.5], np.float32)
+    x, y = np.meshgrid(special, special)
+    wide = (np.exp(rng.uniform(-85, 85, (2, 4096))) * rng.choice([-1, 1], (2, 4096))).astype(np.float32)
+    x, y = np.concatenate([x.ravel(), wide[0]]), np.concatenate([y.ravel(), wide[1]])
+    got = jg.jit(lambda a, b: a / b, device="cuda")(x, y)
+    with np.errstate(all="ignore"):
+        want = x / y
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    exact = np.isinf(want) | (want == 0)
+    np.testing.assert_array_equal(got[exact], want[exact])
+    rounded = np.isfinite(want) & (want != 0)  # denormal quotients too: ULPs are steps of the bits
+    ulps = np.abs(got[rounded].view(np.int32).astype(np.int64) - want[rounded].view(np.int32))
+    assert ulps.max() <= 2, (x[rounded][ulps.argmax()], y[rounded][ulps.argmax()])
+
+
 def test_gather_out_of_bounds_is_an_error():
     f = jg.jit(lambda x, i: x[i], device="cuda")
     with pytest.raises(IndexError, match="gather"):

@@ -32,6 +32,15 @@ def test_replay_host_time_benchmark_runs():
     assert out.startswith("quick views: True") and "mlp_train: 8 arguments, 7 results" in out, err[-4000:]
 
 
+def test_float32_divisions_take_the_full_range_approximation():
+    """elementwise_chain's three float32 divisions are ``div.full.f32``, not ``div.rn.f32`` with its
+    out-of-line slow path (``codegen/numba_cuda/devmath.py``); its libdevice math adds none."""
+    out, err = _without_simulator("tests.cuda_ptx_check", "divisions").communicate(timeout=300)
+    if "libnvvm" in err:
+        pytest.skip("NVVM is not installed (pip install -e '.[cuda]')")
+    assert json.loads(out.splitlines()[-1]) == ["div.full.f32"], err[-4000:]
+
+
 def test_kernels_compile_for_sm90_without_spills():
     parts = max(1, min(4, os.cpu_count() or 1))  # NVVM compiles are CPU-bound: one process per core
     workers = [_without_simulator("tests.cuda_ptx_check", str(i), str(parts)) for i in range(parts)]

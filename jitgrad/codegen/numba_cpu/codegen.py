@@ -25,9 +25,9 @@ def _idx(names):
 class _Body:
     """Emits scalar temporaries for (node, index) pairs, iteratively (deep chains are fine)."""
 
-    def __init__(self, kernel, buffers, expression=scalar_ops.expression, chunked=None, suffix=""):
+    def __init__(self, kernel, buffers, expression=scalar_ops.expression, chunked=None, suffix="", subscript=_idx):
         self.kernel, self.buffers = kernel, buffers  # buffers: id(node) -> argument name
-        self.expression = expression
+        self.expression, self.subscript = expression, subscript
         self.chunked = chunked  # in a chunked full reduction: the names read through chunk slices
         self.suffix = suffix  # of temporaries' names, so that several copies of a body can coexist
         self.lines, self.cache, self.count = [], {}, 0
@@ -70,7 +70,7 @@ class _Body:
         if self.chunked is not None and idx and idx[0] == "i0":
             self.chunked.add(name)
             return f"c_{name}[{_idx(('j',) + tuple(idx[1:]))}]"
-        return f"{name}[{_idx(idx)}]"
+        return f"{name}[{self.subscript(idx)}]"
 
     def _load(self, node, idx):
         return self._temp(self.ref(self.buffers[id(node)], idx))
@@ -179,21 +179,22 @@ def read_back(step, buffers, stores):
 
 
 def _phase(step, kernel, buffers, stores, accumulator=None,
-           expression=scalar_ops.expression, chunked=None):
+           expression=scalar_ops.expression, chunked=None, subscript=_idx):
     """(accumulator inits, loop body, reductions) of one pass over the reduced axes.
     ``accumulator(j, r)`` names where reduction ``j`` accumulates (default: scalar ``acc{j}``);
-    ``chunked``: see ``_Body``."""
-    inits, values, effects, reductions = phase_parts(step, kernel, buffers, stores, accumulator, expression, chunked)
+    ``chunked``: see ``_Body``; ``subscript(idx)``: the text inside a buffer's brackets."""
+    inits, values, effects, reductions = phase_parts(step, kernel, buffers, stores, accumulator, expression, chunked,
+                                                     subscript=subscript)
     return inits, values + effects, reductions
 
 
 def phase_parts(step, kernel, buffers, stores, accumulator=None,
-                expression=scalar_ops.expression, chunked=None, suffix=""):
+                expression=scalar_ops.expression, chunked=None, suffix="", subscript=_idx):
     """``_phase`` with the loop body in two parts: the values it loads and computes, then its
     effects (stores, accumulations). ``suffix`` ends the names of its index variables
     (``i{axis}{suffix}``) and temporaries."""
     idx = tuple(f"i{a}{suffix}" for a in range(len(kernel.shape)))
-    body = _Body(kernel, buffers, expression, chunked, suffix)
+    body = _Body(kernel, buffers, expression, chunked, suffix, subscript)
     reductions = [o for o in step.outputs if o.op in ops.REDUCE]
     inner = []
     for o in step.outputs:
@@ -210,10 +211,10 @@ def phase_parts(step, kernel, buffers, stores, accumulator=None,
     return inits, body.lines, inner, reductions
 
 
-def _row(step, kernel, buffers, stores, expression=scalar_ops.expression):
+def _row(step, kernel, buffers, stores, expression=scalar_ops.expression, subscript=_idx):
     """Values of the current row, computed once per kept index."""
     kept_only, with_ones = kernel.row_shapes()
-    body = _Body(kernel, buffers, expression)
+    body = _Body(kernel, buffers, expression, subscript=subscript)
     out = []
     for o in step.outputs:
         if o.shape == with_ones:
@@ -222,7 +223,7 @@ def _row(step, kernel, buffers, stores, expression=scalar_ops.expression):
             idx = tuple(f"i{a}" for a in kernel.kept_axes)
         v = body.value(o, idx)
         if id(o) in stores:
-            out.append(f"{stores[id(o)]}[{_idx(idx)}] = {v}")
+            out.append(f"{body.ref(stores[id(o)], idx)} = {v}")
     return body.lines + out
 
 

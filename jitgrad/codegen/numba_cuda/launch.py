@@ -26,7 +26,7 @@ THREADS = 8 if SIMULATOR else 256
 # Launch kernels through cuda.core after their first call (``direct_launch``); "numba" keeps
 # Numba's own launch path, to compare the two (benchmarks/cuda_overhead.py).
 DIRECT_LAUNCH = os.environ.get("JITGRAD_CUDA_LAUNCH", "direct") != "numba"
-MODULE_HEADER = "import math\n\nimport numpy as np\nfrom numba import cuda\n"
+MODULE_HEADER = "import math\n\nimport numpy as np\nfrom numba import cuda\n\nfrom jitgrad.codegen.numba_cuda import devmath\n"
 # JITGRAD_CUDA_FASTMATH=1 compiles kernels with NVVM's fast math (approximate float32 division,
 # square root, exp and log; flush-to-zero): an experiment for math-heavy elementwise kernels,
 # off by default since results then differ from NumPy's by more than rounding.
