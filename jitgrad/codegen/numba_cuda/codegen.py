@@ -232,7 +232,7 @@ def _rows(kernel, buffers, stores, threads, lanes=None):
             inits, loop, reductions = _phase_loop(step, kernel, buffers, stores, "lane" if lanes else "tid", lanes or threads)
             body += inits + loop
             body += _warp_reduce(reductions, lanes) if lanes else _block_reduce(reductions, threads)
-            kept_idx = _idx(tuple(f"i{a}" for a in kept))
+            kept_idx = subscript(tuple(f"i{a}" for a in kept))
             # every thread holds the row's result: each writes the same value, no branch needed
             body += [f"{stores[id(r)]}[{kept_idx}] = acc{j}" for j, r in enumerate(reductions)]
         read_back(step, buffers, stores)
@@ -300,7 +300,7 @@ def _columns_body(kernel, buffers, stores, threads):
     lanes = warp_lanes(threads)
     groups = threads // lanes
     inits, loop, reductions = _phase_loop(step, kernel, buffers, stores, "g", groups)
-    kept_idx = _idx(tuple(f"i{a}" for a in kept))
+    kept_idx = subscript(tuple(f"i{a}" for a in kept))
     lines = ["tid = cuda.threadIdx.x", f"c = tid % {lanes}", f"g = tid // {lanes}"] + _shared(reductions, threads)
     # the loop is the block's, not the thread's: every thread reaches each barrier
     lines += [f"for base in range(cuda.blockIdx.x * {lanes}, {columns}, cuda.gridDim.x * {lanes}):"]
