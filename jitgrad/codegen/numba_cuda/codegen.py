@@ -68,8 +68,9 @@ def expression(node, args):
 def subscript(idx):
     """A buffer's subscript with every index unsigned. Fused kernels only ever compute indices
     that are not negative, but with signed ones Numba adds NumPy's wraparound (``i < 0: i + n``)
-    to each access, which costs a device kernel about five integer instructions per load or
-    store (6% of elementwise_chain's SASS, counted with ptxas and nvdisasm)."""
+    to each access: about five integer instructions per load or store and axis (counted in
+    SASS with ptxas and nvdisasm: 6% of elementwise_chain's kernel, 43% of softmax_xent's
+    largest row kernel, 2040 instructions against 1160)."""
     return ", ".join(i if i.isdigit() else f"np.uint64({i})" for i in idx) if idx else "0"
 
 
