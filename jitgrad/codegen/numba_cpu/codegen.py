@@ -25,11 +25,10 @@ def _idx(names):
 class _Body:
     """Emits scalar temporaries for (node, index) pairs, iteratively (deep chains are fine)."""
 
-    def __init__(self, kernel, buffers, expression=scalar_ops.expression, chunked=None, suffix="", subscript=_idx):
+    def __init__(self, kernel, buffers, expression=scalar_ops.expression, chunked=None, subscript=_idx):
         self.kernel, self.buffers = kernel, buffers  # buffers: id(node) -> argument name
         self.expression, self.subscript = expression, subscript
         self.chunked = chunked  # in a chunked full reduction: the names read through chunk slices
-        self.suffix = suffix  # of temporaries' names, so that several copies of a body can coexist
         self.lines, self.cache, self.count = [], {}, 0
 
     def value(self, root, idx):
@@ -82,7 +81,7 @@ class _Body:
         return self._temp(self.ref(self.buffers[id(node)], idx))
 
     def _temp(self, expr):
-        name = f"t{self.count}{self.suffix}"
+        name = f"t{self.count}"
         self.count += 1
         self.lines.append(f"{name} = {expr}")
         return name
@@ -189,24 +188,27 @@ def _phase(step, kernel, buffers, stores, accumulator=None,
 
 
 def phase_parts(step, kernel, buffers, stores, accumulator=None,
-                expression=scalar_ops.expression, chunked=None, suffix="", subscript=_idx):
+                expression=scalar_ops.expression, chunked=None, subscript=_idx, copies=None):
     """``_phase`` with the loop body in two parts: the values it loads and computes, then its
-    effects (stores, accumulations). ``suffix`` ends the names of its index variables
-    (``i{axis}{suffix}``) and temporaries."""
-    idx = tuple(f"i{a}{suffix}" for a in range(len(kernel.shape)))
-    body = _Body(kernel, buffers, expression, chunked, suffix, subscript)
+    effects (stores, accumulations). ``copies``: the index variables (a tuple, one name per
+    axis) of each copy of the body, for a loop step over several elements (default: one copy,
+    ``i{axis}``); copies whose indices agree on what a value reads share it (a row's values,
+    loaded once per step)."""
+    copies = copies or [tuple(f"i{a}" for a in range(len(kernel.shape)))]
+    body = _Body(kernel, buffers, expression, chunked, subscript)
     reductions = [o for o in step.outputs if o.op in ops.REDUCE]
-    inner = []
-    for o in step.outputs:
-        if o.op in ops.REDUCE:
-            continue
-        v = body.value(o, idx)
-        if id(o) in stores:
-            inner.append(f"{body.ref(stores[id(o)], idx)} = {v}")
     accumulator = accumulator or (lambda j, r: f"acc{j}")
-    for j, r in enumerate(reductions):
-        v = body.value(r.args[0], idx)
-        inner.append(scalar_ops.accumulate(r.op, accumulator(j, r), v))
+    inner = []
+    for idx in copies:
+        for o in step.outputs:
+            if o.op in ops.REDUCE:
+                continue
+            v = body.value(o, idx)
+            if id(o) in stores:
+                inner.append(f"{body.ref(stores[id(o)], idx)} = {v}")
+        for j, r in enumerate(reductions):
+            v = body.value(r.args[0], idx)
+            inner.append(scalar_ops.accumulate(r.op, accumulator(j, r), v))
     inits = [f"{accumulator(j, r)} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
     return inits, body.lines, inner, reductions
 

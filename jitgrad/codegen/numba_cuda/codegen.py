@@ -139,12 +139,10 @@ def _grid_stride(kernel, buffers, stores, threads):
     inits, inner, reductions = _phase(step, kernel, buffers, stores)
     lines = ["g = cuda.gridsize(1)", "t = cuda.grid(1)"]
     if n > (UNROLL - 1) * threads:
-        values, effects = [], []
-        for u in range(UNROLL):
-            _, vals, effs, _ = phase_parts(step, kernel, buffers, stores, suffix=f"_{u}")
-            values += _delinearize(f"(t + {u} * g)" if u else "t", axes, shape, f"_{u}") + vals
-            effects += effs
-        lines += [f"while t + {UNROLL - 1} * g < {n}:"] + _indent(values + effects + [f"t += {UNROLL} * g"], 1)
+        indices = [line for u in range(UNROLL) for line in _delinearize(f"(t + {u} * g)" if u else "t", axes, shape, f"_{u}")]
+        copies = [tuple(f"i{a}_{u}" for a in axes) for u in range(UNROLL)]
+        _, values, effects, _ = phase_parts(step, kernel, buffers, stores, copies=copies)
+        lines += [f"while t + {UNROLL - 1} * g < {n}:"] + _indent(indices + values + effects + [f"t += {UNROLL} * g"], 1)
     lines += [f"while t < {n}:"] + _indent(_delinearize("t", axes, shape) + inner + ["t += g"], 1)
     return inits, lines, reductions
 
@@ -256,14 +254,12 @@ def _phase_loop(step, kernel, buffers, stores, first, stride):
     inits, inner, reductions = _phase(step, kernel, buffers, stores)
     lines = [f"u = {first}"]
     if reduced > (UNROLL - 1) * stride:
-        values, effects = [], []
-        for k in range(UNROLL):
-            _, vals, effs, _ = phase_parts(step, kernel, buffers, stores, suffix=f"_{k}")
-            values += [f"i{a}_{k} = i{a}" for a in kernel.kept_axes]
-            values += _delinearize(f"(u + {k * stride})" if k else "u", raxes, shape, f"_{k}") + vals
-            effects += effs
+        # the copies share the row's kept indices, so a value of the row is read once per step
+        indices = [line for k in range(UNROLL) for line in _delinearize(f"(u + {k * stride})" if k else "u", raxes, shape, f"_{k}")]
+        copies = [tuple(f"i{a}_{k}" if a in raxes else f"i{a}" for a in range(len(shape))) for k in range(UNROLL)]
+        _, values, effects, _ = phase_parts(step, kernel, buffers, stores, copies=copies)
         lines += [f"while u + {(UNROLL - 1) * stride} < {reduced}:"]
-        lines += _indent(values + effects + [f"u += {UNROLL * stride}"], 1)
+        lines += _indent(indices + values + effects + [f"u += {UNROLL * stride}"], 1)
     lines += [f"while u < {reduced}:"] + _indent(_delinearize("u", raxes, shape) + inner + [f"u += {stride}"], 1)
     return inits, lines, reductions
 
