@@ -1,6 +1,7 @@
 """SPEC 4: one executable per signature in memory; generated code cached on disk, safely."""
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -124,3 +125,18 @@ def test_second_call_does_not_retrace():
     assert len(calls) == 1
     g(np.ones(4))
     assert len(calls) == 2
+
+
+def test_the_cache_key_covers_every_module_generated_code_imports():
+    """Numba compiles the code of the modules generated sources import into the cached machine
+    code: a change to one of them must change the cache key (``cache.COMPILED_IN``)."""
+    from jitgrad.codegen.numba_cpu import backend
+    from jitgrad.codegen.numba_cpu.parallel import DRIVER_SOURCE
+    from jitgrad.codegen.numba_cuda.launch import MODULE_HEADER
+    headers = backend.KERNEL_HEADER + backend.ENTRY_HEADER + DRIVER_SOURCE + MODULE_HEADER
+    imported = set(re.findall(r"from jitgrad\.codegen\.(\w+)\.(\w+) import", headers))
+    imported |= {(package, name) for package, names in re.findall(r"from jitgrad\.codegen\.(\w+) import ([\w, ]+)", headers)
+                 for name in re.findall(r"\w+", names.split(" as ")[0])}
+    assert {f"{package}/{name}.py" for package, name in imported} <= set(cache.COMPILED_IN)
+    assert len(imported) >= 4
+

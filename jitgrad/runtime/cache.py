@@ -27,19 +27,23 @@ import platformdirs
 from numba.core.codegen import get_host_cpu_features
 
 
+# Modules of ours that generated code imports (vecmath's functions, the parallel driver's
+# intrinsic, the gemm declarations, CUDA's devmath): Numba compiles what they define into the
+# cached machine code, so their text is part of the cache key.
+COMPILED_IN = ("numba_cpu/vecmath.py", "numba_cpu/parallel.py", "numba_cpu/blas.py", "numba_cuda/devmath.py")
+
+
 @functools.cache  # read once: cache_dir() asks for it at every kernel load
 def versions_key():
     from .. import __version__
-    # Kernels call vecmath's jitted functions, and the parallel driver parallel.py's intrinsic,
-    # whose machine code Numba compiles into theirs.
-    folder = Path(__file__).resolve().parents[1] / "codegen" / "numba_cpu"
+    codegen = Path(__file__).resolve().parents[1] / "codegen"
     # the CPU that object code is compiled for, as Numba's codegen chooses it
     features = numba.config.CPU_FEATURES
     cpu = (llvmlite.binding.get_process_triple(), numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name(),
            get_host_cpu_features() if features is None else features)
     parts = [__version__, numba.__version__, llvmlite.__version__, np.__version__, platform.python_version(),
-             *map(str, cpu)] + [hashlib.sha256((folder / name).read_bytes()).hexdigest()
-                                    for name in ("vecmath.py", "parallel.py")]
+             *map(str, cpu)] + [hashlib.sha256((codegen / name).read_bytes()).hexdigest()
+                                    for name in COMPILED_IN]
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()[:16]
 
 
