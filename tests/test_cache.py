@@ -138,8 +138,8 @@ def test_the_cache_key_covers_every_module_generated_code_imports():
         MODULE_HEADER = "from jitgrad.codegen.numba_cuda import devmath\n"
     headers = backend.KERNEL_HEADER + backend.ENTRY_HEADER + DRIVER_SOURCE + MODULE_HEADER
     imported = set(re.findall(r"from jitgrad\.codegen\.(\w+)\.(\w+) import", headers))
-    imported |= {(package, name) for package, names in re.findall(r"from jitgrad\.codegen\.(\w+) import ([\w, ]+)", headers)
-                 for name in re.findall(r"\w+", names.split(" as ")[0])}
+    packages = re.findall(r"from jitgrad\.codegen\.(\w+) import ([\w, ]+)", headers)
+    imported |= {(package, name) for package, names in packages for name in re.findall(r"\w+", names.split(" as ")[0])}
     assert {f"{package}/{name}.py" for package, name in imported} <= set(cache.COMPILED_IN)
     assert len(imported) >= 4
 

@@ -139,10 +139,12 @@ def _grid_stride(kernel, buffers, stores, threads):
     inits, inner, reductions = _phase(step, kernel, buffers, stores)
     lines = ["g = cuda.gridsize(1)", "t = cuda.grid(1)"]
     if n > (UNROLL - 1) * threads:
-        indices = [line for u in range(UNROLL) for line in _delinearize(f"(t + {u} * g)" if u else "t", axes, shape, f"_{u}")]
+        indices = [line for u in range(UNROLL)
+                   for line in _delinearize(f"(t + {u} * g)" if u else "t", axes, shape, f"_{u}")]
         copies = [tuple(f"i{a}_{u}" for a in axes) for u in range(UNROLL)]
         _, values, effects, _ = phase_parts(step, kernel, buffers, stores, copies=copies)
-        lines += [f"while t + {UNROLL - 1} * g < {n}:"] + _indent(indices + values + effects + [f"t += {UNROLL} * g"], 1)
+        lines += [f"while t + {UNROLL - 1} * g < {n}:"]
+        lines += _indent(indices + values + effects + [f"t += {UNROLL} * g"], 1)
     lines += [f"while t < {n}:"] + _indent(_delinearize("t", axes, shape) + inner + ["t += g"], 1)
     return inits, lines, reductions
 
@@ -255,7 +257,8 @@ def _phase_loop(step, kernel, buffers, stores, first, stride):
     lines = [f"u = {first}"]
     if reduced > (UNROLL - 1) * stride:
         # the copies share the row's kept indices, so a value of the row is read once per step
-        indices = [line for k in range(UNROLL) for line in _delinearize(f"(u + {k * stride})" if k else "u", raxes, shape, f"_{k}")]
+        indices = [line for k in range(UNROLL)
+                   for line in _delinearize(f"(u + {k * stride})" if k else "u", raxes, shape, f"_{k}")]
         copies = [tuple(f"i{a}_{k}" if a in raxes else f"i{a}" for a in range(len(shape))) for k in range(UNROLL)]
         _, values, effects, _ = phase_parts(step, kernel, buffers, stores, copies=copies)
         lines += [f"while u + {(UNROLL - 1) * stride} < {reduced}:"]

@@ -30,5 +30,6 @@ else:
 
         def codegen(context, builder, signature, args):
             f32 = ir.FloatType()
-            return builder.call(ir.InlineAsm(ir.FunctionType(f32, [f32, f32]), "div.full.f32 $0, $1, $2;", "=f,f,f"), args)
+            asm = ir.InlineAsm(ir.FunctionType(f32, [f32, f32]), "div.full.f32 $0, $1, $2;", "=f,f,f")
+            return builder.call(asm, args)
         return types.float32(types.float32, types.float32), codegen
