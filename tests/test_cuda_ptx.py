@@ -32,6 +32,21 @@ def test_replay_host_time_benchmark_runs():
     assert out.startswith("quick views: True") and "mlp_train: 8 arguments, 7 results" in out, err[-4000:]
 
 
+def test_instruction_count_reads_nvdisasm_output():
+    from jitgrad.codegen.numba_cuda.ptx import instructions
+    sass = """
+        /*0000*/                   LDC R1, c[0x0][0x28] ;
+        /*0010*/               @P0 FMUL R8, R8, 0.25 ;
+        /*0020*/              @!P1 FMUL R0, R0, 16777216 ;
+        /*0030*/                   EXIT ;
+.L_x_0:
+        /*0040*/                   BRA `(.L_x_0);
+        /*0050*/                   NOP;
+        /*0060*/                   NOP;
+"""
+    assert instructions(sass) == 5
+
+
 def test_float32_divisions_take_the_full_range_approximation():
     """elementwise_chain's three float32 divisions are ``div.full.f32``, not ``div.rn.f32`` with its
     out-of-line slow path (``codegen/numba_cuda/devmath.py``); its libdevice math adds none."""

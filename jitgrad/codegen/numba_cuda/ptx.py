@@ -1,7 +1,8 @@
 """Compile a program's CUDA kernels for a real card without one: ``numba.cuda.compile_ptx``
 (NVVM from the ``numba-cuda[cu13]`` wheels) and, where CUDA's ``ptxas`` is installed, machine
-code with its register and spill counts. The simulator proves kernel logic; this proves the
-kernels type-check and compile for the device, and finds kernels that spill registers.
+code with its register and spill counts (and, where ``nvdisasm`` is too, its instruction count).
+The simulator proves kernel logic; this proves the kernels type-check and compile for the
+device, and finds kernels that spill registers.
 
     python -m jitgrad.codegen.numba_cuda.ptx     # the workloads' kernels and every matmul tiling
 """
@@ -56,30 +57,47 @@ def _launches(programs, every_tiling):
             yield compile_kernel(source, "matmul"), [array] * 3, source
 
 
-def _ptxas():
-    """CUDA's ptxas: on the PATH, or from the nvidia-cuda-nvcc wheel (the ``cuda`` extra)."""
+def _tool(name):
+    """A CUDA tool: on the PATH, or from NVIDIA's wheels (ptxas: nvidia-cuda-nvcc, the ``cuda``
+    extra; nvdisasm: nvidia-cuda-nvdisasm, optional)."""
     try:
         import nvidia
-        wheel = [Path(p) / "cu13" / "bin" / "ptxas" for p in nvidia.__path__]
+        wheel = [Path(p) / "cu13" / "bin" / name for p in nvidia.__path__]
     except ImportError:
         wheel = []
-    return shutil.which("ptxas") or next((str(p) for p in wheel if p.exists()), None)
+    return shutil.which(name) or next((str(p) for p in wheel if p.exists()), None)
+
+
+def _ptxas():
+    return _tool("ptxas")
 
 
 def assemble(ptx, cc=CC):
-    """Registers and spill bytes from ``ptxas -v`` (empty when ptxas is not installed)."""
+    """Registers and spill bytes from ``ptxas -v`` (empty when ptxas is not installed), and with
+    nvdisasm the machine instructions (SASS, padding left out): the static measure the CUDA
+    kernels' code changes were judged by where no card was at hand."""
     ptxas = _ptxas()
     if ptxas is None:
         return {}
     with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "k.ptx")
+        path, cubin = os.path.join(tmp, "k.ptx"), os.path.join(tmp, "k.cubin")
         with open(path, "w") as f:
             f.write(ptx)
-        log = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", path, "-o", os.devnull],
+        log = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", path, "-o", cubin],
                              capture_output=True, text=True, check=True).stderr
+        nvdisasm = _tool("nvdisasm")
+        sass = subprocess.run([nvdisasm, "-c", cubin], capture_output=True, text=True, check=True).stdout if nvdisasm else None
     registers = re.search(r"Used (\d+) registers", log)
     spills = [int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", log)]
-    return {"registers": int(registers.group(1)) if registers else 0, "spill_bytes": sum(spills)}
+    row = {"registers": int(registers.group(1)) if registers else 0, "spill_bytes": sum(spills)}
+    if sass is not None:
+        row["instructions"] = instructions(sass)
+    return row
+
+
+def instructions(sass):
+    """Machine instructions in ``nvdisasm -c`` output, the NOPs that pad the end left out."""
+    return len(re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?(?!NOP\b)[A-Z]", sass))
 
 
 def workload_program(name):
@@ -108,7 +126,8 @@ def _print(label, row):
         print(f"{label:18s} {row['kernel']:12s} ERROR {row['error'][:200]}")
         return
     print(f"{label:18s} {row['kernel']:12s} ptx {row['ptx_bytes']:6d} B  registers "
-          f"{row.get('registers', '?'):>3}  spills {row.get('spill_bytes', '?')} B")
+          f"{row.get('registers', '?'):>3}  spills {row.get('spill_bytes', '?')} B"
+          + (f"  instructions {row['instructions']}" if "instructions" in row else ""))
 
 
 if __name__ == "__main__":
