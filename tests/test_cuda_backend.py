@@ -70,8 +70,8 @@ def test_broadcast_constants_are_made_once():
 def test_float32_division_is_within_two_ulp_with_ieee_special_values():
     """Kernels divide float32 by ``div.full.f32`` (``codegen/numba_cuda/devmath.py``): within
     2 ULP of NumPy's quotient over the whole range (denormals, and divisors near the largest
-    floats, where a plain ``x * (1 / y)`` is not), and NumPy's zeros, infinities and NaN. (On the simulator this is
-    NumPy's own division; benchmarks/gpu_check.sh runs it on the card.)"""
+    floats, where a plain ``x * (1 / y)`` is not), and NumPy's zeros, infinities and NaN. (On
+    the simulator this is NumPy's own division; benchmarks/gpu_check.sh runs it on the card.)"""
     tiny, big = np.finfo(np.float32).smallest_normal, np.finfo(np.float32).max
     special = np.array([0.0, -0.0, 1.0, -3.0, np.inf, -np.inf, np.nan, tiny, tiny / 8, big, big / 3, 2.0 ** 127,
                         1e-42, 7.5], np.float32)

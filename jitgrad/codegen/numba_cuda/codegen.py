@@ -139,14 +139,23 @@ def _grid_stride(kernel, buffers, stores, threads):
     inits, inner, reductions = _phase(step, kernel, buffers, stores)
     lines = ["g = cuda.gridsize(1)", "t = cuda.grid(1)"]
     if n > (UNROLL - 1) * threads:
-        indices = [line for u in range(UNROLL)
-                   for line in _delinearize(f"(t + {u} * g)" if u else "t", axes, shape, f"_{u}")]
-        copies = [tuple(f"i{a}_{u}" for a in axes) for u in range(UNROLL)]
-        _, values, effects, _ = phase_parts(step, kernel, buffers, stores, copies=copies)
+        flats = [f"(t + {u} * g)" if u else "t" for u in range(UNROLL)]
         lines += [f"while t + {UNROLL - 1} * g < {n}:"]
-        lines += _indent(indices + values + effects + [f"t += {UNROLL} * g"], 1)
+        lines += _indent(_unrolled_step(step, kernel, buffers, stores, flats, axes) + [f"t += {UNROLL} * g"], 1)
     lines += [f"while t < {n}:"] + _indent(_delinearize("t", axes, shape) + inner + ["t += g"], 1)
     return inits, lines, reductions
+
+
+def _unrolled_step(step, kernel, buffers, stores, flats, axes):
+    """Lines of one loop step over several elements, one copy of the body per flat index
+    expression in ``flats`` over ``axes`` (``_delinearize``): every copy's loads and values,
+    then every copy's stores and accumulations. The other axes (a row's kept ones) are the
+    same in every copy, so a value of the row is read once per step."""
+    shape = kernel.shape
+    indices = [line for k, flat in enumerate(flats) for line in _delinearize(flat, axes, shape, f"_{k}")]
+    copies = [tuple(f"i{a}_{k}" if a in axes else f"i{a}" for a in range(len(shape))) for k in range(len(flats))]
+    _, values, effects, _ = phase_parts(step, kernel, buffers, stores, copies=copies)
+    return indices + values + effects
 
 
 def _block_reduce(reductions, threads):
@@ -256,13 +265,9 @@ def _phase_loop(step, kernel, buffers, stores, first, stride):
     inits, inner, reductions = _phase(step, kernel, buffers, stores)
     lines = [f"u = {first}"]
     if reduced > (UNROLL - 1) * stride:
-        # the copies share the row's kept indices, so a value of the row is read once per step
-        indices = [line for k in range(UNROLL)
-                   for line in _delinearize(f"(u + {k * stride})" if k else "u", raxes, shape, f"_{k}")]
-        copies = [tuple(f"i{a}_{k}" if a in raxes else f"i{a}" for a in range(len(shape))) for k in range(UNROLL)]
-        _, values, effects, _ = phase_parts(step, kernel, buffers, stores, copies=copies)
+        flats = [f"(u + {k * stride})" if k else "u" for k in range(UNROLL)]
         lines += [f"while u + {(UNROLL - 1) * stride} < {reduced}:"]
-        lines += _indent(indices + values + effects + [f"u += {UNROLL * stride}"], 1)
+        lines += _indent(_unrolled_step(step, kernel, buffers, stores, flats, raxes) + [f"u += {UNROLL * stride}"], 1)
     lines += [f"while u < {reduced}:"] + _indent(_delinearize("u", raxes, shape) + inner + [f"u += {stride}"], 1)
     return inits, lines, reductions
 
