@@ -23,7 +23,9 @@ library op reads (a transposed matmul operand is a strided NumPy view, never a c
 
 Which nodes become buffers ("realized"): program outputs, library ops and their operands,
 reductions, the operands of ``expand`` (a broadcast must not recompute its operand for every
-copy), and values several consumers need. Then these roots are merged greedily, in program
+copy), and values several consumers need, unless a few elementwise ops compute them again from
+buffers of their size (``_cheap_to_recompute``: softmax's exp(x - max) is computed again by its
+gradient, which reads x anyway, instead of written out and read back). Then these roots are merged greedily, in program
 order, into the latest kernel that iterates over the same shape (or has its rows) and reads
 nothing it cannot see yet, looking back past kernels whose results the root does not read;
 otherwise they start a new kernel.
@@ -37,6 +39,7 @@ VIEWS = ("expand", "reshape", "transpose", "slice", "rev")
 MAX_CHAIN = 64  # fused ops in a row (see _chain_cuts)
 MAX_OUTPUTS = 32  # roots merged into one kernel
 LOOKBACK = 8  # kernels a root may skip back over to join one that can compute it
+RECOMPUTE_OPS = 4  # a shared value this cheap is computed by each kernel that reads it (_cheap_to_recompute)
 LIBRARY = ("matmul", "gather", "scatter_add", "concat", "pad", "argmax", "argmin")
 
 
@@ -120,11 +123,35 @@ def _realized(program, nodes):
             if n.op in LIBRARY or (n.op == "expand" and not _is_view_of_buffer(a)):
                 realized.add(id(a))
     # A value read by several consumers is computed once, unless it is a cheap view of a buffer
-    # (a broadcast row maximum is read where it lies, never written out at full size).
+    # (a broadcast row maximum is read where it lies, never written out at full size) or cheap
+    # to compute again where it is read (softmax's exp(x - max), which its gradient reads).
     for n in nodes:
-        if len(consumers.get(id(n), ())) > 1 and not _is_view_of_buffer(n, realized):
+        if len(consumers.get(id(n), ())) > 1 and not _is_view_of_buffer(n, realized) \
+                and not _cheap_to_recompute(n, realized):
             realized.add(id(n))
     return realized
+
+
+def _cheap_to_recompute(node, realized):
+    """Whether each kernel that reads ``node`` should compute it again rather than one kernel
+    write it and the others read it back: at most ``RECOMPUTE_OPS`` elementwise ops (views are
+    free) from buffers of at most 1.5 times its bytes (one array like it, plus broadcast rows or
+    scalars), so the reading kernel moves no more bytes than reading ``node`` would, and the
+    writer none. Within a kernel nothing costly is computed twice: a GPU's exp is one
+    instruction, and the CPU keeps such values in a row scratch array (``_row_scratch``)."""
+    computed, leaves, stack = {}, {}, [node]
+    while stack:
+        n = stack.pop()
+        if n is not node and _is_buffer(n, realized):
+            leaves[id(n)] = n.size * n.dtype.itemsize
+        elif id(n) not in computed:
+            if n.op not in ops.ELEMENTWISE and n.op not in VIEWS:
+                return False
+            computed[id(n)] = n
+            stack.extend(n.args)
+    work = sum(n.op not in VIEWS for n in computed.values())
+    return node.op not in VIEWS and work <= RECOMPUTE_OPS \
+        and sum(leaves.values()) <= 1.5 * node.size * node.dtype.itemsize
 
 
 def _chain_cuts(nodes, realized):

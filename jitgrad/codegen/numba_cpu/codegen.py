@@ -29,7 +29,9 @@ class _Body:
         self.kernel, self.buffers = kernel, buffers  # buffers: id(node) -> argument name
         self.expression, self.subscript = expression, subscript
         self.chunked = chunked  # in a chunked full reduction: the names read through chunk slices
+        self.scratch = set()  # names of row scratch arrays, indexed by the reduced axes only
         self.lines, self.cache, self.count = [], {}, 0
+        self.computed = {}  # (id(node), idx) -> node, for every value computed (not loaded)
 
     def value(self, root, idx):
         stack = [(root, idx, False)]
@@ -38,7 +40,7 @@ class _Body:
             key = (id(node), idx)
             if key in self.cache:
                 continue
-            if id(node) in self.buffers and not ready:
+            if id(node) in self.buffers and not ready and self._holds(node, idx):
                 self.cache[key] = self._load(node, idx)
                 continue
             if node.op == "const":
@@ -60,16 +62,24 @@ class _Body:
                 continue
             args = [self.cache[(id(a), idx)] for a in node.args]
             self.cache[key] = self._temp(self.expression(node, args))
+            self.computed[key] = node
         return self.cache[(id(root), idx)]
 
     def ref(self, name, idx):
         """``name[idx]``. In a chunked full reduction a buffer indexed by ``i0`` first is read
         (and written) through its chunk slice ``c_name`` from index ``j``, which Numba knows is
         not negative: no wraparound check, so the loop vectorizes."""
+        if name in self.scratch:
+            idx = tuple(idx[a] for a in self.kernel.reduce_axes)
         if self.chunked is not None and idx and idx[0] == "i0":
             self.chunked.add(name)
             return f"c_{name}[{_idx(('j',) + tuple(idx[1:]))}]"
         return f"{name}[{self.subscript(idx)}]"
+
+    def _holds(self, node, idx):
+        """Whether ``node``'s buffer holds it at ``idx``: a row scratch array only at the
+        current row (a view may read the value elsewhere: then it is computed)."""
+        return self.buffers[id(node)] not in self.scratch or all(idx[a] == f"i{a}" for a in self.kernel.kept_axes)
 
     def _load(self, node, idx):
         return self._temp(self.ref(self.buffers[id(node)], idx))
@@ -152,6 +162,9 @@ def loop_kernel_source(kernel, name):
     blocks = row_blocks(kernel) is not None
     if blocks:  # independent rows: parallel_for runs blocks lo:hi of the first kept axis
         lines[0] = f"def {name}({args}, lo, hi):"
+    scratch = _row_scratch(kernel, buffers)
+    rows = tuple(shape[a] for a in raxes)
+    lines += [f"    {s} = np.empty({rows}, np.{n.dtype.type.__name__})" for n, _, s in scratch]
     for n, a in enumerate(kept):
         rows = "lo, hi" if n == 0 and blocks else shape[a]
         lines.append("    " * depth + f"for i{a} in range({rows}):")
@@ -160,7 +173,8 @@ def loop_kernel_source(kernel, name):
         if step.kind == "row":
             lines += ["    " * depth + s for s in _row(step, kernel, buffers, stores)]
         else:
-            inits, inner, reductions = _phase(step, kernel, buffers, stores)
+            saves = [(n, s) for n, at, s in scratch if at is step]
+            inits, inner, reductions = _phase(step, kernel, buffers, stores, scratch=({s for *_, s in scratch}, saves))
             lines += ["    " * depth + s for s in inits]
             for k, a in enumerate(raxes):
                 lines.append("    " * (depth + k) + f"for i{a} in range({shape[a]}):")
@@ -168,7 +182,43 @@ def loop_kernel_source(kernel, name):
             kept_idx = _idx(tuple(f"i{a}" for a in kept))
             lines += ["    " * depth + f"{stores[id(r)]}[{kept_idx}] = acc{j}" for j, r in enumerate(reductions)]
         read_back(step, buffers, stores)
+        buffers.update((id(n), s) for n, at, s in scratch if at is step)
     return "\n".join(lines), inputs
+
+
+# Ops that cost a phase next to nothing to compute again: a few instructions each, no call
+ARITHMETIC = ops.UNARY_NUMERIC + ops.UNARY_LOGICAL + ops.BINARY_NUMERIC + ops.COMPARE + ops.BINARY_LOGICAL \
+    + ("select", "cast")
+
+
+def _row_scratch(kernel, buffers):
+    """[(node, step, name)]: values of a row kernel that a later phase would compute again and
+    that cost more than arithmetic (an exp, a division). The first phase that computes one keeps
+    the row of it in scratch array ``name`` (one row long, so it stays in cache) and later phases
+    read it there: softmax's gradient, in the pass that made the row sums, computes each exp once."""
+    buffers, aligned = dict(buffers), tuple(f"i{a}" for a in range(len(kernel.shape)))
+    first, chosen = {}, {}  # id -> the first phase computing it; id -> (node, that phase)
+    for step in kernel.steps:
+        if step.kind == "phase":
+            body = _Body(kernel, buffers)
+            roots = [o.args[0] if o.op in ops.REDUCE else o for o in step.outputs]
+            for root in roots:
+                body.value(root, aligned)
+            here = {id(n): n for (_, idx), n in body.computed.items() if idx == aligned}
+            stack, seen = list(roots), set()
+            while stack:  # down from this phase's roots to the costly values an earlier phase made
+                n = stack.pop()
+                if id(n) in seen or id(n) not in here:
+                    continue
+                seen.add(id(n))
+                if id(n) in first and n.op not in ARITHMETIC:
+                    chosen.setdefault(id(n), (n, first[id(n)]))
+                else:
+                    stack.extend(n.args)
+            for i in here:
+                first.setdefault(i, step)
+        read_back(step, buffers, {id(o): "_" for o in step.outputs})
+    return [(n, at, f"s{k}") for k, (n, at) in enumerate(chosen.values())]
 
 
 def read_back(step, buffers, stores):
@@ -178,24 +228,28 @@ def read_back(step, buffers, stores):
 
 
 def _phase(step, kernel, buffers, stores, accumulator=None,
-           expression=scalar_ops.expression, chunked=None, subscript=_idx):
+           expression=scalar_ops.expression, chunked=None, subscript=_idx, scratch=None):
     """(accumulator inits, loop body, reductions) of one pass over the reduced axes.
     ``accumulator(j, r)`` names where reduction ``j`` accumulates (default: scalar ``acc{j}``);
-    ``chunked``: see ``_Body``; ``subscript(idx)``: the text inside a buffer's brackets."""
+    ``chunked``: see ``_Body``; ``subscript(idx)``: the text inside a buffer's brackets;
+    ``scratch``: see ``phase_parts``."""
     inits, values, effects, reductions = phase_parts(step, kernel, buffers, stores, accumulator, expression, chunked,
-                                                     subscript=subscript)
+                                                     subscript=subscript, scratch=scratch)
     return inits, values + effects, reductions
 
 
 def phase_parts(step, kernel, buffers, stores, accumulator=None,
-                expression=scalar_ops.expression, chunked=None, subscript=_idx, copies=None):
+                expression=scalar_ops.expression, chunked=None, subscript=_idx, copies=None, scratch=None):
     """``_phase`` with the loop body in two parts: the values it loads and computes, then its
     effects (stores, accumulations). ``copies``: the index variables (a tuple, one name per
     axis) of each copy of the body, for a loop step over several elements (default: one copy,
     ``i{axis}``); copies whose indices agree on what a value reads share it (a row's values,
-    loaded once per step)."""
+    loaded once per step). ``scratch``: (the names of row scratch arrays, which ``buffers`` may
+    map values to, [(node, name)] this phase saves there) (``_row_scratch``)."""
     copies = copies or [tuple(f"i{a}" for a in range(len(kernel.shape)))]
+    names, saves = scratch or ((), ())
     body = _Body(kernel, buffers, expression, chunked, subscript)
+    body.scratch.update(names)
     reductions = [o for o in step.outputs if o.op in ops.REDUCE]
     accumulator = accumulator or (lambda j, r: f"acc{j}")
     inner = []
@@ -209,6 +263,7 @@ def phase_parts(step, kernel, buffers, stores, accumulator=None,
         for j, r in enumerate(reductions):
             v = body.value(r.args[0], idx)
             inner.append(scalar_ops.accumulate(r.op, accumulator(j, r), v))
+        inner += [f"{body.ref(name, idx)} = {body.value(node, idx)}" for node, name in saves]
     inits = [f"{accumulator(j, r)} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
     return inits, body.lines, inner, reductions
 
