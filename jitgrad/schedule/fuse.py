@@ -25,10 +25,10 @@ Which nodes become buffers ("realized"): program outputs, library ops and their 
 reductions, the operands of ``expand`` (a broadcast must not recompute its operand for every
 copy), and values several consumers need, unless a few elementwise ops compute them again from
 buffers of their size (``_cheap_to_recompute``: softmax's exp(x - max) is computed again by its
-gradient, which reads x anyway, instead of written out and read back). Then these roots are merged greedily, in program
-order, into the latest kernel that iterates over the same shape (or has its rows) and reads
-nothing it cannot see yet, looking back past kernels whose results the root does not read;
-otherwise they start a new kernel.
+gradient, which reads x anyway, instead of written out and read back). Then these roots are
+merged greedily, in program order, into the latest kernel that iterates over the same shape (or
+has its rows) and reads nothing it cannot see yet, looking back past kernels whose results the
+root does not read; otherwise they start a new kernel.
 """
 from ..ir import ops
 from ..ir.graph import toposort
@@ -145,7 +145,7 @@ def _cheap_to_recompute(node, realized):
         if n is not node and _is_buffer(n, realized):
             leaves[id(n)] = n.size * n.dtype.itemsize
         elif id(n) not in computed:
-            if n.op not in ops.ELEMENTWISE and n.op not in VIEWS:
+            if n.op not in ops.ELEMENTWISE and n.op not in VIEWS or len(computed) > 4 * RECOMPUTE_OPS:
                 return False
             computed[id(n)] = n
             stack.extend(n.args)

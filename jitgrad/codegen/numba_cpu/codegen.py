@@ -163,8 +163,8 @@ def loop_kernel_source(kernel, name):
     if blocks:  # independent rows: parallel_for runs blocks lo:hi of the first kept axis
         lines[0] = f"def {name}({args}, lo, hi):"
     scratch = _row_scratch(kernel, buffers)
-    rows = tuple(shape[a] for a in raxes)
-    lines += [f"    {s} = np.empty({rows}, np.{n.dtype.type.__name__})" for n, _, s in scratch]
+    row_shape = tuple(shape[a] for a in raxes)
+    lines += [f"    {s} = np.empty({row_shape}, np.{n.dtype.type.__name__})" for n, _, s in scratch]
     for n, a in enumerate(kept):
         rows = "lo, hi" if n == 0 and blocks else shape[a]
         lines.append("    " * depth + f"for i{a} in range({rows}):")
@@ -174,7 +174,8 @@ def loop_kernel_source(kernel, name):
             lines += ["    " * depth + s for s in _row(step, kernel, buffers, stores)]
         else:
             saves = [(n, s) for n, at, s in scratch if at is step]
-            inits, inner, reductions = _phase(step, kernel, buffers, stores, scratch=({s for *_, s in scratch}, saves))
+            inits, inner, reductions = _phase(step, kernel, buffers, stores,
+                                              scratch=({s for *_, s in scratch}, saves))
             lines += ["    " * depth + s for s in inits]
             for k, a in enumerate(raxes):
                 lines.append("    " * (depth + k) + f"for i{a} in range({shape[a]}):")
