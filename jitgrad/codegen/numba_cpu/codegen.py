@@ -31,6 +31,7 @@ class _Body:
         self.chunked = chunked  # in a chunked full reduction: the names read through chunk slices
         self.scratch = set()  # names of row scratch arrays, indexed by the reduced axes only
         self.lines, self.cache, self.count = [], {}, 0
+        self.loads = 0  # lines[:loads] are the loads: every load comes before any arithmetic
         self.computed = {}  # (id(node), idx) -> node, for every value computed (not loaded)
 
     def value(self, root, idx):
@@ -82,13 +83,19 @@ class _Body:
         return self.buffers[id(node)] not in self.scratch or all(idx[a] == f"i{a}" for a in self.kernel.kept_axes)
 
     def _load(self, node, idx):
-        return self._temp(self.ref(self.buffers[id(node)], idx))
+        # Loads first, so that all of a step's memory requests are in flight before its
+        # arithmetic (an unrolled GPU loop step's four elements' loads, which ptxas may otherwise
+        # leave where they are read, to save registers)
+        name = self._temp(self.ref(self.buffers[id(node)], idx))
+        self.lines.insert(self.loads, self.lines.pop())
+        self.loads += 1
+        return name
 
     def _const(self, node, idx):
         value = node.params["value"]
         if value.size == 1:
             return scalar_ops.literal(value.reshape(()).item(), node.dtype)
-        return self._temp(self.ref(self.buffers[id(node)], idx))
+        return self._load(node, idx)
 
     def _temp(self, expr):
         name = f"t{self.count}"
