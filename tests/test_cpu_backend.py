@@ -5,6 +5,7 @@ every kernel shape the planner makes: fused elementwise chains with reductions i
 row reductions, column reductions, views as index arithmetic, library ops, float32 and float64.
 """
 import os
+import re
 
 import numpy as np
 import pytest
@@ -129,6 +130,15 @@ def test_a_later_phase_reads_costly_values_from_a_row_scratch():
     kernel = source.split("# kernel 1")[0]
     assert kernel.count("vm.exp_f64(") == 1 and "s0 = np.empty((5,), np.float64)" in kernel, kernel
     assert kernel.count("s0[i1] = ") == 1 and kernel.count("= s0[i1]") >= 1, kernel
+
+
+def test_a_one_hot_compares_labels_with_the_loop_index():
+    """The column numbers a one-hot compares labels with (the constant arange(n)) are the loop's
+    own index in the generated code, not a buffer read per element."""
+    logits, labels = rng.standard_normal((6, 5)), np.array([0, 4, 2, 2, 1, 3])
+    kernel = jg.jit_grad(_xent, device="cpu").lower(logits, labels).source.split("# kernel 1")[0]
+    assert re.search(r"np\.int64\(\(?i1\)?\) == ", kernel), kernel
+    assert not re.search(r"in\d+\[\(?i1\)?\]", kernel), kernel  # nothing read at the column alone
 
 
 def test_a_mean_divides_in_its_reduction_kernel():

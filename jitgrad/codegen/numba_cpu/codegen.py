@@ -92,9 +92,8 @@ class _Body:
         return name
 
     def _const(self, node, idx):
-        value = node.params["value"]
-        if value.size == 1:
-            return scalar_ops.literal(value.reshape(()).item(), node.dtype)
+        if scalar_ops.inline_const(node):
+            return scalar_ops.const_value(node, idx)
         return self._load(node, idx)
 
     def _temp(self, expr):
@@ -132,7 +131,7 @@ def partials(kernel):
 
 def loop_kernel_source(kernel, name):
     """(source, argument nodes): the kernel reads its input buffers and writes its stores."""
-    inputs = [n for n in kernel.inputs if not (n.op == "const" and n.size == 1)]
+    inputs = [n for n in kernel.inputs if not (n.op == "const" and scalar_ops.inline_const(n))]
     buffers = {id(n): f"in{i}" for i, n in enumerate(inputs)}
     stores = {id(o): f"out{i}" for i, o in enumerate(kernel.stores)}
     shape, raxes, kept = kernel.shape, kernel.reduce_axes, kernel.kept_axes

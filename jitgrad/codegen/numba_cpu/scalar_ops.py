@@ -57,6 +57,24 @@ def literal(value, dtype):
     return f"np.{dtype.name}({value!r})"
 
 
+def inline_const(node):
+    """Whether a constant is written into the kernel's code instead of read from a buffer: a
+    scalar, or ``arange(n)`` (a one-hot's column numbers), whose value at index ``i`` is ``i``."""
+    value = node.params["value"]
+    if value.size == 1:
+        return True
+    return value.ndim == 1 and value.size > 1 and value.dtype.kind in "iuf" and value[0] == 0 \
+        and value[-1] == value.size - 1 and np.array_equal(value, np.arange(value.size))
+
+
+def const_value(node, idx):
+    """The code of an inline constant (``inline_const``) at index ``idx``."""
+    value = node.params["value"]
+    if value.size == 1:
+        return literal(value.reshape(()).item(), node.dtype)
+    return _typed(node.dtype, idx[0])
+
+
 def wide_dtype(op, dtype):
     """The dtype a reduction's total accumulates in: float64 for float32 sums."""
     return np.dtype(np.float64) if op == "reduce_sum" and dtype == np.float32 else np.dtype(dtype)

@@ -100,7 +100,7 @@ def _indent(lines, depth):
 def loop_kernel_source(kernel, name, threads, lanes=None):
     """(source, argument nodes, extra scratch args) of a fusion-plan loop kernel for CUDA, for
     blocks of ``threads``; a row kernel reduces each row with ``lanes`` threads (None: a block)."""
-    inputs = [n for n in kernel.inputs if not (n.op == "const" and n.size == 1)]
+    inputs = [n for n in kernel.inputs if not (n.op == "const" and scalar_ops.inline_const(n))]
     buffers = {id(n): f"in{i}" for i, n in enumerate(inputs)}
     stores = {id(o): f"out{i}" for i, o in enumerate(kernel.stores)}
     raxes, kept = kernel.reduce_axes, kernel.kept_axes
