@@ -32,6 +32,14 @@ def _views(x, y):
     return np.sum(np.exp(z) * np.flip(z, axis=1)) + np.max(x) - np.min(y)
 
 
+def _softmax_over_two_axes(x, w):
+    """Rows of two reduced axes whose exp later phases read again (the CPU's row scratch), once
+    through a view of the row (a flip)."""
+    e = np.exp(x - np.max(x, axis=(1, 2), keepdims=True))
+    p = e / np.sum(e, axis=(1, 2), keepdims=True)
+    return np.sum(p * w) + np.sum(np.log1p(p[:, ::-1, :]) * w)
+
+
 CASES = {
     "graph_xyz": (lambda x, y, z: np.sum(x * y + z), [(257,), (257,), (257,)], (0, 1, 2)),
     "elementwise_chain": (lambda x, y: np.sum(np.tanh(x) * jg.nn.sigmoid(y) + np.exp(-x * x) * np.log1p(y * y)),
@@ -41,6 +49,7 @@ CASES = {
     "layernorm": (_layernorm, [(4, 6), (6, 5), (5,), (5,)], (1, 2, 3)),
     "views": (_views, [(4, 3), (3, 4, 2)], (0, 1)),
     "column_reduce": (lambda x, b: np.sum(np.var(x + b, axis=0) * b), [(5, 3), (3,)], (0, 1)),
+    "softmax_two_axes": (_softmax_over_two_axes, [(3, 4, 5), (3, 4, 5)], (0, 1)),
 }
 
 
