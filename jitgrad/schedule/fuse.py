@@ -137,8 +137,9 @@ def _cheap_to_recompute(node, realized):
     write it and the others read it back: at most ``RECOMPUTE_OPS`` elementwise ops (views are
     free) from buffers of at most 1.5 times its bytes (one array like it, plus broadcast rows or
     scalars), so the reading kernel moves no more bytes than reading ``node`` would, and the
-    writer none. Within a kernel nothing costly is computed twice: a GPU's exp is one
-    instruction, and the CPU keeps such values in a row scratch array (``_row_scratch``)."""
+    writer none. A later phase of the same kernel computes it again too: cheap on a GPU (an exp
+    is one special-function instruction); the CPU keeps the costly ones of a row in a scratch
+    array (its codegen's ``_row_scratch``)."""
     computed, leaves, stack = {}, {}, [node]
     while stack:
         n = stack.pop()
