@@ -80,8 +80,9 @@ class _Body:
     def _holds(self, node, idx):
         """Whether ``node``'s buffer holds it at ``idx``: a row scratch array only at the
         current row (a view may read the value elsewhere: then it is computed)."""
-        at_row = all(idx[a] == f"i{a}" for a in self.kernel.kept_axes)
-        return self.buffers[id(node)] not in self.scratch or at_row
+        if self.buffers[id(node)] not in self.scratch:
+            return True
+        return all(idx[a] == f"i{a}" for a in self.kernel.kept_axes)  # idx: the kernel's own axes
 
     def _load(self, node, idx):
         # Loads first, so that all of a step's memory requests are in flight before its
