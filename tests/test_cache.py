@@ -142,4 +142,3 @@ def test_the_cache_key_covers_every_module_generated_code_imports():
     imported |= {(package, name) for package, names in packages for name in re.findall(r"\w+", names.split(" as ")[0])}
     assert {f"{package}/{name}.py" for package, name in imported} <= set(cache.COMPILED_IN)
     assert len(imported) >= 4
-

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("numba.cuda")
-from jitgrad.codegen.numba_cuda.ptx import _ptxas  # noqa: E402
+from jitgrad.codegen.numba_cuda.ptx import _tool  # noqa: E402
 
 
 def _without_simulator(module, *args):
@@ -70,5 +70,5 @@ def test_kernels_compile_for_sm90_without_spills():
     names = {r["kernel"] for r in rows}
     assert {"kernel", "gather", "scatter_add", "matmul", "concat", "pad", "fill"} <= names, names
     assert not [r for r in rows if r.get("spill_bytes")], "kernels spill registers"
-    if _ptxas():  # machine code was built: every kernel reports its registers
+    if _tool("ptxas"):  # machine code was built: every kernel reports its registers
         assert all(r["registers"] > 0 for r in rows)

@@ -25,11 +25,12 @@ def _idx(names):
 class _Body:
     """Emits scalar temporaries for (node, index) pairs, iteratively (deep chains are fine)."""
 
-    def __init__(self, kernel, buffers, expression=scalar_ops.expression, chunked=None, subscript=_idx):
+    def __init__(self, kernel, buffers, expression=scalar_ops.expression, chunked=None, subscript=_idx,
+                 scratch=()):
         self.kernel, self.buffers = kernel, buffers  # buffers: id(node) -> argument name
         self.expression, self.subscript = expression, subscript
         self.chunked = chunked  # in a chunked full reduction: the names read through chunk slices
-        self.scratch = set()  # names of row scratch arrays, indexed by the reduced axes only
+        self.scratch = set(scratch)  # names of row scratch arrays, indexed by the reduced axes only
         self.lines, self.cache, self.count = [], {}, 0
         self.loads = 0  # lines[:loads] are the loads: every load comes before any arithmetic
         self.computed = {}  # (id(node), idx) -> node, for every value computed (not loaded)
@@ -181,9 +182,7 @@ def loop_kernel_source(kernel, name):
         if step.kind == "row":
             lines += ["    " * depth + s for s in _row(step, kernel, buffers, stores)]
         else:
-            saves = [(n, s) for n, at, s in scratch if at is step]
-            inits, inner, reductions = _phase(step, kernel, buffers, stores,
-                                              scratch=({s for *_, s in scratch}, saves))
+            inits, inner, reductions = _phase(step, kernel, buffers, stores, scratch=scratch)
             lines += ["    " * depth + s for s in inits]
             for k, a in enumerate(raxes):
                 lines.append("    " * (depth + k) + f"for i{a} in range({shape[a]}):")
@@ -253,12 +252,12 @@ def phase_parts(step, kernel, buffers, stores, accumulator=None,
     effects (stores, accumulations). ``copies``: the index variables (a tuple, one name per
     axis) of each copy of the body, for a loop step over several elements (default: one copy,
     ``i{axis}``); copies whose indices agree on what a value reads share it (a row's values,
-    loaded once per step). ``scratch``: (the names of row scratch arrays, which ``buffers`` may
-    map values to, [(node, name)] this phase saves there) (``_row_scratch``)."""
+    loaded once per step). ``scratch``: the kernel's row scratch arrays (``_row_scratch``), which
+    ``buffers`` may map values of earlier phases to; this phase saves those it is the first to
+    compute."""
     copies = copies or [tuple(f"i{a}" for a in range(len(kernel.shape)))]
-    names, saves = scratch or ((), ())
-    body = _Body(kernel, buffers, expression, chunked, subscript)
-    body.scratch.update(names)
+    scratch = scratch or []
+    body = _Body(kernel, buffers, expression, chunked, subscript, scratch=[s for *_, s in scratch])
     reductions = [o for o in step.outputs if o.op in ops.REDUCE]
     accumulator = accumulator or (lambda j, r: f"acc{j}")
     inner = []
@@ -272,7 +271,7 @@ def phase_parts(step, kernel, buffers, stores, accumulator=None,
         for j, r in enumerate(reductions):
             v = body.value(r.args[0], idx)
             inner.append(scalar_ops.accumulate(r.op, accumulator(j, r), v))
-        inner += [f"{body.ref(name, idx)} = {body.value(node, idx)}" for node, name in saves]
+        inner += [f"{body.ref(name, idx)} = {body.value(node, idx)}" for node, at, name in scratch if at is step]
     inits = [f"{accumulator(j, r)} = {scalar_ops.reduce_init(r.op, r.dtype)}" for j, r in enumerate(reductions)]
     return inits, body.lines, inner, reductions
 

@@ -68,15 +68,11 @@ def _tool(name):
     return shutil.which(name) or next((str(p) for p in wheel if p.exists()), None)
 
 
-def _ptxas():
-    return _tool("ptxas")
-
-
 def assemble(ptx, cc=CC):
     """Registers and spill bytes from ``ptxas -v`` (empty when ptxas is not installed), and with
     nvdisasm the machine instructions (SASS, padding left out): the static measure the CUDA
     kernels' code changes were judged by where no card was at hand."""
-    ptxas = _ptxas()
+    ptxas = _tool("ptxas")
     if ptxas is None:
         return {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,7 +82,7 @@ def assemble(ptx, cc=CC):
         log = subprocess.run([ptxas, f"-arch=sm_{cc[0]}{cc[1]}", "-v", path, "-o", cubin],
                              capture_output=True, text=True, check=True).stderr
         nvdisasm = _tool("nvdisasm")
-        sass = subprocess.run([nvdisasm, "-c", cubin], capture_output=True, text=True, check=True).stdout if nvdisasm else None
+        sass = nvdisasm and subprocess.run([nvdisasm, "-c", cubin], capture_output=True, text=True, check=True).stdout
     registers = re.search(r"Used (\d+) registers", log)
     spills = [int(n) for n in re.findall(r"(\d+) bytes spill (?:stores|loads)", log)]
     row = {"registers": int(registers.group(1)) if registers else 0, "spill_bytes": sum(spills)}
