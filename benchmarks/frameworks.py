@@ -241,13 +241,7 @@ class Jitgrad(Framework):
         return {"JITGRAD_CACHE_DIR": cache_dir, "NUMBA_CACHE_DIR": cache_dir}
 
     def setup(self, threads):
-        importlib.import_module("jitgrad")
-        if self.device != "numpy":
-            try:
-                import numba
-                numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-            except ImportError:
-                pass
+        importlib.import_module("jitgrad")  # its thread pool reads JITGRAD_NUM_THREADS (runner.worker_env)
 
     def build(self, w, args):
         import jitgrad as jg

@@ -28,6 +28,7 @@ import traceback
 import numpy as np
 
 from .frameworks import by_name
+from .neighbours import BEFORE, run_before
 from .workloads import WORKLOADS
 
 RTOL = 1e-3  # float32: values and gradients within 0.1% (gradients normwise: max|err| / max|ref|)
@@ -175,30 +176,50 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
         return dump()
     out["setup_s"] = time.perf_counter() - t
     for name in names:
-        w = WORKLOADS[name]
-        cell = out["cells"][name] = {"status": "running"}
+        out["cells"][name] = {"status": "running"}
         dump()
-        try:
-            args, ref = load(w, small, data_dir)
-            call, to_numpy = fw.build(w, args)
-            t = time.perf_counter()
-            res = call()
-            cell["first_call_inprocess_s"] = time.perf_counter() - t
-            got = to_numpy(res)
-            ok, cell["check"] = check(got, ref)
-            cell["views"] = views(got[1], args, w.argnums)
-            del res, ref, got
-            if not ok:
-                cell["status"] = "wrong"
-                continue
-            gpu = fw.gpu
-            cell.update(time_calls(call, repeats, max(min_time, GPU_MIN_TIME_S) if gpu else min_time, max_time,
-                                   host_memory=not gpu, warmup_s=GPU_WARMUP_S if gpu else 0.0))
-            cell["status"] = "ok"
-        except Exception as exc:  # a failing cell is reported, never fatal
-            cell.update(_error(exc))
-        finally:
-            dump()
+        out["cells"][name] = measure_cell(fw, WORKLOADS[name], repeats, min_time, max_time, small, data_dir)
+        dump()
+
+
+def measure_cell(fw, w, repeats, min_time, max_time, small, data_dir):
+    """One cell: the first call (timed), the check against the hand-written gradients, then the
+    warm calls of :func:`time_calls`; a failure is the cell's status, never raised."""
+    cell = {"status": "running"}
+    try:
+        args, ref = load(w, small, data_dir)
+        call, to_numpy = fw.build(w, args)
+        t = time.perf_counter()
+        res = call()
+        cell["first_call_inprocess_s"] = time.perf_counter() - t
+        got = to_numpy(res)
+        ok, cell["check"] = check(got, ref)
+        cell["views"] = views(got[1], args, w.argnums)
+        del res, ref, got
+        if not ok:
+            cell["status"] = "wrong"
+            return cell
+        gpu = fw.gpu
+        cell.update(time_calls(call, repeats, max(min_time, GPU_MIN_TIME_S) if gpu else min_time, max_time,
+                               host_memory=not gpu, warmup_s=GPU_WARMUP_S if gpu else 0.0))
+        cell["status"] = "ok"
+    except Exception as exc:  # a failing cell is reported, never fatal
+        cell.update(_error(exc))
+    return cell
+
+
+def together_worker(fws, names, before, repeats, min_time, max_time, threads, small, json_path, data_dir=None):
+    """Several frameworks in one process, after the ``before`` neighbours ran
+    (``neighbours.py``): each workload on each framework in turn; results to ``json_path``."""
+    run_before(before)
+    for fw in fws:
+        fw.setup(threads)
+    cells = {}
+    for name in names:
+        cells[name] = {fw.name: measure_cell(fw, WORKLOADS[name], repeats, min_time, max_time, small, data_dir)
+                       for fw in fws}
+        with open(json_path, "w") as f:
+            json.dump({"before": before, "cells": cells}, f)
 
 
 def first_worker(fw, name, threads, small, json_path, data_dir=None):
@@ -347,8 +368,9 @@ def _nvidia_smi():
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m benchmarks.measure", description=__doc__.split("\n")[0])
-    p.add_argument("mode", choices=["warm", "first", "gpucopy"])
-    p.add_argument("--framework", help="required for warm and first")
+    p.add_argument("mode", choices=["warm", "first", "together", "gpucopy"])
+    p.add_argument("--framework", help="required for warm and first; comma-separated for together")
+    p.add_argument("--before", default="", help=f"together: what runs first in the process ({', '.join(BEFORE)})")
     p.add_argument("--workloads", help="comma-separated; required for warm and first")
     p.add_argument("--json", required=True)
     p.add_argument("--repeats", type=int, default=20)
@@ -364,8 +386,13 @@ def main(argv=None):
         return
     if not (a.framework and a.workloads):
         p.error("warm and first need --framework and --workloads")
-    fw = by_name(a.framework)
     names = a.workloads.split(",")
+    if a.mode == "together":
+        before = [b for b in a.before.split(",") if b]
+        together_worker([by_name(f) for f in a.framework.split(",")], names, before, a.repeats, a.min_time,
+                        a.max_time, a.threads, a.small, a.json, a.data)
+        return
+    fw = by_name(a.framework)
     if a.mode == "warm":
         warm_worker(fw, names, a.repeats, a.min_time, a.max_time, a.threads, a.small, a.json, a.data)
     else:

@@ -3,6 +3,7 @@ import datetime
 import os
 import platform
 
+from . import neighbours
 from .frameworks import GPU, PEERS
 
 STATUS_NOTE = {"missing": "package or jitgrad device not available", "error": "raised (see Errors)",
@@ -170,6 +171,8 @@ def markdown(results):
         out.append("")
     if s.get("gpu"):
         out += gpu_tables(results)
+    if results.get("neighbours"):
+        out += neighbours.markdown(results["neighbours"])
     problems = [(n, fw, c) for n, cells in results["cells"].items() for fw, c in cells.items()
                 if c.get("status") not in ("ok", "missing")]
     firsts = [(n, fw, c[k]) for n, cells in results["cells"].items() for fw, c in cells.items()

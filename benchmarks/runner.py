@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import report
+from . import neighbours, report
 from .frameworks import GPU, GPU_PEERS, PEERS, all_frameworks, gpu_missing, jitgrad_devices
 from .measure import RTOL, prepare, stream, threadpools
 from .workloads import WORKLOADS
@@ -55,6 +55,10 @@ def parse(argv):
     p.add_argument("--threads", type=int, help="threads for BLAS/OpenMP/torch/Numba in the workers "
                                                "(default: all cores; XLA always uses its own pool)")
     p.add_argument("--small", action="store_true", help="tiny sizes (smoke test of the runner; labelled)")
+    p.add_argument("--neighbours", action="store_true",
+                   help="also the co-residence check (SPEC 6.2): NumPy by hand and jitgrad[cpu] in one process, "
+                        "alone, after parallel Numba and torch ran first, and beside a process spinning on one "
+                        f"core, on {', '.join(neighbours.TARGET_WORKLOADS)}; exit status 3 if a target is missed")
     p.add_argument("--out", help="output folder (default: benchmarks/out, the GPU run benchmarks/out/cuda)")
     p.add_argument("--write-results", action="store_true",
                    help="also write benchmarks/RESULTS.md (the GPU run: its GPU section only)")
@@ -121,7 +125,7 @@ def worker_env(fw, cache_dir, threads):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", **fw.cache_env(str(cache_dir)), **fw.env()}  # fw.env() wins
     if threads:
         env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                              "NUMBA_NUM_THREADS")})
+                                              "NUMBA_NUM_THREADS", "JITGRAD_NUM_THREADS")})
     return env
 
 
@@ -280,6 +284,8 @@ def measure_all(a, clock, names, fws, openblas_env):
         clock.log(f"inputs and hand-written NumPy gradients of {len(names)} workloads written to {tmp / 'data'}")
         describe_workloads(names, a.small, tmp / "data", results)
         warm_phase(a, fws, names, tmp, clock, results)
+        if a.neighbours:
+            neighbours.phase(a, names, tmp, clock, results, run_worker, worker_env)
         if a.fresh:
             fresh_phase(a, fws, names, tmp, clock, results)
     finally:
@@ -310,6 +316,9 @@ def main(argv=None, openblas_env=None):
     out = Path(a.out or ROOT / "benchmarks" / "out" / (GPU if results["settings"].get("gpu") else ""))
     out.mkdir(parents=True, exist_ok=True)
     write_outputs(a, clock, results, out)
+    if a.neighbours and not all(ok for *_, ok in neighbours.check(results["neighbours"])):
+        clock.log("neighbours: a SPEC 6.2 target was missed (see the Neighbours table)")
+        sys.exit(3)
 
 
 def write_outputs(a, clock, results, out):

@@ -6,8 +6,7 @@
 ...     return np.sum(x * y + z)
 >>> value, (dx, dy, dz) = c(np.ones(3), np.full(3, 2.0), np.zeros(3))
 """
-from .codegen import numba_cpu as _numba_cpu  # noqa: F401  (first: sets OMP_WAIT_POLICY before Numba starts threads)
-from . import nn, numpy  # noqa: F401,E402
+from . import nn, numpy  # noqa: F401
 from .errors import GradError, JitgradError, ShapeError, TraceError  # noqa: F401
 from .frontend.api import Lowered, grad, jit, jit_grad, jvp, make_ir, value_and_grad, vjp  # noqa: F401
 from .frontend.numpy_api import stop_gradient  # noqa: F401

@@ -195,7 +195,7 @@ def test_parallel_kernels_match_reference():
     x[uneven // 2] = np.nan  # propagates through its chunk's partial and the join, as in NumPy
     assert np.isnan(jg.jit(lambda x: (np.sum(x * 0.5), np.max(x), np.min(x)), device="cpu")(x)).all()
     source = jg.jit_grad(lambda l, y: jg.nn.cross_entropy(l, y), device="cpu").lower(logits, labels).source
-    assert "in range(lo, hi):" in source and "parallel_for(buffers[" in source and "prange(" not in source
+    assert "in range(lo, hi):" in source and "parallel_for(pool, buffers[" in source and "prange(" not in source
 
 
 def test_a_stored_view_is_the_base_of_a_folded_one():

@@ -12,15 +12,14 @@ from collections import namedtuple
 
 import llvmlite.binding as llvm
 import numpy as np
-from numba.np.ufunc.parallel import _launch_threads
 
 from ...runtime import cache
 from ...schedule.fuse import LIBRARY, VIEWS, plan
 from ..numpy_ref import IMPLS
-from . import native
+from . import native, parallel
 from .codegen import indexed_source, loop_kernel_source, partials, row_blocks, serial_loop
 from .entry import entry_source, gemm_lines, gemm_operands
-from .parallel import DRIVER_SOURCE
+from .pool import pool
 
 
 def _start_numba_target():
@@ -45,7 +44,7 @@ INDEXED = ("gather", "scatter_add")  # library ops compiled as kernels of their 
 FASTMATH = {"contract", "arcp", "nsz", "reassoc"}  # keeps NaN and inf semantics (no nnan/ninf)
 _compiled, _lock = {}, threading.Lock()
 
-KERNEL_HEADER = ("import math\n\nimport numpy as np\nfrom numba import carray, cfunc, njit, prange\n\n"
+KERNEL_HEADER = ("import math\n\nimport numpy as np\nfrom numba import carray, cfunc\n\n"
                  "from jitgrad.codegen.numba_cpu import vecmath as vm\n")
 ENTRY_HEADER = ("import numpy as np\nfrom numba import njit\nfrom numba.types import ExternalFunction, int64, uintp, void\n\n"
                 "from jitgrad.codegen.numba_cpu.blas import dgemm, sgemm\n")
@@ -59,7 +58,6 @@ def compile_kernel(source, args):
     (Numba would optimize and compile a called dispatcher's code again, inside every caller).
     A kernel over rows ``lo, hi`` (its last two parameters) also takes them, and runs under
     ``parallel_for``."""
-    parallel = "prange(" in source
     head, body = source.split("\n", 1)
     params = head[head.index("(") + 1:head.index(")")].split(", ")
     rows = params[-2:] == ["lo", "hi"]
@@ -69,21 +67,19 @@ def compile_kernel(source, args):
     options = f"fastmath={flags}, error_model='numpy'"
     signature, call = ("void(CPointer(voidptr), int64, int64)", "args, lo, hi") if rows else ("void(CPointer(voidptr))", "args")
     wrapper = f"@cfunc('{signature}', " + options + f")\ndef kernel({call}):\n"
-    if parallel:
-        # A parfor writing to arrays made by carray in the same function loses the writes
-        # (Numba 0.68, measured), so a parallel loop stays an @njit function the wrapper calls.
-        module_source = (f"{KERNEL_HEADER}\n@njit(parallel=True, {options})\ndef loops({', '.join(params)}):\n{body}\n"
-                         f"\n\n{wrapper}    loops({', '.join(arrays)})\n")
-    else:
-        loads = "".join(f"    {p} = {a}\n" for p, a in zip(params, arrays))
-        module_source = f"{KERNEL_HEADER}\n{wrapper}{loads}{body}\n"
-    return _once(_Native, module_source, "kernel")
+    loads = "".join(f"    {p} = {a}\n" for p, a in zip(params, arrays))
+    return _once(_Native, f"{KERNEL_HEADER}\n{wrapper}{loads}{body}\n", "kernel")
 
 
-def parallel_for():
-    """The driver that runs a kernel's row blocks on Numba's threads (``parallel.py``): compiled
-    once (or loaded from the disk cache) when a program first needs it."""
-    return _once(_Native, f"{KERNEL_HEADER}{DRIVER_SOURCE}", "kernel")
+def pool_function(source):
+    """One of the thread pool's C functions (``parallel.py``), compiled once or loaded from the
+    disk cache."""
+    return _once(_Native, parallel.HEADER + source, "kernel")
+
+
+def thread_pool():
+    """The process's thread pool (``pool.py``), started when a program first needs it."""
+    return pool(lambda source: _once(_Native, source, "kernel").address)
 
 
 def compile_entry(source, name):
@@ -106,11 +102,6 @@ class _Native:
     machine code is loaded from the disk cache, else compiled by Numba now and stored there."""
 
     def __init__(self, module_source, name):
-        if "parallel=True" in module_source:
-            # A parfor's machine code calls the threading layer's scheduler by symbol; Numba
-            # registers those symbols when it starts its threads, which loading machine code
-            # does not do (a new process would abort: "Symbol not found: allocate_sched").
-            _launch_threads()
         self.symbol = "jitgrad_k_" + cache.source_hash(module_source)[:32]
         self.address = _load(module_source, native.load)
         if self.address is None:
@@ -291,7 +282,18 @@ class Executable:
         self.loop_sources, self.entry_sources, self._runs = {}, [], []
         self._table, gemm_slots = [], {}  # table slot -> environment position (-1: a kernel's address)
         self._functions = []  # (table slot, row-block kernel whose address it holds)
+        self._pool_slot = None  # table slot of the thread pool's address, once a step needs it
         externs, body, used = [], [], set()
+
+        def use_pool(name, source, signature):
+            """Declare the pool's C function ``name``; the table slot of the pool's address."""
+            extern = f"{name} = ExternalFunction({pool_function(source).symbol!r}, {signature})"
+            if extern not in externs:
+                externs.append(extern)
+            if self._pool_slot is None:
+                self._pool_slot = len(self._table)
+                self._table.append(-1)
+            return self._pool_slot
 
         def where(node, written=False):
             return self.position[("copy", id(node)) if written and node.op in ("input", "const") else id(node)]
@@ -311,6 +313,8 @@ class Executable:
             params = sorted(used)
             fn_name = "entry" if all(k != "python" for k in kinds) else f"entry{len(self.entry_sources)}"
             lines = ["args = buffers.ctypes.data"] * any(line.startswith(("kernel", "parallel_for")) for line in body) + body
+            if self._pool_slot is not None and any("(pool," in line for line in body):
+                lines.insert(0, f"pool = buffers[{self._pool_slot}]")
             source = "\n".join(externs + [""] * bool(externs) + [
                 entry_source(fn_name, [self.names[i] for i in params] + ["buffers"], lines)])
             self.entry_sources.append(source)
@@ -328,13 +332,11 @@ class Executable:
                          for j, p in enumerate(positions) if p < self.table_start]
                 buffer_names = ", ".join(self.names[p] for p in positions)
                 rows = row_blocks(k) if kind == "loop" else None
-                if rows is not None:  # its rows in blocks on Numba's threads; its address is in the table
-                    driver = f"parallel_for = ExternalFunction({parallel_for().symbol!r}, void(uintp, uintp, int64))"
-                    if driver not in externs:
-                        externs.append(driver)
+                if rows is not None:  # its rows in blocks on the pool's threads; its address is in the table
+                    use_pool("parallel_for", parallel.PARALLEL_FOR, "void(uintp, uintp, uintp, int64)")
                     self._functions.append((len(self._table), kernel))
                     self._table.append(-1)
-                    body.append(f"parallel_for(buffers[{len(self._table) - 1}], args + np.uintp({8 * start}), "
+                    body.append(f"parallel_for(pool, buffers[{len(self._table) - 1}], args + np.uintp({8 * start}), "
                                 f"{rows})  # kernel{i}: {buffer_names}")
                     if i in self._partials:  # a full reduction's last call joins its chunks' partials
                         externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp, int64, int64))")
@@ -376,6 +378,8 @@ class Executable:
                     table[slot] = buffers[i - self.table_start].ctypes.data
             for slot, kernel in self._functions:
                 table[slot] = kernel.address
+            if self._pool_slot is not None:
+                table[self._pool_slot] = thread_pool().address
             pool = self._pools.buffers = (buffers, table)
         return pool
 

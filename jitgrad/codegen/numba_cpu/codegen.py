@@ -116,7 +116,7 @@ def row_blocks(kernel):
     """The rows ``parallel_for`` splits into blocks, for a kernel large enough for threads whose
     rows are independent (its source then takes ``lo, hi``): the first kept axis, or a full
     reduction's chunks (``_chunk_partials``); else None."""
-    if _leading(kernel) or math.prod(kernel.shape) < PARALLEL_MIN_SIZE:
+    if math.prod(kernel.shape) < PARALLEL_MIN_SIZE or _leading(kernel) and kernel.kept_axes[0] != 0:
         return None
     if not kernel.kept_axes:
         return _chunks(kernel.shape)[1]
@@ -162,10 +162,11 @@ def loop_kernel_source(kernel, name):
             lines += ["    " + s for s in tail_lines]
         return "\n".join(lines), inputs
     if _leading(kernel):
-        loop = "prange" if math.prod(shape) >= PARALLEL_MIN_SIZE else "range"
         # Reducing leading axes (a bias gradient): walk memory in order and accumulate into the
         # output row, instead of striding down each column.
-        lines += _leading_reduction(loop, kernel, buffers, stores)
+        if row_blocks(kernel) is not None:
+            lines[0] = f"def {name}({args}, lo, hi):"
+        lines += _leading_reduction(kernel, buffers, stores)
         return "\n".join(lines), inputs
     depth = 1
     blocks = row_blocks(kernel) is not None
@@ -350,19 +351,21 @@ def _finish(reductions, stores, tail, chunks):
     return lines + ["        " + s for s in tail] + ["        return"]
 
 
-def _leading_reduction(loop, kernel, buffers, stores):
+def _leading_reduction(kernel, buffers, stores):
+    """Loops that reduce ``kernel``'s leading axes; over rows ``lo:hi`` of axis 0 where it is
+    kept and the kernel is run in blocks (``row_blocks``)."""
     shape, kept = kernel.shape, kernel.kept_axes
+    first = "lo, hi" if row_blocks(kernel) is not None else str(shape[0])
     (step,) = kernel.steps
     kept_idx = _idx(tuple(f"i{a}" for a in kept))
     inits, inner, _ = _phase(step, kernel, buffers, stores,
                              accumulator=lambda j, r: f"{stores[id(r)]}[{kept_idx}]")
     lines = []
     for k, a in enumerate(kept):
-        lines.append("    " * (k + 1) + f"for i{a} in range({shape[a]}):")
+        lines.append("    " * (k + 1) + f"for i{a} in range({first if a == 0 else shape[a]}):")
     lines += ["    " * (len(kept) + 1) + s for s in inits]
-    for a in range(len(shape)):  # rows of different threads touch different outputs only if axis 0 is kept
-        outer = loop if a == 0 and 0 in kept else "range"
-        lines.append("    " * (a + 1) + f"for i{a} in {outer}({shape[a]}):")
+    for a in range(len(shape)):
+        lines.append("    " * (a + 1) + f"for i{a} in range({first if a == 0 else shape[a]}):")
     lines += ["    " * (len(shape) + 1) + s for s in inner]
     return lines
 

@@ -1,0 +1,130 @@
+"""Co-residence: jitgrad and NumPy by hand in the conditions of a user's process (SPEC 6.2).
+
+The warm phase gives each framework a process of its own, which hides what neighbours do to
+thread pools. Here NumPy by hand and jitgrad[cpu] run in *one* worker process, under three
+conditions, each in a fresh worker:
+
+- ``alone``: nothing else ran in the process;
+- ``numba+torch first``: a parallel ``@numba.njit`` function and a PyTorch op ran before
+  jitgrad was imported (their thread pools started first, with their own settings);
+- ``busy core``: as ``alone``, while another process spins on one core.
+
+The check (``check``): on ``TARGET_WORKLOADS``, jitgrad's warm time with numba+torch first is
+within ``NEIGHBOUR_LIMIT`` of alone, and in every condition within ``NUMPY_LIMIT`` of NumPy by
+hand measured in the same process. ``python -m benchmarks --neighbours`` reports it and exits
+with status 3 when it fails.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+CONDITIONS = {"alone": ((), False), "numba+torch first": (("numba", "torch"), False), "busy core": ((), True)}
+FRAMEWORKS = ("numpy", "jitgrad[cpu]")
+TARGET_WORKLOADS = ("mlp2", "softmax_xent", "layernorm_tanh", "mlp_train")
+NEIGHBOUR_LIMIT, NUMPY_LIMIT = 1.25, 1.2
+
+
+def _parallel_numba():
+    """A user's own parallel Numba function: starts Numba's threading layer (OpenMP where it can)."""
+    import numba
+
+    @numba.njit(parallel=True)
+    def total(a):
+        s = 0.0
+        for i in numba.prange(a.shape[0]):
+            s += a[i]
+        return s
+    total(np.ones(1 << 16))
+
+
+def _torch_op():
+    """Any PyTorch op: starts torch's intra-op pool (its own OpenMP runtime)."""
+    import torch
+    torch.ones(3).sum()
+
+
+BEFORE = {"numba": _parallel_numba, "torch": _torch_op}
+
+
+def run_before(names):
+    for name in names:
+        BEFORE[name]()
+
+
+def spinner(seconds):
+    """Another process keeping one core busy for at most ``seconds`` (stop it with ``.kill()``)."""
+    code = f"import time\nend = time.time() + {seconds}\nwhile time.time() < end:\n    pass\n"
+    return subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL)
+
+
+def phase(a, names, tmp, clock, results, run_worker, worker_env):
+    """Run one ``together`` worker per condition; results in ``results["neighbours"]``."""
+    from .frameworks import by_name
+    names = [n for n in names if n in TARGET_WORKLOADS] or names
+    got = results["neighbours"] = {"workloads": names, "conditions": {}}
+    for condition, (before, busy) in CONDITIONS.items():
+        path = tmp / f"together-{len(got['conditions'])}.json"
+        argv = ["together", "--framework", ",".join(FRAMEWORKS), "--workloads", ",".join(names),
+                "--json", str(path), "--repeats", str(max(a.repeats, 10)), "--min-time", str(max(a.min_time, 1.0)),
+                "--max-time", str(a.max_time), "--threads", str(a.threads or os.cpu_count()), "--data", str(tmp / "data")] + \
+            [f"--before={','.join(before)}"] * bool(before) + (["--small"] if a.small else [])
+        env = worker_env(by_name("jitgrad[cpu]"), tmp / "together-cache", a.threads)
+        busy_process = spinner(900) if busy else None
+        try:
+            time.sleep(0.2 * bool(busy))
+            rc, timed_out, tail = run_worker(argv, env, 900, tmp / f"together-{len(got['conditions'])}.log")
+        finally:
+            if busy_process:
+                busy_process.kill()
+                busy_process.wait()
+        cells = json.loads(path.read_text())["cells"] if path.exists() else {}
+        got["conditions"][condition] = cells or {"error": f"worker exited {rc}: {tail[-300:]}"}
+        clock.log(f"neighbours, {condition}: " + ", ".join(
+            f"{n} " + " / ".join(f"{c.get(fw, {}).get('warm_ms', float('nan')):.2f}" for fw in FRAMEWORKS)
+            for n, c in cells.items()) + " ms (numpy / jitgrad)")
+
+
+def check(neighbours):
+    """``[(workload, what, ratio, limit, passed)]`` for the SPEC 6.2 targets."""
+    rows, conditions = [], neighbours["conditions"]
+
+    def warm(condition, name, fw):
+        return conditions.get(condition, {}).get(name, {}).get(fw, {}).get("warm_ms")
+
+    for name in neighbours["workloads"]:
+        if name not in TARGET_WORKLOADS:
+            continue
+        alone, first = warm("alone", name, "jitgrad[cpu]"), warm("numba+torch first", name, "jitgrad[cpu]")
+        rows.append((name, "jitgrad numba+torch first / alone", first / alone if alone and first else None,
+                     NEIGHBOUR_LIMIT))
+        for condition in CONDITIONS:
+            ours, numpy = warm(condition, name, "jitgrad[cpu]"), warm(condition, name, "numpy")
+            rows.append((name, f"jitgrad / numpy, {condition}", ours / numpy if ours and numpy else None, NUMPY_LIMIT))
+    return [(n, what, r, limit, r is not None and r <= limit) for n, what, r, limit in rows]
+
+
+def markdown(neighbours):
+    """The co-residence table and its check."""
+    conditions = neighbours["conditions"]
+    out = ["### Neighbours (SPEC 6.2)",
+           "NumPy by hand and jitgrad[cpu] in one process: alone; after a parallel Numba function and a "
+           "PyTorch op ran first; and alone while another process spins on one core. Warm ms (median).", "",
+           "| workload | " + " | ".join(f"{c}: numpy | {c}: jitgrad" for c in conditions) + " |",
+           "|---" * (1 + 2 * len(conditions)) + "|"]
+    for name in neighbours["workloads"]:
+        cells = []
+        for condition in conditions:
+            for fw in FRAMEWORKS:
+                c = conditions[condition].get(name, {}).get(fw, {})
+                cells.append(f"{c['warm_ms']:.3g}" if "warm_ms" in c else c.get("status", "n/a"))
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    rows = check(neighbours)
+    out += ["", f"Check: every ratio within its limit ({'PASS' if all(r[-1] for r in rows) else 'FAIL'}).", "",
+            "| workload | ratio | value | limit | |", "|---|---|---|---|---|"]
+    out += [f"| {n} | {what} | {'n/a' if r is None else f'{r:.2f}'} | {limit} | {'ok' if ok else 'MISSED'} |"
+            for n, what, r, limit, ok in rows]
+    return out + [""]
