@@ -28,7 +28,7 @@ import traceback
 import numpy as np
 
 from .frameworks import by_name
-from .neighbours import BEFORE, run_before
+from .neighbours import BEFORE, run_before, spinner
 from .workloads import WORKLOADS
 
 RTOL = 1e-3  # float32: values and gradients within 0.1% (gradients normwise: max|err| / max|ref|)
@@ -208,18 +208,24 @@ def measure_cell(fw, w, repeats, min_time, max_time, small, data_dir):
     return cell
 
 
-def together_worker(fws, names, before, repeats, min_time, max_time, threads, small, json_path, data_dir=None):
-    """Several frameworks in one process, after the ``before`` neighbours ran
-    (``neighbours.py``): each workload on each framework in turn; results to ``json_path``."""
+def together_worker(fws, names, before, busy, repeats, min_time, max_time, threads, small, json_path,
+                    data_dir=None):
+    """Several frameworks in one process, after the ``before`` neighbours ran, with ``busy``
+    another process spinning (``neighbours.py``): each workload on each framework in turn;
+    results to ``json_path``."""
     run_before(before)
     for fw in fws:
         fw.setup(threads)
-    cells = {}
-    for name in names:
-        cells[name] = {fw.name: measure_cell(fw, WORKLOADS[name], repeats, min_time, max_time, small, data_dir)
-                       for fw in fws}
-        with open(json_path, "w") as f:
-            json.dump({"before": before, "cells": cells}, f)
+    cells, spinning = {}, spinner(3600) if busy else None
+    try:
+        for name in names:
+            cells[name] = {fw.name: measure_cell(fw, WORKLOADS[name], repeats, min_time, max_time, small, data_dir)
+                           for fw in fws}
+            with open(json_path, "w") as f:
+                json.dump({"before": before, "busy": busy, "cells": cells}, f)
+    finally:
+        if spinning:
+            spinning.kill()
 
 
 def first_worker(fw, name, threads, small, json_path, data_dir=None):
@@ -371,6 +377,7 @@ def main(argv=None):
     p.add_argument("mode", choices=["warm", "first", "together", "gpucopy"])
     p.add_argument("--framework", help="required for warm and first; comma-separated for together")
     p.add_argument("--before", default="", help=f"together: what runs first in the process ({', '.join(BEFORE)})")
+    p.add_argument("--busy", action="store_true", help="together: another process spins on one core meanwhile")
     p.add_argument("--workloads", help="comma-separated; required for warm and first")
     p.add_argument("--json", required=True)
     p.add_argument("--repeats", type=int, default=20)
@@ -389,7 +396,7 @@ def main(argv=None):
     names = a.workloads.split(",")
     if a.mode == "together":
         before = [b for b in a.before.split(",") if b]
-        together_worker([by_name(f) for f in a.framework.split(",")], names, before, a.repeats, a.min_time,
+        together_worker([by_name(f) for f in a.framework.split(",")], names, before, a.busy, a.repeats, a.min_time,
                         a.max_time, a.threads, a.small, a.json, a.data)
         return
     fw = by_name(a.framework)

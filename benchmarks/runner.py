@@ -22,6 +22,9 @@ from .measure import RTOL, prepare, stream, threadpools
 from .workloads import WORKLOADS
 
 ROOT = Path(__file__).resolve().parent.parent
+# The environment as the user started the run: before this process imported anything (jitgrad
+# itself, to list its devices) that might change it. Co-residence workers start from it.
+USER_ENVIRONMENT = dict(os.environ)
 # Run order (not report order). Under a --budget each framework's worker gets its weighted share
 # (Framework.weight) of the time left; what one leaves unused goes to the later ones, the
 # slowest compiler last.
@@ -121,8 +124,8 @@ def run_worker(args, env, timeout, log_path):
         return rc, timed_out, log.read()[-1500:]
 
 
-def worker_env(fw, cache_dir, threads):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", **fw.cache_env(str(cache_dir)), **fw.env()}  # fw.env() wins
+def worker_env(fw, cache_dir, threads, base=None):
+    env = {**(base or os.environ), "JAX_PLATFORMS": "cpu", **fw.cache_env(str(cache_dir)), **fw.env()}  # fw.env() wins
     if threads:
         env.update({k: str(threads) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                                               "NUMBA_NUM_THREADS", "JITGRAD_NUM_THREADS")})
@@ -285,7 +288,7 @@ def measure_all(a, clock, names, fws, openblas_env):
         describe_workloads(names, a.small, tmp / "data", results)
         warm_phase(a, fws, names, tmp, clock, results)
         if a.neighbours:
-            neighbours.phase(a, names, tmp, clock, results, run_worker, worker_env)
+            neighbours.phase(a, names, tmp, clock, results)
         if a.fresh:
             fresh_phase(a, fws, names, tmp, clock, results)
     finally:
