@@ -20,7 +20,7 @@ test: install
 
 bench: install
 	$(PY) -m pip install --quiet -e '.[bench]'
-	$(PY) -m benchmarks --quick
+	$(PY) -m benchmarks --quick --neighbours
 
 clean:
 	rm -rf $(VENV) build *.egg-info

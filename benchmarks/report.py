@@ -349,7 +349,8 @@ def results_page(results, chart=None):
     """benchmarks/RESULTS.md: machine, date, versions, thread pools, bandwidth, tables."""
     m, s, fws = results["meta"], results["settings"], results["frameworks"]
     versions = {k: v for info in fws.values() for k, v in info.get("versions", {}).items()}
-    cmd = "python -m benchmarks" + " --quick" * s["quick"] + " --small" * s["small"] + " --write-results"
+    cmd = "python -m benchmarks" + " --quick" * s["quick"] + " --small" * s["small"] \
+        + " --neighbours" * bool(results.get("neighbours")) + " --write-results"
     lines = ["# jitgrad benchmark results", "",
              f"Produced by `{cmd}` (see `benchmarks/README.md`); every number comes from one run on one machine.", ""]
     if s["quick"]:

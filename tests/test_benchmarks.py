@@ -62,3 +62,33 @@ def test_gpu_run_without_a_gpu_reports_missing_and_a_cpu_page_keeps_the_gpu_sect
     kept = report.update_results_page(gpu_page, cpu)
     assert kept.count(report.GPU_BEGIN) == 1 and kept.startswith("# jitgrad benchmark results")
     assert report.update_results_page(kept, results).count(report.GPU_BEGIN) == 1
+
+
+def _neighbour_results(first_ms):
+    cell = {"numpy": {"warm_ms": 5.0}, "jitgrad[cpu]": {"warm_ms": 4.0}}
+    slowed = {"numpy": {"warm_ms": 5.0}, "jitgrad[cpu]": {"warm_ms": first_ms}}
+    return {"workloads": ["mlp_train"], "conditions": {"alone": {"mlp_train": cell},
+                                                       "numba+torch first": {"mlp_train": slowed},
+                                                       "busy core": {"mlp_train": cell}}}
+
+
+def test_the_neighbours_check_fails_when_a_neighbour_slows_jitgrad():
+    neighbours = pytest.importorskip("benchmarks.neighbours")
+    assert all(ok for *_, ok in neighbours.check(_neighbour_results(4.5)))
+    failed = [what for _, what, _, _, ok in neighbours.check(_neighbour_results(24.0)) if not ok]
+    assert failed == ["jitgrad numba+torch first / alone", "jitgrad / numpy, numba+torch first"]
+    assert "FAIL" in "\n".join(neighbours.markdown(_neighbour_results(24.0)))
+
+
+def test_the_together_worker_runs_frameworks_in_one_process_beside_a_busy_core(tmp_path):
+    """``python -m benchmarks.measure together``: a parallel Numba function first, a spinning
+    process meanwhile (stopped at the end), NumPy and jitgrad measured in one process."""
+    import subprocess
+    import sys
+    path = tmp_path / "together.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.measure", "together", "--framework", "numpy,jitgrad[cpu]",
+                    "--workloads", "mlp2", "--small", "--before=numba", "--busy", "--repeats", "3",
+                    "--min-time", "0", "--max-time", "1", "--json", str(path)], check=True, timeout=600)
+    got = json.loads(path.read_text())
+    assert got["before"] == ["numba"] and got["busy"]
+    assert {fw: c["status"] for fw, c in got["cells"]["mlp2"].items()} == {"numpy": "ok", "jitgrad[cpu]": "ok"}
