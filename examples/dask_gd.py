@@ -9,7 +9,7 @@ with 1 and with 2 worker processes (one core each).
 """
 import os
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "JITGRAD_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one core per worker (workers inherit it): 1 vs 2 workers is a fair test
 
 import argparse  # noqa: E402

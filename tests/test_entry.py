@@ -136,7 +136,7 @@ SCRIPT = textwrap.dedent("""
     f = jg.jit_grad(lambda w1, w2, x, y: np.sum((np.maximum(x @ w1, 0) @ w2 - y) ** 2), argnums=(0, 1), device="cpu")
     args = [np.linspace(-1, 1, np.prod(s)).reshape(s) for s in [(7, 5), (5, 3), (4, 7), (4, 3)]]
     value, (g1, g2) = f(*args)
-    # a parallel kernel too: loading one from the cache needs Numba's threading layer running
+    # a parallel kernel too: from the cache, it and the thread pool's worker loop load as machine code
     big, dbig = jg.jit_grad(lambda x: np.sum(np.tanh(x)), device="cpu")(np.linspace(-2, 2, 1 << 16))
     import sys
     print(repr(float(value)), repr(float(g1.sum())), repr(float(g2.sum())), repr(float(big)), repr(float(dbig.sum())),

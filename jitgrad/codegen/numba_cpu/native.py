@@ -7,9 +7,9 @@ first set up its whole compiler (its target context's ``refresh``, 0.3 to 0.5 s 
 machine) just to hand back machine code.
 
 The object code calls a few functions by symbol: Numba's C helpers and runtime (error paths),
-its threading layer (the parallel driver), BLAS, and other kernels. Loading registers the
-first two itself (``_target_machine``); the threading layer's symbols are registered by ``_launch_threads`` (the
-caller's job, for code with parallel loops), BLAS's by ``blas.py``, kernels' by the backend.
+BLAS, the thread pool's ``parallel_for``, other kernels, and libc (the pool's futex). Loading
+registers Numba's itself (``_target_machine``), BLAS's are registered by ``blas.py``, the pool's
+and kernels' by the backend; libc's are found in the process.
 """
 import ctypes
 import functools
