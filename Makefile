@@ -1,4 +1,4 @@
-# Two entry points (README): `make demo` and `make test`. Each sets up .venv on first use.
+# Two entry points (README): `make demo` and `make test` (ruff, then pytest). Each sets up .venv on first use.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,6 +16,7 @@ demo: install
 	$(PY) examples/two_layer_net.py
 
 test: install
+	$(PY) -m ruff check .
 	$(PY) -m pytest tests
 
 bench: install

@@ -129,7 +129,8 @@ def bandwidth():
         ms = _gpu_ms(lambda: step(x, y, z))
         wall = _median_us(lambda: step(x, y, z)) / 1e3
         print(f"graph_xyz {'graphs' if record else 'kernel by kernel'}: device time {ms:.3f} ms "
-              f"({6 * 4 * (1 << 24) / ms / 1e6:.0f} GB/s of least traffic), wall time per synchronized call {wall:.3f} ms")
+              f"({6 * 4 * (1 << 24) / ms / 1e6:.0f} GB/s of least traffic), "
+              f"wall time per synchronized call {wall:.3f} ms")
     executable = step.lower(x, y, z).executable
     ms = kernel_ms(executable, [x, y, z])
     print(f"graph_xyz's fused kernel alone: {ms:.3f} ms ({6 * 4 * (1 << 24) / ms / 1e6:.0f} GB/s), "
@@ -153,7 +154,8 @@ def workload_breakdown(names=SPEC_WORKLOADS, small=False, batch=min(10, REPS)):
         host = w.inputs(small=small)
         args = [jg.device_put(a, "cuda") for a in host]
         f = jg.jit_grad(functools.partial(w.loss, np), argnums=w.argnums, device="cuda")
-        error = _gradient_error(f(*args)[1], w.numpy_vg(*[a.astype(np.float64) if a.dtype.kind == "f" else a for a in host])[1])
+        wide = [a.astype(np.float64) if a.dtype.kind == "f" else a for a in host]
+        error = _gradient_error(f(*args)[1], w.numpy_vg(*wide)[1])
         wall = _median_us(lambda: f(*args)) / 1e3
         device = _gpu_ms(lambda: f(*args), reps=min(20, REPS))
         executable = f.lower(*args).executable
@@ -168,7 +170,8 @@ def workload_breakdown(names=SPEC_WORKLOADS, small=False, batch=min(10, REPS)):
         rows = os.environ.get("JITGRAD_CUDA_ROWS", "warp or block by shape")
         print(f"{name}: wall {wall:.3f} ms per synchronized call, device {device:.3f} ms per call; "
               f"{len(alone)} steps, {sum(alone):.3f} ms of device time alone ({' and '.join(sorted(set(how)))}; "
-              f"rows: {rows}{'; fast math' if launch.FASTMATH else ''}{'; resident grid' if launch.RESIDENT_GRID else ''}); "
+              f"rows: {rows}{'; fast math' if launch.FASTMATH else ''}"
+              f"{'; resident grid' if launch.RESIDENT_GRID else ''}); "
               f"gradients' error {error:.1e}")
         for i, (kernel, step, ms, timed) in enumerate(zip(executable.plan, executable.steps, alone, how)):
             shape = f"{step.launch.blocks}x{step.threads}" if hasattr(step, "blocks") else ""

@@ -347,7 +347,8 @@ def _cupy_copy(nbytes):
     dst = cupy.empty_like(src)
     props = cupy.cuda.runtime.getDeviceProperties(0)
     return (lambda: cupy.copyto(dst, src)), cupy.cuda.Device().synchronize, {
-        "method": "cupy.copyto", "name": props["name"].decode(), "memory_GiB": round(props["totalGlobalMem"] / 2 ** 30, 1),
+        "method": "cupy.copyto", "name": props["name"].decode(),
+        "memory_GiB": round(props["totalGlobalMem"] / 2 ** 30, 1),
         "multiprocessors": props["multiProcessorCount"]}
 
 

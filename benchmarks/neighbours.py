@@ -88,8 +88,8 @@ def phase(a, names, tmp, clock, results, rounds=ROUNDS):
             cells = json.loads(path.read_text())["cells"] if path.exists() else {}
             for name in names:
                 for fw in FRAMEWORKS:
-                    _merge(got["conditions"][condition].setdefault(name, {}), fw,
-                           cells.get(name, {}).get(fw) or {"status": "error", "error": f"worker exited {rc}: {tail[-300:]}"})
+                    failed = {"status": "error", "error": f"worker exited {rc}: {tail[-300:]}"}
+                    _merge(got["conditions"][condition].setdefault(name, {}), fw, cells.get(name, {}).get(fw) or failed)
             clock.log(f"neighbours, round {r + 1}, {condition}: " + ", ".join(
                 f"{n} " + " / ".join(f"{c.get(fw, {}).get('warm_ms', float('nan')):.2f}" for fw in FRAMEWORKS)
                 for n, c in cells.items()) + " ms (numpy / jitgrad)")

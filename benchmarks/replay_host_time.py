@@ -62,7 +62,8 @@ def main(calls=3000, repeats=40):
     for name, (inputs, results) in WORKLOADS.items():
         jitted, args = replayed_call(inputs, results)
         best = min(timeit.repeat(lambda: jitted(*args), number=calls, repeat=repeats)) / calls
-        print(f"{name}: {len(inputs)} arguments, {len(results)} results: {best * 1e6:.1f} us a call (best of {repeats})")
+        print(f"{name}: {len(inputs)} arguments, {len(results)} results: "
+              f"{best * 1e6:.1f} us a call (best of {repeats})")
 
 
 if __name__ == "__main__":

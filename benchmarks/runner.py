@@ -1,5 +1,6 @@
 """Orchestration: machine facts, STREAM (and with ``--device cuda`` the GPU's copy bandwidth),
-one warm worker per framework, fresh-process first calls, then the report. Every measurement runs in a subprocess (``benchmarks.measure``) so
+one warm worker per framework, fresh-process first calls, then the report. Every measurement
+runs in a subprocess (``benchmarks.measure``) so
 frameworks never share thread pools, allocators or caches, and a crash costs only that
 framework's remaining cells.
 """

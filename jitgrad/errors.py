@@ -24,6 +24,16 @@ class GradError(JitgradError, TypeError):
     """A gradient that cannot be taken: non-scalar output, integer input, bad ``argnums``."""
 
 
+class IRError(JitgradError, AssertionError):
+    """A program that breaks the IR's own rules: a bug in a jitgrad pass, never in user code
+    (raised by the checks ``JITGRAD_CHECKS=1`` turns on)."""
+
+
+def checks_on():
+    """Whether every pass's output is verified (``$JITGRAD_CHECKS``; the test suite sets it)."""
+    return os.environ.get("JITGRAD_CHECKS", "0") not in ("", "0")
+
+
 _state = threading.local()
 
 

@@ -21,4 +21,5 @@ array = asarray
 float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
 # Creation functions build constants: NumPy's own are exactly right.
-zeros, ones, full, arange, eye, linspace, empty = _np.zeros, _np.ones, _np.full, _np.arange, _np.eye, _np.linspace, _np.zeros
+zeros, ones, full, arange, eye, linspace = _np.zeros, _np.ones, _np.full, _np.arange, _np.eye, _np.linspace
+empty = _np.zeros

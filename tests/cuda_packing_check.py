@@ -102,12 +102,14 @@ def check_quick_views():
         assert views.checked is True
         assert launch.same_view(first, expected) and launch.same_view(again, expected), a.__cuda_array_interface__
         assert type(again) is DeviceNDArray and again.gpu_data.owner is a
-    assert not launch.same_view(views(arrays[0]), numbas(arrays[3].__cuda_array_interface__, owner=arrays[3], sync=False))
+    other = numbas(arrays[3].__cuda_array_interface__, owner=arrays[3], sync=False)
+    assert not launch.same_view(views(arrays[0]), other)
     block = _CupyLike(shape=(4096,), typestr="|u1", data=(0x60000, False))  # a replay's results
     expected = numbas(_CupyLike(shape=(2, 3), typestr="<f4", data=(0x60000 + 512, False), stream=None)
                       .__cuda_array_interface__, owner=block, sync=False)
     assert launch.same_view(views.array_at(0x60000 + 512, (2, 3), np.float32, block), expected)
-    first, second = (views.array_at(at, (2, 3), np.float32, owner) for at, owner in ((0x61000, block), (0x62000, arrays[0])))
+    first, second = (views.array_at(at, (2, 3), np.float32, owner)
+                     for at, owner in ((0x61000, block), (0x62000, arrays[0])))
     assert (first.device_ctypes_pointer.value, first.gpu_data.owner) == (0x61000, block)  # copies of one template
     assert (second.device_ctypes_pointer.value, second.gpu_data.owner) == (0x62000, arrays[0])
     template = views.templates[(2, 3), None, "<f4"]

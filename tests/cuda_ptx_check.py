@@ -43,7 +43,8 @@ def programs(part=0, parts=1):
             args = [rng.standard_normal(s).astype(dtype) for s in shapes]
             makers.append(lambda f=f, args=args, argnums=argnums: jg.jit_grad(f, argnums=argnums, device="numpy")
                           .lower(*args).program)
-    makers.append(lambda: jg.jit_grad(_xent, device="numpy").lower(rng.standard_normal((6, 5)), np.arange(6) % 5).program)
+    makers.append(lambda: jg.jit_grad(_xent, device="numpy").lower(rng.standard_normal((6, 5)),
+                                                                    np.arange(6) % 5).program)
     for case in cases():
         def make(case=case):
             args = case.inputs()

@@ -83,7 +83,8 @@ def test_loss_and_gradients_share_one_pass():
     f, shapes, argnums = CASES["elementwise_chain"]
     lowered = jg.jit_grad(f, argnums=argnums, device="cpu").lower(*[np.ones(1 << 16) for s in shapes])
     loops = [k for k in plan(lowered.program) if k.kind == "loop"]
-    assert len(loops) == 1 and "parallel_for(" in lowered.source and "-1, 0)" in lowered.source  # chunks, then the total
+    # chunks, then the total
+    assert len(loops) == 1 and "parallel_for(" in lowered.source and "-1, 0)" in lowered.source
 
 
 def _xent_plan():

@@ -182,7 +182,7 @@ def test_parallel_kernels_match_reference():
     xyz = [rng.standard_normal(n) for _ in range(3)]
     _check(lambda x, y, z: np.sum(x * y + z), xyz, (0, 1, 2), 1e-9)
     logits, labels = rng.standard_normal((n // 64, 64)), rng.integers(0, 64, n // 64)
-    _check(lambda l, y: jg.nn.cross_entropy(l, y), [logits, labels], 0, 1e-9)
+    _check(lambda logits, y: jg.nn.cross_entropy(logits, y), [logits, labels], 0, 1e-9)
     x = rng.standard_normal((n // 64 + 3, 64))  # rows that do not split evenly into blocks
     np.testing.assert_allclose(jg.jit(lambda x: np.tanh(x) * 2, device="cpu")(x), np.tanh(x) * 2, rtol=1e-12)
     source = jg.jit_grad(lambda x, y, z: np.sum(x * y + z), device="cpu").lower(*xyz).source
@@ -194,7 +194,7 @@ def test_parallel_kernels_match_reference():
         assert (top, bottom) == (x.max(), x.min())
     x[uneven // 2] = np.nan  # propagates through its chunk's partial and the join, as in NumPy
     assert np.isnan(jg.jit(lambda x: (np.sum(x * 0.5), np.max(x), np.min(x)), device="cpu")(x)).all()
-    source = jg.jit_grad(lambda l, y: jg.nn.cross_entropy(l, y), device="cpu").lower(logits, labels).source
+    source = jg.jit_grad(lambda logits, y: jg.nn.cross_entropy(logits, y), device="cpu").lower(logits, labels).source
     assert "in range(lo, hi):" in source and "parallel_for(pool, buffers[" in source and "prange(" not in source
 
 

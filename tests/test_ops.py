@@ -335,7 +335,8 @@ METHODS = [
 OPERATORS = [
     C(name, fn, A34, dom=dom) for name, fn, dom in [
         ("floordiv_scalar", lambda x: x // 0.7 + x, None), ("mod_scalar", lambda x: x % 0.7, None),
-        ("rmod_scalar", lambda x: 1.5 % x, NONZERO), ("any_all", lambda x: x * np.any(x > 1, axis=0) + (x > -5).all(), None),
+        ("rmod_scalar", lambda x: 1.5 % x, NONZERO),
+        ("any_all", lambda x: x * np.any(x > 1, axis=0) + (x > -5).all(), None),
         ("add_scalar", lambda x: x + 2, None), ("radd_scalar", lambda x: 2.5 + x, None),
         ("sub_scalar", lambda x: x - 1.5, None), ("rsub_scalar", lambda x: 1 - x, None),
         ("mul_scalar", lambda x: x * 3, None), ("rmul_scalar", lambda x: 0.5 * x, None),

@@ -1,6 +1,6 @@
 import numpy as np
 
-import jitgrad as jg
+import jitgrad as jg  # noqa: F401  (the package imports)
 from tests.helpers import check_grad
 
 

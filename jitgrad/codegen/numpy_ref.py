@@ -13,9 +13,9 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
 def _pad(x, *, lo, hi, interior, value):
-    shape = tuple(l + h + d + max(d - 1, 0) * i for l, h, i, d in zip(lo, hi, interior, x.shape))
+    shape = tuple(low + h + d + max(d - 1, 0) * i for low, h, i, d in zip(lo, hi, interior, x.shape))
     out = np.full(shape, value, dtype=x.dtype)
-    out[tuple(slice(l, l + (d - 1) * (i + 1) + 1, i + 1) for l, i, d in zip(lo, interior, x.shape))] = x
+    out[tuple(slice(low, low + (d - 1) * (i + 1) + 1, i + 1) for low, i, d in zip(lo, interior, x.shape))] = x
     return out
 
 

@@ -8,7 +8,7 @@ import threading
 
 import numpy as np
 
-from ..errors import GradError, ShapeError
+from ..errors import GradError, ShapeError, checks_on
 from ..ir.ops import is_float
 from ..runtime import devices
 from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
@@ -59,6 +59,8 @@ def trace(fn, args, traced_argnums, name=None):
             if not isinstance(leaf, Tracer):
                 _leaf_value(leaf, f"output {j}")
         program = t.program(out_leaves, name=name or getattr(fn, "__name__", "f").replace("<lambda>", "f"))
+    if checks_on():
+        program.verify(after="tracing (and the transforms traced into it)")
     return Traced(program, leaves, in_defs, out_def, t.captured_values)
 
 
@@ -264,6 +266,8 @@ class Lowered:
 class _Compiled:
     def __init__(self, traced, device):
         self.program = simplify(traced.program)
+        if checks_on():
+            self.program.verify(after="simplification")
         self.executable = devices.backend(device).Executable(self.program)
         self.out_def, self.device = traced.out_def, device
 
@@ -275,7 +279,8 @@ class Jitted:
     def __init__(self, fn, static_argnums=(), device=None):
         functools.update_wrapper(self, fn)
         self.fn = fn
-        self.static_argnums = (static_argnums,) if isinstance(static_argnums, numbers.Integral) else tuple(static_argnums)
+        self.static_argnums = ((static_argnums,) if isinstance(static_argnums, numbers.Integral)
+                               else tuple(static_argnums))
         self.device = device
         self._cache, self._fast, self._lock = {}, {}, threading.Lock()
 
@@ -322,7 +327,8 @@ class Jitted:
             statics = tuple((i, args[i]) for i in static)
             hash(statics)
         except TypeError:
-            raise TypeError(f"static arguments must be hashable; got {[type(args[i]).__name__ for i in static]}") from None
+            names = [type(args[i]).__name__ for i in static]
+            raise TypeError(f"static arguments must be hashable; got {names}") from None
         if device != "cuda":
             leaves = [devices.to_host(a) for a in leaves]
         key = (tuple(defs), tuple((a.shape, a.dtype.str) for a in leaves), statics, device)

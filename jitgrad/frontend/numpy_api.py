@@ -139,14 +139,15 @@ sinh, cosh, tanh = _unary("sinh", "sinh"), _unary("cosh", "cosh"), _unary("tanh"
 arcsinh, arctanh = _unary("asinh", "arcsinh"), _unary("atanh", "arctanh")
 floor, ceil, rint = _unary("floor", "floor"), _unary("ceil", "ceil"), _unary("round", "rint")
 erf = _unary("erf", "erf")
-negative, absolute, sign = (_unary(p, n, floats=False) for p, n in (("neg", "negative"), ("abs", "absolute"), ("sign", "sign")))
+negative, absolute, sign = (_unary(p, n, floats=False)
+                            for p, n in (("neg", "negative"), ("abs", "absolute"), ("sign", "sign")))
 add, subtract, multiply = _binary("add", "add"), _binary("sub", "subtract"), _binary("mul", "multiply")
 divide = true_divide = _binary("div", "divide", floats=True)
 maximum, minimum = _binary("max", "maximum"), _binary("min", "minimum")
 arctan2, hypot = _binary("atan2", "arctan2", floats=True), _binary("hypot", "hypot", floats=True)
 equal, not_equal = _binary("eq", "equal"), _binary("ne", "not_equal")
-less, less_equal, greater, greater_equal = (_binary(p, n) for p, n in
-                                             (("lt", "less"), ("le", "less_equal"), ("gt", "greater"), ("ge", "greater_equal")))
+less, less_equal, greater, greater_equal = (
+    _binary(p, n) for p, n in (("lt", "less"), ("le", "less_equal"), ("gt", "greater"), ("ge", "greater_equal")))
 
 
 def positive(x):
@@ -466,7 +467,8 @@ def expand_dims(a, axis):
 
 def squeeze(a, axis=None):
     x = asarray(a)
-    axes = tuple(i for i, d in enumerate(x.shape) if d == 1) if axis is None else normalize_axes(axis, x.ndim, "squeeze")
+    axes = (tuple(i for i, d in enumerate(x.shape) if d == 1) if axis is None
+            else normalize_axes(axis, x.ndim, "squeeze"))
     if any(x.shape[ax] != 1 for ax in axes):
         _shape_error("squeeze", "cannot select an axis to squeeze out which has size not equal to one", x.shape)
     return reshape(x, tuple(d for i, d in enumerate(x.shape) if i not in axes))
@@ -530,7 +532,8 @@ def split(ary, indices_or_sections, axis=0):
         step = n // indices_or_sections
         bounds = list(range(0, n + 1, step))
     else:
-        bounds = [0] + [builtins.min(builtins.max(int(i) + (n if i < 0 else 0), 0), n) for i in indices_or_sections] + [n]
+        cuts = [builtins.min(builtins.max(int(i) + (n if i < 0 else 0), 0), n) for i in indices_or_sections]
+        bounds = [0] + cuts + [n]
     return [_take_range(x, ax, lo, builtins.max(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
 
 
@@ -699,7 +702,8 @@ def _parse_einsum(subscripts, shapes):
     if len(inputs) != len(shapes):
         raise ShapeError(f"einsum: {len(inputs)} operand specs for {len(shapes)} operands at {user_frame()}")
     free = [c for c in string.ascii_letters if c not in subscripts]
-    ell_rank = builtins.max([len(s) - len(spec.replace("...", "")) for spec, s in zip(inputs, shapes) if "..." in spec] + [0])
+    ell_rank = builtins.max([len(s) - len(spec.replace("...", ""))
+                             for spec, s in zip(inputs, shapes) if "..." in spec] + [0])
     ell = "".join(free[:ell_rank])
     expanded = []
     for spec, shape in zip(inputs, shapes):
@@ -780,7 +784,9 @@ def getitem(x, key):
                 flip_axes.append(dim)
                 start, stop, step = n - 1 - start, n - 1 - stop, -step
             count = builtins.max(0, -(-(stop - start) // step))
-            starts.append(start), limits.append(start + builtins.max(count - 1, 0) * step + (count > 0)), strides.append(step)
+            starts.append(start)
+            limits.append(start + builtins.max(count - 1, 0) * step + (count > 0))
+            strides.append(step)
             axis_of[i] = len(out_shape)
             out_shape.append(count)
         elif isinstance(k, numbers.Integral):
@@ -817,7 +823,8 @@ def _expand_key(x, key):
         raise TraceError("an index can only have a single ellipsis ('...')")
     used = builtins.sum(k is not None and k is not Ellipsis for k in key)
     if used > x.ndim:
-        _shape_error("getitem", f"too many indices for array: array is {x.ndim}-dimensional, but {used} were indexed", x.shape)
+        _shape_error("getitem", f"too many indices for array: array is {x.ndim}-dimensional, but {used} were indexed",
+                     x.shape)
     if any(k is Ellipsis for k in key):
         i = next(i for i, k in enumerate(key) if k is Ellipsis)
         return key[:i] + (slice(None),) * (x.ndim - used) + key[i + 1:]
@@ -934,19 +941,22 @@ UFUNCS = {
     np.not_equal: not_equal, np.less: less, np.less_equal: less_equal, np.greater: greater,
     np.greater_equal: greater_equal, np.logical_and: logical_and, np.logical_or: logical_or,
     np.logical_xor: logical_xor, np.logical_not: logical_not, np.bitwise_and: bitwise_and,
-    np.bitwise_or: bitwise_or, np.bitwise_xor: bitwise_xor, np.invert: invert, np.negative: negative, np.positive: positive,
+    np.bitwise_or: bitwise_or, np.bitwise_xor: bitwise_xor, np.invert: invert, np.negative: negative,
+    np.positive: positive,
     np.absolute: absolute, np.fabs: absolute, np.sign: sign, np.exp: exp, np.expm1: expm1, np.exp2: exp2,
     np.log: log, np.log1p: log1p, np.log2: log2, np.log10: log10, np.sqrt: sqrt, np.cbrt: cbrt,
     np.square: square, np.reciprocal: reciprocal, np.sin: sin, np.cos: cos, np.tan: tan, np.arcsin: arcsin,
     np.arccos: arccos, np.arctan: arctan, np.sinh: sinh, np.cosh: cosh, np.tanh: tanh, np.arcsinh: arcsinh,
     np.arctanh: arctanh, np.floor: floor, np.ceil: ceil, np.rint: rint, np.isnan: isnan, np.isinf: isinf,
-    np.isfinite: isfinite, np.matmul: matmul, np.floor_divide: floor_divide, np.remainder: remainder,  # ndarray @ Tracer arrives as the matmul ufunc
+    # ndarray @ Tracer arrives as the matmul ufunc
+    np.isfinite: isfinite, np.matmul: matmul, np.floor_divide: floor_divide, np.remainder: remainder,
 }
 UFUNC_REDUCE = {np.add: sum, np.multiply: prod, np.maximum: max, np.minimum: min}
 
 FUNCTIONS = {
     np.sum: sum, np.prod: prod, np.max: max, np.min: min, np.amax: amax, np.amin: amin, np.mean: mean,
-    np.var: var, np.std: std, np.any: any_, np.all: all_, np.argmax: argmax, np.argmin: argmin, np.where: where, np.clip: clip,
+    np.var: var, np.std: std, np.any: any_, np.all: all_, np.argmax: argmax, np.argmin: argmin, np.where: where,
+    np.clip: clip,
     np.round: round, np.around: round, np.matmul: matmul, np.dot: dot, np.vdot: vdot, np.inner: inner,
     np.outer: outer, np.tensordot: tensordot, np.einsum: einsum, np.trace: trace, np.diagonal: diagonal,
     np.reshape: reshape, np.ravel: ravel, np.transpose: transpose, np.swapaxes: swapaxes,
@@ -1000,13 +1010,15 @@ def _swap(fn):
 
 _OPERATORS = {
     "__floordiv__": floor_divide, "__mod__": remainder, "__rfloordiv__": _swap(floor_divide),
-    "__rmod__": _swap(remainder), "__add__": add, "__sub__": subtract, "__mul__": multiply, "__truediv__": divide, "__pow__": power,
+    "__rmod__": _swap(remainder), "__add__": add, "__sub__": subtract, "__mul__": multiply, "__truediv__": divide,
+    "__pow__": power,
     "__matmul__": matmul, "__radd__": _swap(add), "__rsub__": _swap(subtract), "__rmul__": _swap(multiply),
     "__rtruediv__": _swap(divide), "__rpow__": _swap(power), "__rmatmul__": _swap(matmul),
     "__neg__": negative, "__pos__": positive, "__abs__": absolute, "__invert__": invert,
     "__eq__": equal, "__ne__": not_equal, "__lt__": less, "__le__": less_equal, "__gt__": greater,
     "__ge__": greater_equal, "__and__": bitwise_and, "__or__": bitwise_or, "__xor__": bitwise_xor,
-    "__rand__": _swap(bitwise_and), "__ror__": _swap(bitwise_or), "__rxor__": _swap(bitwise_xor), "__getitem__": getitem,
+    "__rand__": _swap(bitwise_and), "__ror__": _swap(bitwise_or), "__rxor__": _swap(bitwise_xor),
+    "__getitem__": getitem,
 }
 _METHODS = {
     "any": any_, "all": all_, "sum": sum, "prod": prod, "max": max, "min": min, "mean": mean, "var": var, "std": std,

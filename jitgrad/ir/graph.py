@@ -129,6 +129,12 @@ class Program:
 
     __repr__ = __str__
 
+    def verify(self, after="a pass"):
+        """``ops.verify(self)``: every node agrees with its op's shape/dtype rule (raises
+        ``IRError``); returns the program."""
+        from . import ops  # ops builds Nodes, so it imports this module: look it up when called
+        return ops.verify(self, after)
+
     def content_hash(self):
         """Stable across processes: depends on the computation only (not on source lines)."""
         return hashlib.sha256(self.text(locations=False).encode()).hexdigest()

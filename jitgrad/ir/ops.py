@@ -1,15 +1,16 @@
-"""The primitive set: every op the IR knows, each with one shape/dtype rule.
+"""The primitive set: every op the IR knows, in groups defined once here, each op with one
+shape/dtype rule.
 
 Primitives take operands that already agree (the NumPy layer in ``frontend/numpy_api.py``
 broadcasts and promotes first), so each rule only checks and computes the result type.
-Adding a primitive: one rule here, one gradient rule in ``transforms/autodiff.py``, one
-lowering per backend in ``codegen/``.
+Adding a primitive: its name in a group and a rule here, then the other layers' tables, which
+``tests/test_op_tables.py`` checks against ``ALL`` (docs/ARCHITECTURE.md lists them).
 """
 import math
 
 import numpy as np
 
-from ..errors import ShapeError, user_frame
+from ..errors import IRError, ShapeError, user_frame
 from .graph import Node
 
 # Elementwise ops, by the dtypes they take and give.
@@ -25,8 +26,15 @@ UNARY = UNARY_FLOAT + UNARY_NUMERIC + UNARY_LOGICAL
 BINARY = BINARY_NUMERIC + BINARY_FLOAT + COMPARE + BINARY_LOGICAL
 ELEMENTWISE = UNARY + BINARY + ("select", "cast", "stop_gradient")
 REDUCE = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod")
-# Views: index arithmetic on one operand, no arithmetic on values.
-MOVEMENT = ("expand", "reshape", "transpose", "slice", "rev", "pad", "concat")
+ARGREDUCE = ("argmax", "argmin")
+# Views: index arithmetic on one operand, no arithmetic on values (fused into loops).
+VIEWS = ("expand", "reshape", "transpose", "slice", "rev")
+LAYOUT = ("concat", "pad")  # movement that writes a new array
+INDEXED = ("gather", "scatter_add")  # integer-array indexing and its transpose
+# Ops a loop kernel does not fuse: each a step of its own (BLAS, indexed kernels, NumPy calls).
+LIBRARY = ("matmul",) + INDEXED + LAYOUT + ARGREDUCE
+LEAVES = ("input", "const")
+ALL = ELEMENTWISE + REDUCE + ARGREDUCE + VIEWS + LAYOUT + ("matmul",) + INDEXED + LEAVES
 
 
 def is_float(dtype):
@@ -122,10 +130,10 @@ def _slice(op, x, *, starts, limits, strides):
     if not len(starts) == len(limits) == len(strides) == x.ndim:
         _fail(op, "needs one start, limit and stride per axis", x)
     out = []
-    for s, l, st, d in zip(starts, limits, strides, x.shape):
-        if st < 1 or not 0 <= s <= max(l, s) <= d:
-            _fail(op, f"slice {s}:{l}:{st} out of range for a dim of {d}", x)
-        out.append(max(0, -(-(l - s) // st)))
+    for s, limit, st, d in zip(starts, limits, strides, x.shape):
+        if st < 1 or not 0 <= s <= max(limit, s) <= d:
+            _fail(op, f"slice {s}:{limit}:{st} out of range for a dim of {d}", x)
+        out.append(max(0, -(-(limit - s) // st)))
     return tuple(out), x.dtype, x.weak
 
 
@@ -137,7 +145,7 @@ def _rev(op, x, *, axes):
 def _pad(op, x, *, lo, hi, interior, value):
     if not len(lo) == len(hi) == len(interior) == x.ndim or min(lo + hi + interior, default=0) < 0:
         _fail(op, "needs non-negative lo, hi and interior padding per axis", x)
-    shape = tuple(l + h + d + max(d - 1, 0) * i for l, h, i, d in zip(lo, hi, interior, x.shape))
+    shape = tuple(low + h + d + max(d - 1, 0) * i for low, h, i, d in zip(lo, hi, interior, x.shape))
     return shape, x.dtype, x.weak
 
 
@@ -206,3 +214,31 @@ def make(op, args=(), **params):
 def const(value, dtype=None):
     value = np.asarray(value, dtype=dtype)
     return make("const", value=value)
+
+
+def verify(program, after="a pass"):
+    """Check ``program`` against the IR's rules, as Autodidax's ``typecheck_jaxpr`` does after
+    each transform: inputs are ``input`` nodes, every op is a primitive whose rule, run again on
+    its operands, gives the node's shape and dtype. Raises ``IRError`` naming the pass and the
+    node's line of ``program.text()``."""
+    names = {id(n): i for i, n in enumerate(program.nodes)}
+
+    def fail(node, why):
+        line = next((t for t in program.text().splitlines() if t.lstrip().startswith(f"%{names[id(node)]}:")), "")
+        raise IRError(f"after {after}: {why}: {line.strip()}")
+
+    inputs = {id(n) for n in program.inputs}
+    for node in program.nodes:
+        if node.op == "input" and id(node) not in inputs:
+            fail(node, "an input node that is not one of the program's inputs")
+        if node.op not in RULES:
+            fail(node, f"unknown op {node.op!r}")
+        if node.op == "input":
+            continue
+        try:
+            shape, dtype, _ = RULES[node.op](node.op, *node.args, **node.params)
+        except (ShapeError, TypeError) as exc:
+            fail(node, f"its rule rejects its operands ({exc})")
+        if tuple(shape) != node.shape or np.dtype(dtype) != node.dtype:
+            fail(node, f"its rule gives {dtype}{list(shape)}, the node says {node.type}")
+    return program

@@ -30,17 +30,17 @@ merged greedily, in program order, into the latest kernel that iterates over the
 has its rows) and reads nothing it cannot see yet, looking back past kernels whose results the
 root does not read; otherwise they start a new kernel.
 """
+from ..errors import IRError, checks_on
 from ..ir import ops
 from ..ir.graph import toposort
+from ..ir.ops import LIBRARY, VIEWS
 
-VIEWS = ("expand", "reshape", "transpose", "slice", "rev")
 # Bounds on one kernel, so an unrolled loop becomes many small kernels instead of one huge one:
 # compile time stays linear, and equal chunks share one compiled kernel (cached by source text).
 MAX_CHAIN = 64  # fused ops in a row (see _chain_cuts)
 MAX_OUTPUTS = 32  # roots merged into one kernel
 LOOKBACK = 8  # kernels a root may skip back over to join one that can compute it
 RECOMPUTE_OPS = 4  # a shared value this cheap is computed by each kernel that reads it (_cheap_to_recompute)
-LIBRARY = ("matmul", "gather", "scatter_add", "concat", "pad", "argmax", "argmin")
 
 
 class Step:
@@ -83,7 +83,7 @@ def _is_buffer(node, realized):
 
 def plan(program):
     """The kernels of ``program`` in execution order."""
-    nodes = [n for n in program.nodes if n.op not in ("input", "const")]
+    nodes = [n for n in program.nodes if n.op not in ops.LEAVES]
     realized = _realized(program, nodes)
     cuts = _chain_cuts(nodes, realized)
     realized |= cuts
@@ -109,7 +109,28 @@ def plan(program):
     for kernel in kernels:
         _fill(kernel, realized)
     _mark_stores(program, kernels)
+    if checks_on():
+        verify_plan(kernels, program)
     return kernels
+
+
+def verify_plan(kernels, program):
+    """Check a plan against its program (raises ``IRError``): kernels compute program nodes only,
+    read only leaves and what earlier kernels stored, and store every computed output."""
+    in_program = {id(n) for n in program.nodes}
+    available = {id(n) for n in program.nodes if n.op in ops.LEAVES}
+    for i, k in enumerate(kernels):
+        stray = [n for n in k.body if id(n) not in in_program]
+        if stray:
+            raise IRError(f"after fusion: kernel {i} computes {stray[0].op} {stray[0].type}, not in the program")
+        unready = [n for n in k.inputs if id(n) not in available]
+        if unready:
+            raise IRError(f"after fusion: kernel {i} reads {unready[0].op} {unready[0].type} before any kernel "
+                          "stores it")
+        available.update(id(n) for n in k.stores)
+    missing = [o for o in program.outputs if id(o) not in available]
+    if missing:
+        raise IRError(f"after fusion: no kernel stores the output {missing[0].op} {missing[0].type}")
 
 
 def _realized(program, nodes):

@@ -16,10 +16,12 @@ import numpy as np
 from ..errors import location
 from ..frontend import numpy_api as jnp
 from ..frontend.tracing import bind, evaluate, innermost_trace, new_trace
+from ..ir import ops
 from ..ir.ops import is_float
 
-NONDIFFERENTIABLE = {"floor", "ceil", "round", "sign", "argmax", "argmin", "stop_gradient", "logical_not",
-                     "eq", "ne", "lt", "le", "gt", "ge", "logical_and", "logical_or", "logical_xor"}
+# Ops whose gradient is zero by design (JAX's convention: piecewise constant, or not a number)
+NONDIFFERENTIABLE = {"floor", "ceil", "round", "sign", "stop_gradient", *ops.ARGREDUCE, *ops.COMPARE,
+                     *ops.UNARY_LOGICAL, *ops.BINARY_LOGICAL}
 
 
 def _sum_to(g, node_shape, out_shape):
@@ -80,7 +82,7 @@ def _slice_vjp(g, out, x, *, starts, limits, strides):
 
 
 def _pad_vjp(g, out, x, *, lo, hi, interior, value):
-    limits = tuple(l + (d - 1) * (i + 1) + 1 if d else l for l, i, d in zip(lo, interior, x.shape))
+    limits = tuple(low + (d - 1) * (i + 1) + 1 if d else low for low, i, d in zip(lo, interior, x.shape))
     return (bind("slice", g, starts=tuple(lo), limits=limits, strides=tuple(i + 1 for i in interior)),)
 
 

@@ -105,7 +105,7 @@ def _fold(node, args):
             value = run_op(node.op, [np.asarray(u, a.dtype) for u, a in zip(uniform, args)], node.params)
             scalar = ops.const(value.reshape((1,) * node.ndim))
             return ops.make("expand", [scalar], shape=node.shape)
-    if node.op in ("input", "const") or not all(a.op == "const" for a in args):
+    if node.op in ops.LEAVES or not all(a.op == "const" for a in args):
         return None
     if node.size > max([a.size for a in args] + [1]):  # keep broadcasts of constants lazy
         return None

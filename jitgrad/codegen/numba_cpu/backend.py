@@ -14,7 +14,8 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from ...runtime import cache
-from ...schedule.fuse import LIBRARY, VIEWS, plan
+from ...ir.ops import INDEXED, LIBRARY, VIEWS
+from ...schedule.fuse import plan
 from ..numpy_ref import IMPLS
 from . import native, parallel
 from .codegen import indexed_source, loop_kernel_source, partials, row_blocks, serial_loop
@@ -40,13 +41,13 @@ def _start_numba_target():
         del sys.modules[blocked]
 
 
-INDEXED = ("gather", "scatter_add")  # library ops compiled as kernels of their own (``indexed_source``)
 FASTMATH = {"contract", "arcp", "nsz", "reassoc"}  # keeps NaN and inf semantics (no nnan/ninf)
 _compiled, _lock = {}, threading.Lock()
 
 KERNEL_HEADER = ("import math\n\nimport numpy as np\nfrom numba import carray, cfunc\n\n"
                  "from jitgrad.codegen.numba_cpu import vecmath as vm\n")
-ENTRY_HEADER = ("import numpy as np\nfrom numba import njit\nfrom numba.types import ExternalFunction, int64, uintp, void\n\n"
+ENTRY_HEADER = ("import numpy as np\nfrom numba import njit\n"
+                "from numba.types import ExternalFunction, int64, uintp, void\n\n"
                 "from jitgrad.codegen.numba_cpu.blas import dgemm, sgemm\n")
 
 
@@ -65,7 +66,8 @@ def compile_kernel(source, args):
     arrays = [f"carray(args[{i}], {a.shape or (1,)}, np.{np.dtype(a.dtype).type.__name__})" for i, a in enumerate(args)]
     flags = "{" + ", ".join(map(repr, sorted(FASTMATH))) + "}"
     options = f"fastmath={flags}, error_model='numpy'"
-    signature, call = ("void(CPointer(voidptr), int64, int64)", "args, lo, hi") if rows else ("void(CPointer(voidptr))", "args")
+    signature, call = (("void(CPointer(voidptr), int64, int64)", "args, lo, hi") if rows
+                       else ("void(CPointer(voidptr))", "args"))
     wrapper = f"@cfunc('{signature}', " + options + f")\ndef kernel({call}):\n"
     loads = "".join(f"    {p} = {a}\n" for p, a in zip(params, arrays))
     return _once(_Native, f"{KERNEL_HEADER}\n{wrapper}{loads}{body}\n", "kernel")
@@ -312,7 +314,8 @@ class Executable:
                 return
             params = sorted(used)
             fn_name = "entry" if all(k != "python" for k in kinds) else f"entry{len(self.entry_sources)}"
-            lines = ["args = buffers.ctypes.data"] * any(line.startswith(("kernel", "parallel_for")) for line in body) + body
+            calls = any(line.startswith(("kernel", "parallel_for")) for line in body)
+            lines = ["args = buffers.ctypes.data"] * calls + body
             if self._pool_slot is not None and any("(pool," in line for line in body):
                 lines.insert(0, f"pool = buffers[{self._pool_slot}]")
             source = "\n".join(externs + [""] * bool(externs) + [
@@ -361,7 +364,8 @@ class Executable:
             position, flag = self._flags[i]
             add = (lambda dst, value: f"out[{dst}] += {value}") if node.op == "scatter_add" else None
             source = indexed_source(node, f"kernel{i}", serial_loop, _flag, add, zero=add is not None)
-            return source, [*node.args, node, flag], [where(a) for a in node.args] + [where(node, written=True), position]
+            positions = [where(a) for a in node.args] + [where(node, written=True), position]
+            return source, [*node.args, node, flag], positions
         source, inputs = loop_kernel_source(k, f"kernel{i}")
         scratch = self._partials.get(i, [])
         positions = [where(n) for n in inputs] + [where(o, written=True) for o in k.stores] + [p for p, _ in scratch]

@@ -310,7 +310,8 @@ def _chunk_loop(shape, chunk_inits, inner, chunked, chunks, depth):
     vectorizing (it halved graph_xyz's speed)."""
     rows = _chunks(shape)[0]
     pad = "    " * depth
-    lines = [f"{pad}for c in {chunks}:", f"{pad}    start = c * {rows}", f"{pad}    stop = min(start + {rows}, {shape[0]})"]
+    lines = [f"{pad}for c in {chunks}:", f"{pad}    start = c * {rows}",
+             f"{pad}    stop = min(start + {rows}, {shape[0]})"]
     lines += [f"{pad}    c_{name} = {name}[start:stop]" for name in chunked]
     lines += [f"{pad}    {s}" for s in chunk_inits]
     lines.append(f"{pad}    for j in range(stop - start):")
@@ -344,8 +345,9 @@ def _finish(reductions, stores, tail, chunks):
     order (so the result does not depend on the threads), then the scalar tail."""
     lines = ["    if lo < 0:"]
     for j, r in enumerate(reductions):
-        lines += [f"        acc{j} = {scalar_ops.reduce_init(r.op, r.dtype, wide=True)}", f"        for c in range({chunks}):",
-                  f"            v = part{j}[c]", f"            {scalar_ops.accumulate(r.op, f'acc{j}', 'v')}"]
+        lines += [f"        acc{j} = {scalar_ops.reduce_init(r.op, r.dtype, wide=True)}",
+                  f"        for c in range({chunks}):", f"            v = part{j}[c]",
+                  f"            {scalar_ops.accumulate(r.op, f'acc{j}', 'v')}"]
         if id(r) in stores:
             lines.append(f"        {stores[id(r)]}[0] = acc{j}")
     return lines + ["        " + s for s in tail] + ["        return"]
@@ -403,4 +405,5 @@ def serial_loop(shape, lines):
     """Nested loops running ``lines`` at every index ``i0, i1, ...`` of ``shape`` (a 0-d one once,
     still in a loop, for the lines' ``continue``)."""
     loops = [f"for i{a} in range({d}):" for a, d in enumerate(shape)] or ["for _ in range(1):"]
-    return [("    " * depth) + line for depth, line in enumerate(loops)] + ["    " * len(loops) + line for line in lines]
+    body = ["    " * len(loops) + line for line in lines]
+    return [("    " * depth) + line for depth, line in enumerate(loops)] + body

@@ -12,7 +12,7 @@ the entry point cannot run (concat, pad, argmax, an integer or empty matmul, a v
 express, any matmul without a CBLAS) runs in Python with NumPy between compiled *segments*:
 correct always, one compiled call per run of the rest.
 """
-from ...schedule.fuse import VIEWS
+from ...ir.ops import VIEWS
 from . import blas
 
 

@@ -20,8 +20,6 @@ generation; a thread claims block ``b`` of generation ``g`` by compare-and-swap 
 so a late worker can never run a block of a job that has moved on. One job runs at a time
 (``BUSY``): a thread calling in meanwhile runs its loop on its own, serially.
 """
-import ctypes
-import os
 import platform
 import sys
 

@@ -21,7 +21,8 @@ from numba import cuda
 
 from ...errors import JitgradError
 from ...runtime import devices
-from ...schedule.fuse import LIBRARY, VIEWS, Kernel, Step, plan
+from ...ir.ops import INDEXED, LIBRARY, VIEWS
+from ...schedule.fuse import Kernel, Step, plan
 from ..numba_cpu.backend import _plan_buffers
 from ..numba_cpu.entry import gemm_layout, strided
 from . import codegen, cublas, graphs, launch
@@ -57,7 +58,8 @@ class _LoopStep:
     def launches(self):
         """(kernel, argument types) of each kernel this step launches."""
         arrays = [_array_type(n.dtype, n.ndim) for n in self.inputs + self.stores]
-        scratch = [_array_type(r.dtype, 1) for r in self.reductions] + [_array_type(np.int32, 1)] * bool(self.reductions)
+        scratch = [_array_type(r.dtype, 1) for r in self.reductions]
+        scratch += [_array_type(np.int32, 1)] * bool(self.reductions)
         yield self.fn, arrays + scratch
 
     def arguments(self, env, memory):
@@ -102,7 +104,8 @@ class _LibraryStep:
         nonempty = only_matmuls and all(n.size for n in read_by)
         self.gemm_view = _gemm_view(kernel) if self.views and nonempty and blas is not None else None
         if self.constant:
-            self.source = "# views of a constant, made once when the program loads: " + ", ".join(n.op for n in kernel.body)
+            self.source = ("# views of a constant, made once when the program loads: "
+                           + ", ".join(n.op for n in kernel.body))
         elif self.cupy_view:
             self.source = "# views through CuPy (strided, no copy): " + ", ".join(n.op for n in kernel.body)
         elif self.gemm_view:
@@ -148,7 +151,7 @@ class _LibraryStep:
                 yield self.fn, [_array_type(n.dtype, 3)] * 3
             return
         arrays = [_array_type(a.dtype, a.ndim) for a in n.args] + [_array_type(n.dtype, n.ndim)]
-        if n.op in ("gather", "scatter_add"):
+        if n.op in INDEXED:
             arrays.append(_array_type(np.int32, 1))
         if n.op == "scatter_add":
             yield self.fill, [_array_type(n.dtype, 1), numba.from_dtype(n.dtype)]
@@ -171,7 +174,7 @@ class _LibraryStep:
         args = [env[id(a)] for a in n.args]
         if n.op == "matmul":
             self._matmul(n, args, out, memory)
-        elif n.op in ("gather", "scatter_add"):
+        elif n.op in INDEXED:
             err = memory.scratch("err", (1,), np.int32)
             if n.op == "scatter_add":
                 self.fill_launch(memory.stream, out.reshape(out.size), out.dtype.type(0))
@@ -195,7 +198,8 @@ class _LibraryStep:
         if self.fn is None:
             self._tiled()
         batch = math.prod(node.shape[:-2])
-        self.launch(memory.stream, *[x.reshape((batch,) + v.shape[-2:]) for x, v in zip(args + [out], list(node.args) + [node])])
+        operands = zip(args + [out], list(node.args) + [node])
+        self.launch(memory.stream, *[x.reshape((batch,) + v.shape[-2:]) for x, v in operands])
 
 
 def _copy_kernel(kernel):
@@ -332,7 +336,7 @@ class Executable:
         self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
         slots, self.peak_bytes = _plan_buffers(self.plan, program)
         self._memory = _Memory(slots, cp)
-        self._checks_indices = any(n.op in ("gather", "scatter_add") for n in program.nodes)
+        self._checks_indices = any(n.op in INDEXED for n in program.nodes)
         self._index_error = np.zeros(1, np.int32)  # the flag's host copy, read after each call
         self.replay, self._record_next = None, graphs.GRAPHS
 
@@ -382,7 +386,7 @@ class Executable:
         err = self._memory.scratch_buffers.get("err")
         if err is not None and launch.copy_to_host(err, self._index_error)[0]:
             err.copy_to_device(np.zeros(1, np.int32))
-            ops = sorted({n.op for n in self.program.nodes if n.op in ("gather", "scatter_add")})
+            ops = sorted({n.op for n in self.program.nodes if n.op in INDEXED})
             raise IndexError(f"{'/'.join(ops)} in {self.program.name}: an index is out of bounds for its axis")
 
 

@@ -43,7 +43,8 @@ WARP = 32
 
 def _cbrt(x, c):
     y = f"math.copysign(math.pow(abs({x}), {c(1 / 3)}), {x})"
-    return f"({x} if {x} == 0 or not abs({x}) < {c(math.inf)} else {y} - ({y} * {y} * {y} - {x}) / ({c(3)} * {y} * {y}))"
+    newton = f"{y} - ({y} * {y} * {y} - {x}) / ({c(3)} * {y} * {y})"
+    return f"({x} if {x} == 0 or not abs({x}) < {c(math.inf)} else {newton})"
 
 
 # op -> expression of operand ``x`` and ``c(value)``, a literal of the node's dtype. Floats of
@@ -239,7 +240,8 @@ def _rows(kernel, buffers, stores, threads, lanes=None):
         if step.kind == "row":
             body += _row(step, kernel, buffers, stores)
         else:
-            inits, loop, reductions = _phase_loop(step, kernel, buffers, stores, "lane" if lanes else "tid", lanes or threads)
+            inits, loop, reductions = _phase_loop(step, kernel, buffers, stores, "lane" if lanes else "tid",
+                                                  lanes or threads)
             body += inits + loop
             body += _warp_reduce(reductions, lanes) if lanes else _block_reduce(reductions, threads)
             kept_idx = subscript(tuple(f"i{a}" for a in kept))
@@ -352,7 +354,8 @@ def concat_source(node):
     for m, a in enumerate(node.args):
         idx = _idx(tuple(f"i{b}" if b != axis else f"(i{b} - {offset})" for b in range(node.ndim)))
         offset += a.shape[axis]
-        branches += [f"{'if' if m == 0 else 'elif'} i{axis} < {offset}:", f"    out[{_out_index(node.shape)}] = in{m}[{idx}]"]
+        branches += [f"{'if' if m == 0 else 'elif'} i{axis} < {offset}:",
+                     f"    out[{_out_index(node.shape)}] = in{m}[{idx}]"]
     args = ", ".join([f"in{m}" for m in range(len(node.args))] + ["out"])
     return "\n".join([f"def concat({args}):"] + _indent(_grid_loop(node.shape, branches), 1))
 

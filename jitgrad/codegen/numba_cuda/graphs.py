@@ -49,7 +49,8 @@ class Replay:
         self.executable, self.stream, self.memory = executable, stream, memory
         nbytes = sum(n.size * n.dtype.itemsize for n in program.inputs + program.outputs)
         self.copies = nbytes <= GRAPH_MAX_BYTES
-        self.inputs = [memory.keep(cuda.device_array(n.shape, n.dtype)) for n in program.inputs] if self.copies else None
+        self.inputs = ([memory.keep(cuda.device_array(n.shape, n.dtype)) for n in program.inputs]
+                       if self.copies else None)
         self.offsets, self.shared, self.nbytes = block_layout(program.outputs)
         self.layouts = [(o.shape, o.dtype, o.size * o.dtype.itemsize) for o in program.outputs]
         self.copied_out = _ResultBlock(self) if self.copies else None
@@ -202,7 +203,8 @@ class Replay:
         host = np.empty(self.nbytes, np.uint8)
         _copy_async(host.ctypes.data, block.address, self.nbytes, self.stream)
         self.stream.synchronize()
-        views = [host[at:at + nbytes].view(dtype).reshape(shape) for at, (shape, dtype, nbytes) in zip(self.offsets, self.layouts)]
+        views = [host[at:at + nbytes].view(dtype).reshape(shape)
+                 for at, (shape, dtype, nbytes) in zip(self.offsets, self.layouts)]
         return [v if v.nbytes > SMALL else v.copy() for v in views]
 
     def _copied_to_device(self):

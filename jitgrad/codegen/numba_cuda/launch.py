@@ -26,7 +26,8 @@ THREADS = 8 if SIMULATOR else 256
 # Launch kernels through cuda.core after their first call (``direct_launch``); "numba" keeps
 # Numba's own launch path, to compare the two (benchmarks/cuda_overhead.py).
 DIRECT_LAUNCH = os.environ.get("JITGRAD_CUDA_LAUNCH", "direct") != "numba"
-MODULE_HEADER = "import math\n\nimport numpy as np\nfrom numba import cuda\n\nfrom jitgrad.codegen.numba_cuda import devmath\n"
+MODULE_HEADER = ("import math\n\nimport numpy as np\nfrom numba import cuda\n\n"
+                 "from jitgrad.codegen.numba_cuda import devmath\n")
 # JITGRAD_CUDA_FASTMATH=1 compiles kernels with NVVM's fast math (approximate float32 division,
 # square root, exp and log; flush-to-zero): an experiment for math-heavy elementwise kernels,
 # off by default since results then differ from NumPy's by more than rounding.
@@ -70,8 +71,8 @@ def grid(work, threads=THREADS, per_step=1):
 @functools.cache
 def cupy_module():
     """CuPy, for pooled memory on our device arrays, CUDA graphs and the matmuls our cuBLAS call
-    cannot take, when it is installed and sees a GPU. Everything runs on the legacy default stream, so handing arrays between CuPy and
-    Numba needs no stream synchronization."""
+    cannot take, when it is installed and sees a GPU. Everything runs on the legacy default stream,
+    so handing arrays between CuPy and Numba needs no stream synchronization."""
     if SIMULATOR or os.environ.get("JITGRAD_CUDA_NO_CUPY"):
         return None
     os.environ.setdefault("CUPY_CUDA_ARRAY_INTERFACE_SYNC", "0")
@@ -131,7 +132,8 @@ class QuickViews:
         typestr = np.dtype(dtype).str
         if self.checked:
             return self.copy(self.template(shape, None, typestr), pointer, owner, 0)
-        desc = {"version": 3, "shape": shape, "typestr": typestr, "data": (pointer, False), "strides": None, "stream": None}
+        desc = {"version": 3, "shape": shape, "typestr": typestr, "data": (pointer, False), "strides": None,
+                "stream": None}
         return cuda.from_cuda_array_interface(desc, owner=owner, sync=False)
 
     def view(self, desc, owner):
@@ -213,7 +215,8 @@ class Launch:
             return
         if self.resize:
             self.resize, self.blocks = False, resident_blocks(self.fn, args, self.blocks, self.threads)
-        configured = self.fn[self.blocks, self.threads] if stream is None else self.fn[self.blocks, self.threads, stream]
+        configured = (self.fn[self.blocks, self.threads] if stream is None
+                      else self.fn[self.blocks, self.threads, stream])
         with warnings.catch_warnings():  # small grids are expected for small arrays
             warnings.filterwarnings("ignore", message="Grid size")
             configured(*args)
