@@ -18,7 +18,8 @@ import numpy as np
 
 import jitgrad as jg
 from benchmarks.workloads import SPEC_WORKLOADS
-from jitgrad.codegen.numba_cuda.ptx import kernel_report, workload_program
+from benchmarks.ptx_report import workload_program
+from jitgrad.codegen.numba_cuda.ptx import kernel_report
 from tests.helpers import scalarize
 from tests.test_cpu_backend import CASES, _xent
 from tests.test_ops import ALL

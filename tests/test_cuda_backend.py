@@ -516,7 +516,7 @@ def test_random_programs_match_reference(program, dtype):
 def test_foreign_device_arrays_on_the_legacy_stream_are_not_waited_for(monkeypatch):
     """A CuPy array made on the legacy default stream (its default) is used without a host sync:
     our work is ordered after it. Other streams are synchronized by Numba (PyTorch names none)."""
-    from jitgrad.runtime import devices
+    from jitgrad.runtime import arrays
     asked = []
     monkeypatch.setattr(cuda, "as_cuda_array", lambda x, sync=True: asked.append(sync) or x, raising=False)
 
@@ -525,7 +525,7 @@ def test_foreign_device_arrays_on_the_legacy_stream_are_not_waited_for(monkeypat
             self.__cuda_array_interface__ = {"version": 3, "shape": (2,), "typestr": "<f4", "data": (0, False),
                                              "strides": None, "stream": stream}
     for stream in (1, 2, 0x7000, None):
-        devices.as_cuda_array(Foreign(stream))
+        arrays.as_cuda_array(Foreign(stream))
     assert asked == [False, True, True, True]
 
 

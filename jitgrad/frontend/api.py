@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import GradError, ShapeError, checks_on
 from ..ir.ops import is_float
-from ..runtime import devices
+from ..runtime import arrays, devices
 from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
 from ..transforms.simplify import simplify
 from . import numpy_api as jnp
@@ -32,7 +32,7 @@ class Traced:
     def args(self):
         """The input values for evaluating the program eagerly: GPU leaves copied to the host
         here, only when a transform evaluates (a compiled program needs just their shapes)."""
-        return [devices.to_host(v) if devices.on_gpu(v) else v for v in self.leaves] + self.captured
+        return [arrays.to_host(v) if arrays.on_gpu(v) else v for v in self.leaves] + self.captured
 
 
 def _leaf_value(leaf, where):
@@ -301,7 +301,7 @@ class Jitted:
         key = [self.device or os.environ.get("JITGRAD_DEVICE")]
         for a in args:
             kind = type(a)
-            if kind is not np.ndarray and not devices.on_gpu(a):
+            if kind is not np.ndarray and not arrays.on_gpu(a):
                 return None
             key += (kind, a.shape, a.dtype)
         return tuple(key)
@@ -330,7 +330,7 @@ class Jitted:
             names = [type(args[i]).__name__ for i in static]
             raise TypeError(f"static arguments must be hashable; got {names}") from None
         if device != "cuda":
-            leaves = [devices.to_host(a) for a in leaves]
+            leaves = [arrays.to_host(a) for a in leaves]
         key = (tuple(defs), tuple((a.shape, a.dtype.str) for a in leaves), statics, device)
         with self._lock:
             compiled = self._cache.get(key)
@@ -397,3 +397,19 @@ def make_ir(f, static_argnums=()):
         return trace(f, args, dynamic).program
 
     return make
+
+
+def device_put(x, device=None):
+    """Place an array (or a pytree of arrays) on ``device``: a numba.cuda device array for
+    ``"cuda"`` (jitgrad functions then keep their results there), a NumPy array otherwise.
+
+    >>> w = jg.device_put(np.ones(3), "cuda")   # doctest: +SKIP
+    >>> jg.device_put(w, "cpu")                  # doctest: +SKIP
+    array([1., 1., 1.])
+    """
+    name = devices.resolve(device)
+    leaves, treedef = flatten(x)
+    if name == "cuda":
+        from ..codegen.numba_cuda.launch import as_device_array
+        return unflatten(treedef, [as_device_array(leaf) for leaf in leaves])
+    return unflatten(treedef, [arrays.to_host(leaf) for leaf in leaves])

@@ -12,9 +12,9 @@ import threading
 
 import numpy as np
 
-from ..codegen.numpy_ref import run_op
 from ..errors import TraceError, location, user_frame
 from ..ir import ops
+from ..ir.evaluate import run_op
 from ..ir.graph import Node, Program
 
 _local = threading.local()
@@ -192,5 +192,3 @@ class Tracer:
                          f"{user_frame()}) is not supported: arrays are immutable while tracing. "
                          "Build the result instead: np.where(mask, v, x), np.concatenate, or np.pad.")
 
-
-from . import numpy_api  # noqa: E402,F401  (attaches operators and methods to Tracer)

@@ -5,7 +5,7 @@ import numbers
 
 import numpy as np
 
-from ..runtime import devices
+from ..runtime import arrays
 
 
 def _numeric_list(x):
@@ -92,8 +92,8 @@ def to_array(leaf, where):
             raise TypeError(f"{where} is a ragged nested list, which is not an array: {e}") from None
     elif isinstance(leaf, (bool, int, float, np.generic, np.ndarray)):
         leaf = np.asarray(leaf)
-    elif devices.on_gpu(leaf):  # numba, CuPy, torch CUDA arrays: a view, no copy
-        leaf = devices.as_cuda_array(leaf)
+    elif arrays.on_gpu(leaf):  # numba, CuPy, torch CUDA arrays: a view, no copy
+        leaf = arrays.as_cuda_array(leaf)
     elif hasattr(leaf, "__array__") and not hasattr(leaf, "node"):
         leaf = np.asarray(leaf)
     else:

@@ -1,1 +1,1 @@
-"""Runtime: devices and (later) the compilation cache."""
+"""Runtime: the device registry (``devices``), GPU arrays (``arrays``) and the disk cache (``cache``)."""

@@ -1,1 +1,2 @@
-"""Scheduling: fusion of an optimized program into kernels (``fuse.plan``)."""
+"""Scheduling: fusion of an optimized program into kernels (``fuse.plan``) and the buffers they
+write (``buffers.plan_buffers``)."""

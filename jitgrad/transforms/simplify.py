@@ -21,9 +21,9 @@ import math
 
 import numpy as np
 
-from ..codegen.numpy_ref import run_op
 from ..errors import location
 from ..ir import ops
+from ..ir.evaluate import run_op
 from ..ir.graph import Node, Program
 
 

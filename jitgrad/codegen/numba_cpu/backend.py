@@ -14,9 +14,10 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from ...runtime import cache
+from ...ir.evaluate import IMPLS
 from ...ir.ops import INDEXED, LIBRARY, VIEWS
+from ...schedule.buffers import allocated, plan_buffers
 from ...schedule.fuse import plan
-from ..numpy_ref import IMPLS
 from . import native, parallel
 from .codegen import indexed_source, loop_kernel_source, partials, row_blocks, serial_loop
 from .entry import entry_source, gemm_lines, gemm_operands
@@ -196,7 +197,7 @@ class Executable:
     def __init__(self, program):
         self.program = program
         self.plan = plan(program)
-        self._slots, self.peak_bytes = _plan_buffers(self.plan, program)
+        self._slots, self.peak_bytes = plan_buffers(self.plan, program)
         kinds, stored = _step_kinds(self.plan, program)
         self._place(program, kinds)
         self._build(kinds, stored)
@@ -236,8 +237,8 @@ class Executable:
 
         for i, n in enumerate(program.inputs):
             place(id(n), f"in{i}")
-        allocated = [o for k in self.plan for o in _allocated(k)]
-        results = [o for o in allocated if id(o) not in self._slots]
+        written = [o for k in self.plan for o in allocated(k)]
+        results = [o for o in written if id(o) not in self._slots]
         for o in results:  # an output that is an input or constant is a copy, written elsewhere
             place(("copy", id(o)) if o.op in ("input", "const") else id(o), f"out{program.outputs.index(o)}")
         self._results = [(o.shape or (1,), o.dtype) for o in results]
@@ -252,7 +253,7 @@ class Executable:
             place(id(n), f"c{i}")
         self._consts = [np.ascontiguousarray(n.params["value"]) for n in consts]
         slots = {}  # pool slot number -> (its position, its (shape, dtype) key)
-        for o in allocated:
+        for o in written:
             if id(o) in self._slots:
                 number, key = self._slots[id(o)]
                 if number not in slots:
@@ -476,47 +477,3 @@ def _step_kinds(kernels, program):
 class _Scratch(namedtuple("_Scratch", "shape dtype")):
     """A kernel's buffer that is no node of the program (a full reduction's partials, a gather's
     or scatter-add's flag)."""
-
-
-def _allocated(kernel):
-    """The nodes a step writes into buffers it asks for: loop stores, matmul, gather and
-    scatter-add results."""
-    if kernel.kind == "loop":
-        return kernel.stores
-    return [n for n in kernel.body if n.op == "matmul" or n.op in INDEXED]
-
-
-def _plan_buffers(kernels, program):
-    """Give each intermediate a pool slot by lifetime: a slot whose value is dead is reused by a
-    later intermediate of the same shape and dtype (views keep the buffer they look into alive).
-    Returns (slot of each pooled node, peak bytes of buffers alive at once)."""
-    base = {}  # id(a view of a buffer) -> id(that buffer)
-    for k in kernels:
-        if k.kind == "library" and all(n.op in VIEWS for n in k.body):
-            src = id(k.inputs[0])
-            base.update((id(o), base.get(src, src)) for o in k.stores)
-    last_use = {}
-
-    def use(node_id, step):
-        root = base.get(node_id, node_id)
-        last_use[root] = max(last_use.get(root, -1), step)
-
-    for i, k in enumerate(kernels):
-        for n in k.inputs:
-            use(id(n), i)
-    for o in program.outputs:
-        use(id(o), len(kernels))
-    results = {id(o) for o in program.outputs}
-    slots, free, live, peak = {}, {}, {}, 0
-    for i, k in enumerate(kernels):
-        for o in _allocated(k):
-            live[id(o)] = o.size * o.dtype.itemsize
-            if id(o) not in results:
-                key = ((o.shape or (1,)) if k.kind == "loop" else o.shape, o.dtype.str)
-                slots[id(o)] = (free[key].pop() if free.get(key) else (len(slots), key))
-        peak = max(peak, sum(live.values()))
-        for node_id in [n for n in live if last_use.get(n, -1) <= i]:
-            del live[node_id]
-            if node_id in slots:
-                free.setdefault(slots[node_id][1], []).append(slots[node_id])
-    return slots, peak

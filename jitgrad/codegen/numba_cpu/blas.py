@@ -12,7 +12,6 @@ import llvmlite.binding as llvm
 import numpy as np
 from numba import types
 
-ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112
 # (symbol pattern, integer type): ILP64 builds first, as NumPy prefers them
 _CANDIDATES = [("scipy_cblas_{}gemm64_", types.int64), ("cblas_{}gemm64_", types.int64),
                ("scipy_cblas_{}gemm", types.int32), ("cblas_{}gemm", types.int32)]

@@ -12,62 +12,8 @@ the entry point cannot run (concat, pad, argmax, an integer or empty matmul, a v
 express, any matmul without a CBLAS) runs in Python with NumPy between compiled *segments*:
 correct always, one compiled call per run of the rest.
 """
-from ...ir.ops import VIEWS
+from ..gemm import ROW_MAJOR, c_strides, gemm_layout, strided
 from . import blas
-
-
-def c_strides(shape):
-    strides, step = [], 1
-    for d in reversed(shape):
-        strides.append(step)
-        step *= d
-    return tuple(reversed(strides))
-
-
-def strided(node, stored):
-    """``(base, offset, shape, strides)`` in elements, if ``node`` is a chain of views of a
-    C-contiguous buffer ``base`` (the first node of the chain that is not a view or is in
-    ``stored``, the ids of loop kernels' stores) that is plain strided indexing; else None."""
-    chain = []
-    while node.op in VIEWS and id(node) not in stored:
-        chain.append(node)
-        node = node.args[0]
-    shape, offset = node.shape, 0
-    strides = c_strides(shape)
-    for v in reversed(chain):
-        p = v.params
-        if v.op == "transpose":
-            shape, strides = tuple(shape[a] for a in p["perm"]), tuple(strides[a] for a in p["perm"])
-        elif v.op == "slice":
-            offset += sum(s * st for s, st in zip(p["starts"], strides))
-            shape = tuple(len(range(s, e, k)) for s, e, k in zip(p["starts"], p["limits"], p["strides"]))
-            strides = tuple(st * k for st, k in zip(strides, p["strides"]))
-        elif v.op == "expand" and len(v.shape) == len(shape):
-            strides = tuple(0 if s != d else st for s, d, st in zip(shape, v.shape, strides))
-            shape = v.shape
-        elif v.op == "reshape" and _dense(shape, strides):
-            shape, strides = v.shape, c_strides(v.shape)
-        else:
-            return None  # rev (negative strides) or a reshape that would copy
-    return node, offset, shape, strides
-
-
-def _dense(shape, strides):
-    return all(st == c or d == 1 for d, st, c in zip(shape, strides, c_strides(shape)))
-
-
-def gemm_layout(rows, cols, row_stride, col_stride):
-    """(CBLAS row-major transpose flag, leading dimension) of a matrix stored at these strides
-    (in elements), or None. The CUDA backend's cuBLAS calls use it too."""
-    if col_stride == 1 or cols == 1:
-        ld = row_stride if rows > 1 else cols
-        if ld >= max(1, cols):
-            return blas.NO_TRANS, ld
-    if row_stride == 1 or rows == 1:
-        ld = col_stride if cols > 1 else rows
-        if ld >= max(1, rows):
-            return blas.TRANS, ld
-    return None
 
 
 def gemm_operands(node, stored):
@@ -102,7 +48,7 @@ def gemm_lines(node, operands, pointer):
         return pointer(buf) + (f" + np.uintp(({' + '.join(terms)}) * {node.dtype.itemsize})" if terms else "")
 
     (a, a_off, a_batch, ta, lda), (b, b_off, b_batch, tb, ldb) = operands
-    call = (f"{letter}gemm({blas.ROW_MAJOR}, {ta}, {tb}, {m}, {n}, {k}, {one}, {address(a, a_off, a_batch)}, {lda}, "
+    call = (f"{letter}gemm({ROW_MAJOR}, {ta}, {tb}, {m}, {n}, {k}, {one}, {address(a, a_off, a_batch)}, {lda}, "
             f"{address(b, b_off, b_batch)}, {ldb}, {zero}, {address(node, 0, c_strides(node.shape)[:-2])}, {n})")
     lines = [f"for {i} in range({d}):" for i, d in zip(index, batch)]
     return ["    " * depth + line for depth, line in enumerate(lines + [call])]

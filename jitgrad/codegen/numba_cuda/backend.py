@@ -20,11 +20,12 @@ import numpy as np
 from numba import cuda
 
 from ...errors import JitgradError
-from ...runtime import devices
+from ...runtime import arrays
+from ...ir.evaluate import IMPLS
 from ...ir.ops import INDEXED, LIBRARY, VIEWS
+from ...schedule.buffers import plan_buffers
 from ...schedule.fuse import Kernel, Step, plan
-from ..numba_cpu.backend import _plan_buffers
-from ..numba_cpu.entry import gemm_layout, strided
+from ..gemm import gemm_layout, strided
 from . import codegen, cublas, graphs, launch
 from .launch import (THREADS, Launch, as_device_array, at_least_1d, compile_kernel, from_cupy, grid, multiprocessors,
                      new_array)
@@ -239,7 +240,6 @@ def _cupy_view(kernel, env, memory):
 
 def _apply_views(kernel, value):
     """A view chain kernel's result on ``value`` (its input, a CuPy or NumPy array)."""
-    from ..numpy_ref import IMPLS
     for n in kernel.body:
         value = IMPLS[n.op](value, **n.params)
     return value
@@ -334,7 +334,7 @@ class Executable:
         self.plan, self.steps = build_steps(program, cp, cublas.blas())
         self._consts = None
         self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
-        slots, self.peak_bytes = _plan_buffers(self.plan, program)
+        slots, self.peak_bytes = plan_buffers(self.plan, program)
         self._memory = _Memory(slots, cp)
         self._checks_indices = any(n.op in INDEXED for n in program.nodes)
         self._index_error = np.zeros(1, np.int32)  # the flag's host copy, read after each call
@@ -352,7 +352,7 @@ class Executable:
         with _ONE_CALL_AT_A_TIME:
             results = None if self.replay is None else self.replay(args)
             if results is None:
-                results = self._run([as_device_array(a) for a in args], any(devices.on_gpu(a) for a in args))
+                results = self._run([as_device_array(a) for a in args], any(arrays.on_gpu(a) for a in args))
                 if self._record_next:  # everything is compiled and allocated now
                     self._record_next, self.replay = False, graphs.Replay.record(self)
             if self._checks_indices:

@@ -18,11 +18,10 @@ import numpy as np
 from numba import cuda
 
 from ...errors import JitgradError
-from ..numba_cpu import blas as cblas
-from ..numba_cpu.entry import gemm_layout
+from ..gemm import NO_TRANS, TRANS, gemm_layout
 from .launch import SIMULATOR, address
 
-_OPERATION = {cblas.NO_TRANS: 0, cblas.TRANS: 1}  # CUBLAS_OP_N, CUBLAS_OP_T
+_OPERATION = {NO_TRANS: 0, TRANS: 1}  # CUBLAS_OP_N, CUBLAS_OP_T
 WORKSPACE_BYTES = 32 << 20  # what cuBLAS itself reserves on Hopper; ours, so graphs can record it
 
 

@@ -10,7 +10,7 @@ import numba
 import numpy as np
 from numba import config, cuda
 
-from ...runtime import cache, devices
+from ...runtime import arrays, cache
 from .simulator import SIM_MATH, add_warp_shuffle, share_arrays_safely
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
@@ -86,9 +86,9 @@ def cupy_module():
 def as_device_array(x):
     """A C-contiguous numba device array of ``x``: a view (no copy) if it lives on the GPU
     contiguously, else a copy there. Kernels are compiled for contiguous arrays."""
-    if not devices.on_gpu(x):
+    if not arrays.on_gpu(x):
         return cuda.to_device(np.ascontiguousarray(x))
-    x = devices.as_cuda_array(x)
+    x = arrays.as_cuda_array(x)
     if SIMULATOR or x.is_c_contiguous():
         return x
     cp = cupy_module()

@@ -2,9 +2,8 @@
 (NVVM from the ``numba-cuda[cu13]`` wheels) and, where CUDA's ``ptxas`` is installed, machine
 code with its register and spill counts (and, where ``nvdisasm`` is too, its instruction count).
 The simulator proves kernel logic; this proves the kernels type-check and compile for the
-device, and finds kernels that spill registers.
-
-    python -m jitgrad.codegen.numba_cuda.ptx     # the workloads' kernels and every matmul tiling
+device, and finds kernels that spill registers. ``python -m benchmarks.ptx_report`` prints it
+for the benchmark workloads' kernels and every matmul tiling.
 """
 import os
 import re
@@ -96,35 +95,10 @@ def instructions(sass):
     return len(re.findall(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P\w+\s+)?(?!NOP\b)[A-Z]", sass))
 
 
-def workload_program(name):
-    """A benchmark workload's program at its full size, where grid-stride kernels take their
-    unrolled loop (the test programs are too small to)."""
-    import functools
-
-    import jitgrad as jg
-    from benchmarks.workloads import WORKLOADS
-    w = WORKLOADS[name]
-    return jg.jit_grad(functools.partial(w.loss, np), argnums=w.argnums, device="numpy").lower(*w.inputs()).program
-
-
-def main():
-    from benchmarks.workloads import SPEC_WORKLOADS
-    for name in SPEC_WORKLOADS:
-        for row in kernel_report([workload_program(name)], every_tiling=False):
-            _print(name, row)
-    tilings = [f"{np.dtype(d).name} {m}x{n}" for d in (np.float32, np.float64) for m, n in codegen.TILINGS]
-    for label, row in zip(tilings, kernel_report([])):
-        _print(f"tiled {label}", row)
-
-
-def _print(label, row):
+def print_row(label, row):
     if "error" in row:
         print(f"{label:18s} {row['kernel']:12s} ERROR {row['error'][:200]}")
         return
     print(f"{label:18s} {row['kernel']:12s} ptx {row['ptx_bytes']:6d} B  registers "
           f"{row.get('registers', '?'):>3}  spills {row.get('spill_bytes', '?')} B"
           + (f"  instructions {row['instructions']}" if "instructions" in row else ""))
-
-
-if __name__ == "__main__":
-    main()
