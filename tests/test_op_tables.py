@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from jitgrad.codegen.numba_cpu import scalar_ops
+from jitgrad.codegen import scalar_ops
 from jitgrad.errors import IRError, checks_on
 from jitgrad.ir import evaluate, ops
 from jitgrad.ir.graph import Node, Program

@@ -19,7 +19,8 @@ from ...ir.ops import INDEXED, LIBRARY, VIEWS
 from ...schedule.buffers import allocated, plan_buffers
 from ...schedule.fuse import plan
 from . import native, parallel
-from .codegen import indexed_source, loop_kernel_source, partials, row_blocks, serial_loop
+from ..loops import indexed_source, serial_loop
+from .codegen import loop_kernel_source, partials, row_blocks
 from .entry import entry_source, gemm_lines, gemm_operands
 from .pool import pool
 

@@ -16,22 +16,20 @@ Loop kernels take one of four shapes, chosen from the kernel's axes:
   kept indices, so a warp's loads are one coalesced line; the block's thread groups split the
   reduced indices and meet in shared memory.
 
-Index arithmetic for views and the per-op scalar expressions are shared with the CPU backend
-(``numba_cpu.codegen._Body``); only the op table differs: ``math`` is libdevice on the device,
-and the ops NumPy has but ``math`` lacks in kernels (sign, floor, ceil, rint, cbrt) are inline
+A step's scalar body comes from the loop layer both backends share (``codegen/loops.py``); the
+device's ``Target`` differs only in its op table: ``math`` is libdevice on the device, and the
+ops NumPy has but ``math`` lacks in kernels (sign, floor, ceil, rint, cbrt) are inline
 expressions. (Not device functions: compiling those asks the driver for the card, so kernels
 calling them could not be compiled to PTX on a machine without a GPU.)
 """
-import functools
 import math
 import os
 
 import numpy as np
 
 from ...ir import ops
-from ..numba_cpu import scalar_ops
-from ..numba_cpu import codegen as cpu
-from ..numba_cpu.codegen import _idx, indexed_source, read_back
+from .. import scalar_ops
+from ..loops import Target, index, indexed_source, phase, phase_parts, read_back, row
 
 # Elements per thread per grid-stride step. Their loads are all issued before any store: Numba
 # cannot tell our arrays apart, so the compiler never moves a load above a store, and with one
@@ -58,27 +56,26 @@ INLINE = {
 }
 
 
-def expression(node, args):
-    if node.op == "div" and node.dtype == np.float32:
-        return f"devmath.div_full({args[0]}, {args[1]})"  # not div.rn's slow path (devmath.py)
-    if node.op in INLINE:
-        return scalar_ops._typed(node.dtype, INLINE[node.op](args[0], lambda v: scalar_ops.literal(v, node.dtype)))
-    return scalar_ops.expression(node, args, vector_math=False)
+class CUDA(Target):
+    """The device's scalar code: libdevice's ``math``, ``INLINE`` where it has no function or a
+    slow one, float32 division by ``div.full``, and unsigned subscripts."""
+
+    def expression(self, node, args):
+        if node.op == "div" and node.dtype == np.float32:
+            return f"devmath.div_full({args[0]}, {args[1]})"  # not div.rn's slow path (devmath.py)
+        if node.op in INLINE:
+            return scalar_ops.typed(node.dtype, INLINE[node.op](args[0], lambda v: scalar_ops.literal(v, node.dtype)))
+        return super().expression(node, args)
+
+    def subscript(self, idx):
+        """A buffer's subscript with every index unsigned. Fused kernels only ever compute indices
+        that are not negative, but with signed ones Numba adds NumPy's wraparound (``i < 0: i +
+        n``) to each access: about five integer instructions per load or store and axis."""
+        return ", ".join(i if i.isdigit() else f"np.uint64({i})" for i in idx) if idx else "0"
 
 
-def subscript(idx):
-    """A buffer's subscript with every index unsigned. Fused kernels only ever compute indices
-    that are not negative, but with signed ones Numba adds NumPy's wraparound (``i < 0: i + n``)
-    to each access: about five integer instructions per load or store and axis (counted in
-    SASS with ptxas and nvdisasm: 6% of elementwise_chain's kernel, 43% of softmax_xent's
-    largest row kernel, 2040 instructions against 1160)."""
-    return ", ".join(i if i.isdigit() else f"np.uint64({i})" for i in idx) if idx else "0"
-
-
-# The CPU backend's loop-body builders, with the device's expressions and subscripts.
-_phase = functools.partial(cpu._phase, expression=expression, subscript=subscript)
-phase_parts = functools.partial(cpu.phase_parts, expression=expression, subscript=subscript)
-_row = functools.partial(cpu._row, expression=expression, subscript=subscript)
+TARGET = CUDA()
+subscript = TARGET.subscript
 
 
 def _delinearize(flat, axes, shape, suffix=""):
@@ -137,7 +134,7 @@ def _grid_stride(kernel, buffers, stores, threads):
     unrolled step: it has only the other (fewer lines for NVVM, a faster first call)."""
     step = kernel.steps[0]  # a full reduction's tail comes after (``_full_reduction``)
     n, axes, shape = math.prod(kernel.shape), range(len(kernel.shape)), kernel.shape
-    inits, inner, reductions = _phase(step, kernel, buffers, stores)
+    inits, inner, reductions = phase(step, kernel, buffers, stores, TARGET)
     lines = ["g = cuda.gridsize(1)", "t = cuda.grid(1)"]
     if n > (UNROLL - 1) * threads:
         flats = [f"(t + {u} * g)" if u else "t" for u in range(UNROLL)]
@@ -155,7 +152,7 @@ def _unrolled_step(step, kernel, buffers, stores, flats, axes):
     shape = kernel.shape
     indices = [line for k, flat in enumerate(flats) for line in _delinearize(flat, axes, shape, f"_{k}")]
     copies = [tuple(f"i{a}_{k}" if a in axes else f"i{a}" for a in range(len(shape))) for k in range(len(flats))]
-    _, values, effects, _ = phase_parts(step, kernel, buffers, stores, copies=copies)
+    _, values, effects, _ = phase_parts(step, kernel, buffers, stores, TARGET, copies=copies)
     return indices + values + effects
 
 
@@ -195,9 +192,9 @@ def _full_reduction(kernel, buffers, stores, threads):
     finish += _block_reduce(reductions, threads)
     finish += ["if tid == 0:"] + [f"    {stores[id(r)]}[0] = acc{j}" for j, r in enumerate(reductions)]
     read_back(kernel.steps[0], buffers, stores)
-    for row in kernel.steps[1:]:  # the scalar tail (a mean's division), by the same thread
-        finish += _indent(_row(row, kernel, buffers, stores), 1)
-        read_back(row, buffers, stores)
+    for tail_row in kernel.steps[1:]:  # the scalar tail (a mean's division), by the same thread
+        finish += _indent(row(tail_row, kernel, buffers, stores, TARGET), 1)
+        read_back(tail_row, buffers, stores)
     finish += ["    count[0] = 0"]
     return lines + _indent(finish, 1), scratch
 
@@ -238,7 +235,7 @@ def _rows(kernel, buffers, stores, threads, lanes=None):
     body = _delinearize("r", kept, shape)
     for step in kernel.steps:
         if step.kind == "row":
-            body += _row(step, kernel, buffers, stores)
+            body += row(step, kernel, buffers, stores, TARGET)
         else:
             inits, loop, reductions = _phase_loop(step, kernel, buffers, stores, "lane" if lanes else "tid",
                                                   lanes or threads)
@@ -264,7 +261,7 @@ def _phase_loop(step, kernel, buffers, stores, first, stride):
     on memory latency), then one at a time; a row too short for a step gets only the latter."""
     shape, raxes = kernel.shape, kernel.reduce_axes
     reduced = math.prod(shape[a] for a in raxes)
-    inits, inner, reductions = _phase(step, kernel, buffers, stores)
+    inits, inner, reductions = phase(step, kernel, buffers, stores, TARGET)
     lines = [f"u = {first}"]
     if reduced > (UNROLL - 1) * stride:
         flats = [f"(u + {k * stride})" if k else "u" for k in range(UNROLL)]
@@ -325,7 +322,7 @@ def _columns_body(kernel, buffers, stores, threads):
 # --------------------------------------------------------------------------- library kernels
 
 def _out_index(shape):
-    return _idx(tuple(f"i{a}" for a in range(len(shape))))
+    return index(tuple(f"i{a}" for a in range(len(shape))))
 
 
 def _grid_loop(shape, inner):
@@ -352,7 +349,7 @@ def _flag(axis, index):
 def concat_source(node):
     axis, offset, branches = node.params["axis"], 0, []
     for m, a in enumerate(node.args):
-        idx = _idx(tuple(f"i{b}" if b != axis else f"(i{b} - {offset})" for b in range(node.ndim)))
+        idx = index(tuple(f"i{b}" if b != axis else f"(i{b} - {offset})" for b in range(node.ndim)))
         offset += a.shape[axis]
         branches += [f"{'if' if m == 0 else 'elif'} i{axis} < {offset}:",
                      f"    out[{_out_index(node.shape)}] = in{m}[{idx}]"]
@@ -366,7 +363,7 @@ def pad_source(node):
     for a, (lo, step, d) in enumerate(zip(p["lo"], p["interior"], x.shape)):
         inner.append(f"p{a} = i{a} - {lo}")
         inside.append(f"p{a} >= 0 and p{a} % {step + 1} == 0 and p{a} // {step + 1} < {d}")
-    src = _idx(tuple(f"p{a} // {s + 1}" for a, s in enumerate(p["interior"])))
+    src = index(tuple(f"p{a} // {s + 1}" for a, s in enumerate(p["interior"])))
     value = scalar_ops.literal(np.asarray(p["value"]).item(), node.dtype)
     cond = " and ".join(inside) or "True"
     inner.append(f"out[{_out_index(node.shape)}] = x[{src}] if {cond} else {value}")
@@ -378,11 +375,11 @@ def argreduce_source(node):
     axis, x = node.params["axis"], node.args[0]
     better = ">" if node.op == "argmax" else "<"
     out_axes = [a for a in range(x.ndim) if a != axis]
-    src = lambda j: _idx(tuple(j if a == axis else f"i{a}" for a in range(x.ndim)))  # noqa: E731
+    src = lambda j: index(tuple(j if a == axis else f"i{a}" for a in range(x.ndim)))  # noqa: E731
     inner = [f"best = x[{src('0')}]", "at = 0", f"for j in range(1, {x.shape[axis]}):",
              "    if best != best:", "        break", f"    v = x[{src('j')}]",
              f"    if v {better} best or v != v:", "        best = v", "        at = j",
-             f"out[{_idx(tuple(f'i{a}' for a in out_axes))}] = at"]
+             f"out[{index(tuple(f'i{a}' for a in out_axes))}] = at"]
     lines = [f"for t in range(cuda.grid(1), {math.prod(node.shape)}, cuda.gridsize(1)):"]
     lines += _indent(_delinearize("t", out_axes, x.shape) + inner, 1)
     return "\n".join([f"def {node.op}(x, out):"] + _indent(lines, 1))

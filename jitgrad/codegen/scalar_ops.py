@@ -1,5 +1,6 @@
-"""Per-primitive scalar code for loop kernels: one table entry per elementwise op, one index
-mapping per view. This is the only place the CPU backend knows what an op computes."""
+"""Per-primitive scalar code for loop kernels, shared by the Numba backends: one table entry per
+elementwise op, one index mapping per view, reduction inits and updates, inline constants.
+Backends override single entries through their ``loops.Target``."""
 import math
 
 import numpy as np
@@ -23,26 +24,20 @@ EXPR = {
 }
 
 
-def _typed(dtype, expr):
+def typed(dtype, expr):
+    """``expr`` as ``dtype`` (a NumPy scalar constructor; a bool by comparison)."""
     return f"np.{np.dtype(dtype).name}({expr})" if np.dtype(dtype) != np.bool_ else f"({expr}) != 0"
 
 
-# Ops with call-free, vectorizable implementations in vecmath.py (Numba has no SVML).
-VECTOR_MATH = {"exp": "exp", "expm1": "expm1", "log": "log", "log1p": "log1p", "tanh": "tanh", "sin": "sin",
-               "cos": "cos", "erf": "erf", "pow": "pow"}
-
-
-def expression(node, args, table=EXPR, vector_math=True):
-    """The scalar expression of ``node`` over operand names ``args``; other Numba targets pass
-    their own ``table`` (and no vector math: the CUDA target has libdevice)."""
+def expression(node, args):
+    """The scalar expression of ``node`` over operand names ``args`` (``loops.Target`` and its
+    backends' overrides call it for what they do not do differently)."""
     if node.op == "cast":
-        return _typed(node.dtype, args[0])
-    if vector_math and node.op in VECTOR_MATH and node.dtype in (np.float32, np.float64):
-        return f"vm.{VECTOR_MATH[node.op]}_{'f32' if node.dtype == np.float32 else 'f64'}({', '.join(args)})"
-    expr = table[node.op].format(*args)
+        return typed(node.dtype, args[0])
+    expr = EXPR[node.op].format(*args)
     # Keep the node's dtype exactly (math.* works in float64; comparisons stay bool).
     if node.dtype != np.bool_ and (node.op in ("div",) or expr.startswith(("math.", "np."))):
-        return _typed(node.dtype, expr)
+        return typed(node.dtype, expr)
     return expr
 
 
@@ -72,7 +67,7 @@ def const_value(node, idx):
     value = node.params["value"]
     if value.size == 1:
         return literal(value.reshape(()).item(), node.dtype)
-    return _typed(node.dtype, idx[0])
+    return typed(node.dtype, idx[0])
 
 
 def wide_dtype(op, dtype):
