@@ -21,8 +21,7 @@ from benchmarks.workloads import SPEC_WORKLOADS
 from benchmarks.ptx_report import workload_program
 from jitgrad.codegen.numba_cuda.ptx import kernel_report
 from tests.helpers import scalarize
-from tests.test_cpu_backend import CASES, _xent
-from tests.test_ops import ALL
+from tests.cases import ALL, CASES, _xent
 
 
 def cases():

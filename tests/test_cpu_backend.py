@@ -12,45 +12,10 @@ import pytest
 
 import jitgrad as jg
 from jitgrad.schedule.fuse import plan
+from tests.cases import ALL, CASES, _xent
+from tests.helpers import assert_same, scalarize
 
 rng = np.random.default_rng(0)
-
-
-def _xent(logits, labels):
-    return jg.nn.cross_entropy(logits, labels)
-
-
-def _layernorm(x, w, gamma, beta):
-    h = x @ w
-    mu = h.mean(axis=-1, keepdims=True)
-    var = ((h - mu) ** 2).mean(axis=-1, keepdims=True)
-    return np.sum(np.tanh((h - mu) / np.sqrt(var + 1e-5) * gamma + beta))
-
-
-def _views(x, y):
-    z = x.T[::-1, 1:] * y[None, :, 1, 0] + x.reshape(3, 4)[:, 1:].sum(axis=0)
-    return np.sum(np.exp(z) * np.flip(z, axis=1)) + np.max(x) - np.min(y)
-
-
-def _softmax_over_two_axes(x, w):
-    """Rows of two reduced axes whose exp later phases read again (the CPU's row scratch), once
-    through a view of the row (a flip)."""
-    e = np.exp(x - np.max(x, axis=(1, 2), keepdims=True))
-    p = e / np.sum(e, axis=(1, 2), keepdims=True)
-    return np.sum(p * w) + np.sum(np.log1p(p[:, ::-1, :]) * w)
-
-
-CASES = {
-    "graph_xyz": (lambda x, y, z: np.sum(x * y + z), [(257,), (257,), (257,)], (0, 1, 2)),
-    "elementwise_chain": (lambda x, y: np.sum(np.tanh(x) * jg.nn.sigmoid(y) + np.exp(-x * x) * np.log1p(y * y)),
-                          [(300,), (300,)], (0, 1)),
-    "mlp2": (lambda w1, w2, x, y: np.sum((np.maximum(x @ w1, 0) @ w2 - y) ** 2),
-             [(7, 5), (5, 3), (4, 7), (4, 3)], (0, 1)),
-    "layernorm": (_layernorm, [(4, 6), (6, 5), (5,), (5,)], (1, 2, 3)),
-    "views": (_views, [(4, 3), (3, 4, 2)], (0, 1)),
-    "column_reduce": (lambda x, b: np.sum(np.var(x + b, axis=0) * b), [(5, 3), (3,)], (0, 1)),
-    "softmax_two_axes": (_softmax_over_two_axes, [(3, 4, 5), (3, 4, 5)], (0, 1)),
-}
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -218,8 +183,6 @@ def test_large_results_are_recycled_only_once_let_go():
 
 # --------------------------------------------------------------------------- the op table on the CPU
 
-from tests.test_ops import ALL  # noqa: E402
-from tests.helpers import assert_same, scalarize  # noqa: E402
 
 # Every case compiles its own kernels (~1 s each on 2 cores): the suite runs every third case,
 # JITGRAD_FULL_CPU_TESTS=1 runs all of them (all passed when this was written).

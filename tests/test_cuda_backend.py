@@ -13,9 +13,8 @@ from hypothesis import strategies as st
 
 import jitgrad as jg
 from tests.helpers import assert_same, scalarize
-from tests.test_cpu_backend import CASES, _xent
-from tests.test_ops import ALL
-from tests.test_properties import matches_reference, programs
+from tests.cases import ALL, CASES, _xent
+from tests.programs import matches_reference, programs
 
 pytest.importorskip("numba.cuda")
 from numba import cuda  # noqa: E402
