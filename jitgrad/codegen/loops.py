@@ -8,6 +8,7 @@ it in loops of its own (CPU: row blocks and chunks, ``numba_cpu/codegen.py``; CU
 loops, warps and blocks, ``numba_cuda/codegen.py``).
 """
 from ..ir import ops
+from ..schedule.fuse import Kind
 from . import scalar_ops
 
 
@@ -112,7 +113,7 @@ class Body:
 def read_back(step, buffers, stores):
     """Later steps read ``step``'s reductions and row values from their (small) buffers."""
     buffers.update((id(o), stores[id(o)]) for o in step.outputs if id(o) in stores and
-                   (o.op in ops.REDUCE or step.kind == "row"))
+                   (o.op in ops.REDUCE or step.kind == Kind.ROW))
 
 
 def phase(step, kernel, buffers, stores, target, accumulator=None, chunked=None, scratch=None):

@@ -1,12 +1,13 @@
 """Buffer planning, for any backend: which nodes a plan writes to buffers, and which of them can
 share one (a dead intermediate's buffer serves a later one of the same shape and dtype)."""
 from ..ir.ops import INDEXED, VIEWS
+from .fuse import Kind
 
 
 def allocated(kernel):
     """The nodes a step writes into buffers it asks for: loop stores, matmul, gather and
     scatter-add results."""
-    if kernel.kind == "loop":
+    if kernel.kind == Kind.LOOP:
         return kernel.stores
     return [n for n in kernel.body if n.op == "matmul" or n.op in INDEXED]
 
@@ -17,7 +18,7 @@ def plan_buffers(kernels, program):
     Returns (slot of each pooled node, peak bytes of buffers alive at once)."""
     base = {}  # id(a view of a buffer) -> id(that buffer)
     for k in kernels:
-        if k.kind == "library" and all(n.op in VIEWS for n in k.body):
+        if k.kind == Kind.LIBRARY and all(n.op in VIEWS for n in k.body):
             src = id(k.inputs[0])
             base.update((id(o), base.get(src, src)) for o in k.stores)
     last_use = {}
@@ -37,7 +38,7 @@ def plan_buffers(kernels, program):
         for o in allocated(k):
             live[id(o)] = o.size * o.dtype.itemsize
             if id(o) not in results:
-                key = ((o.shape or (1,)) if k.kind == "loop" else o.shape, o.dtype.str)
+                key = ((o.shape or (1,)) if k.kind == Kind.LOOP else o.shape, o.dtype.str)
                 slots[id(o)] = (free[key].pop() if free.get(key) else (len(slots), key))
         peak = max(peak, sum(live.values()))
         for node_id in [n for n in live if last_use.get(n, -1) <= i]:

@@ -30,6 +30,8 @@ merged greedily, in program order, into the latest kernel that iterates over the
 has its rows) and reads nothing it cannot see yet, looking back past kernels whose results the
 root does not read; otherwise they start a new kernel.
 """
+from enum import Enum
+
 from ..errors import IRError, checks_on
 from ..ir import ops
 from ..ir.graph import toposort
@@ -43,7 +45,19 @@ LOOKBACK = 8  # kernels a root may skip back over to join one that can compute i
 RECOMPUTE_OPS = 4  # a shared value this cheap is computed by each kernel that reads it (_cheap_to_recompute)
 
 
+class Kind(str, Enum):
+    """What a kernel is, and what a step of a loop kernel does."""
+    LOOP = "loop"  # a kernel: one loop nest of fused elementwise ops, views and reductions
+    LIBRARY = "library"  # a kernel (or its one step): one op a loop does not fuse (ops.LIBRARY) or views of a buffer
+    PHASE = "phase"  # a loop kernel's step: one pass over the reduced axes
+    ROW = "row"  # a loop kernel's step: values of the current row, from earlier reductions
+
+    __str__ = str.__str__  # the value: kernels print as Kernel(loop, ...)
+
+
 class Step:
+    """One step of a kernel: ``Kind.PHASE`` or ``Kind.ROW`` in a loop kernel, ``Kind.LIBRARY``."""
+
     def __init__(self, kind):
         self.kind, self.outputs = kind, []
 
@@ -97,14 +111,14 @@ def plan(program):
     kernels = []
     for root in roots + list(copies.values()):
         if root.op in LIBRARY or id(root) in library_views:
-            kernels.append(Kernel("library", root.shape))
-            kernels[-1].steps.append(Step("library"))
+            kernels.append(Kernel(Kind.LIBRARY, root.shape))
+            kernels[-1].steps.append(Step(Kind.LIBRARY))
             kernels[-1].steps[-1].outputs.append(root)
             continue
         step = _earlier_step(root, kernels, realized, cuts, id(root) in stored)
         if step is None:
-            kernels.append(Kernel("loop", *_loop_signature(root)))
-            kernels[-1].steps.append(step := Step("phase"))
+            kernels.append(Kernel(Kind.LOOP, *_loop_signature(root)))
+            kernels[-1].steps.append(step := Step(Kind.PHASE))
         step.outputs.append(root)
     for kernel in kernels:
         _fill(kernel, realized)
@@ -217,7 +231,7 @@ def _earlier_step(root, kernels, realized, cuts, stored):
     elementwise value shared by two later ops stays with them, to be computed, not stored."""
     reads = None  # the buffers root reads: found once the last kernel cannot take it
     for i, kernel in enumerate(kernels[:-LOOKBACK - 1:-1]):
-        anywhere = i == 0 or stored or root.op in ops.REDUCE or _step_kind(root, kernel) == "row"
+        anywhere = i == 0 or stored or root.op in ops.REDUCE or _step_kind(root, kernel) == Kind.ROW
         step = _join(root, kernel, realized, cuts) if anywhere else None
         if step is not None:
             return step
@@ -245,7 +259,7 @@ def _buffers_read(root, realized):
 def _join(root, kernel, realized, cuts=()):
     """The step of ``kernel`` that computes ``root``: its last step, a new step, or (in a full
     reduction with a tail) its one phase; None if the kernel cannot compute it."""
-    if kernel.kind != "loop" or len(kernel.outputs) >= MAX_OUTPUTS:
+    if kernel.kind != Kind.LOOP or len(kernel.outputs) >= MAX_OUTPUTS:
         return None
     kind = _step_kind(root, kernel)
     if kind is None:
@@ -254,18 +268,18 @@ def _join(root, kernel, realized, cuts=()):
     if reads is None or any(id(o) in cuts for outs in reads.values() for o in outs):
         return None
     first, last = kernel.steps[0], kernel.steps[-1]
-    if kind == "phase" and not kernel.kept_axes and last.kind == "row":
+    if kind == Kind.PHASE and not kernel.kept_axes and last.kind == Kind.ROW:
         # another value of the full pass (a second mean beside the first), if the tail does not feed it
         if id(last) in reads or any(o.op in ops.REDUCE for o in reads.get(id(first), ())):
             return None
         return first
     same_step = last.kind == kind and not any(o.op in ops.REDUCE for o in reads.get(id(last), ()))
-    if kind == "phase" and root.op in ops.REDUCE and not kernel.reduce_axes:
+    if kind == Kind.PHASE and root.op in ops.REDUCE and not kernel.reduce_axes:
         if len(kernel.steps) > 1:
             return None
         kernel.reduce_axes = root.params["axes"]  # an elementwise kernel becomes a reduction
     if not same_step:
-        if not kernel.reduce_axes or (kind == "phase" and not kernel.kept_axes):
+        if not kernel.reduce_axes or (kind == Kind.PHASE and not kernel.kept_axes):
             return None  # phases need rows: kept axes outside, reduced axes inside
         kernel.steps.append(Step(kind))  # (a full reduction's one row is its scalar tail)
     return kernel.steps[-1]
@@ -274,9 +288,9 @@ def _join(root, kernel, realized, cuts=()):
 def _step_kind(root, kernel):
     shape, axes = _loop_signature(root)
     if shape == kernel.shape and (not axes or not kernel.reduce_axes or axes == kernel.reduce_axes):
-        return "phase"
+        return Kind.PHASE
     if root.op not in ops.REDUCE and kernel.reduce_axes and root.shape in kernel.row_shapes():
-        return "row"
+        return Kind.ROW
     return None
 
 
@@ -297,10 +311,10 @@ def _reads(root, kernel, realized):
                 return None
             if id(a) in owner:
                 step = owner[id(a)]
-                row_value = a.op in ops.REDUCE or step.kind == "row"
-                if row_value and not (a_index == "row" or (a_index == "aligned" and kind == "row")):
+                row_value = a.op in ops.REDUCE or step.kind == Kind.ROW
+                if row_value and not (a_index == "row" or (a_index == "aligned" and kind == Kind.ROW)):
                     return None
-                if not row_value and not (a_index == "aligned" and kind == "phase"):
+                if not row_value and not (a_index == "aligned" and kind == Kind.PHASE):
                     return None
                 found.setdefault(id(step), []).append(a)
             elif not _is_buffer(a, realized):
@@ -345,4 +359,4 @@ def _mark_stores(program, kernels):
         needed.update(id(n) for n in kernel.inputs)
     for kernel in kernels:
         kernel.stores = [o for s in kernel.steps for o in s.outputs
-                         if id(o) in needed or o.op in ops.REDUCE or s.kind == "row"]
+                         if id(o) in needed or o.op in ops.REDUCE or s.kind == Kind.ROW]

@@ -9,6 +9,7 @@ compiled by Numba once and then kept on disk as machine code (``native.py``).
 import sys
 import threading
 from collections import namedtuple
+from enum import Enum
 
 import llvmlite.binding as llvm
 import numpy as np
@@ -17,7 +18,7 @@ from ...runtime import cache
 from ...ir.evaluate import IMPLS
 from ...ir.ops import INDEXED, LIBRARY, VIEWS
 from ...schedule.buffers import allocated, plan_buffers
-from ...schedule.fuse import plan
+from ...schedule.fuse import Kind, plan
 from . import native, parallel
 from ..loops import indexed_source, serial_loop
 from .codegen import loop_kernel_source, partials, row_blocks
@@ -203,7 +204,7 @@ class Executable:
         self._place(program, kinds)
         self._build(kinds, stored)
         self._pools = threading.local()
-        fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
+        fresh = {id(o) for k in self.plan if k.kind == Kind.LOOP or k.outputs[0].op in LIBRARY for o in k.stores}
         # (position, the shape to give a 0-d result, whether to copy it: a view, or a node
         # returned before, which would otherwise be the same array twice) per output
         earlier = [id(o) in map(id, program.outputs[:k]) for k, o in enumerate(program.outputs)]
@@ -244,7 +245,7 @@ class Executable:
             place(("copy", id(o)) if o.op in ("input", "const") else id(o), f"out{program.outputs.index(o)}")
         self._results = [(o.shape or (1,), o.dtype) for o in results]
         self._recycled = [[] if o.size * o.dtype.itemsize >= RECYCLED_BYTES else None for o in results]
-        computed = [o for k, kind in zip(self.plan, kinds) if kind == "python" for o in k.stores if o.op != "matmul"]
+        computed = [o for k, kind in zip(self.plan, kinds) if kind == Run.PYTHON for o in k.stores if o.op != "matmul"]
         for o in computed:
             place(id(o), f"v{len(self.names)}")
         self._unset = [None] * len(computed)
@@ -271,9 +272,9 @@ class Executable:
         self._partials = {}  # a chunked full reduction's index in the plan -> (position, _Scratch) per partial
         self._flags = {}  # a gather's or scatter-add's index in the plan -> (position, _Scratch) of its flag
         for i, (k, kind) in enumerate(zip(self.plan, kinds)):
-            for shape, dtype in partials(k) if k.kind == "loop" else ():
+            for shape, dtype in partials(k) if k.kind == Kind.LOOP else ():
                 self._partials.setdefault(i, []).append(scratch("part", shape, dtype))
-            if kind == "indexed":  # (out of range?, its axis, the index), zeroed with the pool
+            if kind == Run.INDEXED:  # (out of range?, its axis, the index), zeroed with the pool
                 self._flags[i] = scratch("flag", (3,), np.dtype(np.int64))
 
     def _build(self, kinds, stored):
@@ -315,7 +316,7 @@ class Executable:
             if not body:
                 return
             params = sorted(used)
-            fn_name = "entry" if all(k != "python" for k in kinds) else f"entry{len(self.entry_sources)}"
+            fn_name = "entry" if all(k != Run.PYTHON for k in kinds) else f"entry{len(self.entry_sources)}"
             calls = any(line.startswith(("kernel", "parallel_for")) for line in body)
             lines = ["args = buffers.ctypes.data"] * calls + body
             if self._pool_slot is not None and any("(pool," in line for line in body):
@@ -327,7 +328,7 @@ class Executable:
             externs.clear(), body.clear(), used.clear()
 
         for i, (k, kind) in enumerate(zip(self.plan, kinds)):
-            if kind in ("loop", "indexed"):
+            if kind in (Run.LOOP, Run.INDEXED):
                 source, buffers, positions = self._kernel_parts(i, k, kind, where)
                 self.loop_sources[i] = source
                 kernel = compile_kernel(source, buffers)
@@ -336,7 +337,7 @@ class Executable:
                 body += [f"buffers[{start + j}] = {address(p)}"
                          for j, p in enumerate(positions) if p < self.table_start]
                 buffer_names = ", ".join(self.names[p] for p in positions)
-                rows = row_blocks(k) if kind == "loop" else None
+                rows = row_blocks(k) if kind == Run.LOOP else None
                 if rows is not None:  # its rows in blocks on the pool's threads; its address is in the table
                     use_pool("parallel_for", parallel.PARALLEL_FOR, "void(uintp, uintp, uintp, int64)")
                     self._functions.append((len(self._table), kernel))
@@ -349,10 +350,10 @@ class Executable:
                 else:
                     externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp))")
                     body.append(f"kernel{i}(args + np.uintp({8 * start}))  # {buffer_names}")
-            elif kind == "gemm":
+            elif kind == Run.GEMM:
                 (node,) = k.body
                 body.extend(gemm_lines(node, gemm_operands(node, stored), lambda n: address(where(n))))
-            elif kind == "python":
+            elif kind == Run.PYTHON:
                 close_segment()
                 self._runs.append(_PythonStep(k, self.position))
         close_segment()
@@ -361,7 +362,7 @@ class Executable:
         """(source, the buffers it takes, their positions in the environment) of compiled kernel
         ``i``: a loop kernel (with a full reduction's partials), or a gather or scatter-add (with
         its flag)."""
-        if kind == "indexed":
+        if kind == Run.INDEXED:
             (node,) = k.body
             position, flag = self._flags[i]
             add = (lambda dst, value: f"out[{dst}] += {value}") if node.op == "scatter_add" else None
@@ -454,24 +455,35 @@ def _result(layout, free):
     return np.asarray(_Recycled(buffer, face, free))
 
 
+class Run(str, Enum):
+    """How the CPU runs a kernel of the plan."""
+    LOOP = "loop"  # a compiled loop kernel
+    INDEXED = "indexed"  # a compiled gather or scatter-add
+    GEMM = "gemm"  # BLAS, called from the entry point
+    FOLD = "fold"  # views that only compiled matmuls read: folded into their gemm calls
+    PYTHON = "python"  # NumPy, between compiled segments of the entry point
+
+
 def _step_kinds(kernels, program):
-    """How each kernel runs: "loop" (a compiled kernel), "indexed" (a compiled gather or
-    scatter-add), "gemm" (BLAS from the entry point), "fold" (views only compiled matmuls
-    read: folded into their gemm calls) or "python"; and the ids of the loop kernels' stores."""
-    kinds, stored = [], {id(o) for k in kernels if k.kind == "loop" for o in k.stores}
-    for k in kernels:
-        if k.kind == "loop":
-            kinds.append("loop")
+    """How each kernel runs (``Run``), and the ids of the loop kernels' stores."""
+    kinds, stored = [], {id(o) for k in kernels if k.kind == Kind.LOOP for o in k.stores}
+    views = set()  # kernels of views of a buffer: folded, unless something other than a gemm reads them
+    for i, k in enumerate(kernels):
+        if k.kind == Kind.LOOP:
+            kinds.append(Run.LOOP)
         elif len(k.body) == 1 and k.body[0].op in INDEXED:
-            kinds.append("indexed")
+            kinds.append(Run.INDEXED)
         elif len(k.body) == 1 and k.body[0].op == "matmul" and gemm_operands(k.body[0], stored):
-            kinds.append("gemm")
+            kinds.append(Run.GEMM)
         else:
-            kinds.append("view" if all(n.op in VIEWS for n in k.body) else "python")
+            kinds.append(Run.PYTHON)
+            if all(n.op in VIEWS for n in k.body):
+                views.add(i)
     read_outside_gemm = {id(o) for o in program.outputs}
-    read_outside_gemm.update(id(n) for k, kind in zip(kernels, kinds) if kind != "gemm" for n in k.inputs)
-    kinds = [("python" if any(id(o) in read_outside_gemm for o in k.stores) else "fold") if kind == "view" else kind
-             for k, kind in zip(kernels, kinds)]
+    read_outside_gemm.update(id(n) for k, kind in zip(kernels, kinds) if kind != Run.GEMM for n in k.inputs)
+    for i in views:
+        if not any(id(o) in read_outside_gemm for o in kernels[i].stores):
+            kinds[i] = Run.FOLD
     return kinds, stored
 
 

@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from ...ir import ops
+from ...schedule.fuse import Kind
 from .. import scalar_ops
 from ..loops import Body, Target, index, phase, read_back, row
 
@@ -113,7 +114,7 @@ def loop_kernel_source(kernel, name):
         lines.append("    " * depth + f"for i{a} in range({rows}):")
         depth += 1
     for step in kernel.steps:
-        if step.kind == "row":
+        if step.kind == Kind.ROW:
             lines += ["    " * depth + s for s in row(step, kernel, buffers, stores, TARGET)]
         else:
             inits, inner, reductions = phase(step, kernel, buffers, stores, TARGET, scratch=scratch)
@@ -141,7 +142,7 @@ def _row_scratch(kernel, buffers):
     buffers, aligned = dict(buffers), tuple(f"i{a}" for a in range(len(kernel.shape)))
     first, chosen = {}, {}  # id -> the first phase computing it; id -> (node, that phase)
     for step in kernel.steps:
-        if step.kind == "phase":
+        if step.kind == Kind.PHASE:
             body = Body(kernel, buffers, TARGET)
             roots = [o.args[0] if o.op in ops.REDUCE else o for o in step.outputs]
             for root in roots:

@@ -24,7 +24,7 @@ from ...runtime import arrays
 from ...ir.evaluate import IMPLS
 from ...ir.ops import INDEXED, LIBRARY, VIEWS
 from ...schedule.buffers import plan_buffers
-from ...schedule.fuse import Kernel, Step, plan
+from ...schedule.fuse import Kernel, Kind, Step, plan
 from ..gemm import gemm_layout, strided
 from . import codegen, cublas, graphs, launch
 from .launch import (THREADS, Launch, as_device_array, at_least_1d, compile_kernel, from_cupy, grid, multiprocessors,
@@ -206,8 +206,8 @@ class _LibraryStep:
 def _copy_kernel(kernel):
     """A library view chain as an elementwise loop kernel that materializes it."""
     (out,) = kernel.stores
-    copy = Kernel("loop", out.shape)
-    copy.steps.append(Step("phase"))
+    copy = Kernel(Kind.LOOP, out.shape)
+    copy.steps.append(Step(Kind.PHASE))
     copy.steps[0].outputs.append(out)
     copy.body, copy.inputs, copy.stores = kernel.body, kernel.inputs, [out]
     return copy
@@ -258,7 +258,7 @@ def build_steps(program, cupy=None, blas=None):
     readers.update((id(o), readers.get(id(o), []) + [None]) for o in program.outputs)
 
     def step(i, k):
-        if k.kind == "loop":
+        if k.kind == Kind.LOOP:
             return _LoopStep(k, i)
         return _LibraryStep(k, i, cupy, blas, readers.get(id(k.outputs[0]), []))
     return kernels, [step(i, k) for i, k in enumerate(kernels)]
@@ -333,7 +333,7 @@ class Executable:
         self.program, cp = program, launch.cupy_module()
         self.plan, self.steps = build_steps(program, cp, cublas.blas())
         self._consts = None
-        self._fresh = {id(o) for k in self.plan if k.kind == "loop" or k.outputs[0].op in LIBRARY for o in k.stores}
+        self._fresh = {id(o) for k in self.plan if k.kind == Kind.LOOP or k.outputs[0].op in LIBRARY for o in k.stores}
         slots, self.peak_bytes = plan_buffers(self.plan, program)
         self._memory = _Memory(slots, cp)
         self._checks_indices = any(n.op in INDEXED for n in program.nodes)

@@ -28,6 +28,7 @@ import os
 import numpy as np
 
 from ...ir import ops
+from ...schedule.fuse import Kind
 from .. import scalar_ops
 from ..loops import Target, index, indexed_source, phase, phase_parts, read_back, row
 
@@ -234,7 +235,7 @@ def _rows(kernel, buffers, stores, threads, lanes=None):
                   for j, r in enumerate(_widest_per_slot(kernel))]
     body = _delinearize("r", kept, shape)
     for step in kernel.steps:
-        if step.kind == "row":
+        if step.kind == Kind.ROW:
             body += row(step, kernel, buffers, stores, TARGET)
         else:
             inits, loop, reductions = _phase_loop(step, kernel, buffers, stores, "lane" if lanes else "tid",
