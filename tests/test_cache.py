@@ -130,7 +130,7 @@ def test_second_call_does_not_retrace():
 def test_the_cache_key_covers_every_module_generated_code_imports():
     """Numba compiles the code of the modules generated sources import into the cached machine
     code: a change to one of them must change the cache key (``cache.COMPILED_IN``)."""
-    from jitgrad.codegen.numba_cpu import backend
+    from jitgrad.codegen.numba_cpu import compile as backend
     from jitgrad.codegen.numba_cpu.parallel import HEADER as DRIVER_SOURCE
     try:
         from jitgrad.codegen.numba_cuda.launch import MODULE_HEADER

@@ -1,159 +1,104 @@
 """``device="cpu"``: the fusion plan run as one compiled entry point per program.
 
-Each loop kernel is compiled on its own and cached by its source text, so programs that share
-a kernel share its machine code. The entry point (``entry.py``) is a serial ``@njit`` function
-that calls them and BLAS in order; a call costs one compiled call, not a Python loop over
-kernels. Library ops it cannot run are NumPy calls between compiled segments. All of it is
-compiled by Numba once and then kept on disk as machine code (``native.py``).
+Each loop kernel is compiled on its own and cached by its source text (``compile.py``), so
+programs that share a kernel share its machine code. The entry point (``entry.py``) is a serial
+``@njit`` function that calls them and BLAS in order; a call costs one compiled call, not a
+Python loop over kernels. Library ops it cannot run are NumPy calls between compiled segments.
 """
-import sys
 import threading
 from collections import namedtuple
 from enum import Enum
 
-import llvmlite.binding as llvm
 import numpy as np
 
-from ...runtime import cache
 from ...ir.evaluate import IMPLS
+from ...ir import ops
 from ...ir.ops import INDEXED, LIBRARY, VIEWS
 from ...schedule.buffers import allocated, plan_buffers
 from ...schedule.fuse import Kind, plan
-from . import native, parallel
 from ..loops import indexed_source, serial_loop
+from . import parallel
 from .codegen import loop_kernel_source, partials, row_blocks
+from .compile import compile_entry, compile_kernel, pool_function, thread_pool
 from .entry import entry_source, gemm_lines, gemm_operands
-from .pool import pool
+from .memory import RECYCLED_BYTES, result
 
 
-def _start_numba_target():
-    """Initialize Numba's CPU target for compiling, without SciPy. On its first compile the
-    target imports ``scipy.linalg.cython_blas`` only to decide whether ``np.correlate`` and
-    ``np.convolve`` in ``@njit`` code may use BLAS: about 0.6 s, measured. Generated code takes
-    BLAS from NumPy (blas.py), so that import is blocked during the start-up; ``np.dot`` and
-    ``np.linalg`` in njit code still import SciPy when they are compiled. A process whose code
-    all comes from the disk cache never starts the target (``native.py``)."""
-    blocked = "scipy.linalg.cython_blas"
-    if "numba.np.arraymath" in sys.modules or blocked in sys.modules:
-        return
-    sys.modules[blocked] = None
-    try:
-        from numba.core.registry import cpu_target
-        cpu_target.target_context.refresh()
-    finally:
-        del sys.modules[blocked]
+class _EntryWriter:
+    """Writes a program's entry points, one per run of compiled steps (a segment). A kernel gets
+    the addresses of its buffers as a run of the per-thread table ``buffers``: constants' and
+    intermediates' are filled once (``table`` holds their environment positions), the entry
+    point writes the inputs' and results' before the call. (Passing hundreds of addresses one by
+    one made an unrolled loop's entry point take 6 s to compile.)"""
 
+    def __init__(self, names, table_start, single):
+        self.names, self.table_start, self.single = names, table_start, single
+        self.table = []  # table slot -> environment position (-1: a function's address)
+        self.functions = []  # (table slot, row-block kernel whose address it holds)
+        self.pool_slot = None  # table slot of the thread pool's address, once a step needs it
+        self.sources = []
+        self._slots = {}  # environment position past table_start -> its table slot
+        self._externs, self._body, self._used = [], [], set()
 
-FASTMATH = {"contract", "arcp", "nsz", "reassoc"}  # keeps NaN and inf semantics (no nnan/ninf)
-_compiled, _lock = {}, threading.Lock()
+    def address(self, position):
+        """The entry point's expression for the address of the array at ``position``."""
+        if position < self.table_start:  # an argument of the entry point
+            self._used.add(position)
+            return f"{self.names[position]}.ctypes.data"
+        if position not in self._slots:
+            self._slots[position] = len(self.table)
+            self.table.append(position)
+        return f"buffers[{self._slots[position]}]"
 
-KERNEL_HEADER = ("import math\n\nimport numpy as np\nfrom numba import carray, cfunc\n\n"
-                 "from jitgrad.codegen.numba_cpu import vecmath as vm\n")
-ENTRY_HEADER = ("import numpy as np\nfrom numba import njit\n"
-                "from numba.types import ExternalFunction, int64, uintp, void\n\n"
-                "from jitgrad.codegen.numba_cpu.blas import dgemm, sgemm\n")
+    def call_kernel(self, i, kernel, positions, rows, joins_partials):
+        """Kernel ``i`` on the buffers at ``positions``: in row blocks on the thread pool when
+        ``rows`` is set (and then, for a chunked full reduction, its joining call), else once."""
+        start = len(self.table)
+        self.table += positions
+        self._body += [f"buffers[{start + j}] = {self.address(p)}"
+                       for j, p in enumerate(positions) if p < self.table_start]
+        buffer_names = ", ".join(self.names[p] for p in positions)
+        if rows is None:
+            self._externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp))")
+            self._body.append(f"kernel{i}(args + np.uintp({8 * start}))  # {buffer_names}")
+            return
+        self._use_pool("parallel_for", parallel.PARALLEL_FOR, "void(uintp, uintp, uintp, int64)")
+        self.functions.append((len(self.table), kernel))  # its address is in the table
+        self.table.append(-1)
+        self._body.append(f"parallel_for(pool, buffers[{len(self.table) - 1}], args + np.uintp({8 * start}), "
+                          f"{rows})  # kernel{i}: {buffer_names}")
+        if joins_partials:
+            self._externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp, int64, int64))")
+            self._body.append(f"kernel{i}(args + np.uintp({8 * start}), -1, 0)  # kernel{i}: its total")
 
+    def gemm(self, lines):
+        self._body += lines
 
-def compile_kernel(source, args):
-    """The compiled loop kernel ``source`` (a function of the buffers ``args``), shared by every
-    program whose kernel has this text and these buffers. It is a C function taking the
-    addresses of its C-contiguous buffers (static shapes) as one array, registered under a
-    symbol named by its hash: entry points call it without linking its code into theirs
-    (Numba would optimize and compile a called dispatcher's code again, inside every caller).
-    A kernel over rows ``lo, hi`` (its last two parameters) also takes them, and runs under
-    ``parallel_for``."""
-    head, body = source.split("\n", 1)
-    params = head[head.index("(") + 1:head.index(")")].split(", ")
-    rows = params[-2:] == ["lo", "hi"]
-    params = params[:-2] if rows else params
-    arrays = [f"carray(args[{i}], {a.shape or (1,)}, np.{np.dtype(a.dtype).type.__name__})" for i, a in enumerate(args)]
-    flags = "{" + ", ".join(map(repr, sorted(FASTMATH))) + "}"
-    options = f"fastmath={flags}, error_model='numpy'"
-    signature, call = (("void(CPointer(voidptr), int64, int64)", "args, lo, hi") if rows
-                       else ("void(CPointer(voidptr))", "args"))
-    wrapper = f"@cfunc('{signature}', " + options + f")\ndef kernel({call}):\n"
-    loads = "".join(f"    {p} = {a}\n" for p, a in zip(params, arrays))
-    return _once(_Native, f"{KERNEL_HEADER}\n{wrapper}{loads}{body}\n", "kernel")
+    def close(self):
+        """``(source, function name, environment positions it takes)`` of the segment written
+        since the last close; None if it is empty."""
+        if not self._body:
+            return None
+        params = sorted(self._used)
+        name = "entry" if self.single else f"entry{len(self.sources)}"
+        calls = any(line.startswith(("kernel", "parallel_for")) for line in self._body)
+        lines = ["args = buffers.ctypes.data"] * calls + self._body
+        if self.pool_slot is not None and any("(pool," in line for line in self._body):
+            lines.insert(0, f"pool = buffers[{self.pool_slot}]")
+        source = "\n".join(self._externs + [""] * bool(self._externs) + [
+            entry_source(name, [self.names[i] for i in params] + ["buffers"], lines)])
+        self.sources.append(source)
+        self._externs, self._body, self._used = [], [], set()
+        return source, name, params
 
-
-def pool_function(source):
-    """One of the thread pool's C functions (``parallel.py``), compiled once or loaded from the
-    disk cache."""
-    return _once(_Native, parallel.HEADER + source, "kernel")
-
-
-def thread_pool():
-    """The process's thread pool (``pool.py``), started when a program first needs it."""
-    return pool(lambda source: _once(_Native, source, "kernel").address)
-
-
-def compile_entry(source, name):
-    """The entry point ``name`` defined in ``source`` (after the kernels it declares)."""
-    module_source = f"{ENTRY_HEADER}\n" + source.replace(f"def {name}(", f"@njit\ndef {name}(") + "\n"
-    return _once(_Entry, module_source, name)
-
-
-def _once(kind, module_source, name):
-    """One ``kind(module_source, name)`` per process for each source text."""
-    with _lock:
-        if module_source not in _compiled:
-            _compiled[module_source] = kind(module_source, name)
-        return _compiled[module_source]
-
-
-class _Native:
-    """The C function ``name`` defined by ``module_source`` (a kernel, or the parallel driver),
-    registered under a symbol named by the source's hash, by which entry points call it. Its
-    machine code is loaded from the disk cache, else compiled by Numba now and stored there."""
-
-    def __init__(self, module_source, name):
-        self.symbol = "jitgrad_k_" + cache.source_hash(module_source)[:32]
-        self.address = _load(module_source, native.load)
-        if self.address is None:
-            _start_numba_target()
-            self._cfunc, _ = cache.load_function(module_source, name, use_disk=False)  # compiles now
-            _store(module_source, native.machine_code(self._cfunc))
-            self.address = self._cfunc.address
-        llvm.add_symbol(self.symbol, self.address)
-
-
-class _Entry:
-    """A program's entry point, an ``@njit`` function. Loaded from the disk cache, it is called
-    through its CPython wrapper (what Numba's dispatcher calls after matching the types: the
-    executable always passes the types of its signature); else its first call compiles it."""
-
-    def __init__(self, module_source, name):
-        self.module_source = module_source
-        self.call = _load(module_source, native.load_python)
-        if self.call is None:
-            _start_numba_target()
-            self.dispatcher, _ = cache.load_function(module_source, name, use_disk=False)
-
-    def __call__(self, *args):
-        if self.call is not None:
-            return self.call(*args)
-        result = self.dispatcher(*args)
-        _store(self.module_source, native.python_machine_code(self.dispatcher))
-        self.call = self.dispatcher
-        return result
-
-
-def _load(module_source, loader):
-    """What ``loader`` makes of the machine code stored for ``module_source``; None when there
-    is none, or it is unusable though intact (then it is removed, to be compiled afresh)."""
-    stored = cache.load_object(module_source)
-    if stored is None:
-        return None
-    try:
-        return loader(*stored)
-    except Exception:  # compiling afresh is always right: never fail a call over a cache entry
-        cache.discard_object(module_source)
-        return None
-
-
-def _store(module_source, code):
-    if code is not None:
-        cache.save_object(module_source, *code)
+    def _use_pool(self, name, source, signature):
+        """Declare the pool's C function ``name``; its address goes in a table slot."""
+        extern = f"{name} = ExternalFunction({pool_function(source).symbol!r}, {signature})"
+        if extern not in self._externs:
+            self._externs.append(extern)
+        if self.pool_slot is None:
+            self.pool_slot = len(self.table)
+            self.table.append(-1)
 
 
 class _Segment:
@@ -279,84 +224,34 @@ class Executable:
 
     def _build(self, kinds, stored):
         """Loop kernels (and gathers, scatter-adds) compiled one by one; runs of compiled steps
-        become entry points, with Python steps between them. A kernel gets the addresses of its
-        buffers as a run of the per-thread table ``buffers``: constants' and intermediates' are
-        filled once, the entry point writes the inputs' and results' before the call. (Passing
-        hundreds of addresses one by one made an unrolled loop's entry point take 6 s to
-        compile.)"""
-        self.loop_sources, self.entry_sources, self._runs = {}, [], []
-        self._table, gemm_slots = [], {}  # table slot -> environment position (-1: a kernel's address)
-        self._functions = []  # (table slot, row-block kernel whose address it holds)
-        self._pool_slot = None  # table slot of the thread pool's address, once a step needs it
-        externs, body, used = [], [], set()
-
-        def use_pool(name, source, signature):
-            """Declare the pool's C function ``name``; the table slot of the pool's address."""
-            extern = f"{name} = ExternalFunction({pool_function(source).symbol!r}, {signature})"
-            if extern not in externs:
-                externs.append(extern)
-            if self._pool_slot is None:
-                self._pool_slot = len(self._table)
-                self._table.append(-1)
-            return self._pool_slot
+        become entry points (``_EntryWriter``), with Python steps between them."""
+        self.loop_sources, self._runs = {}, []
+        writer = _EntryWriter(self.names, self.table_start, single=Run.PYTHON not in kinds)
 
         def where(node, written=False):
-            return self.position[("copy", id(node)) if written and node.op in ("input", "const") else id(node)]
-
-        def address(i):
-            if i < self.table_start:
-                used.add(i)
-                return f"{self.names[i]}.ctypes.data"
-            if i not in gemm_slots:
-                gemm_slots[i] = len(self._table)
-                self._table.append(i)
-            return f"buffers[{gemm_slots[i]}]"
-
-        def close_segment():
-            if not body:
-                return
-            params = sorted(used)
-            fn_name = "entry" if all(k != Run.PYTHON for k in kinds) else f"entry{len(self.entry_sources)}"
-            calls = any(line.startswith(("kernel", "parallel_for")) for line in body)
-            lines = ["args = buffers.ctypes.data"] * calls + body
-            if self._pool_slot is not None and any("(pool," in line for line in body):
-                lines.insert(0, f"pool = buffers[{self._pool_slot}]")
-            source = "\n".join(externs + [""] * bool(externs) + [
-                entry_source(fn_name, [self.names[i] for i in params] + ["buffers"], lines)])
-            self.entry_sources.append(source)
-            self._runs.append(_Segment(compile_entry(source, fn_name), params))
-            externs.clear(), body.clear(), used.clear()
+            return self.position[("copy", id(node)) if written and node.op in ops.LEAVES else id(node)]
 
         for i, (k, kind) in enumerate(zip(self.plan, kinds)):
             if kind in (Run.LOOP, Run.INDEXED):
                 source, buffers, positions = self._kernel_parts(i, k, kind, where)
                 self.loop_sources[i] = source
-                kernel = compile_kernel(source, buffers)
-                start = len(self._table)
-                self._table += positions
-                body += [f"buffers[{start + j}] = {address(p)}"
-                         for j, p in enumerate(positions) if p < self.table_start]
-                buffer_names = ", ".join(self.names[p] for p in positions)
-                rows = row_blocks(k) if kind == Run.LOOP else None
-                if rows is not None:  # its rows in blocks on the pool's threads; its address is in the table
-                    use_pool("parallel_for", parallel.PARALLEL_FOR, "void(uintp, uintp, uintp, int64)")
-                    self._functions.append((len(self._table), kernel))
-                    self._table.append(-1)
-                    body.append(f"parallel_for(pool, buffers[{len(self._table) - 1}], args + np.uintp({8 * start}), "
-                                f"{rows})  # kernel{i}: {buffer_names}")
-                    if i in self._partials:  # a full reduction's last call joins its chunks' partials
-                        externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp, int64, int64))")
-                        body.append(f"kernel{i}(args + np.uintp({8 * start}), -1, 0)  # kernel{i}: its total")
-                else:
-                    externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp))")
-                    body.append(f"kernel{i}(args + np.uintp({8 * start}))  # {buffer_names}")
+                writer.call_kernel(i, compile_kernel(source, buffers), positions,
+                                   row_blocks(k) if kind == Run.LOOP else None, i in self._partials)
             elif kind == Run.GEMM:
                 (node,) = k.body
-                body.extend(gemm_lines(node, gemm_operands(node, stored), lambda n: address(where(n))))
+                writer.gemm(gemm_lines(node, gemm_operands(node, stored), lambda n: writer.address(where(n))))
             elif kind == Run.PYTHON:
-                close_segment()
+                self._close_segment(writer)
                 self._runs.append(_PythonStep(k, self.position))
-        close_segment()
+        self._close_segment(writer)
+        self.entry_sources = writer.sources
+        self._table, self._functions, self._pool_slot = writer.table, writer.functions, writer.pool_slot
+
+    def _close_segment(self, writer):
+        segment = writer.close()
+        if segment is not None:
+            source, name, params = segment
+            self._runs.append(_Segment(compile_entry(source, name), params))
 
     def _kernel_parts(self, i, k, kind, where):
         """(source, the buffers it takes, their positions in the environment) of compiled kernel
@@ -393,7 +288,7 @@ class Executable:
     def __call__(self, *args):
         buffers, table = self._pool()
         # Compiled code reads C-contiguous arrays (0-d as 1-element); results are fresh arrays.
-        env = [*map(np.ascontiguousarray, args), *map(_result, self._results, self._recycled), *self._unset, *buffers]
+        env = [*map(np.ascontiguousarray, args), *map(result, self._results, self._recycled), *self._unset, *buffers]
         for run in self._runs:
             run(env, table)
         if self._flags:
@@ -422,37 +317,6 @@ class Executable:
 def _flag(axis, index):
     """The lines a gather or scatter-add runs for an index out of range (``_check_indices``)."""
     return ["err[0] = 1", f"err[1] = {axis}", f"err[2] = {index}"]
-
-
-RECYCLED_BYTES = 1 << 20
-
-
-class _Recycled:
-    """The owner of a large result's buffer: the result and every view of it keep it alive, and
-    once the caller has let go of them all, the buffer goes back to its executable (``free``) for
-    a later call. A fresh large array costs a page fault, and the kernel zeroing the page, for
-    every page: as much time as writing it again (graph_xyz, 3 x 64 MB results: 39-40 ms a call
-    fresh, 20-24 ms recycled, on the 2-core machine, whose memory bandwidth makes ~20 ms the floor)."""
-    __slots__ = ("buffer", "free", "__array_interface__")
-
-    def __init__(self, buffer, face, free):
-        self.buffer, self.free, self.__array_interface__ = buffer, free, face
-
-    def __del__(self):
-        if not self.free:  # one spare: a loop holds one call's results while the next call runs
-            self.free.append((self.buffer, self.__array_interface__))
-
-
-def _result(layout, free):
-    """A fresh result array: from NumPy, or for a large one a recycled buffer (``_Recycled``)."""
-    if free is None:
-        return np.empty(*layout)
-    try:
-        buffer, face = free.pop()
-    except IndexError:
-        buffer = np.empty(*layout)
-        face = buffer.__array_interface__
-    return np.asarray(_Recycled(buffer, face, free))
 
 
 class Run(str, Enum):
