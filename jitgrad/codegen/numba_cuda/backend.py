@@ -88,48 +88,103 @@ def _reshaped(a, shape):
 
 
 class _LibraryStep:
-    """One library op, or a chain of views of a buffer: materialized by a copy kernel, or (when
-    only cuBLAS matmuls read it) a strided view, never copied: through CuPy, or without it a
-    numba view where cuBLAS can take its layout (``_gemm_view``)."""
+    """One library op, or a chain of views of a buffer (``library_step`` picks the subclass)."""
+    constant, gemm_view = False, None
 
-    def __init__(self, kernel, index, cupy, blas, read_by=()):
-        """``read_by``: the nodes that read this step's result (None for the caller)."""
-        self.kernel, self.stores, self.cupy, self.blas = kernel, kernel.stores, cupy, blas
-        self.node = kernel.outputs[0]
-        self.views = all(n.op in VIEWS for n in kernel.body)
-        # views of a constant (a broadcast scalar that scatter-add reads) are made once, on load
-        self.constant = self.views and all(n.op == "const" for n in kernel.inputs)
-        only_matmuls = bool(read_by) and all(n is not None and n.op == "matmul" for n in read_by)
-        self.cupy_view = self.views and only_matmuls and cupy is not None
-        # (an empty product is not cuBLAS's: the tiled kernel it falls back to reads contiguous arrays)
-        nonempty = only_matmuls and all(n.size for n in read_by)
-        self.gemm_view = _gemm_view(kernel) if self.views and nonempty and blas is not None else None
-        if self.constant:
-            self.source = ("# views of a constant, made once when the program loads: "
-                           + ", ".join(n.op for n in kernel.body))
-        elif self.cupy_view:
-            self.source = "# views through CuPy (strided, no copy): " + ", ".join(n.op for n in kernel.body)
-        elif self.gemm_view:
-            self.source = "# a strided view that cuBLAS reads (no copy): " + ", ".join(n.op for n in kernel.body)
-        elif self.views:
-            self.copy = _LoopStep(_copy_kernel(kernel), index)
-            self.source = self.copy.source
-        elif self.node.op == "matmul":
-            self.gemm_arguments = {}  # operand layouts -> cuBLAS arguments (None: a layout it cannot take)
-            self.fn = None if cupy or blas else self._tiled()
-            self.source = ("# matmul: cuBLAS" if blas else "# matmul: cuBLAS through CuPy" if cupy
-                           else codegen.matmul_source(self.node.dtype, self.tiling))
-        else:
-            maker = {"gather": codegen.gather_source, "scatter_add": codegen.scatter_add_source,
-                     "concat": codegen.concat_source, "pad": codegen.pad_source,
-                     "argmax": codegen.argreduce_source, "argmin": codegen.argreduce_source}[self.node.op]
-            self.source = maker(self.node)
-            self.fn = compile_kernel(self.source, self.source.split("(")[0][4:])
-            work = self.node.args[0].size if self.node.op == "scatter_add" else self.node.size
-            self.launch = Launch(self.fn, grid(work), THREADS)
-            self.fill = compile_kernel(codegen.FILL, "fill") if self.node.op == "scatter_add" else None
-            if self.fill is not None:
-                self.fill_launch = Launch(self.fill, grid(self.node.size), THREADS)
+    def __init__(self, kernel):
+        self.kernel, self.stores, self.node = kernel, kernel.stores, kernel.outputs[0]
+
+    def launches(self):
+        """(kernel, argument types) of each kernel this step launches: none for views."""
+        return iter(())
+
+    def run(self, env, memory):
+        raise NotImplementedError
+
+
+def library_step(kernel, index, cupy, blas, read_by=()):
+    """The step for a library kernel. A chain of views is materialized by a copy kernel, or
+    (when only cuBLAS matmuls read it) is a strided view, never copied: through CuPy, or without
+    it a numba view where cuBLAS can take its layout (``_gemm_view``). ``read_by``: the nodes that
+    read the step's result (None for the caller)."""
+    if not all(n.op in VIEWS for n in kernel.body):
+        return _Matmul(kernel, cupy, blas) if kernel.outputs[0].op == "matmul" else _LibraryKernel(kernel)
+    if all(n.op == "const" for n in kernel.inputs):
+        return _ConstantViews(kernel)
+    only_matmuls = bool(read_by) and all(n is not None and n.op == "matmul" for n in read_by)
+    if only_matmuls and cupy is not None:
+        return _CupyViews(kernel)
+    # (an empty product is not cuBLAS's: the tiled kernel it falls back to reads contiguous arrays)
+    layout = _gemm_view(kernel) if only_matmuls and all(n.size for n in read_by) and blas is not None else None
+    return _GemmView(kernel, layout) if layout else _CopiedViews(kernel, index)
+
+
+def _ops(kernel):
+    return ", ".join(n.op for n in kernel.body)
+
+
+class _ConstantViews(_LibraryStep):
+    """Views of a constant (a broadcast scalar that scatter-add reads): made once, when the
+    program loads (``_constants``), so a call has nothing to do."""
+    constant = True
+
+    def __init__(self, kernel):
+        super().__init__(kernel)
+        self.source = f"# views of a constant, made once when the program loads: {_ops(kernel)}"
+
+    def run(self, env, memory):
+        pass  # in env from the start (``Executable.launch_all``)
+
+
+class _CupyViews(_LibraryStep):
+    """Views that only matmuls read, made by CuPy (strided, no copy), whose matmul takes them."""
+
+    def __init__(self, kernel):
+        super().__init__(kernel)
+        self.source = f"# views through CuPy (strided, no copy): {_ops(kernel)}"
+
+    def run(self, env, memory):
+        env[id(self.node)] = _cupy_view(self.kernel, env, memory)
+
+
+class _GemmView(_LibraryStep):
+    """Views that only cuBLAS matmuls read, as one strided numba view of the buffer."""
+
+    def __init__(self, kernel, layout):
+        super().__init__(kernel)
+        self.gemm_view = layout
+        self.source = f"# a strided view that cuBLAS reads (no copy): {_ops(kernel)}"
+
+    def run(self, env, memory):
+        env[id(self.node)] = strided_view(env[id(self.kernel.inputs[0])], *self.gemm_view)
+
+
+class _CopiedViews(_LibraryStep):
+    """Views materialized by an elementwise copy kernel."""
+
+    def __init__(self, kernel, index):
+        super().__init__(kernel)
+        self.copy = _LoopStep(_copy_kernel(kernel), index)
+        self.source = self.copy.source
+
+    def launches(self):
+        return self.copy.launches()
+
+    def run(self, env, memory):
+        self.copy.run(env, memory)
+
+
+class _Matmul(_LibraryStep):
+    """A matmul: cuBLAS (called directly), else CuPy's, else our tiled kernel; also for operand
+    layouts cuBLAS cannot take."""
+
+    def __init__(self, kernel, cupy, blas):
+        super().__init__(kernel)
+        self.cupy, self.blas = cupy, blas
+        self.gemm_arguments = {}  # operand layouts -> cuBLAS arguments (None: a layout it cannot take)
+        self.fn = None if cupy or blas else self._tiled()
+        self.source = ("# matmul: cuBLAS" if blas else "# matmul: cuBLAS through CuPy" if cupy
+                       else codegen.matmul_source(self.node.dtype, self.tiling))
 
     def _tiled(self):
         """Our tiled matmul kernel, for machines without cuBLAS (and empty products without CuPy)."""
@@ -141,66 +196,77 @@ class _LibraryStep:
         return self.fn
 
     def launches(self):
-        if self.constant or self.cupy_view or self.gemm_view:
-            return
-        if self.views:
-            yield from self.copy.launches()
-            return
+        if self.fn is not None:
+            yield self.fn, [_array_type(self.node.dtype, 3)] * 3
+
+    def run(self, env, memory):
+        node = self.node
+        out = memory.buffer(node, node.shape or (1,))
+        args = [env[id(a)] for a in node.args]
+        if not self._cublas(node, args, out, memory):
+            if self.cupy:
+                self.cupy.matmul(*[memory.as_cupy(a) for a in args], out=memory.as_cupy(out))
+            else:
+                if self.fn is None:
+                    self._tiled()
+                batch = math.prod(node.shape[:-2])
+                operands = zip(args + [out], list(node.args) + [node])
+                self.launch(memory.stream, *[x.reshape((batch,) + v.shape[-2:]) for x, v in operands])
+        env[id(node)] = _reshaped(out, node.shape)
+
+    def _cublas(self, node, args, out, memory):
+        """Whether cuBLAS computed the product (it takes these operands' layouts)."""
+        if self.blas is None:
+            return False
+        layouts = tuple(cublas.layout(x) for x in args + [out])
+        if layouts not in self.gemm_arguments:
+            self.gemm_arguments[layouts] = cublas.gemm_arguments(*layouts)
+        arguments = self.gemm_arguments[layouts]
+        if arguments is None:
+            return False
+        self.blas.gemm(node.dtype.name, memory.stream_ptr, arguments, *args, out)
+        return True
+
+
+class _LibraryKernel(_LibraryStep):
+    """A gather, scatter-add (zeroed by a fill kernel first), concat, pad, argmax or argmin: a
+    kernel of its own."""
+    MAKERS = {"gather": codegen.gather_source, "scatter_add": codegen.scatter_add_source,
+              "concat": codegen.concat_source, "pad": codegen.pad_source,
+              "argmax": codegen.argreduce_source, "argmin": codegen.argreduce_source}
+
+    def __init__(self, kernel):
+        super().__init__(kernel)
+        node = self.node
+        self.source = self.MAKERS[node.op](node)
+        self.fn = compile_kernel(self.source, self.source.split("(")[0][4:])
+        work = node.args[0].size if node.op == "scatter_add" else node.size
+        self.launch = Launch(self.fn, grid(work), THREADS)
+        self.fill = compile_kernel(codegen.FILL, "fill") if node.op == "scatter_add" else None
+        if self.fill is not None:
+            self.fill_launch = Launch(self.fill, grid(node.size), THREADS)
+
+    def launches(self):
         n = self.node
-        if n.op == "matmul":
-            if self.fn is not None:
-                yield self.fn, [_array_type(n.dtype, 3)] * 3
-            return
         arrays = [_array_type(a.dtype, a.ndim) for a in n.args] + [_array_type(n.dtype, n.ndim)]
         if n.op in INDEXED:
             arrays.append(_array_type(np.int32, 1))
-        if n.op == "scatter_add":
+        if self.fill is not None:
             yield self.fill, [_array_type(n.dtype, 1), numba.from_dtype(n.dtype)]
         yield self.fn, arrays
 
     def run(self, env, memory):
         n = self.node
-        if self.constant:
-            return  # in env from the start (``Executable.launch_all``)
-        if self.cupy_view:
-            env[id(n)] = _cupy_view(self.kernel, env, memory)
-            return
-        if self.gemm_view:
-            env[id(n)] = strided_view(env[id(self.kernel.inputs[0])], *self.gemm_view)
-            return
-        if self.views:
-            self.copy.run(env, memory)
-            return
         out = memory.buffer(n, n.shape or (1,))
-        args = [env[id(a)] for a in n.args]
-        if n.op == "matmul":
-            self._matmul(n, args, out, memory)
-        elif n.op in INDEXED:
+        args = [at_least_1d(env[id(a)]) for a in n.args]
+        if n.op in INDEXED:
             err = memory.scratch("err", (1,), np.int32)
-            if n.op == "scatter_add":
+            if self.fill is not None:
                 self.fill_launch(memory.stream, out.reshape(out.size), out.dtype.type(0))
-            self.launch(memory.stream, *[at_least_1d(a) for a in args], out, err)
+            self.launch(memory.stream, *args, out, err)
         else:
-            self.launch(memory.stream, *[at_least_1d(a) for a in args], out)
+            self.launch(memory.stream, *args, out)
         env[id(n)] = _reshaped(out, n.shape)
-
-    def _matmul(self, node, args, out, memory):
-        if self.blas is not None:
-            layouts = tuple(cublas.layout(x) for x in args + [out])
-            if layouts not in self.gemm_arguments:
-                self.gemm_arguments[layouts] = cublas.gemm_arguments(*layouts)
-            arguments = self.gemm_arguments[layouts]
-            if arguments is not None:
-                self.blas.gemm(node.dtype.name, memory.stream_ptr, arguments, *args, out)
-                return
-        if self.cupy:
-            self.cupy.matmul(*[memory.as_cupy(a) for a in args], out=memory.as_cupy(out))
-            return
-        if self.fn is None:
-            self._tiled()
-        batch = math.prod(node.shape[:-2])
-        operands = zip(args + [out], list(node.args) + [node])
-        self.launch(memory.stream, *[x.reshape((batch,) + v.shape[-2:]) for x, v in operands])
 
 
 def _copy_kernel(kernel):
@@ -260,7 +326,7 @@ def build_steps(program, cupy=None, blas=None):
     def step(i, k):
         if k.kind == Kind.LOOP:
             return _LoopStep(k, i)
-        return _LibraryStep(k, i, cupy, blas, readers.get(id(k.outputs[0]), []))
+        return library_step(k, i, cupy, blas, readers.get(id(k.outputs[0]), []))
     return kernels, [step(i, k) for i, k in enumerate(kernels)]
 
 
@@ -396,7 +462,7 @@ def _constants(program, steps):
         if n.op == "const":
             yield n, n.params["value"]
     for step in steps:
-        if getattr(step, "constant", False):
+        if isinstance(step, _ConstantViews):
             yield step.node, _apply_views(step.kernel, step.kernel.inputs[0].params["value"])
 
 
