@@ -2,6 +2,7 @@
 C functions registered under symbols, entry points as ``@njit`` functions; each compiled by
 Numba once and then kept on disk as object code (``native.py``, ``runtime/cache.py``).
 """
+import logging
 import sys
 import threading
 
@@ -11,6 +12,8 @@ import numpy as np
 from ...runtime import cache
 from . import native, parallel
 from .pool import pool
+
+log = logging.getLogger("jitgrad")
 
 
 def _start_numba_target():
@@ -133,7 +136,8 @@ def _load(module_source, loader):
         return None
     try:
         return loader(*stored)
-    except Exception:  # compiling afresh is always right: never fail a call over a cache entry
+    except Exception as e:  # compiling afresh is always right: never fail a call over a cache entry
+        log.info("discarding a cache entry that does not load (%s: %s); compiling it again", type(e).__name__, e)
         cache.discard_object(module_source)
         return None
 

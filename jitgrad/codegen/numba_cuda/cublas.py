@@ -11,6 +11,7 @@ that CBLAS's row-major layout would take (``gemm_layout``, shared with the CPU b
 """
 import ctypes
 import functools
+import logging
 import os
 import threading
 
@@ -20,6 +21,8 @@ from numba import cuda
 from ...errors import JitgradError
 from ..gemm import NO_TRANS, TRANS, gemm_layout
 from .launch import SIMULATOR, address
+
+log = logging.getLogger("jitgrad")
 
 _OPERATION = {NO_TRANS: 0, TRANS: 1}  # CUBLAS_OP_N, CUBLAS_OP_T
 WORKSPACE_BYTES = 32 << 20  # what cuBLAS itself reserves on Hopper; ours, so graphs can record it
@@ -109,9 +112,11 @@ def blas():
     try:
         from cuda.pathfinder import load_nvidia_dynamic_lib
         path = load_nvidia_dynamic_lib("cublas").abs_path
-    except Exception:  # no pathfinder, or it finds none: the loader's own search
+    except Exception as e:  # no pathfinder, or it finds none (its own error types): the loader's own search
+        log.debug("cuda.pathfinder found no cuBLAS (%s: %s)", type(e).__name__, e)
         path = "libcublas.so"
     try:
         return Blas(ctypes.CDLL(path))
-    except Exception:
+    except Exception as e:  # no library, a missing symbol, or a CUDA driver error (no common base)
+        log.info("no cuBLAS (%s: %s): matmuls go through CuPy or jitgrad's tiled kernel", type(e).__name__, e)
         return None

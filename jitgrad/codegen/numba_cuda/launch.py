@@ -2,6 +2,7 @@
 launching them: through Numba the first time, then directly through ``cuda.core``."""
 import ctypes
 import functools
+import logging
 import os
 import threading
 import warnings
@@ -12,6 +13,8 @@ from numba import config, cuda
 
 from ...runtime import arrays, cache
 from .simulator import SIM_MATH, add_warp_shuffle, share_arrays_safely
+
+log = logging.getLogger("jitgrad")
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 if SIMULATOR:
@@ -53,9 +56,12 @@ def compile_kernel(source, name):
 
 @functools.cache
 def multiprocessors():
+    if SIMULATOR:
+        return 4  # the simulator's fake device has no attributes
     try:
         return cuda.get_current_device().MULTIPROCESSOR_COUNT
-    except Exception:  # the simulator's fake device
+    except Exception as e:  # no device to ask (numba's driver errors share no base class)
+        log.info("multiprocessor count unknown (%s: %s): sizing grids for 4", type(e).__name__, e)
         return 4
 
 
@@ -78,8 +84,12 @@ def cupy_module():
     os.environ.setdefault("CUPY_CUDA_ARRAY_INTERFACE_SYNC", "0")
     try:
         import cupy
+    except ImportError:
+        return None
+    try:
         return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
-    except Exception:  # not installed, or no usable CUDA runtime for it
+    except Exception as e:  # CuPy's CUDA runtime errors share no base class we can name without it
+        log.info("CuPy is installed but sees no GPU (%s: %s): jitgrad runs without it", type(e).__name__, e)
         return None
 
 
@@ -122,7 +132,8 @@ class QuickViews:
             try:
                 self.context = numbas.gpu_data.context
                 self.checked = same_view(self.view(desc, a), numbas)
-            except Exception:
+            except Exception as e:  # whatever numba's internals raise: take numba's own path
+                log.info("quick CuPy views disabled (%s: %s)", type(e).__name__, e)
                 self.checked = False
         return numbas
 
@@ -233,7 +244,8 @@ def resident_blocks(fn, args, blocks, threads):
         per_multiprocessor = cuda.current_context().get_active_blocks_per_multiprocessor(
             kernel._codelibrary.get_cufunc(), threads, 0)
         return max(1, min(blocks, int(per_multiprocessor) * multiprocessors()))
-    except Exception:  # another numba-cuda than the one this was written for: keep the grid
+    except Exception as e:  # another numba-cuda than the one this was written for: keep the grid
+        log.info("JITGRAD_CUDA_GRID=resident not applied (%s: %s)", type(e).__name__, e)
         return blocks
 
 
@@ -255,7 +267,8 @@ def direct_launch(fn, configured, args):
         cooperative = {"is_cooperative" if CUDA_CORE_GE_1_0 else "cooperative_launch": False}
         config = LaunchConfig(grid=configured.griddim, block=configured.blockdim, shmem_size=0, **cooperative)
         compiled, stream = kernel._codelibrary.get_cufunc().kernel, configured.stream
-    except Exception:  # another numba-cuda than the one this was written for: keep Numba's path
+    except Exception as e:  # another numba-cuda than the one this was written for: keep Numba's path
+        log.info("direct kernel launch disabled, launching through numba (%s: %s)", type(e).__name__, e)
         return None
     return lambda args: launch(stream, config, compiled, *pack(args))
 
