@@ -197,6 +197,15 @@ def indexed_source(node, name, loop, flag, add=None, zero=False):
     return "\n".join([f"def {name}({params}):"] + ["    " + line for line in zeroed + loop(shape, lines)])
 
 
+def index_error(node, axis, index):
+    """NumPy's IndexError for an index out of range that gather or scatter-add ``node`` found
+    (and skipped), naming the index, its axis and size, the op and the user's line."""
+    size = (node.args[0] if node.op == "gather" else node).shape[axis]
+    where = f" ({node.where})" if node.where else ""
+    return IndexError(f"index {index} is out of bounds for axis {axis} with size {size} "
+                      f"in {node.op} {node.args[0].type} -> {node.type}{where}")
+
+
 def serial_loop(shape, lines):
     """Nested loops running ``lines`` at every index ``i0, i1, ...`` of ``shape`` (a 0-d one once,
     still in a loop, for the lines' ``continue``)."""

@@ -16,7 +16,7 @@ from ...ir import ops
 from ...ir.ops import INDEXED, LIBRARY, VIEWS
 from ...schedule.buffers import allocated, plan_buffers
 from ...schedule.fuse import Kind, plan
-from ..loops import indexed_source, serial_loop
+from ..loops import index_error, indexed_source, serial_loop
 from . import parallel
 from .codegen import loop_kernel_source, partials, row_blocks
 from .compile import compile_entry, compile_kernel, pool_function, thread_pool
@@ -307,11 +307,7 @@ class Executable:
             if flag[0]:
                 axis, index = int(flag[1]), int(flag[2])
                 flag[:] = 0
-                node = self.plan[i].body[0]
-                size = (node.args[0] if node.op == "gather" else node).shape[axis]
-                where = f" ({node.where})" if node.where else ""
-                raise IndexError(f"index {index} is out of bounds for axis {axis} with size {size} "
-                                 f"in {node.op} {node.args[0].type} -> {node.type}{where}")
+                raise index_error(self.plan[i].body[0], axis, index)
 
 
 def _flag(axis, index):

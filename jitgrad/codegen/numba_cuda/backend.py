@@ -26,6 +26,7 @@ from ...ir.ops import INDEXED, LIBRARY, VIEWS
 from ...schedule.buffers import plan_buffers
 from ...schedule.fuse import Kernel, Kind, Step, plan
 from ..gemm import gemm_layout, strided
+from ..loops import index_error
 from . import codegen, cublas, graphs, launch
 from .launch import (THREADS, Launch, as_device_array, at_least_1d, compile_kernel, from_cupy, grid, multiprocessors,
                      new_array)
@@ -108,7 +109,7 @@ def library_step(kernel, index, cupy, blas, read_by=()):
     it a numba view where cuBLAS can take its layout (``_gemm_view``). ``read_by``: the nodes that
     read the step's result (None for the caller)."""
     if not all(n.op in VIEWS for n in kernel.body):
-        return _Matmul(kernel, cupy, blas) if kernel.outputs[0].op == "matmul" else _LibraryKernel(kernel)
+        return _Matmul(kernel, cupy, blas) if kernel.outputs[0].op == "matmul" else _LibraryKernel(kernel, index)
     if all(n.op == "const" for n in kernel.inputs):
         return _ConstantViews(kernel)
     only_matmuls = bool(read_by) and all(n is not None and n.op == "matmul" for n in read_by)
@@ -235,9 +236,10 @@ class _LibraryKernel(_LibraryStep):
               "concat": codegen.concat_source, "pad": codegen.pad_source,
               "argmax": codegen.argreduce_source, "argmin": codegen.argreduce_source}
 
-    def __init__(self, kernel):
+    def __init__(self, kernel, index):
         super().__init__(kernel)
         node = self.node
+        self.err_key = ("err", index)  # an indexed kernel's flag: (found one?, its axis, the index)
         self.source = self.MAKERS[node.op](node)
         self.fn = compile_kernel(self.source, self.source.split("(")[0][4:])
         work = node.args[0].size if node.op == "scatter_add" else node.size
@@ -250,7 +252,7 @@ class _LibraryKernel(_LibraryStep):
         n = self.node
         arrays = [_array_type(a.dtype, a.ndim) for a in n.args] + [_array_type(n.dtype, n.ndim)]
         if n.op in INDEXED:
-            arrays.append(_array_type(np.int32, 1))
+            arrays.append(_array_type(np.int64, 1))
         if self.fill is not None:
             yield self.fill, [_array_type(n.dtype, 1), numba.from_dtype(n.dtype)]
         yield self.fn, arrays
@@ -260,7 +262,7 @@ class _LibraryKernel(_LibraryStep):
         out = memory.buffer(n, n.shape or (1,))
         args = [at_least_1d(env[id(a)]) for a in n.args]
         if n.op in INDEXED:
-            err = memory.scratch("err", (1,), np.int32)
+            err = memory.scratch(self.err_key, (3,), np.int64)
             if self.fill is not None:
                 self.fill_launch(memory.stream, out.reshape(out.size), out.dtype.type(0))
             self.launch(memory.stream, *args, out, err)
@@ -402,8 +404,9 @@ class Executable:
         self._fresh = {id(o) for k in self.plan if k.kind == Kind.LOOP or k.outputs[0].op in LIBRARY for o in k.stores}
         slots, self.peak_bytes = plan_buffers(self.plan, program)
         self._memory = _Memory(slots, cp)
-        self._checks_indices = any(n.op in INDEXED for n in program.nodes)
-        self._index_error = np.zeros(1, np.int32)  # the flag's host copy, read after each call
+        self._indexed = [s for s in self.steps if isinstance(s, _LibraryKernel) and s.node.op in INDEXED]
+        self._checks_indices = bool(self._indexed)
+        self._index_error = np.zeros(3, np.int64)  # a flag's host copy, read after each call
         self.replay, self._record_next = None, graphs.GRAPHS
 
     @property
@@ -449,11 +452,13 @@ class Executable:
         return env
 
     def _check_indices(self):
-        err = self._memory.scratch_buffers.get("err")
-        if err is not None and launch.copy_to_host(err, self._index_error)[0]:
-            err.copy_to_device(np.zeros(1, np.int32))
-            ops = sorted({n.op for n in self.program.nodes if n.op in INDEXED})
-            raise IndexError(f"{'/'.join(ops)} in {self.program.name}: an index is out of bounds for its axis")
+        """NumPy's IndexError for an index a gather or scatter-add found out of range (as the
+        CPU's: the index, its axis and size, the op, the user's line); the flag is cleared."""
+        for step in self._indexed:
+            err = self._memory.scratch_buffers.get(step.err_key)
+            if err is not None and launch.copy_to_host(err, self._index_error)[0]:
+                err.copy_to_device(np.zeros(3, np.int64))
+                raise index_error(step.node, int(self._index_error[1]), int(self._index_error[2]))
 
 
 def _constants(program, steps):

@@ -344,7 +344,9 @@ def scatter_add_source(node):
 
 
 def _flag(axis, index):
-    return ["err[0] = 1"]  # which index does not matter: the check after the call reads one flag
+    """The lines for an index out of range: the first thread to find one records its axis and
+    value (``Executable._check_indices``)."""
+    return ["if cuda.atomic.compare_and_swap(err, 0, 1) == 0:", f"    err[1] = {axis}", f"    err[2] = {index}"]
 
 
 def concat_source(node):
