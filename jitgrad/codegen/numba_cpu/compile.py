@@ -19,7 +19,7 @@ log = logging.getLogger("jitgrad")
 def _start_numba_target():
     """Initialize Numba's CPU target for compiling, without SciPy. On its first compile the
     target imports ``scipy.linalg.cython_blas`` only to decide whether ``np.correlate`` and
-    ``np.convolve`` in ``@njit`` code may use BLAS: about 0.6 s, measured. Generated code takes
+    ``np.convolve`` in ``@njit`` code may use BLAS, a large part of the start-up. Generated code takes
     BLAS from NumPy (blas.py), so that import is blocked during the start-up; ``np.dot`` and
     ``np.linalg`` in njit code still import SciPy when they are compiled. A process whose code
     all comes from the disk cache never starts the target (``native.py``)."""

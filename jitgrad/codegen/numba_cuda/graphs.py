@@ -13,8 +13,8 @@ from numba import cuda
 from . import launch
 from .launch import address, as_device_array, at_least_1d, new_array
 
-# Measured on an H200 (benchmarks/RESULTS.md), one graph with inputs copied in and results copied
-# out: mlp2 0.51 -> 0.28 ms a call, mlp_train 1.97 -> 0.55 ms. Copies only for programs whose
+# A small program replays as one graph with its inputs copied in and results copied out: one
+# launch instead of one per kernel (CHANGELOG.md has the figures). Copies only for programs whose
 # inputs and results take at most GRAPH_MAX_BYTES: for larger ones they would cost more than the
 # launches saved, so those replay only where their inputs are read in place and their results
 # written in place (``Replay.__call__``), else launch kernel by kernel.
