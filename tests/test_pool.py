@@ -14,6 +14,7 @@ import pytest
 import jitgrad as jg
 from jitgrad.codegen.numba_cpu import pool
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = 1 << 12  # 4096 x 64 elements: a parallel row kernel and a parallel full reduction
 
 
@@ -89,8 +90,8 @@ def test_threads_calling_at_once_each_get_their_results():
 def _run(*parts, **env):
     """The code ``parts`` (each dedented) in a new Python process; its stdout."""
     code = "\n".join(textwrap.dedent(part) for part in parts)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300, env={**os.environ, **env})
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": ROOT, **env})
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -110,18 +111,12 @@ def test_a_parallel_numba_function_run_first_changes_nothing():
     """Numba's threading layer started by the user's code first; jitgrad neither uses it nor
     starts it itself."""
     out = _run("""
-        import numba, numpy as np
         from numba.np.ufunc import parallel
         """, PROGRAM, """
         check()
         print("layer started by jitgrad:", parallel._is_initialized)
-        @numba.njit(parallel=True)
-        def total(a):
-            s = 0.0
-            for i in numba.prange(a.shape[0]):
-                s += a[i]
-            return s
-        total(np.ones(1000))
+        from benchmarks.neighbours import run_before
+        run_before(["numba"])  # a user's parallel Numba function
         check()
         print("ok")
     """)
