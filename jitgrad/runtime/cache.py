@@ -26,6 +26,8 @@ import numpy as np
 import platformdirs
 from numba.core.codegen import get_host_cpu_features
 
+from ..version import __version__
+
 
 # Modules of ours that generated code imports (vecmath's functions, the parallel driver's
 # intrinsic, the gemm declarations, CUDA's devmath): Numba compiles what they define into the
@@ -35,7 +37,6 @@ COMPILED_IN = ("numba_cpu/vecmath.py", "numba_cpu/parallel.py", "numba_cpu/blas.
 
 @functools.cache  # read once: cache_dir() asks for it at every kernel load
 def versions_key():
-    from .. import __version__
     codegen = Path(__file__).resolve().parents[1] / "codegen"
     # the CPU that object code is compiled for, as Numba's codegen chooses it
     features = numba.config.CPU_FEATURES
