@@ -41,7 +41,8 @@ SPIN_CYCLES = 1 << 17  # how long a waiting thread spins before it sleeps (about
 SPIN_MAX = 1 << 14  # ... and at most this many pauses, where no cycle counter is read
 
 _FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98, "ppc64le": 221}.get(platform.machine().lower())
-FUTEX = _FUTEX if _FUTEX and sys.platform.startswith("linux") else 0  # 0: sleeping threads poll
+# futex words are the low halves of 64-bit words: little-endian only. 0: sleeping threads poll
+FUTEX = _FUTEX if _FUTEX and sys.platform.startswith("linux") and sys.byteorder == "little" else 0
 _X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 _I64 = ir.IntType(64)
