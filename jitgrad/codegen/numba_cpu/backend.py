@@ -15,6 +15,7 @@ from ...ir.evaluate import IMPLS
 from ...ir import ops
 from ...ir.ops import INDEXED, LIBRARY, VIEWS
 from ...schedule.buffers import allocated, plan_buffers
+from ...runtime.progress import CompileProgress
 from ...schedule.fuse import Kind, plan
 from ..loops import index_error, indexed_source, serial_loop
 from . import parallel
@@ -227,6 +228,9 @@ class Executable:
         become entry points (``_EntryWriter``), with Python steps between them."""
         self.loop_sources, self._runs = {}, []
         writer = _EntryWriter(self.names, self.table_start, single=Run.PYTHON not in kinds)
+        signature = ", ".join(n.type for n in self.program.inputs)
+        self._progress = CompileProgress(f"{self.program.name}({signature})",
+                                         sum(kind in (Run.LOOP, Run.INDEXED) for kind in kinds))
 
         def where(node, written=False):
             return self.position[("copy", id(node)) if written and node.op in ops.LEAVES else id(node)]
@@ -237,6 +241,7 @@ class Executable:
                 self.loop_sources[i] = source
                 writer.call_kernel(i, compile_kernel(source, buffers), positions,
                                    row_blocks(k) if kind == Run.LOOP else None, i in self._partials)
+                self._progress.kernel_done()
             elif kind == Run.GEMM:
                 (node,) = k.body
                 writer.gemm(gemm_lines(node, gemm_operands(node, stored), lambda n: writer.address(where(n))))
@@ -291,6 +296,9 @@ class Executable:
         env = [*map(np.ascontiguousarray, args), *map(result, self._results, self._recycled), *self._unset, *buffers]
         for run in self._runs:
             run(env, table)
+        if self._progress is not None:  # the first call compiled (or loaded) the entry point too
+            self._progress, progress = None, self._progress
+            progress.finished(" and the entry point")
         if self._flags:
             self._check_indices(buffers)
         # Results are fresh, writeable arrays: never the caller's inputs, our constants or views.

@@ -137,7 +137,7 @@ def _load(module_source, loader):
     try:
         return loader(*stored)
     except Exception as e:  # compiling afresh is always right: never fail a call over a cache entry
-        log.info("discarding a cache entry that does not load (%s: %s); compiling it again", type(e).__name__, e)
+        log.debug("discarding a cache entry that does not load (%s: %s); compiling it again", type(e).__name__, e)
         cache.discard_object(module_source)
         return None
 

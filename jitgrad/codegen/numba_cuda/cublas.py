@@ -118,5 +118,5 @@ def blas():
     try:
         return Blas(ctypes.CDLL(path))
     except Exception as e:  # no library, a missing symbol, or a CUDA driver error (no common base)
-        log.info("no cuBLAS (%s: %s): matmuls go through CuPy or jitgrad's tiled kernel", type(e).__name__, e)
+        log.debug("no cuBLAS (%s: %s): matmuls go through CuPy or jitgrad's tiled kernel", type(e).__name__, e)
         return None

@@ -61,7 +61,7 @@ def multiprocessors():
     try:
         return cuda.get_current_device().MULTIPROCESSOR_COUNT
     except Exception as e:  # no device to ask (numba's driver errors share no base class)
-        log.info("multiprocessor count unknown (%s: %s): sizing grids for 4", type(e).__name__, e)
+        log.debug("multiprocessor count unknown (%s: %s): sizing grids for 4", type(e).__name__, e)
         return 4
 
 
@@ -89,7 +89,7 @@ def cupy_module():
     try:
         return cupy if cupy.cuda.runtime.getDeviceCount() > 0 else None
     except Exception as e:  # CuPy's CUDA runtime errors share no base class we can name without it
-        log.info("CuPy is installed but sees no GPU (%s: %s): jitgrad runs without it", type(e).__name__, e)
+        log.debug("CuPy is installed but sees no GPU (%s: %s): jitgrad runs without it", type(e).__name__, e)
         return None
 
 
@@ -133,7 +133,7 @@ class QuickViews:
                 self.context = numbas.gpu_data.context
                 self.checked = same_view(self.view(desc, a), numbas)
             except Exception as e:  # whatever numba's internals raise: take numba's own path
-                log.info("quick CuPy views disabled (%s: %s)", type(e).__name__, e)
+                log.debug("quick CuPy views disabled (%s: %s)", type(e).__name__, e)
                 self.checked = False
         return numbas
 
@@ -245,7 +245,7 @@ def resident_blocks(fn, args, blocks, threads):
             kernel._codelibrary.get_cufunc(), threads, 0)
         return max(1, min(blocks, int(per_multiprocessor) * multiprocessors()))
     except Exception as e:  # another numba-cuda than the one this was written for: keep the grid
-        log.info("JITGRAD_CUDA_GRID=resident not applied (%s: %s)", type(e).__name__, e)
+        log.debug("JITGRAD_CUDA_GRID=resident not applied (%s: %s)", type(e).__name__, e)
         return blocks
 
 
@@ -268,7 +268,7 @@ def direct_launch(fn, configured, args):
         config = LaunchConfig(grid=configured.griddim, block=configured.blockdim, shmem_size=0, **cooperative)
         compiled, stream = kernel._codelibrary.get_cufunc().kernel, configured.stream
     except Exception as e:  # another numba-cuda than the one this was written for: keep Numba's path
-        log.info("direct kernel launch disabled, launching through numba (%s: %s)", type(e).__name__, e)
+        log.debug("direct kernel launch disabled, launching through numba (%s: %s)", type(e).__name__, e)
         return None
     return lambda args: launch(stream, config, compiled, *pack(args))
 
