@@ -3,6 +3,7 @@ compiles and how far it is; ``JITGRAD_LOG=quiet`` silences it."""
 import logging
 
 import numpy as np
+import pytest
 
 import jitgrad as jg
 from jitgrad.runtime import progress
@@ -31,3 +32,15 @@ def test_quiet_silences_it(monkeypatch, caplog):
     with caplog.at_level(logging.INFO, logger="jitgrad"):
         _compile_a_new_program(2.5)
     assert not [r for r in caplog.records if r.name == "jitgrad"]
+
+
+def test_a_long_gpu_compile_reports_too(monkeypatch, caplog):
+    """On the CUDA simulator in CI: the first call reports the program's kernels (Numba compiles
+    them at their first launch)."""
+    monkeypatch.delenv("JITGRAD_LOG", raising=False)
+    monkeypatch.setattr(progress, "REPORT_AFTER_S", 0.0)
+    pytest.importorskip("numba.cuda")
+    with caplog.at_level(logging.INFO, logger="jitgrad"):
+        jg.jit_grad(lambda x: np.sum(np.tanh(x) * 3.5), device="cuda")(np.ones(5))
+    messages = [r.getMessage() for r in caplog.records if r.name == "jitgrad"]
+    assert messages and messages[-1].startswith("compiled f(f64[5]) for the GPU: "), messages

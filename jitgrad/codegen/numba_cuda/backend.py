@@ -23,6 +23,7 @@ from ...errors import JitgradError
 from ...runtime import arrays
 from ...ir.evaluate import IMPLS
 from ...ir.ops import INDEXED, LIBRARY, VIEWS
+from ...runtime.progress import CompileProgress
 from ...schedule.buffers import plan_buffers
 from ...schedule.fuse import Kernel, Kind, Step, plan
 from ..gemm import gemm_layout, strided
@@ -399,7 +400,11 @@ class Executable:
             raise JitgradError("device 'cuda' needs a CUDA GPU and driver (none found); "
                                "set NUMBA_ENABLE_CUDASIM=1 to run on the simulator")
         self.program, cp = program, launch.cupy_module()
+        signature = ", ".join(n.type for n in program.inputs)
         self.plan, self.steps = build_steps(program, cp, cublas.blas())
+        # Numba compiles a kernel at its first launch: the first call reports the whole compile
+        self._progress = CompileProgress(f"{program.name}({signature}) for the GPU",
+                                         sum(1 for s in self.steps for _ in s.launches()))
         self._consts = None
         self._fresh = {id(o) for k in self.plan if k.kind == Kind.LOOP or k.outputs[0].op in LIBRARY for o in k.stores}
         slots, self.peak_bytes = plan_buffers(self.plan, program)
@@ -426,6 +431,9 @@ class Executable:
                     self._record_next, self.replay = False, graphs.Replay.record(self)
             if self._checks_indices:
                 self._check_indices()
+        if self._progress is not None:
+            self._progress, progress = None, self._progress
+            progress.finished()
         return results
 
     def _run(self, inputs, on_device):
