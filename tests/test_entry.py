@@ -66,6 +66,18 @@ def test_views_fold_into_gemm(name):
     assert all(isinstance(r, _Segment) for r in _runs(f, *args))
 
 
+@needs_blas
+def test_a_view_of_a_view_folds_into_the_gemms_that_read_it():
+    """An unrolled loop over ``xs[t] @ w`` (a slice, then a reshape; its gradient's transpose of
+    it a view of that view) stays one entry point: no Python step splits it at every step."""
+    def f(w, xs):
+        return sum(np.sum(np.tanh(xs[t] @ w)) for t in range(xs.shape[0]))
+    args = [rng.standard_normal((4, 3)), rng.standard_normal((5, 2, 4))]
+    _check(f, args, (0,), 1e-12)
+    runs = jg.jit_grad(f, device="cpu").lower(*args).executable._runs
+    assert len(runs) == 1 and isinstance(runs[0], _Segment)
+
+
 def test_gathers_and_scatter_adds_run_in_the_compiled_call():
     """Cross-entropy's gather, and a general gather whose gradient is a scatter-add, are compiled
     kernels inside the one entry point; an index out of range raises NumPy's IndexError."""

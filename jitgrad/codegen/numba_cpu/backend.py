@@ -335,7 +335,7 @@ class Run(str, Enum):
 def _step_kinds(kernels, program):
     """How each kernel runs (``Run``), and the ids of the loop kernels' stores."""
     kinds, stored = [], {id(o) for k in kernels if k.kind == Kind.LOOP for o in k.stores}
-    views = set()  # kernels of views of a buffer: folded, unless something other than a gemm reads them
+    views = set()  # kernels of views of a buffer: folded into the gemms that read them (below)
     for i, k in enumerate(kernels):
         if k.kind == Kind.LOOP:
             kinds.append(Run.LOOP)
@@ -347,11 +347,24 @@ def _step_kinds(kernels, program):
             kinds.append(Run.PYTHON)
             if all(n.op in VIEWS for n in k.body):
                 views.add(i)
-    read_outside_gemm = {id(o) for o in program.outputs}
-    read_outside_gemm.update(id(n) for k, kind in zip(kernels, kinds) if kind != Run.GEMM for n in k.inputs)
-    for i in views:
-        if not any(id(o) in read_outside_gemm for o in kernels[i].stores):
-            kinds[i] = Run.FOLD
+    # A view kernel folds when only gemms, or view kernels that fold themselves, read it: a gemm's
+    # operand is then the whole chain of views down to a buffer (``gemm.strided``). Else it runs in
+    # Python, and splits the entry point in two (a compile each).
+    readers = {}
+    for i, k in enumerate(kernels):
+        for n in k.inputs:
+            readers.setdefault(id(n), set()).add(i)
+    outputs = {id(o) for o in program.outputs}
+    fold, changed = set(views), True
+    while changed:
+        changed = False
+        for i in sorted(fold):
+            if any(id(o) in outputs or any(kinds[j] != Run.GEMM and j not in fold for j in readers.get(id(o), ()))
+                   for o in kernels[i].stores):
+                fold.discard(i)
+                changed = True
+    for i in fold:
+        kinds[i] = Run.FOLD
     return kinds, stored
 
 
