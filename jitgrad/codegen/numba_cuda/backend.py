@@ -394,6 +394,7 @@ _ONE_CALL_AT_A_TIME = threading.Lock()
 class Executable:
     """A program planned into kernels, launched in order on the default stream, with its
     intermediates in a ``_Memory`` allocated once per signature; results are fresh device arrays."""
+    _progress = None  # the first call's compile report (``CompileProgress``), until it is made
 
     def __init__(self, program):
         if not cuda.is_available():
