@@ -66,13 +66,12 @@ def spinner(seconds):
     return process
 
 
-def phase(a, names, tmp, clock, results, rounds=ROUNDS):
-    """Run one ``together`` worker per condition, the conditions interleaved ``rounds`` times;
-    each cell keeps its best median (``warm_ms``) and every round's (``warm_ms_rounds``): on a
-    shared machine, load that comes and goes would otherwise decide the ratios between workers.
-    Results in ``results["neighbours"]``."""
-    from .frameworks import by_name
-    from .runner import USER_ENVIRONMENT, run_worker, worker_env
+def phase(a, names, tmp, clock, results, run, rounds=ROUNDS):
+    """Run one ``together`` worker per condition (``run(argv, log_path)``, the runner's, gives
+    ``(rc, timed_out, log tail)``), the conditions interleaved ``rounds`` times; each cell keeps its
+    best median (``warm_ms``) and every round's (``warm_ms_rounds``): on a shared machine, load that
+    comes and goes would otherwise decide the ratios between workers. Results in
+    ``results["neighbours"]``."""
     names = [n for n in names if n in TARGET_WORKLOADS] or names
     got = results["neighbours"] = {"workloads": names, "rounds": rounds, "conditions": {c: {} for c in CONDITIONS}}
     for r in range(rounds):
@@ -83,13 +82,13 @@ def phase(a, names, tmp, clock, results, rounds=ROUNDS):
                     "--max-time", str(a.max_time), "--threads", str(a.threads or os.cpu_count()),
                     "--data", str(tmp / "data")]
             argv += [f"--before={','.join(before)}"] * bool(before) + ["--busy"] * busy + ["--small"] * a.small
-            env = worker_env(by_name("jitgrad[cpu]"), tmp / "together-cache", a.threads, base=USER_ENVIRONMENT)
-            rc, timed_out, tail = run_worker(argv, env, 900, tmp / f"together-{r}-{k}.log")
+            rc, timed_out, tail = run(argv, tmp / f"together-{r}-{k}.log")
             cells = json.loads(path.read_text())["cells"] if path.exists() else {}
+            failed = {"status": "error", "error": f"worker exited {rc}: {tail[-300:]}"}
             for name in names:
                 for fw in FRAMEWORKS:
-                    failed = {"status": "error", "error": f"worker exited {rc}: {tail[-300:]}"}
-                    _merge(got["conditions"][condition].setdefault(name, {}), fw, cells.get(name, {}).get(fw) or failed)
+                    cell = cells.get(name, {}).get(fw) or dict(failed)
+                    _merge(got["conditions"][condition].setdefault(name, {}), fw, cell)
             clock.log(f"neighbours, round {r + 1}, {condition}: " + ", ".join(
                 f"{n} " + " / ".join(f"{c.get(fw, {}).get('warm_ms', float('nan')):.2f}" for fw in FRAMEWORKS)
                 for n, c in cells.items()) + " ms (numpy / jitgrad)")

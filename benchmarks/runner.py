@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import neighbours, report
-from .frameworks import GPU, GPU_PEERS, PEERS, all_frameworks, gpu_missing, jitgrad_devices
+from .frameworks import GPU, GPU_PEERS, PEERS, all_frameworks, by_name, gpu_missing, jitgrad_devices
 from .measure import RTOL, prepare, stream, threadpools
 from .workloads import WORKLOADS
 
@@ -288,8 +288,9 @@ def measure_all(a, clock, names, fws, openblas_env):
         clock.log(f"inputs and hand-written NumPy gradients of {len(names)} workloads written to {tmp / 'data'}")
         describe_workloads(names, a.small, tmp / "data", results)
         warm_phase(a, fws, names, tmp, clock, results)
-        if a.neighbours:
-            neighbours.phase(a, names, tmp, clock, results)
+        if a.neighbours:  # its workers start from the user's environment, not this process's
+            env = worker_env(by_name("jitgrad[cpu]"), tmp / "together-cache", a.threads, base=USER_ENVIRONMENT)
+            neighbours.phase(a, names, tmp, clock, results, lambda argv, log: run_worker(argv, env, 900, log))
         if a.fresh:
             fresh_phase(a, fws, names, tmp, clock, results)
     finally:

@@ -130,13 +130,13 @@ def test_second_call_does_not_retrace():
 def test_the_cache_key_covers_every_module_generated_code_imports():
     """Numba compiles the code of the modules generated sources import into the cached machine
     code: a change to one of them must change the cache key (``cache.COMPILED_IN``)."""
-    from jitgrad.codegen.numba_cpu import compile as backend
+    from jitgrad.codegen.numba_cpu import compile as cpu_compile
     from jitgrad.codegen.numba_cpu.parallel import HEADER as DRIVER_SOURCE
     try:
         from jitgrad.codegen.numba_cuda.launch import MODULE_HEADER
     except ImportError:  # numba-cuda is an extra
         MODULE_HEADER = "from jitgrad.codegen.numba_cuda import devmath\n"
-    headers = backend.KERNEL_HEADER + backend.ENTRY_HEADER + DRIVER_SOURCE + MODULE_HEADER
+    headers = cpu_compile.KERNEL_HEADER + cpu_compile.ENTRY_HEADER + DRIVER_SOURCE + MODULE_HEADER
     imported = set(re.findall(r"from jitgrad\.codegen\.(\w+)\.(\w+) import", headers))
     packages = re.findall(r"from jitgrad\.codegen\.(\w+) import ([\w, ]+)", headers)
     imported |= {(package, name) for package, names in packages for name in re.findall(r"\w+", names.split(" as ")[0])}

@@ -11,11 +11,11 @@ from enum import Enum
 
 import numpy as np
 
-from ...ir.evaluate import IMPLS
 from ...ir import ops
+from ...ir.evaluate import IMPLS
 from ...ir.ops import INDEXED, LIBRARY, VIEWS
-from ...schedule.buffers import allocated, plan_buffers
 from ...runtime.progress import CompileProgress
+from ...schedule.buffers import allocated, plan_buffers
 from ...schedule.fuse import Kind, plan
 from ..loops import index_error, indexed_source, serial_loop
 from . import parallel
@@ -63,7 +63,7 @@ class _EntryWriter:
             self._externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp))")
             self._body.append(f"kernel{i}(args + np.uintp({8 * start}))  # {buffer_names}")
             return
-        self._use_pool("parallel_for", parallel.PARALLEL_FOR, "void(uintp, uintp, uintp, int64)")
+        self._declare_parallel_for()
         self.functions.append((len(self.table), kernel))  # its address is in the table
         self.table.append(-1)
         self._body.append(f"parallel_for(pool, buffers[{len(self.table) - 1}], args + np.uintp({8 * start}), "
@@ -92,9 +92,11 @@ class _EntryWriter:
         self._externs, self._body, self._used = [], [], set()
         return source, name, params
 
-    def _use_pool(self, name, source, signature):
-        """Declare the pool's C function ``name``; its address goes in a table slot."""
-        extern = f"{name} = ExternalFunction({pool_function(source).symbol!r}, {signature})"
+    def _declare_parallel_for(self):
+        """Declare the pool's ``parallel_for`` in this segment; the pool's address goes in a table
+        slot."""
+        symbol = pool_function(parallel.PARALLEL_FOR).symbol
+        extern = f"parallel_for = ExternalFunction({symbol!r}, void(uintp, uintp, uintp, int64))"
         if extern not in self._externs:
             self._externs.append(extern)
         if self.pool_slot is None:

@@ -74,7 +74,7 @@ def pool_function(source):
 
 def thread_pool():
     """The process's thread pool (``pool.py``), started when a program first needs it."""
-    return pool(lambda source: _once(_Native, source, "kernel").address)
+    return pool(lambda source: pool_function(source).address)
 
 
 def compile_entry(source, name):
@@ -92,7 +92,7 @@ def _once(kind, module_source, name):
 
 
 class _Native:
-    """The C function ``name`` defined by ``module_source`` (a kernel, or the parallel driver),
+    """The C function ``name`` defined by ``module_source`` (a kernel, or a thread pool function),
     registered under a symbol named by the source's hash, by which entry points call it. Its
     machine code is loaded from the disk cache, else compiled by Numba now and stored there."""
 

@@ -43,6 +43,7 @@ SPIN_MAX = 1 << 14  # ... and at most this many pauses, where no cycle counter i
 _FUTEX = {"x86_64": 202, "amd64": 202, "aarch64": 98, "arm64": 98, "ppc64le": 221}.get(platform.machine().lower())
 # futex words are the low halves of 64-bit words: little-endian only. 0: sleeping threads poll
 FUTEX = _FUTEX if _FUTEX and sys.platform.startswith("linux") and sys.byteorder == "little" else 0
+FUTEX_WAIT, FUTEX_WAKE, EVERYONE = 128, 129, 0x7FFFFFFF  # the _PRIVATE operations; wake all
 _X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 _I64 = ir.IntType(64)
@@ -123,7 +124,7 @@ def _usleep(typingctx, microseconds):
 def sleep_while(address, value):
     """Sleep while the low 32 bits of the word at ``address`` equal ``value``'s (or a while)."""
     if FUTEX:
-        _syscall(FUTEX, address, 128, value & LOW)  # FUTEX_WAIT_PRIVATE
+        _syscall(FUTEX, address, FUTEX_WAIT, value & LOW)
     else:
         _usleep(50)
 
@@ -131,7 +132,7 @@ def sleep_while(address, value):
 @njit
 def wake(address):
     if FUTEX:
-        _syscall(FUTEX, address, 129, 0x7FFFFFFF)  # FUTEX_WAKE_PRIVATE, everyone
+        _syscall(FUTEX, address, FUTEX_WAKE, EVERYONE)
 
 
 @njit
@@ -227,15 +228,11 @@ def launch(pool, fn, args, rows, blocks):
 
 
 @njit
-def claim(pool, blocks):
-    """Whether this call may use the workers (more than one block, and no other job running)."""
-    return blocks > 1 and compare_swap(word(pool, BUSY), 0, 1)
-
-
-@njit
 def parallel_for(pool, fn, args, rows):
+    """``fn(args, lo, hi)`` over ``rows``: with the workers when there is more than one block and
+    no other job is running, else on this thread alone."""
     blocks = min(rows, load(word(pool, THREADS)) * BLOCKS_PER_THREAD)
-    if claim(pool, blocks):
+    if blocks > 1 and compare_swap(word(pool, BUSY), 0, 1):
         launch(pool, fn, args, rows, blocks)
     elif rows > 0:
         call_block(fn, args, 0, rows)

@@ -68,7 +68,7 @@ class Pool:
         if parallel.FUTEX:
             ctypes.CDLL(None).syscall(ctypes.c_long(parallel.FUTEX),
                                       ctypes.c_void_p(self.address + parallel.LINE * parallel.GEN),
-                                      ctypes.c_long(129), ctypes.c_long(0x7FFFFFFF))
+                                      ctypes.c_long(parallel.FUTEX_WAKE), ctypes.c_long(parallel.EVERYONE))
         for t in self._workers:
             t.join(timeout)
 
@@ -78,11 +78,11 @@ _pool, _lock = None, threading.Lock()
 
 def pool(compile_native):
     """The process's pool, started on first use; ``compile_native(source)`` is the address of
-    the C function ``kernel`` that ``source`` (one of ``parallel.py``'s) defines."""
+    the C function that ``source`` (one of ``parallel.py``'s) defines."""
     global _pool
     with _lock:
         if _pool is None:
-            _pool = Pool(compile_native(parallel.HEADER + parallel.WORKER), default_threads())
+            _pool = Pool(compile_native(parallel.WORKER), default_threads())
             atexit.register(_pool.stop)
         return _pool
 
