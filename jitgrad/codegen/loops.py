@@ -197,12 +197,12 @@ def indexed_source(node, name, loop, flag, add=None, zero=False):
     return "\n".join([f"def {name}({params}):"] + ["    " + line for line in zeroed + loop(shape, lines)])
 
 
-def index_error(node, axis, index):
-    """NumPy's IndexError for an index out of range that gather or scatter-add ``node`` found
-    (and skipped), naming the index, its axis and size, the op and the user's line."""
+def index_error(node, axis, value):
+    """NumPy's IndexError for an index ``value`` out of range that gather or scatter-add ``node``
+    found (and skipped), naming it, its axis and size, the op and the user's line."""
     size = (node.args[0] if node.op == "gather" else node).shape[axis]
     where = f" ({node.where})" if node.where else ""
-    return IndexError(f"index {index} is out of bounds for axis {axis} with size {size} "
+    return IndexError(f"index {value} is out of bounds for axis {axis} with size {size} "
                       f"in {node.op} {node.args[0].type} -> {node.type}{where}")
 
 

@@ -91,7 +91,7 @@ def _reshaped(a, shape):
 
 class _LibraryStep:
     """One library op, or a chain of views of a buffer (``library_step`` picks the subclass)."""
-    constant, gemm_view = False, None
+    gemm_view = None  # a strided view's layout, on the steps that are one
 
     def __init__(self, kernel):
         self.kernel, self.stores, self.node = kernel, kernel.stores, kernel.outputs[0]
@@ -128,7 +128,6 @@ def _ops(kernel):
 class _ConstantViews(_LibraryStep):
     """Views of a constant (a broadcast scalar that scatter-add reads): made once, when the
     program loads (``_constants``), so a call has nothing to do."""
-    constant = True
 
     def __init__(self, kernel):
         super().__init__(kernel)
