@@ -165,9 +165,7 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
 
     def dump():
         out["threadpools"] = threadpools()
-        with open(json_path + ".tmp", "w") as f:
-            json.dump(out, f)
-        os.replace(json_path + ".tmp", json_path)  # a worker killed mid-write leaves the last whole file
+        write_json(out, json_path)
     t = time.perf_counter()
     try:
         fw.setup(threads)
@@ -180,6 +178,13 @@ def warm_worker(fw, names, repeats, min_time, max_time, threads, small, json_pat
         dump()
         out["cells"][name] = measure_cell(fw, WORKLOADS[name], repeats, min_time, max_time, small, data_dir)
         dump()
+
+
+def write_json(value, json_path):
+    """Atomically: a worker killed mid-write leaves the last whole file."""
+    with open(json_path + ".tmp", "w") as f:
+        json.dump(value, f)
+    os.replace(json_path + ".tmp", json_path)
 
 
 def measure_cell(fw, w, repeats, min_time, max_time, small, data_dir):
@@ -221,8 +226,7 @@ def together_worker(fws, names, before, busy, repeats, min_time, max_time, threa
         for name in names:
             cells[name] = {fw.name: measure_cell(fw, WORKLOADS[name], repeats, min_time, max_time, small, data_dir)
                            for fw in fws}
-            with open(json_path, "w") as f:
-                json.dump({"before": before, "busy": busy, "cells": cells}, f)
+            write_json({"before": before, "busy": busy, "cells": cells}, json_path)
     finally:
         if spinning:
             spinning.kill()
