@@ -24,6 +24,11 @@ class GradError(JitgradError, TypeError):
     """A gradient that cannot be taken: non-scalar output, integer input, bad ``argnums``."""
 
 
+class InputError(JitgradError, TypeError):
+    """An argument jitgrad cannot compute on exactly (a string, an object or complex array, a
+    masked array, ``np.matrix``, ``longdouble`` data): names the argument and the way out."""
+
+
 class IRError(JitgradError, AssertionError):
     """A program that breaks the IR's own rules: a bug in a jitgrad pass, never in user code
     (raised by the checks ``JITGRAD_CHECKS=1`` turns on)."""

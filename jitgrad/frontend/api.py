@@ -2,6 +2,7 @@
 ``vjp`` and ``make_ir``. Each traces the user's function into a ``Program`` and then either
 evaluates a transform of it (``grad`` and friends) or compiles it (``jit``)."""
 import functools
+import math
 import numbers
 import os
 import threading
@@ -324,7 +325,7 @@ class Jitted:
             leaves += [to_array(leaf, f"argument {i}") for leaf in arg_leaves]
             defs.append((treedef, tuple(_is_python_scalar(leaf) for leaf in arg_leaves)))
         try:
-            statics = tuple((i, args[i]) for i in static)
+            statics = tuple((i, static_key(args[i])) for i in static)
             hash(statics)
         except TypeError:
             names = [type(args[i]).__name__ for i in static]
@@ -337,15 +338,30 @@ class Jitted:
             if compiled is None:
                 compiled = self._cache[key] = _Compiled(trace(self.fn, args, dynamic), device)
             fast_key = self._fast_key(args)
-            # the CUDA executable takes host and device arrays alike; the others, host arrays
-            takes_them = device == "cuda" or all(type(a) is np.ndarray for a in args)
-            if fast_key is not None and takes_them:  # (to_array has checked the dtypes)
+            # the CUDA executable takes host and device arrays alike; the others, host arrays;
+            # all of them in native byte order (to_array has converted others, and checked the dtypes)
+            if fast_key is not None and (device == "cuda" or all(type(a) is np.ndarray for a in args)) \
+                    and all(a.dtype.isnative for a in args):
                 self._fast[fast_key] = _fast_call(compiled.executable, compiled.out_def)
         return compiled, leaves
 
     @property
     def cache_size(self):
         return len(self._cache)
+
+
+def static_key(value):
+    """The cache key of a static argument: its type and value, so that values equal under ``==``
+    but traced differently get executables of their own (``1``, ``1.0`` and ``True``; ``0.0`` and
+    ``-0.0``), and a NaN, unequal to itself, finds its executable again."""
+    kind = type(value)
+    if isinstance(value, (float, np.floating)):
+        return kind, ("nan",) if value != value else (value, math.copysign(1.0, value))
+    if isinstance(value, (complex, np.complexfloating)):
+        return kind, static_key(value.real), static_key(value.imag)
+    if isinstance(value, tuple):
+        return kind, tuple(map(static_key, value))
+    return kind, value  # (unhashable values fail when the key is hashed, with a clear error)
 
 
 def _fast_call(executable, out_def):

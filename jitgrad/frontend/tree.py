@@ -2,9 +2,11 @@
 hashable description of the structure (the cache key needs it)."""
 import itertools
 import numbers
+import sys
 
 import numpy as np
 
+from ..errors import InputError
 from ..runtime import arrays
 
 
@@ -81,15 +83,28 @@ def leaf_count(treedef):
     return sum(leaf_count(c) for c in treedef[-1]) if treedef[0] != "none" else 0
 
 
+def _is_masked(x):
+    # numpy.ma is imported on first use (12 ms): without it, no masked array exists
+    ma = sys.modules.get("numpy.ma")
+    return ma is not None and isinstance(x, ma.MaskedArray)
+
+
 def to_array(leaf, where):
-    """A user's leaf as an array, or a clear TypeError for what jitgrad cannot compute on."""
+    """A user's leaf as an array that holds exactly its values (big-endian data in native byte
+    order), or an ``InputError`` for what jitgrad cannot compute on exactly."""
     if isinstance(leaf, (str, bytes)):
-        raise TypeError(f"{where} is a {type(leaf).__name__}; jitgrad functions take numeric arrays")
+        raise InputError(f"{where} is a {type(leaf).__name__}; jitgrad functions take numeric arrays")
+    if _is_masked(leaf):
+        raise InputError(f"{where} is a masked array; jitgrad would compute on its masked values too. "
+                         "Pass x.filled(value) (or np.where(mask, ...) inside), and the mask as a bool array")
+    if isinstance(leaf, np.matrix):
+        raise InputError(f"{where} is an np.matrix, whose * means matrix product; jitgrad computes with "
+                         "ndarray semantics. Pass np.asarray(m) (and write @ for the matrix product)")
     if isinstance(leaf, list):
         try:
             leaf = np.array(leaf)
         except ValueError as e:
-            raise TypeError(f"{where} is a ragged nested list, which is not an array: {e}") from None
+            raise InputError(f"{where} is a ragged nested list, which is not an array: {e}") from None
     elif isinstance(leaf, (bool, int, float, np.generic, np.ndarray)):
         leaf = np.asarray(leaf)
     elif arrays.on_gpu(leaf):  # numba, CuPy, torch CUDA arrays: a view, no copy
@@ -97,9 +112,13 @@ def to_array(leaf, where):
     elif hasattr(leaf, "__array__") and not hasattr(leaf, "node"):
         leaf = np.asarray(leaf)
     else:
-        raise TypeError(f"{where} has type {type(leaf).__name__}; jitgrad functions take arrays, "
-                        "Python numbers, and tuples/lists/dicts of them")
-    if leaf.dtype.kind not in "biuf" or leaf.dtype == np.float16:
-        raise TypeError(f"{where} has dtype {leaf.dtype}; jitgrad computes on float32, float64, "
-                        "integer and bool arrays")
+        raise InputError(f"{where} has type {type(leaf).__name__}; jitgrad functions take arrays, "
+                         "Python numbers, and tuples/lists/dicts of them")
+    dtype = leaf.dtype
+    if dtype.kind not in "biuf" or dtype.kind == "f" and dtype.itemsize not in (4, 8):
+        hint = " (convert with x.astype(np.float64) if that precision is enough)" if dtype.kind in "fc" else ""
+        raise InputError(f"{where} has dtype {dtype}; jitgrad computes on float32, float64, "
+                         f"integer and bool arrays{hint}")
+    if not dtype.isnative and isinstance(leaf, np.ndarray):
+        leaf = leaf.astype(dtype.newbyteorder("="))  # exact: the same values in this machine's byte order
     return leaf

@@ -3,8 +3,8 @@ static params, a static shape and a dtype); a ``Program`` is inputs plus outputs
 body is every node the outputs reach, in topological order. Nodes are immutable and shared
 between programs, so transforms build new nodes instead of editing old ones."""
 import hashlib
-
 import math
+import operator
 
 import numpy as np
 
@@ -23,7 +23,8 @@ class Node:
 
     def __init__(self, op, args, params, shape, dtype, weak=False, where=None):
         self.op, self.args, self.params = op, tuple(args), params
-        self.shape, self.dtype, self.weak, self.where = tuple(shape), np.dtype(dtype), weak, where
+        # exact ints: a shape reaches generated code, and a user's int subclass must not (its repr)
+        self.shape, self.dtype, self.weak, self.where = tuple(map(operator.index, shape)), np.dtype(dtype), weak, where
 
     @property
     def ndim(self):

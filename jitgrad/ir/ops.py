@@ -7,6 +7,8 @@ Adding a primitive: its name in a group and a rule here, then the other layers' 
 ``tests/test_op_tables.py`` checks against ``ALL`` (docs/ARCHITECTURE.md lists them).
 """
 import math
+import numbers
+import operator
 
 import numpy as np
 
@@ -205,8 +207,27 @@ RULES.update({op: _binary for op in BINARY})
 RULES.update({op: _reduce for op in REDUCE})
 
 
+def plain(value):
+    """A param as a plain Python value (int, float, bool, str, tuples of them), or an array or
+    dtype: generated code prints params, and must never print a user object's ``repr``."""
+    if value is None or isinstance(value, (np.ndarray, np.dtype)):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return operator.index(value)  # an exact int, whatever subclass (or IntEnum) came in
+    if isinstance(value, numbers.Real):
+        return float.__float__(float(value))
+    if isinstance(value, (tuple, list)):
+        return tuple(map(plain, value))
+    if isinstance(value, str):
+        return str.__str__(value)
+    raise TypeError(f"{type(value).__name__} is not a valid op parameter")
+
+
 def make(op, args=(), **params):
     """Build a node after checking its operands with the op's rule (raises ``ShapeError``)."""
+    params = {k: plain(v) for k, v in params.items()}
     shape, dtype, weak = RULES[op](op, *args, **params)
     return Node(op, args, params, shape, dtype, weak, user_frame())
 

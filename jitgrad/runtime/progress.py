@@ -1,10 +1,11 @@
-"""Saying so when a compile takes long (SPEC 6.1): through the ``logging`` logger ``"jitgrad"``.
+"""What jitgrad tells the user, through the ``logging`` logger ``"jitgrad"``: that a compile takes
+long (SPEC 6.1), and warnings (``warn_once``: a cache file or directory that is not trusted).
 
 A compile that has run for ``REPORT_AFTER_S`` says what it compiles (the function and its
 signature) and how far it is (kernels done of the total), again at most every ``REPORT_EVERY_S``,
 and how long it took when it ends. Messages go to stderr by default: the first one gives the
 logger a stderr handler when neither it nor the root logger has one, and level INFO when it has
-none of its own. ``JITGRAD_LOG=quiet`` silences them, as does setting the logger's level.
+none of its own. ``JITGRAD_LOG=quiet`` silences them all, as does setting the logger's level.
 """
 import logging
 import os
@@ -68,3 +69,16 @@ class CompileProgress:
         _ensure_output()
         self.reported = True
         log.info(message)
+
+
+_warned = set()
+
+
+def warn_once(key, message):
+    """Log ``message`` as a warning the first time this process meets ``key``."""
+    if key in _warned:
+        return
+    _warned.add(key)
+    if not _quiet():
+        _ensure_output()
+        log.warning(message)

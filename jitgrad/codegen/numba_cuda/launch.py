@@ -41,7 +41,7 @@ FASTMATH = os.environ.get("JITGRAD_CUDA_FASTMATH") == "1"
 # last wave of blocks that fills only part of the card (elementwise_chain: 2048 blocks where an
 # H200 keeps 5 x 132 of its 48-register kernel resident, 3.1 waves).
 RESIDENT_GRID = os.environ.get("JITGRAD_CUDA_GRID") == "resident"
-_compiled, _lock = {}, threading.Lock()
+_compiled, _files, _lock = {}, {}, threading.Lock()
 
 
 def compile_kernel(source, name):
@@ -49,8 +49,9 @@ def compile_kernel(source, name):
     module_source = f"{MODULE_HEADER}\n@cuda.jit(cache=True{', fastmath=True' if FASTMATH else ''})\n{source}\n"
     with _lock:
         if module_source not in _compiled:  # the simulator runs kernels as Python, with its math
-            _compiled[module_source], _ = cache.load_function(
+            fn, path = cache.load_function(
                 module_source, name, names={"math": SIM_MATH} if SIMULATOR else None, use_disk=not SIMULATOR)
+            _compiled[module_source], _files[id(fn)] = fn, path  # (kernels live as long as the process)
         return _compiled[module_source]
 
 
@@ -232,6 +233,7 @@ class Launch:
             warnings.filterwarnings("ignore", message="Grid size")
             configured(*args)
         if self.direct is None and stream is None:
+            cache.seal_compiled(_files.get(id(self.fn)))  # Numba has written its cache files: make them private
             self.direct = DIRECT_LAUNCH and not SIMULATOR and direct_launch(self.fn, configured, args) or False
 
 
