@@ -15,7 +15,7 @@ from ..runtime import arrays, devices
 from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
 from ..transforms.simplify import simplify
 from . import numpy_api as jnp
-from .tracing import Tracer, eval_program, is_tracing, new_trace
+from ..ir.tracing import Tracer, eval_program, is_tracing, new_trace
 from .tree import builder, flatten, leaf_count, to_array, unflatten
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import ShapeError, TraceError, user_frame  # noqa: F401  (ShapeError: used by nn too)
 from ..ir.ops import is_float
-from .tracing import Tracer, bind, innermost_trace
+from ..ir.tracing import Tracer, bind, innermost_trace
 
 # --------------------------------------------------------------------------- values and dtypes
 

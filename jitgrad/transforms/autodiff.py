@@ -1,23 +1,25 @@
 """Symbolic differentiation, IR in and IR out.
 
-One table, ``VJP``, holds a reverse-mode rule per primitive, written with the same NumPy-level
-functions users write, so every rule is itself made of primitives and can be differentiated
-again. ``backward_pass`` walks a program in reverse with these rules; forward mode (``jvp``)
+One table, ``VJP``, holds a reverse-mode rule per primitive, written in NumPy as users write it
+(``np.cos(x)``, ``g * b``, ``x.astype``): on tracers, NumPy's protocols record primitives, so
+every rule is itself made of primitives and can be differentiated again; ``bind`` states the
+few rules that are one primitive with no NumPy spelling (pad, slice, rev, gather, scatter-add).
+The rules thus need only the IR layer (``ir/tracing.py``), not the NumPy surface that serves the
+protocols. ``backward_pass`` walks a program in reverse with these rules; forward mode (``jvp``)
 is derived from it by transposition (the vjp of a vjp, which is linear in its cotangent), so
 there is no second rule table to keep in sync.
 
 Values flowing through the rules are whatever the caller passes: tracers (the rules then emit
-IR into the caller's trace) or arrays (the rules compute eagerly).
+IR into the caller's trace) or arrays (the rules compute eagerly, with NumPy).
 """
 import math
 
 import numpy as np
 
 from ..errors import location
-from ..frontend import numpy_api as jnp
-from ..frontend.tracing import bind, evaluate, innermost_trace, new_trace
 from ..ir import ops
 from ..ir.ops import is_float
+from ..ir.tracing import bind, evaluate, innermost_trace, new_trace
 
 # Ops whose gradient is zero by design (JAX's convention: piecewise constant, or not a number)
 NONDIFFERENTIABLE = {"floor", "ceil", "round", "sign", "stop_gradient", *ops.ARGREDUCE, *ops.COMPARE,
@@ -27,18 +29,18 @@ NONDIFFERENTIABLE = {"floor", "ceil", "round", "sign", "stop_gradient", *ops.ARG
 def _sum_to(g, node_shape, out_shape):
     """Undo ``expand``: sum over the broadcast axes, keep size-1 dims."""
     axes = tuple(i for i, (a, b) in enumerate(zip(node_shape, out_shape)) if a == 1 and b != 1)
-    return jnp.reshape(jnp.sum(g, axis=axes), node_shape) if axes else g
+    return np.reshape(np.sum(g, axis=axes), node_shape) if axes else g
 
 
 def _keepdims(g, x, axes):
     """Broadcast a reduced cotangent back over the reduced axes of ``x``."""
-    return jnp.broadcast_to(jnp.reshape(g, tuple(1 if i in axes else d for i, d in enumerate(x.shape))), x.shape)
+    return np.broadcast_to(np.reshape(g, tuple(1 if i in axes else d for i, d in enumerate(x.shape))), x.shape)
 
 
 def _max_vjp(g, out, x, *, axes):
     # Ties share the gradient equally (JAX's convention).
-    mask = jnp.cast(jnp.equal(x, _keepdims(out, x, axes)), x.dtype)
-    count = jnp.sum(mask, axis=axes, keepdims=True)
+    mask = np.equal(x, _keepdims(out, x, axes)).astype(x.dtype)
+    count = np.sum(mask, axis=axes, keepdims=True)
     return (_keepdims(g, x, axes) * mask / count,)
 
 
@@ -48,31 +50,31 @@ def _prod_vjp(g, out, x, *, axes):
     rest = [i for i in range(x.ndim) if i not in axes]
     n, m = math.prod([x.shape[a] for a in axes]), math.prod([x.shape[i] for i in rest])
     size = 1 << max(n - 1, 0).bit_length()
-    block = jnp.reshape(jnp.transpose(x, list(axes) + rest), (n, m))
-    block = jnp.pad(block, ((0, size - n), (0, 0)), constant_values=1) if size > n else block
+    block = np.reshape(np.transpose(x, list(axes) + rest), (n, m))
+    block = np.pad(block, ((0, size - n), (0, 0)), constant_values=1) if size > n else block
     others, b = None, 1
     while b < size:  # level by level: each half-block is multiplied by its sibling's product
-        pairs = jnp.reshape(block, (size // (2 * b), 2, m))
-        sibling = jnp.expand_dims(jnp.flip(pairs, axis=1), 2)
-        grouped = sibling if others is None else jnp.reshape(others, (size // (2 * b), 2, b, m)) * sibling
-        others = jnp.reshape(grouped, (size, m))
+        pairs = np.reshape(block, (size // (2 * b), 2, m))
+        sibling = np.expand_dims(np.flip(pairs, axis=1), 2)
+        grouped = sibling if others is None else np.reshape(others, (size // (2 * b), 2, b, m)) * sibling
+        others = np.reshape(grouped, (size, m))
         block = pairs[:, 0] * pairs[:, 1]
         b *= 2
     if others is None:
         return (_keepdims(g, x, axes),)
-    others = jnp.reshape(others[:n], tuple(x.shape[a] for a in axes) + tuple(x.shape[i] for i in rest))
-    return (_keepdims(g, x, axes) * jnp.transpose(others, np.argsort(list(axes) + rest)),)
+    others = np.reshape(others[:n], tuple(x.shape[a] for a in axes) + tuple(x.shape[i] for i in rest))
+    return (_keepdims(g, x, axes) * np.transpose(others, np.argsort(list(axes) + rest)),)
 
 
 def _pow_vjp(g, out, a, b):
     # JAX's guards: 0 ** 0 has zero slope in a; log(0) is replaced where it would meet a zero.
-    da = jnp.where(jnp.equal(b, 0), 0, b * jnp.power(a, b - 1))
-    db = jnp.log(jnp.where(jnp.equal(a, 0), 1, a)) * out
+    da = np.where(np.equal(b, 0), 0, b * np.power(a, b - 1))
+    db = np.log(np.where(np.equal(a, 0), 1, a)) * out
     return g * da, g * db
 
 
 def _minmax_vjp(g, out, a, b, pick):
-    share = jnp.cast(pick(a, b), g.dtype) + jnp.cast(jnp.equal(a, b), g.dtype) * 0.5
+    share = pick(a, b).astype(g.dtype) + np.equal(a, b).astype(g.dtype) * 0.5
     return g * share, g * (1 - share)
 
 
@@ -88,58 +90,67 @@ def _pad_vjp(g, out, x, *, lo, hi, interior, value):
 
 def _concat_vjp(g, out, *xs, axis):
     bounds = np.cumsum([0] + [x.shape[axis] for x in xs])
-    return tuple(jnp._take_range(g, axis, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]))
+    return tuple(_take(g, axis, int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:]))
+
+
+def _take(g, axis, lo, hi):
+    """``g[lo:hi]`` along ``axis`` (``g`` itself when that is all of it)."""
+    if (lo, hi) == (0, g.shape[axis]):
+        return g
+    starts = tuple(lo if i == axis else 0 for i in range(g.ndim))
+    limits = tuple(hi if i == axis else d for i, d in enumerate(g.shape))
+    return bind("slice", g, starts=starts, limits=limits, strides=(1,) * g.ndim)
 
 
 def _matmul_vjp(g, out, a, b):
-    return jnp.matmul(g, jnp.swapaxes(b, -1, -2)), jnp.matmul(jnp.swapaxes(a, -1, -2), g)
+    return np.matmul(g, np.swapaxes(b, -1, -2)), np.matmul(np.swapaxes(a, -1, -2), g)
 
 
 def _cast_vjp(g, out, x, *, dtype):
-    return (jnp.cast(g, x.dtype) if is_float(x.dtype) else None,)
+    return (g.astype(x.dtype) if is_float(x.dtype) else None,)
 
 
 _SQRT_PI = 2 / math.sqrt(math.pi)
 
 VJP = {
     "neg": lambda g, out, x: (-g,),
-    "abs": lambda g, out, x: (g * jnp.sign(x),),
+    "abs": lambda g, out, x: (g * np.sign(x),),
     "exp": lambda g, out, x: (g * out,),
     "expm1": lambda g, out, x: (g * (out + 1),),
     "log": lambda g, out, x: (g / x,),
     "log1p": lambda g, out, x: (g / (x + 1),),
     "sqrt": lambda g, out, x: (g * 0.5 / out,),
     "cbrt": lambda g, out, x: (g / (3 * out * out),),
-    "sin": lambda g, out, x: (g * jnp.cos(x),),
-    "cos": lambda g, out, x: (-g * jnp.sin(x),),
+    "sin": lambda g, out, x: (g * np.cos(x),),
+    "cos": lambda g, out, x: (-g * np.sin(x),),
     "tan": lambda g, out, x: (g * (1 + out * out),),
-    "asin": lambda g, out, x: (g / jnp.sqrt(1 - x * x),),
-    "acos": lambda g, out, x: (-g / jnp.sqrt(1 - x * x),),
+    "asin": lambda g, out, x: (g / np.sqrt(1 - x * x),),
+    "acos": lambda g, out, x: (-g / np.sqrt(1 - x * x),),
     "atan": lambda g, out, x: (g / (1 + x * x),),
-    "sinh": lambda g, out, x: (g * jnp.cosh(x),),
-    "cosh": lambda g, out, x: (g * jnp.sinh(x),),
+    "sinh": lambda g, out, x: (g * np.cosh(x),),
+    "cosh": lambda g, out, x: (g * np.sinh(x),),
     "tanh": lambda g, out, x: (g * (1 - out * out),),
-    "asinh": lambda g, out, x: (g / jnp.sqrt(x * x + 1),),
+    "asinh": lambda g, out, x: (g / np.sqrt(x * x + 1),),
     "atanh": lambda g, out, x: (g / (1 - x * x),),
-    "erf": lambda g, out, x: (g * _SQRT_PI * jnp.exp(-(x * x)),),
+    "erf": lambda g, out, x: (g * _SQRT_PI * np.exp(-(x * x)),),
     "add": lambda g, out, a, b: (g, g),
     "sub": lambda g, out, a, b: (g, -g),
     "mul": lambda g, out, a, b: (g * b, g * a),
     "div": lambda g, out, a, b: (g / b, -g * out / b),
     "pow": _pow_vjp,
-    "max": lambda g, out, a, b: _minmax_vjp(g, out, a, b, jnp.greater),
-    "min": lambda g, out, a, b: _minmax_vjp(g, out, a, b, jnp.less),
+    "max": lambda g, out, a, b: _minmax_vjp(g, out, a, b, np.greater),
+    "min": lambda g, out, a, b: _minmax_vjp(g, out, a, b, np.less),
     "atan2": lambda g, out, a, b: (g * b / (a * a + b * b), -g * a / (a * a + b * b)),
     "hypot": lambda g, out, a, b: (g * a / out, g * b / out),
-    "select": lambda g, out, c, a, b: (None, jnp.where(c, g, 0), jnp.where(c, 0, g)),
+    "select": lambda g, out, c, a, b: (None, np.where(c, g, 0), np.where(c, 0, g)),
     "cast": _cast_vjp,
     "reduce_sum": lambda g, out, x, *, axes: (_keepdims(g, x, axes),),
     "reduce_max": _max_vjp,
     "reduce_min": _max_vjp,
     "reduce_prod": _prod_vjp,
     "expand": lambda g, out, x, *, shape: (_sum_to(g, x.shape, shape),),
-    "reshape": lambda g, out, x, *, shape: (jnp.reshape(g, x.shape),),
-    "transpose": lambda g, out, x, *, perm: (jnp.transpose(g, np.argsort(perm)),),
+    "reshape": lambda g, out, x, *, shape: (np.reshape(g, x.shape),),
+    "transpose": lambda g, out, x, *, perm: (np.transpose(g, np.argsort(perm)),),
     "slice": _slice_vjp,
     "pad": _pad_vjp,
     "rev": lambda g, out, x, *, axes: (bind("rev", g, axes=axes),),
@@ -190,8 +201,11 @@ def _backward_pass(program, args, cotangents, wrt):
 
 
 def zeros_for(node, like=()):
-    """A zero value shaped like ``node`` (a lazy broadcast when ``like`` holds tracers)."""
-    return jnp.full(node.shape, 0, node.dtype, like)
+    """A zero value shaped like ``node`` (while tracing, a broadcast of one constant)."""
+    trace = innermost_trace(like)
+    if trace is None:
+        return np.zeros(node.shape, node.dtype)
+    return np.broadcast_to(trace.const(np.zeros((), node.dtype)), node.shape)
 
 
 def jvp_pass(program, args, tangents):

@@ -13,9 +13,9 @@ import threading
 import numpy as np
 
 from ..errors import TraceError, location, user_frame
-from ..ir import ops
-from ..ir.evaluate import run_op
-from ..ir.graph import Node, Program
+from . import ops
+from .evaluate import run_op
+from .graph import Node, Program
 
 _local = threading.local()
 
