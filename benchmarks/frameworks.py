@@ -223,7 +223,19 @@ class Jitgrad(Framework):
         self.weight = 1.0 if device == "numpy" else 1.5
 
     def env(self):
-        return {"JITGRAD_CUDA_GRAPHS": "1" if self.graphs else "0"}  # "1": the default, whatever the caller's
+        # "1": the default, whatever the caller's; sync: compiled code from the first call (warm timings), the
+        # fresh-process phase also runs background (``tiered``)
+        return {"JITGRAD_CUDA_GRAPHS": "1" if self.graphs else "0", "JITGRAD_COMPILE": "sync"}
+
+    @property
+    def tiered(self):
+        """Whether this device compiles in a worker process with JITGRAD_COMPILE=background."""
+        from jitgrad.runtime.devices import BACKGROUND
+        return self.device in BACKGROUND
+
+    def compiling(self):
+        """Whether the function ``build`` made last still runs on the interpreter."""
+        return self._function.compiling
 
     def available(self):
         if importlib.util.find_spec("jitgrad") is None:
@@ -249,7 +261,7 @@ class Jitgrad(Framework):
         def fn(*a):
             return w.loss(np, *a)
         fn.__name__ = fn.__qualname__ = w.name
-        f = jg.jit_grad(fn, argnums=w.argnums, device=self.device)
+        f = self._function = jg.jit_grad(fn, argnums=w.argnums, device=self.device)
         sync = lambda out: out  # noqa: E731
         if self.gpu:
             from numba import cuda

@@ -203,7 +203,7 @@ def fresh_phase(a, fws, names, tmp, clock, results):
                 continue
             cache = tmp / "fresh-cache" / f"{fw.name}-{n}"
             runs = ("cold", "warm") if fw.has_disk_cache else ("cold",)
-            for run in runs:
+            for run in runs + (("background",) if getattr(fw, "tiered", False) else ()):
                 left = clock.left()
                 if left is not None and left < 5:
                     cell[f"first_{run}_error"] = "time budget spent"
@@ -212,14 +212,20 @@ def fresh_phase(a, fws, names, tmp, clock, results):
                 argv = ["first", "--framework", fw.name, "--workloads", n, "--json", str(path),
                         "--threads", str(a.threads or os.cpu_count()), "--data", str(tmp / "data")] + \
                     (["--small"] if a.small else [])
-                rc, timed_out, tail = run_worker(argv, worker_env(fw, cache, a.threads),
-                                                 min(left or 900, 900), tmp / f"first-{fw.name}-{n}-{run}.log")
+                env = worker_env(fw, cache if run != "background" else tmp / "fresh-cache" / f"{fw.name}-{n}-bg",
+                                 a.threads)
+                if run == "background":  # a cold cache of its own, JITGRAD_COMPILE's default
+                    env["JITGRAD_COMPILE"] = "background"
+                log = tmp / f"first-{fw.name}-{n}-{run}.log"
+                rc, timed_out, tail = run_worker(argv, env, min(left or 900, 900), log)
                 got = json.loads(path.read_text()) if path.exists() else {
                     "status": "error", "error": f"worker {'timed out' if timed_out else f'exited {rc}'}: {tail[-300:]}"}
                 if got.get("status") != "ok":
                     cell[f"first_{run}_error"] = got.get("error")
                     break
                 cell[f"first_{run}_s"] = got["first_call_s"]
+                if run == "background":
+                    cell.update(compiled_s=got.get("compiled_s"), interpreted_calls=got.get("interpreted_calls"))
                 if run == "cold":
                     cell.update(import_s=got["import_s"], peak_first_mb=got["peak_first_mb"])
             if fw.has_disk_cache:

@@ -187,6 +187,44 @@ def _make_mlp_train(rng, s):
     return (*params, x, labels)
 
 
+# --------------------------------------------------------------------------- rnn (unrolled)
+def rnn_loss(xp, wx, wh, b, xs, y):
+    """A tanh RNN unrolled by a Python loop over the T steps of ``xs`` [T, batch, d]."""
+    h = xp.tanh(xs[0] @ wx + b)
+    for t in range(1, xs.shape[0]):
+        h = xp.tanh(xs[t] @ wx + h @ wh + b)
+    return xp.sum((h - y) ** 2)
+
+
+def rnn_numpy(wx, wh, b, xs, y):
+    hs = [np.tanh(xs[0] @ wx + b)]
+    for t in range(1, xs.shape[0]):
+        hs.append(np.tanh(xs[t] @ wx + hs[-1] @ wh + b))
+    dh = 2 * (hs[-1] - y)
+    dwx, dwh, db = np.zeros_like(wx), np.zeros_like(wh), np.zeros_like(b)
+    for t in reversed(range(xs.shape[0])):
+        da = dh * (1 - hs[t] * hs[t])
+        dwx += xs[t].T @ da
+        db += da.sum(axis=0)
+        if t:
+            dwh += hs[t - 1].T @ da
+            dh = da @ wh.T
+    return np.sum((hs[-1] - y) ** 2), (dwx, dwh, db)
+
+
+def _make_rnn(rng, s):
+    return (_normal(rng, s["d"], s["hidden"], scale=0.3), _normal(rng, s["hidden"], s["hidden"], scale=0.3),
+            _normal(rng, s["hidden"], scale=0.1), _normal(rng, s["t"], s["batch"], s["d"]),
+            _normal(rng, s["batch"], s["hidden"]))
+
+
+def _rnn(steps):
+    return Workload(f"rnn_t{steps}", f"tanh RNN unrolled {steps} steps, hidden 32, input 16, batch 8; grads wx, wh, b",
+                    ("wx", "wh", "b", "xs", "y"), (0, 1, 2), {"t": steps, "batch": 8, "d": 16, "hidden": 32},
+                    {"t": min(steps, 3), "batch": 2, "d": 3, "hidden": 4}, _make_rnn, rnn_loss, rnn_numpy,
+                    extra=True, notes="variant: a program that grows with the steps a Python loop unrolls")
+
+
 WORKLOADS = {w.name: w for w in [
     Workload("graph_xyz", "sum(x*y + z), x, y, z [2**24]", ("x", "y", "z"), (0, 1, 2),
              {"n": 2 ** 24}, {"n": 1000},
@@ -219,6 +257,7 @@ WORKLOADS = {w.name: w for w in [
              ("logits", "onehot"), (0,), {"n": 4096, "k": 1000}, {"n": 6, "k": 5},
              lambda rng, s: _make_xent(rng, s, onehot=True), xent_onehot_loss, xent_onehot_numpy,
              extra=True, notes="variant, not a SPEC 5 workload"),
+    _rnn(5), _rnn(20), _rnn(50),
 ]}
 
 SPEC_WORKLOADS = [name for name, w in WORKLOADS.items() if not w.extra]

@@ -7,6 +7,7 @@ import sys
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 os.environ.setdefault("JITGRAD_CHECKS", "1")  # every program verified after tracing, simplification and fusion
 os.environ.setdefault("JITGRAD_LOG", "quiet")  # compile progress (tests/test_progress.py turns it on)
+os.environ.setdefault("JITGRAD_COMPILE", "sync")  # compiled code from the first call (tests/test_tiered.py: background)
 if os.environ["NUMBA_ENABLE_CUDASIM"] == "1":
     # The simulator runs a block's threads as Python threads while its own thread polls them;
     # switching threads every 0.1 ms instead of 5 ms ran the CUDA op-table tests 3.5x faster.

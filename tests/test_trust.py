@@ -116,7 +116,7 @@ def test_a_directory_others_can_write_turns_the_cache_off(tmp_path, monkeypatch,
     assert f"chmod 700 {root}" in caplog.text
     root.chmod(0o1777)  # sticky, like /tmp: others cannot replace what we create in it
     assert cache.cache_dir() is not None
-    (root / cache.versions_key()[:16]).chmod(0o770)
+    (root / cache.directory_key()[:16]).chmod(0o770)
     assert cache.cache_dir() is None
 
 

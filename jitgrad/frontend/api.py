@@ -6,12 +6,15 @@ import math
 import numbers
 import os
 import threading
+import time
 
 import numpy as np
 
 from ..errors import GradError, ShapeError, checks_on
 from ..ir.ops import is_float
+from ..codegen import numpy_ref
 from ..runtime import arrays, devices
+from ..runtime.tiered import Tiered, compile_mode
 from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
 from ..transforms.simplify import simplify
 from . import numpy_api as jnp
@@ -269,8 +272,18 @@ class _Compiled:
         self.program = simplify(traced.program)
         if checks_on():
             self.program.verify(after="simplification")
-        self.executable = devices.backend(device).Executable(self.program)
+        self.executable = _executable(self.program, device)
         self.out_def, self.device = traced.out_def, device
+
+
+def _executable(program, device):
+    """The compiled executable; or, for a program whose code is not in the disk cache yet (with
+    ``JITGRAD_COMPILE=background``), the interpreter until a worker process has compiled it."""
+    background = devices.background(device)
+    if background is None or compile_mode() == "sync" or background.ready(program):
+        return devices.backend(device).Executable(program)
+    return Tiered(numpy_ref.Executable(program), background.start(program),
+                  lambda: devices.backend(device).Executable(program))
 
 
 class Jitted:
@@ -348,6 +361,28 @@ class Jitted:
     @property
     def cache_size(self):
         return len(self._cache)
+
+    @property
+    def compiling(self):
+        """Whether a signature of this function still runs on the interpreter while a worker
+        process compiles it (``JITGRAD_COMPILE=background``, the default on the CPU)."""
+        return any(getattr(c.executable, "compiling", False) for c in list(self._cache.values()))
+
+    def wait_compiled(self, timeout=None):
+        """Wait until no signature of this function is still compiling in the background (at
+        most ``timeout`` seconds); whether none is. The next call of each then runs compiled code.
+
+        >>> f = jg.jit(np.tanh)
+        >>> y = f(np.ones(3))      # on the interpreter, while a worker compiles
+        >>> f.wait_compiled()      # doctest: +SKIP
+        True
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.compiling:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
 
 
 def static_key(value):

@@ -130,6 +130,21 @@ class Program:
 
     __repr__ = __str__
 
+    def __getstate__(self):
+        """Pickled flat, one row per node with its arguments' positions: a deep graph would
+        exceed the recursion limit as nested nodes (a compile worker receives programs)."""
+        position = {id(n): i for i, n in enumerate(self.nodes)}
+        rows = [(n.op, [position[id(a)] for a in n.args], n.params, n.shape, n.dtype.str, n.weak, n.where)
+                for n in self.nodes]
+        return {"name": self.name, "rows": rows, "inputs": [position[id(n)] for n in self.inputs],
+                "outputs": [position[id(n)] for n in self.outputs]}
+
+    def __setstate__(self, state):
+        nodes = []
+        for op, args, params, shape, dtype, weak, where in state["rows"]:
+            nodes.append(Node(op, [nodes[i] for i in args], params, shape, dtype, weak, where))
+        self.__init__([nodes[i] for i in state["inputs"]], [nodes[i] for i in state["outputs"]], state["name"])
+
     def verify(self, after="a pass"):
         """``ops.verify(self)``: every node agrees with its op's shape/dtype rule (raises
         ``IRError``); returns the program."""

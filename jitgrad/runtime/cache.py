@@ -14,8 +14,9 @@ a warning that names it and the fix (a directory turns the cache off; a file is 
 are opened without following symbolic links. Writes are atomic (a private temporary file,
 renamed), and a failed write removes its temporary file.
 
-The directory is keyed by the versions of everything that affects generated code, and by the
-CPU that object code is compiled for.
+The directory is keyed by the versions of everything that affects generated code and by the
+CPU, read without importing Numba (``directory_key``); each object file's key adds the CPU as
+Numba's codegen targets it (``versions_key``).
 """
 import functools
 import hashlib
@@ -28,12 +29,8 @@ import tempfile
 from pathlib import Path
 
 import filelock
-import llvmlite
-import llvmlite.binding
-import numba
 import numpy as np
 import platformdirs
-from numba.core.codegen import get_host_cpu_features
 
 from ..version import __version__
 from .progress import log, warn_once
@@ -47,17 +44,48 @@ COMPILED_IN = ("numba_cpu/vecmath.py", "numba_cpu/parallel.py", "numba_cpu/blas.
 
 
 @functools.cache  # read once: cache_dir() asks for it at every kernel load
-def versions_key():
-    """The hash of the versions of everything that affects generated code, and the CPU."""
+def directory_key():
+    """The hash naming the cache's directory: the versions of everything that affects generated
+    code and the CPU, all read without importing Numba (a process that only interprets, or
+    finds its programs complete in the cache, decides that before Numba is needed)."""
     codegen = Path(__file__).resolve().parents[1] / "codegen"
-    # the CPU that object code is compiled for, as Numba's codegen chooses it
+    parts = [__version__, platform.python_version(), platform.machine(), np.__version__, _cpu_identity(),
+             os.environ.get("NUMBA_CPU_NAME", ""), os.environ.get("NUMBA_CPU_FEATURES", ""),
+             *map(_package_fingerprint, ("numba", "llvmlite")),
+             *(hashlib.sha256((codegen / name).read_bytes()).hexdigest() for name in COMPILED_IN)]
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()
+
+
+@functools.cache
+def versions_key():
+    """``directory_key`` and the CPU that object code is compiled for, as Numba's codegen
+    chooses it: the key every object file carries."""
+    import llvmlite.binding
+    import numba
+    from numba.core.codegen import get_host_cpu_features
     features = numba.config.CPU_FEATURES
     cpu = (llvmlite.binding.get_process_triple(), numba.config.CPU_NAME or llvmlite.binding.get_host_cpu_name(),
            get_host_cpu_features() if features is None else features)
-    parts = [__version__, numba.__version__, llvmlite.__version__, np.__version__, platform.python_version(),
-             *map(str, cpu)] + [hashlib.sha256((codegen / name).read_bytes()).hexdigest()
-                                    for name in COMPILED_IN]
-    return hashlib.sha256(" ".join(parts).encode()).hexdigest()
+    return hashlib.sha256(" ".join([directory_key(), *map(str, cpu)]).encode()).hexdigest()
+
+
+def _package_fingerprint(name):
+    """A package's version, from its files (importing Numba takes 0.2 s)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        return f"{name}: absent"
+    version = Path(spec.origin).parent / "_version.py"
+    return hashlib.sha256(version.read_bytes()).hexdigest() if version.is_file() else spec.origin
+
+
+def _cpu_identity():
+    """The CPU's model and feature flags, as the system reports them."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+    wanted = ("model name", "flags", "Features", "CPU implementer", "CPU part")
+    return hashlib.sha256("\n".join(sorted({line for line in lines if line.startswith(wanted)})).encode()).hexdigest()
 
 
 def cache_dir():
@@ -67,7 +95,7 @@ def cache_dir():
     if setting and setting.lower() == "off":
         return None
     root = Path(setting) if setting else Path(platformdirs.user_cache_dir("jitgrad"))
-    path = root / versions_key()[:16]
+    path = root / directory_key()[:16]
     try:
         if not root.is_dir():
             root.parent.mkdir(parents=True, exist_ok=True)
@@ -173,6 +201,30 @@ def discard_object(source, why="it does not load"):
 def _object_path(source):
     directory = cache_dir()
     return None if directory is None else directory / f"o_{source_hash(source)[:32]}.bin"
+
+
+# --------------------------------------------------------------------------- whole programs
+
+def mark_program(key, sources):
+    """Record that the machine code of every function of program ``key`` (the module
+    ``sources``) is stored, so that a new process knows without generating any code."""
+    directory = cache_dir()
+    if directory is not None:
+        names = "\n".join(sorted(_object_path(source).name for source in sources))
+        try:
+            _atomic_write(directory / f"p_{key[:32]}.txt", names)
+        except OSError:
+            pass
+
+
+def program_cached(key):
+    """Whether ``mark_program(key, ...)`` was recorded and every file it names is still there."""
+    directory = cache_dir()
+    content = None if directory is None else read_trusted(directory / f"p_{key[:32]}.txt")
+    if not content:
+        return False
+    names = content.decode(errors="replace").split("\n")
+    return all(name.startswith("o_") and "/" not in name and (directory / name).is_file() for name in names)
 
 
 # --------------------------------------------------------------------------- Python modules (CUDA)

@@ -7,6 +7,9 @@ from ..errors import JitgradError
 # device name -> module with an ``Executable(program)`` class (see codegen/numpy_ref.py).
 BACKENDS = {"numpy": "jitgrad.codegen.numpy_ref", "cpu": "jitgrad.codegen.numba_cpu.backend",
             "cuda": "jitgrad.codegen.numba_cuda.backend"}
+# device name -> module that compiles in a worker process (``ready(program)``, ``start(program)``;
+# see codegen/numba_cpu/worker.py): those devices run new programs on the interpreter meanwhile.
+BACKGROUND = {"cpu": "jitgrad.codegen.numba_cpu.worker"}
 DEFAULT_DEVICE = "cpu"
 
 
@@ -20,3 +23,9 @@ def resolve(device=None):
 
 def backend(device):
     return importlib.import_module(BACKENDS[resolve(device)])
+
+
+def background(device):
+    """The module compiling ``device``'s programs in a worker process, or None."""
+    name = BACKGROUND.get(resolve(device))
+    return importlib.import_module(name) if name else None

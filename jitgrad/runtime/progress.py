@@ -64,21 +64,22 @@ class CompileProgress:
             self._say(f"compiled {self.what}: {kernels}{what_else} in {elapsed:.1f} s")
 
     def _say(self, message):
-        if _quiet():
-            return
-        _ensure_output()
-        self.reported = True
-        log.info(message)
+        self.reported = not _quiet()
+        say(logging.INFO, message)
 
 
 _warned = set()
 
 
-def warn_once(key, message):
-    """Log ``message`` as a warning the first time this process meets ``key``."""
-    if key in _warned:
-        return
-    _warned.add(key)
+def say(level, message):
+    """Log ``message`` at ``level`` on the ``"jitgrad"`` logger (to stderr unless configured or quiet)."""
     if not _quiet():
         _ensure_output()
-        log.warning(message)
+        log.log(level, message)
+
+
+def warn_once(key, message):
+    """Log ``message`` as a warning the first time this process meets ``key``."""
+    if key not in _warned:
+        _warned.add(key)
+        say(logging.WARNING, message)

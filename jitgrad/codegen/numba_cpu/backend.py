@@ -11,16 +11,18 @@ from enum import Enum
 
 import numpy as np
 
+from ...errors import IRError, checks_on
 from ...ir import ops
 from ...ir.evaluate import IMPLS
 from ...ir.ops import INDEXED, LIBRARY, VIEWS
+from ...runtime import cache
 from ...runtime.progress import CompileProgress
 from ...schedule.buffers import allocated, plan_buffers
 from ...schedule.fuse import Kind, plan
 from ..loops import index_error, indexed_source, serial_loop
 from . import parallel
 from .codegen import loop_kernel_source, partials, row_blocks
-from .compile import compile_entry, compile_kernel, pool_function, thread_pool
+from .compile import cached, compile_entry, compile_kernel, pool_function, thread_pool
 from .entry import entry_source, gemm_lines, gemm_operands
 from .memory import RECYCLED_BYTES, result
 
@@ -198,6 +200,11 @@ class Executable:
             place(id(o), f"v{len(self.names)}")
         self._unset = [None] * len(computed)
         self.table_start = len(self.names)
+        # (dtype, ndim) of each array the entry points may take: C-contiguous, 0-d as 1-element
+        arrays = [(n.dtype, n.ndim) for n in program.inputs] + [(d, len(s)) for s, d in self._results] + \
+                 [(o.dtype, o.ndim) for o in computed]
+        self._arg_types = [(np.dtype(d).str, max(ndim, 1)) for d, ndim in arrays]
+        assert len(self._arg_types) == self.table_start
         consts = [n for n in program.nodes if n.op == "const"]
         for i, n in enumerate(consts):
             place(id(n), f"c{i}")
@@ -230,9 +237,7 @@ class Executable:
         become entry points (``_EntryWriter``), with Python steps between them."""
         self.loop_sources, self._runs = {}, []
         writer = _EntryWriter(self.names, self.table_start, single=Run.PYTHON not in kinds)
-        signature = ", ".join(n.type for n in self.program.inputs)
-        self._progress = CompileProgress(f"{self.program.name}({signature})",
-                                         sum(kind in (Run.LOOP, Run.INDEXED) for kind in kinds))
+        self._natives = []  # every compiled function the entry points call
 
         def where(node, written=False):
             return self.position[("copy", id(node)) if written and node.op in ops.LEAVES else id(node)]
@@ -241,9 +246,9 @@ class Executable:
             if kind in (Run.LOOP, Run.INDEXED):
                 source, buffers, positions = self._kernel_parts(i, k, kind, where)
                 self.loop_sources[i] = source
-                writer.call_kernel(i, compile_kernel(source, buffers), positions,
+                self._natives.append(compile_kernel(source, buffers))
+                writer.call_kernel(i, self._natives[-1], positions,
                                    row_blocks(k) if kind == Run.LOOP else None, i in self._partials)
-                self._progress.kernel_done()
             elif kind == Run.GEMM:
                 (node,) = k.body
                 writer.gemm(gemm_lines(node, gemm_operands(node, stored), lambda n: writer.address(where(n))))
@@ -253,12 +258,39 @@ class Executable:
         self._close_segment(writer)
         self.entry_sources = writer.sources
         self._table, self._functions, self._pool_slot = writer.table, writer.functions, writer.pool_slot
+        if self._pool_slot is not None:
+            self._natives += [pool_function(source) for source in (parallel.PARALLEL_FOR, parallel.WORKER)]
+        self._entries = [run.fn for run in self._runs if isinstance(run, _Segment)]
+        self._ready = False
 
     def _close_segment(self, writer):
         segment = writer.close()
         if segment is not None:
             source, name, params = segment
-            self._runs.append(_Segment(compile_entry(source, name), params))
+            types = [self._arg_types[i] for i in params] + [(np.dtype(np.uintp).str, 1)]  # + the table
+            self._runs.append(_Segment(compile_entry(source, name, types), params))
+
+    def build(self):
+        """Load or compile every function the executable calls, as its first call would (a
+        compile worker's whole job), and record the program as complete in the disk cache."""
+        self._prepare()
+        for entry in self._entries:
+            if not cached(entry):
+                entry.compile()
+        self._mark_complete()
+
+    def _mark_complete(self):
+        cache.mark_program(self.program.content_hash(), [f.module_source for f in self._natives + self._entries])
+
+    def _prepare(self):
+        """Load (or compile) every kernel before the first call: an entry point's machine code
+        refers to them by symbol."""
+        signature = ", ".join(n.type for n in self.program.inputs)
+        progress = CompileProgress(f"{self.program.name}({signature})", len(self._natives))
+        for function in self._natives:
+            function.address  # noqa: B018 (loads or compiles it)
+            progress.kernel_done()
+        self._progress, self._ready = progress, True
 
     def _kernel_parts(self, i, k, kind, where):
         """(source, the buffers it takes, their positions in the environment) of compiled kernel
@@ -293,6 +325,8 @@ class Executable:
         return pool
 
     def __call__(self, *args):
+        if not self._ready:
+            self._prepare()
         buffers, table = self._pool()
         # Compiled code reads C-contiguous arrays (0-d as 1-element); results are fresh arrays.
         env = [*map(np.ascontiguousarray, args), *map(result, self._results, self._recycled), *self._unset, *buffers]
@@ -300,6 +334,10 @@ class Executable:
             run(env, table)
         if self._progress is not None:  # the first call compiled (or loaded) the entry point too
             self._progress, progress = None, self._progress
+            if any(f.compiled_here for f in self._natives + self._entries):
+                self._mark_complete()
+            if checks_on():
+                self._check_signatures(env)
             progress.finished(" and the entry point")
         if self._flags:
             self._check_indices(buffers)
@@ -308,6 +346,16 @@ class Executable:
         if self._copies:
             out = [np.array(a) if view else a for a, (_, _, view) in zip(out, self._outputs)]
         return out
+
+    def _check_signatures(self, env):
+        """Each entry point was compiled for the types of the arrays it gets (a machine code
+        loaded for other types would misread them)."""
+        for run in self._runs:
+            if isinstance(run, _Segment):
+                given = [(np.dtype(env[i].dtype).str, env[i].ndim) for i in run.positions]
+                if given + [(np.dtype(np.uintp).str, 1)] != list(run.fn.signature) or \
+                        not all(env[i].flags.c_contiguous for i in run.positions):
+                    raise IRError(f"entry point {run.fn.name} compiled for {run.fn.signature}, called with {given}")
 
     def _check_indices(self, buffers):
         """NumPy's IndexError for an index a gather or scatter-add found out of range (it skipped

@@ -77,61 +77,126 @@ def thread_pool():
     return pool(lambda source: pool_function(source).address)
 
 
-def compile_entry(source, name):
-    """The entry point ``name`` defined in ``source`` (after the kernels it declares)."""
+def compile_entry(source, name, signature):
+    """The entry point ``name`` defined in ``source`` (after the kernels it declares), for
+    arguments of ``signature`` (``_Entry``)."""
     module_source = f"{ENTRY_HEADER}\n" + source.replace(f"def {name}(", f"@njit\ndef {name}(") + "\n"
-    return _once(_Entry, module_source, name)
+    return entry_function(module_source, name, signature)
 
 
-def _once(kind, module_source, name):
-    """One ``kind(module_source, name)`` per process for each source text."""
+def _once(kind, module_source, *args):
+    """One ``kind(module_source, *args)`` per process for each source text."""
     with _lock:
         if module_source not in _compiled:
-            _compiled[module_source] = kind(module_source, name)
+            _compiled[module_source] = kind(module_source, *args)
         return _compiled[module_source]
 
 
 class _Native:
     """The C function ``name`` defined by ``module_source`` (a kernel, or a thread pool function),
     registered under a symbol named by the source's hash, by which entry points call it. Its
-    machine code is loaded from the disk cache, else compiled by Numba now and stored there."""
+    machine code is loaded (from a background compile, or the disk cache) or else compiled by
+    Numba when its address is first needed: building a program's executable compiles nothing."""
 
     def __init__(self, module_source, name):
+        self.module_source, self.name = module_source, name
         self.symbol = "jitgrad_k_" + cache.source_hash(module_source)[:32]
-        self.address = _load(module_source, native.load)
-        if self.address is None:
+        self._address, self._lock, self.compiled_here = None, threading.Lock(), False
+
+    @property
+    def address(self):
+        if self._address is None:
+            with self._lock:
+                if self._address is None:
+                    self._address = self._load_or_compile()
+                    llvm.add_symbol(self.symbol, self._address)
+        return self._address
+
+    def _load_or_compile(self):
+        address = _load(self.module_source, native.load)
+        if address is None:
             _start_numba_target()
-            self._cfunc, _ = cache.load_function(module_source, name, use_disk=False)  # compiles now
-            _store(module_source, native.machine_code(self._cfunc))
-            self.address = self._cfunc.address
-        llvm.add_symbol(self.symbol, self.address)
+            self._cfunc, _ = cache.load_function(self.module_source, self.name, use_disk=False)  # compiles now
+            _store(self.module_source, native.machine_code(self._cfunc))
+            address, self.compiled_here = self._cfunc.address, True
+        return address
+
+    def job(self):
+        """What a background compile needs to build this function (``worker.py``)."""
+        return ("native", self.module_source, self.name, None)
 
 
 class _Entry:
-    """A program's entry point, an ``@njit`` function. Loaded from the disk cache, it is called
-    through its CPython wrapper (what Numba's dispatcher calls after matching the types: the
-    executable always passes the types of its signature); else its first call compiles it."""
+    """A program's entry point, an ``@njit`` function for arguments of the types ``signature``
+    names (``(dtype, ndim)`` of each C-contiguous array). Its machine code is loaded (from a
+    background compile, or the disk cache) at its first call, and then called through its
+    CPython wrapper (what Numba's dispatcher calls after matching the types: the executable
+    always passes the types of its signature); else that call compiles it."""
 
-    def __init__(self, module_source, name):
-        self.module_source = module_source
-        self.call = _load(module_source, native.load_python)
-        if self.call is None:
-            _start_numba_target()
-            self.dispatcher, _ = cache.load_function(module_source, name, use_disk=False)
+    def __init__(self, module_source, name, signature):
+        self.module_source, self.name, self.signature = module_source, name, signature
+        self.call, self._lock, self.compiled_here = None, threading.Lock(), False
 
     def __call__(self, *args):
-        if self.call is not None:
-            return self.call(*args)
-        result = self.dispatcher(*args)
-        _store(self.module_source, native.python_machine_code(self.dispatcher))
-        self.call = self.dispatcher
-        return result
+        if self.call is None:
+            with self._lock:
+                if self.call is None:
+                    self.call = _load(self.module_source, native.load_python) or self.compile()
+        return self.call(*args)
+
+    def compile(self):
+        """The entry point compiled by Numba for ``signature`` (its kernels' symbols must be
+        registered), and stored."""
+        from numba import from_dtype, types
+        _start_numba_target()
+        dispatcher, _ = cache.load_function(self.module_source, self.name, use_disk=False)
+        dispatcher.compile(tuple(types.Array(from_dtype(np.dtype(d)), n, "C") for d, n in self.signature))
+        _store(self.module_source, native.python_machine_code(dispatcher))
+        self.compiled_here = True
+        return dispatcher
+
+    def job(self):
+        return ("entry", self.module_source, self.name, self.signature)
+
+
+def cached(function):
+    """Whether ``function``'s (a ``_Native``'s or an ``_Entry``'s) machine code is at hand."""
+    if (getattr(function, "_address", None) or getattr(function, "call", None)) is not None:
+        return True
+    return function.module_source in _received or cache.load_object(function.module_source) is not None
+
+
+def native_function(module_source, name):
+    """The ``_Native`` of a module source (a ``job()``'s), one per process."""
+    return _once(_Native, module_source, name)
+
+
+def entry_function(module_source, name, signature):
+    """The ``_Entry`` of a module source (a ``job()``'s), one per process."""
+    return _once(_Entry, module_source, name, tuple(signature))
+
+
+_received = {}  # module source -> (symbols, object code) that a background compile sent
+_collected = None  # in a compile worker: module source -> (symbols, object code) it compiled
+
+
+def collect():
+    """From now on, keep what this process compiles (a compile worker sends it back)."""
+    global _collected
+    _collected = {}
+    return _collected
+
+
+def receive(objects):
+    """Keep the machine code a background compile made (``worker.py``), for ``_load``."""
+    _received.update(objects)
 
 
 def _load(module_source, loader):
-    """What ``loader`` makes of the machine code stored for ``module_source``; None when there
-    is none, or it is unusable though intact (then it is removed, to be compiled afresh)."""
-    stored = cache.load_object(module_source)
+    """What ``loader`` makes of the machine code for ``module_source`` (sent by a background
+    compile, or stored on disk); None when there is none, or it is unusable though intact
+    (then it is removed, to be compiled afresh)."""
+    stored = _received.pop(module_source, None) or cache.load_object(module_source)
     if stored is None:
         return None
     try:
@@ -145,3 +210,5 @@ def _load(module_source, loader):
 def _store(module_source, code):
     if code is not None:
         cache.save_object(module_source, *code)
+        if _collected is not None:
+            _collected[module_source] = code

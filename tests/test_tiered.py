@@ -1,0 +1,123 @@
+"""SPEC 6.1: with JITGRAD_COMPILE=background a new signature answers at once on the interpreter
+while a worker process compiles it; calls switch to compiled code between calls. Each test runs
+a fresh process (the suite itself compiles synchronously: conftest.py)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent("""
+    import json, os, sys, time
+    import numpy as np, jitgrad as jg
+
+    def loss(w, x):
+        return np.sum(np.tanh(x @ w) ** 2) + np.sum(np.exp(-w * w))
+
+    w, x = np.linspace(-1, 1, 12).reshape(4, 3), np.linspace(0, 1, 20).reshape(5, 4)
+    f = jg.jit_grad(loss, device="cpu")
+    expected = jg.jit_grad(loss, device="numpy")(w, x)
+    report = {"numba_at_first_call": None, "calls": 0, "switched": False}
+    start = time.perf_counter()
+    while time.perf_counter() - start < float(os.environ.get("SECONDS", "120")):
+        value, grad = f(w, x)
+        if report["numba_at_first_call"] is None:
+            report["numba_at_first_call"] = "numba" in sys.modules
+            executable = next(iter(f._cache.values())).executable
+            report["tiered"] = hasattr(executable, "switched")
+            if os.environ.get("KILL_WORKER"):
+                executable.job.process.kill()
+            if os.environ.get("EXIT_AT_ONCE"):
+                print(json.dumps({"worker": executable.job.process.pid}), flush=True)
+                sys.exit(0)
+        assert np.allclose(value, expected[0], rtol=1e-12) and np.allclose(grad, expected[1], rtol=1e-12)
+        report["calls"] += 1
+        if not report["tiered"] or executable.switched:
+            report["switched"] = True
+            break
+        time.sleep(0.01)
+    value, grad = f(w, x)  # the compiled call
+    assert np.allclose(value, expected[0], rtol=1e-12) and np.allclose(grad, expected[1], rtol=1e-12)
+    report["compiled_here"] = "numba.np.arraymath" in sys.modules  # Numba's compiler started in this process
+    print(json.dumps(report))
+""")
+
+
+def _run(cache_dir, **env):
+    env = {**os.environ, "JITGRAD_CACHE_DIR": str(cache_dir), "PYTHONPATH": str(ROOT), "JITGRAD_COMPILE": "background",
+           "JITGRAD_LOG": "", **env}
+    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.splitlines()[-1]), result.stderr
+
+
+def test_the_first_call_interprets_and_later_calls_run_compiled_code(tmp_path):
+    report, said = _run(tmp_path)
+    assert report["tiered"] and not report["numba_at_first_call"]  # the first call did not even import Numba
+    assert report["switched"] and not report["compiled_here"]  # the worker compiled, this process loaded
+    again, _ = _run(tmp_path)  # a new process, the cache complete: compiled code from the first call, no worker
+    assert not again["tiered"] and not again["compiled_here"]
+
+
+def test_without_a_disk_cache_the_code_comes_back_through_the_pipe():
+    report, _ = _run("off")
+    assert report["tiered"] and report["switched"] and not report["compiled_here"]
+
+
+def test_a_killed_worker_is_reported_once_and_the_interpreter_goes_on(tmp_path):
+    report, said = _run(tmp_path, KILL_WORKER="1", SECONDS="3")
+    assert report["tiered"] and not report["switched"] and report["calls"] > 10
+    assert said.count("in the background failed") == 1 and "exited with -9" in said
+
+
+def test_a_full_disk_keeps_the_code_out_of_the_cache_only(tmp_path):
+    full = tmp_path / "site"
+    full.mkdir()
+    (full / "sitecustomize.py").write_text(textwrap.dedent("""
+        import os
+        _replace = os.replace
+        def replace(src, dst, *args, **kwargs):  # every write into the cache fails, as on a full disk
+            if "jitgrad-cache" in str(dst):
+                raise OSError(28, "No space left on device")
+            return _replace(src, dst, *args, **kwargs)
+        os.replace = replace
+    """))
+    cache_dir = tmp_path / "jitgrad-cache"
+    report, _ = _run(cache_dir, PYTHONPATH=f"{ROOT}{os.pathsep}{full}")
+    assert report["switched"] and not report["compiled_here"]
+    assert [p.name for p in cache_dir.rglob("*") if p.is_file() and not p.name.endswith(".lock")] == []
+
+
+def test_two_processes_compiling_one_program(tmp_path):
+    reports = [None, None]
+
+    def run(i):
+        reports[i] = _run(tmp_path)[0]
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(r["switched"] and not r["compiled_here"] for r in reports)
+    assert not _run(tmp_path)[0]["tiered"]  # what they left is whole: a third process loads it all
+
+
+def test_exit_does_not_wait_for_a_running_compile(tmp_path):
+    env = {**os.environ, "JITGRAD_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "JITGRAD_COMPILE": "background",
+           "EXIT_AT_ONCE": "1"}
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert time.perf_counter() - start < 5  # (the worker alone takes longer than that to compile)
+    worker = json.loads(result.stdout)["worker"]
+    time.sleep(0.5)
+    assert not Path(f"/proc/{worker}").exists() or "zombie" in Path(f"/proc/{worker}/status").read_text().lower()
+    assert not list(tmp_path.rglob("*.tmp"))
+    report, _ = _run(tmp_path)  # and the cache it leaves is usable
+    assert report["switched"]
