@@ -56,7 +56,7 @@ def test_two_processes_compile_the_same_function_at_once(tmp_path):
         p.join()
     for out in results:
         _check(out[0])
-    assert len(list(tmp_path.glob("*/o_*.bin"))) == 2  # the kernel and the entry point
+    assert len(list(tmp_path.glob("*/o_*.bin"))) == 3  # the kernel, the entry point and run_steps
 
 
 def test_a_warm_cache_loads_machine_code_without_compiling(tmp_path):
@@ -132,11 +132,13 @@ def test_the_cache_key_covers_every_module_generated_code_imports():
     code: a change to one of them must change the cache key (``cache.COMPILED_IN``)."""
     from jitgrad.codegen.numba_cpu import compile as cpu_compile
     from jitgrad.codegen.numba_cpu.parallel import HEADER as DRIVER_SOURCE
+    from jitgrad.codegen.numba_cpu.steps import SOURCE_HEADER as STEPS_SOURCE
     try:
         from jitgrad.codegen.numba_cuda.launch import MODULE_HEADER
     except ImportError:  # numba-cuda is an extra
         MODULE_HEADER = "from jitgrad.codegen.numba_cuda import devmath\n"
-    headers = cpu_compile.KERNEL_HEADER + cpu_compile.ENTRY_HEADER + DRIVER_SOURCE + MODULE_HEADER
+    headers = cpu_compile.KERNEL_HEADER + cpu_compile.ENTRY_HEADER + DRIVER_SOURCE + STEPS_SOURCE + MODULE_HEADER
+    headers += "from jitgrad.codegen.numba_cpu import blas\n"  # (what steps.py calls, compiled into run_steps)
     imported = set(re.findall(r"from jitgrad\.codegen\.(\w+)\.(\w+) import", headers))
     packages = re.findall(r"from jitgrad\.codegen\.(\w+) import ([\w, ]+)", headers)
     imported |= {(package, name) for package, names in packages for name in re.findall(r"\w+", names.split(" as ")[0])}

@@ -14,6 +14,7 @@ import jitgrad as jg
 from jitgrad.codegen.numba_cpu import blas
 from jitgrad.codegen.numba_cpu.backend import _PythonStep, _Segment
 from jitgrad.codegen.numba_cpu.codegen import PARALLEL_MIN_SIZE
+from jitgrad.codegen.numba_cpu.compile import steps_function
 
 ROOT = Path(__file__).resolve().parents[1]
 rng = np.random.default_rng(1)
@@ -182,8 +183,34 @@ def test_programs_share_compiled_kernels():
     f = jg.jit(lambda x: np.tanh(x) * 3, device="cpu")
     g = jg.jit(lambda y, z: (z * 2, np.tanh(y) * 3), device="cpu")  # tanh(y) * 3 is a kernel of its own
     f(x), g(x, z)
-    symbols = [set(re.findall(r"jitgrad_k_[0-9a-f]+", source)) for source in (f.lower(x).source, g.lower(x, z).source)]
+    run_steps = {steps_function().symbol}  # (every program's entry point calls it)
+    symbols = [set(re.findall(r"jitgrad_k_[0-9a-f]+", source)) - run_steps
+               for source in (f.lower(x).source, g.lower(x, z).source)]
     assert len(symbols[0]) == 1 and symbols[0] < symbols[1]
+
+
+def test_the_entry_point_does_not_grow_with_the_program():
+    """A segment's entry point only hands its arrays to ``run_steps``: an RNN unrolled 3 or 12
+    steps has one entry point, compiled once for both (its steps are data)."""
+    def rnn(wx, wh, xs):
+        h = np.tanh(xs[0] @ wx)
+        for t in range(1, xs.shape[0]):
+            h = np.tanh(xs[t] @ wx + h @ wh)
+        return np.sum(h * h)
+
+    wx, wh = rng.standard_normal((3, 4)), rng.standard_normal((4, 4)) * 0.3
+    entries = []
+    for steps in (3, 12):
+        xs = rng.standard_normal((steps, 2, 3))
+        f = jg.jit_grad(rnn, argnums=(0, 1), device="cpu")
+        value, (dwx, dwh) = f(wx, wh, xs)
+        expected = jg.jit_grad(rnn, argnums=(0, 1), device="numpy")(wx, wh, xs)
+        np.testing.assert_allclose(value, expected[0], rtol=1e-12)
+        np.testing.assert_allclose(dwx, expected[1][0], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(dwh, expected[1][1], rtol=1e-10, atol=1e-12)
+        (executable,) = [c.executable for c in f._cache.values()]
+        entries += executable._entries
+    assert len(entries) == 2 and entries[0] is entries[1]
 
 
 def test_parallel_kernels_match_reference():

@@ -40,7 +40,8 @@ OBJECT_FORMAT = "jitgrad-object-2"
 # Modules of ours that generated code imports (vecmath's functions, the parallel driver's
 # intrinsic, the gemm declarations, CUDA's devmath): Numba compiles what they define into the
 # cached machine code, so their text is part of the cache key.
-COMPILED_IN = ("numba_cpu/vecmath.py", "numba_cpu/parallel.py", "numba_cpu/blas.py", "numba_cuda/devmath.py")
+COMPILED_IN = ("numba_cpu/vecmath.py", "numba_cpu/parallel.py", "numba_cpu/blas.py", "numba_cpu/steps.py",
+               "numba_cuda/devmath.py")
 
 
 @functools.cache  # read once: cache_dir() asks for it at every kernel load

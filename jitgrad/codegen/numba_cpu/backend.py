@@ -20,101 +20,109 @@ from ...runtime.progress import CompileProgress
 from ...schedule.buffers import allocated, plan_buffers
 from ...schedule.fuse import Kind, plan
 from ..loops import index_error, indexed_source, serial_loop
-from . import parallel
+from . import parallel, steps
 from .codegen import loop_kernel_source, partials, row_blocks
-from .compile import cached, compile_entry, compile_kernel, pool_function, thread_pool
-from .entry import entry_source, gemm_lines, gemm_operands
+from .compile import cached, compile_entry, compile_kernel, pool_function, steps_function, thread_pool
+from .entry import gemm_operands, gemm_step
 from .memory import RECYCLED_BYTES, result
 
 
 class _EntryWriter:
-    """Writes a program's entry points, one per run of compiled steps (a segment). A kernel gets
-    the addresses of its buffers as a run of the per-thread table ``buffers``: constants' and
-    intermediates' are filled once (``table`` holds their environment positions), the entry
-    point writes the inputs' and results' before the call: an entry point with hundreds of
-    arguments, one per buffer, is a slow compile."""
+    """Writes a program's segments (runs of compiled steps between Python steps) as tables of
+    steps (``steps.py``) and their entry points. A kernel gets the addresses of its buffers as a
+    run of the per-thread table ``buffers``: constants' and intermediates' are filled once
+    (``table`` holds their environment positions), its arguments' (inputs, results) copied there
+    by a step from the first slots, where the segment's entry point writes them at each call."""
 
     def __init__(self, names, table_start, single):
         self.names, self.table_start, self.single = names, table_start, single
-        self.table = []  # table slot -> environment position (-1: a function's address)
-        self.functions = []  # (table slot, row-block kernel whose address it holds)
+        self.table = [-1] * table_start  # table slot -> environment position (-1: filled per call)
+        self.functions = []  # (table slot, compiled function whose address it holds)
         self.pool_slot = None  # table slot of the thread pool's address, once a step needs it
         self.sources = []
         self._slots = {}  # environment position past table_start -> its table slot
-        self._externs, self._body, self._used = [], [], set()
+        self._rows, self._lines, self._kernels, self._used = [], [], {}, set()
 
     def address(self, position):
-        """The entry point's expression for the address of the array at ``position``."""
-        if position < self.table_start:  # an argument of the entry point
+        """``(table slot, its name in the listing)`` of the array at ``position``: an argument of
+        the segment's entry point is ``("arg", position)`` until ``close`` numbers them."""
+        if position < self.table_start:
             self._used.add(position)
-            return f"{self.names[position]}.ctypes.data"
+            return ("arg", position), self.names[position]
         if position not in self._slots:
             self._slots[position] = len(self.table)
             self.table.append(position)
-        return f"buffers[{self._slots[position]}]"
+        return self._slots[position], f"buffers[{self._slots[position]}]"
+
+    def _function_slot(self, function):
+        self.functions.append((len(self.table), function))
+        self.table.append(-1)
+        return len(self.table) - 1
 
     def call_kernel(self, i, kernel, positions, rows, joins_partials):
         """Kernel ``i`` on the buffers at ``positions``: in row blocks on the thread pool when
         ``rows`` is set (and then, for a chunked full reduction, its joining call), else once."""
         start = len(self.table)
         self.table += positions
-        self._body += [f"buffers[{start + j}] = {self.address(p)}"
-                       for j, p in enumerate(positions) if p < self.table_start]
+        for j, p in enumerate(positions):
+            if p < self.table_start:
+                self._rows.append([steps.COPY, start + j, self.address(p)[0]])
+                self._lines.append(f"buffers[{start + j}] = {self.names[p]}.ctypes.data")
         buffer_names = ", ".join(self.names[p] for p in positions)
+        fn = self._function_slot(kernel)
+        self._kernels[f"kernel{i}"] = kernel.symbol
         if rows is None:
-            self._externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp))")
-            self._body.append(f"kernel{i}(args + np.uintp({8 * start}))  # {buffer_names}")
+            self._rows.append([steps.CALL, fn, start])
+            self._lines.append(f"kernel{i}(args + np.uintp({8 * start}))  # {buffer_names}")
             return
-        self._declare_parallel_for()
-        self.functions.append((len(self.table), kernel))  # its address is in the table
-        self.table.append(-1)
-        self._body.append(f"parallel_for(pool, buffers[{len(self.table) - 1}], args + np.uintp({8 * start}), "
-                          f"{rows})  # kernel{i}: {buffer_names}")
+        self._use_pool()
+        self._rows.append([steps.PARALLEL, fn, start, rows])
+        self._lines.append(f"parallel_for(pool, buffers[{fn}], args + np.uintp({8 * start}), {rows})  "
+                           f"# kernel{i}: {buffer_names}")
         if joins_partials:
-            self._externs.append(f"kernel{i} = ExternalFunction({kernel.symbol!r}, void(uintp, int64, int64))")
-            self._body.append(f"kernel{i}(args + np.uintp({8 * start}), -1, 0)  # kernel{i}: its total")
+            self._rows.append([steps.JOIN, fn, start])
+            self._lines.append(f"kernel{i}(args + np.uintp({8 * start}), -1, 0)  # its total")
 
-    def gemm(self, lines):
-        self._body += lines
+    def gemm(self, row, line):
+        self._rows.append(row)
+        self._lines.append(line)
 
     def close(self):
-        """``(source, function name, environment positions it takes)`` of the segment written
-        since the last close; None if it is empty."""
-        if not self._body:
+        """``(listing, entry point source, function name, environment positions it takes, steps)``
+        of the segment written since the last close; None if it is empty. The entry point's text
+        depends only on how many arrays it takes."""
+        if not self._rows:
             return None
         params = sorted(self._used)
+        local = {p: j for j, p in enumerate(params)}  # an argument's slot: its place among them
+        rows = [[local[v[1]] if isinstance(v, tuple) else v for v in row] for row in self._rows]
         name = "entry" if self.single else f"entry{len(self.sources)}"
-        calls = any(line.startswith(("kernel", "parallel_for")) for line in self._body)
-        lines = ["args = buffers.ctypes.data"] * calls + self._body
-        if self.pool_slot is not None and any("(pool," in line for line in self._body):
-            lines.insert(0, f"pool = buffers[{self.pool_slot}]")
-        source = "\n".join(self._externs + [""] * bool(self._externs) + [
-            entry_source(name, [self.names[i] for i in params] + ["buffers"], lines)])
-        self.sources.append(source)
-        self._externs, self._body, self._used = [], [], set()
-        return source, name, params
+        source = (f"run_steps = ExternalFunction({steps_function().symbol!r}, void(uintp, uintp, int64))\n\n"
+                  + steps.entry_source("entry", len(params)))
+        declared = [f"# {k} = {symbol}" for k, symbol in self._kernels.items()]
+        listing = "\n".join([f"# {name}: the steps it runs (steps.py), on its arguments "
+                              f"{', '.join(self.names[p] for p in params)} and the table `buffers`:"]
+                             + declared + ["#     " + line for line in self._lines] + [source])
+        self.sources.append(listing)
+        self._rows, self._lines, self._kernels, self._used = [], [], {}, set()
+        return source, params, steps.encode(rows, self.pool_slot)
 
-    def _declare_parallel_for(self):
-        """Declare the pool's ``parallel_for`` in this segment; the pool's address goes in a table
-        slot."""
-        symbol = pool_function(parallel.PARALLEL_FOR).symbol
-        extern = f"parallel_for = ExternalFunction({symbol!r}, void(uintp, uintp, uintp, int64))"
-        if extern not in self._externs:
-            self._externs.append(extern)
+    def _use_pool(self):
+        """The pool's address goes in a table slot, once."""
         if self.pool_slot is None:
             self.pool_slot = len(self.table)
             self.table.append(-1)
 
 
 class _Segment:
-    """One compiled call: the entry point (or a part of it) on its arrays in the environment,
-    plus this thread's table of buffer addresses."""
+    """One compiled call: the entry point on its arrays in the environment, this thread's table
+    of buffer addresses and the segment's steps."""
 
-    def __init__(self, fn, positions):
-        self.fn, self.positions = fn, positions
+    def __init__(self, fn, positions, steps):
+        self.fn, self.positions, self.steps = fn, positions, steps
 
     def __call__(self, env, table):
-        self.fn(*[env[i] for i in self.positions], table)
+        self.fn(*[env[i] for i in self.positions], table, self.steps)
 
 
 class _PythonStep:
@@ -251,24 +259,24 @@ class Executable:
                                    row_blocks(k) if kind == Run.LOOP else None, i in self._partials)
             elif kind == Run.GEMM:
                 (node,) = k.body
-                writer.gemm(gemm_lines(node, gemm_operands(node, stored), lambda n: writer.address(where(n))))
+                writer.gemm(*gemm_step(node, gemm_operands(node, stored), lambda n: writer.address(where(n))))
             elif kind == Run.PYTHON:
                 self._close_segment(writer)
                 self._runs.append(_PythonStep(k, self.position))
         self._close_segment(writer)
         self.entry_sources = writer.sources
         self._table, self._functions, self._pool_slot = writer.table, writer.functions, writer.pool_slot
-        if self._pool_slot is not None:
-            self._natives += [pool_function(source) for source in (parallel.PARALLEL_FOR, parallel.WORKER)]
         self._entries = [run.fn for run in self._runs if isinstance(run, _Segment)]
+        self._natives += [steps_function()] * bool(self._entries) + \
+            [pool_function(parallel.WORKER)] * (self._pool_slot is not None)
         self._ready = False
 
     def _close_segment(self, writer):
         segment = writer.close()
         if segment is not None:
-            source, name, params = segment
-            types = [self._arg_types[i] for i in params] + [(np.dtype(np.uintp).str, 1)]  # + the table
-            self._runs.append(_Segment(compile_entry(source, name, types), params))
+            source, params, step_table = segment
+            types = [self._arg_types[i] for i in params] + [(np.dtype(np.uintp).str, 1), (np.dtype(np.int64).str, 1)]
+            self._runs.append(_Segment(compile_entry(source, "entry", types), params, step_table))
 
     def build(self):
         """Load or compile every function the executable calls, as its first call would (a
@@ -353,7 +361,7 @@ class Executable:
         for run in self._runs:
             if isinstance(run, _Segment):
                 given = [(np.dtype(env[i].dtype).str, env[i].ndim) for i in run.positions]
-                if given + [(np.dtype(np.uintp).str, 1)] != list(run.fn.signature) or \
+                if given + [(np.dtype(np.uintp).str, 1), (np.dtype(np.int64).str, 1)] != list(run.fn.signature) or \
                         not all(env[i].flags.c_contiguous for i in run.positions):
                     raise IRError(f"entry point {run.fn.name} compiled for {run.fn.signature}, called with {given}")
 

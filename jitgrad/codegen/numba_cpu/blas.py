@@ -34,9 +34,9 @@ def _find():
             signature = types.void(int_t, int_t, int_t, int_t, int_t, int_t, real, types.uintp, int_t,
                                    types.uintp, int_t, real, types.uintp, int_t)
             gemm[dtype] = types.ExternalFunction(symbol, signature)
-        return gemm
-    return {}
+        return gemm, np.int64 if int_t is types.int64 else np.int32
+    return {}, np.int64
 
 
-GEMM = _find()
+GEMM, INDEX = _find()  # INDEX: the CBLAS's integer type
 sgemm, dgemm = GEMM.get("float32"), GEMM.get("float64")

@@ -10,7 +10,7 @@ import llvmlite.binding as llvm
 import numpy as np
 
 from ...runtime import cache
-from . import native, parallel
+from . import native, parallel, steps
 from .pool import pool
 
 log = logging.getLogger("jitgrad")
@@ -39,9 +39,7 @@ _compiled, _lock = {}, threading.Lock()
 
 KERNEL_HEADER = ("import math\n\nimport numpy as np\nfrom numba import carray, cfunc\n\n"
                  "from jitgrad.codegen.numba_cpu import vecmath as vm\n")
-ENTRY_HEADER = ("import numpy as np\nfrom numba import njit\n"
-                "from numba.types import ExternalFunction, int64, uintp, void\n\n"
-                "from jitgrad.codegen.numba_cpu.blas import dgemm, sgemm\n")
+ENTRY_HEADER = "from numba import njit\nfrom numba.types import ExternalFunction, int64, uintp, void\n"
 
 
 def compile_kernel(source, args):
@@ -72,6 +70,11 @@ def pool_function(source):
     return _once(_Native, parallel.HEADER + source, "kernel")
 
 
+def steps_function():
+    """``steps.RUN``, the C function every segment's entry point calls, compiled once or loaded."""
+    return _once(_Native, steps.SOURCE_HEADER + steps.RUN, "kernel")
+
+
 def thread_pool():
     """The process's thread pool (``pool.py``), started when a program first needs it."""
     return pool(lambda source: pool_function(source).address)
@@ -80,7 +83,8 @@ def thread_pool():
 def compile_entry(source, name, signature):
     """The entry point ``name`` defined in ``source`` (after the kernels it declares), for
     arguments of ``signature`` (``_Entry``)."""
-    module_source = f"{ENTRY_HEADER}\n" + source.replace(f"def {name}(", f"@njit\ndef {name}(") + "\n"
+    types = ", ".join(f"{d}[{n}d]" for d, n in signature)  # one compile (and cache file) per argument types
+    module_source = f"{ENTRY_HEADER}\n# for {types}\n" + source.replace(f"def {name}(", f"@njit\ndef {name}(") + "\n"
     return entry_function(module_source, name, signature)
 
 

@@ -1,0 +1,120 @@
+"""The steps of a compiled segment, as data: one C function (``RUN``) runs every program.
+
+A segment of a program's plan (the compiled steps between two Python steps) is a table of
+steps, one row of ``WIDTH`` int64s each: call a kernel on a run of the buffer table, run one in
+row blocks on the thread pool, join a chunked reduction's partials, copy an address into the
+table, or call BLAS ``gemm`` (with up to ``MAX_BATCH`` batch dimensions). ``run_steps`` walks the
+rows; its machine code is compiled once and cached like a kernel's, for every program. The
+segment's entry point (``entry_source``) only writes its arguments' addresses into the table
+and calls it: its text depends on the number of arguments alone, so programs whose arguments
+have the same types share it, and it compiles in the same time at 5 steps or 500 (an entry
+point of straight-line calls took seconds to compile for an RNN unrolled 50 steps).
+
+The header: ``[count of rows, the pool's table slot (-1: none)]``; then the rows.
+"""
+import numpy as np
+from llvmlite import ir
+from numba import carray, njit, types
+from numba.extending import intrinsic
+
+from . import blas
+from .parallel import call_block, parallel_for
+
+CALL, PARALLEL, JOIN, COPY, GEMM = range(5)
+MAX_BATCH = 4
+WIDTH = 17 + 4 * MAX_BATCH
+HEADER = 2
+
+
+@intrinsic
+def _int64s(typingctx, address):
+    """The int64s at ``address``, as a pointer ``carray`` can view."""
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], ir.IntType(64).as_pointer())
+    return types.CPointer(types.int64)(types.uintp), codegen
+
+
+@intrinsic
+def _call(typingctx, fn, args):
+    """Calls the C function ``void f(void *args)`` at address ``fn``."""
+    def codegen(context, builder, signature, llargs):
+        pointer = builder.inttoptr(llargs[0], ir.FunctionType(ir.VoidType(), [ir.IntType(64)]).as_pointer())
+        builder.call(pointer, [llargs[1]])
+        return context.get_dummy_value()
+    return types.void(types.uintp, types.uintp), codegen
+
+
+def _gemm_found(row, table, single):
+    """One ``gemm`` per batch element (an odometer over the batch dimensions)."""
+    count = 1
+    for d in range(row[16]):
+        count *= row[17 + 4 * d]
+    for flat in range(count):
+        a, b, c, rest = table[row[7]] + row[8], table[row[10]] + row[11], table[row[13]] + row[14], flat
+        for d in range(row[16] - 1, -1, -1):
+            size = row[17 + 4 * d]
+            i = rest % size
+            rest //= size
+            a += i * row[18 + 4 * d]
+            b += i * row[19 + 4 * d]
+            c += i * row[20 + 4 * d]
+        n = blas.INDEX  # the CBLAS's integer type
+        if single:
+            blas.sgemm(n(101), n(row[2]), n(row[3]), n(row[4]), n(row[5]), n(row[6]), np.float32(1), np.uintp(a),
+                       n(row[9]), np.uintp(b), n(row[12]), np.float32(0), np.uintp(c), n(row[15]))
+        else:
+            blas.dgemm(n(101), n(row[2]), n(row[3]), n(row[4]), n(row[5]), n(row[6]), np.float64(1), np.uintp(a),
+                       n(row[9]), np.uintp(b), n(row[12]), np.float64(0), np.uintp(c), n(row[15]))
+
+
+def _no_gemm(row, table, single):
+    pass  # without a CBLAS, matmuls are Python steps: no row is a gemm
+
+
+_gemm = njit(_gemm_found if blas.GEMM else _no_gemm)
+
+
+@njit
+def run_steps(steps_address, table_address, table_size):
+    steps = carray(_int64s(steps_address), (HEADER,))
+    count, pool_slot = steps[0], steps[1]
+    rows = carray(_int64s(steps_address + np.uintp(8 * HEADER)), (count, WIDTH))
+    table = carray(_int64s(table_address), (table_size,))
+    pool = np.uintp(table[pool_slot]) if pool_slot >= 0 else np.uintp(0)
+    for i in range(count):
+        row = rows[i]
+        op, fn, args = row[0], np.uintp(table[row[1]]), table_address + np.uintp(8 * row[2])
+        if op == CALL:
+            _call(fn, args)
+        elif op == PARALLEL:
+            parallel_for(pool, fn, args, row[3])
+        elif op == JOIN:
+            call_block(fn, args, -1, 0)
+        elif op == COPY:
+            table[row[1]] = table[row[2]]
+        elif op == GEMM:
+            _gemm(row, table, row[1] == 0)
+
+
+# The C function every segment's entry point calls (by symbol): steps, table, table size.
+RUN = ("@cfunc('void(uintp, uintp, int64)')\ndef kernel(steps, table, size):\n"
+       "    run_steps(steps, table, size)\n")
+SOURCE_HEADER = "from numba import cfunc\n\nfrom jitgrad.codegen.numba_cpu.steps import run_steps\n\n\n"
+
+
+def entry_source(name, count):
+    """The entry point of a segment with ``count`` array arguments: their addresses into the
+    table's first slots, then ``run_steps``."""
+    params = [f"a{i}" for i in range(count)]
+    lines = [f"buffers[{i}] = {p}.ctypes.data" for i, p in enumerate(params)]
+    lines.append("run_steps(steps.ctypes.data, buffers.ctypes.data, buffers.size)")
+    return "\n".join([f"def {name}({', '.join(params + ['buffers', 'steps'])}):"] + ["    " + line for line in lines])
+
+
+def encode(rows, pool_slot):
+    """The steps array: the header, then the rows (each padded to ``WIDTH``)."""
+    out = np.zeros(HEADER + WIDTH * len(rows), np.int64)
+    out[:HEADER] = len(rows), -1 if pool_slot is None else pool_slot
+    for i, row in enumerate(rows):
+        out[HEADER + WIDTH * i:HEADER + WIDTH * i + len(row)] = row
+    return out
