@@ -28,7 +28,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import filelock
 import numpy as np
 import platformdirs
 
@@ -236,6 +235,7 @@ def load_module(source):
     directory = cache_dir()
     if directory is None:
         return None
+    import filelock  # (only CUDA kernels are modules: not imported on the CPU's paths)
     digest = source_hash(source)
     path = directory / f"k_{digest[:32]}.py"
     with filelock.FileLock(str(path) + ".lock"):

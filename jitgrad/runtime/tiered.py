@@ -54,6 +54,7 @@ class Tiered:
             self.job = None
             if job.error is None:  # (a failed compile has said so, once: the interpreter goes on)
                 self._current = self.compiled
+                getattr(self._current, "mark_complete", lambda: None)()  # (the workers each built a part)
         return self._current(*args)
 
     def __getattr__(self, name):

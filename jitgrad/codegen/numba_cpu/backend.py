@@ -278,26 +278,37 @@ class Executable:
             types = [self._arg_types[i] for i in params] + [(np.dtype(np.uintp).str, 1), (np.dtype(np.int64).str, 1)]
             self._runs.append(_Segment(compile_entry(source, "entry", types), params, step_table))
 
-    def build(self):
-        """Load or compile every function the executable calls, as its first call would (a
-        compile worker's whole job), and record the program as complete in the disk cache."""
-        self._prepare()
-        for entry in self._entries:
-            if not cached(entry):
-                entry.compile()
-        self._mark_complete()
+    def build(self, shard=0, shards=1):
+        """Load or compile the functions the executable calls, as its first call would: all of
+        them, or (one of ``shards`` compile workers) share ``shard`` of them. Shard 0 takes
+        ``run_steps`` and the entry points (which call it by symbol); the kernels are dealt out
+        to the others first. A whole build records the program as complete in the disk cache."""
+        runs = [f for f in self._natives if f is steps_function()]
+        kernels = list(dict.fromkeys(f for f in self._natives if f is not steps_function()))
+        mine = (runs + self._entries if shard == 0 else []) + kernels[(shard - 1) % shards::shards]
+        for function in mine:
+            if function in self._entries:
+                if not cached(function):
+                    function.compile()
+            else:
+                function.address  # noqa: B018 (loads or compiles it)
+        if shards == 1:
+            self.mark_complete()
 
-    def _mark_complete(self):
+    def mark_complete(self):
+        """Record in the disk cache that every function of this program is stored there."""
         cache.mark_program(self.program.content_hash(), [f.module_source for f in self._natives + self._entries])
 
     def _prepare(self):
-        """Load (or compile) every kernel before the first call: an entry point's machine code
-        refers to them by symbol."""
+        """Load (or compile) every function before the first call: an entry point's machine code
+        calls ``run_steps`` by symbol. Progress counts the program's own kernels."""
         signature = ", ".join(n.type for n in self.program.inputs)
-        progress = CompileProgress(f"{self.program.name}({signature})", len(self._natives))
+        shared = {steps_function(), pool_function(parallel.WORKER)}
+        progress = CompileProgress(f"{self.program.name}({signature})", sum(f not in shared for f in self._natives))
         for function in self._natives:
             function.address  # noqa: B018 (loads or compiles it)
-            progress.kernel_done()
+            if function not in shared:
+                progress.kernel_done()
         self._progress, self._ready = progress, True
 
     def _kernel_parts(self, i, k, kind, where):
@@ -343,7 +354,7 @@ class Executable:
         if self._progress is not None:  # the first call compiled (or loaded) the entry point too
             self._progress, progress = None, self._progress
             if any(f.compiled_here for f in self._natives + self._entries):
-                self._mark_complete()
+                self.mark_complete()
             if checks_on():
                 self._check_signatures(env)
             progress.finished(" and the entry point")

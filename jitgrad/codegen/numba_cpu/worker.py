@@ -1,19 +1,21 @@
-"""Background compiles (SPEC 6.1): a program's machine code built in a separate process.
+"""Background compiles (SPEC 6.1): a program's machine code built in separate processes.
 
-``start(program)`` runs ``python -m jitgrad.codegen.numba_cpu.worker``, hands it the program
-(pickled flat) and returns at once; a thread of ours waits for the answer, so neither the user's
-thread nor the GIL waits on Numba, and the user's process does not even import it until then.
-The worker builds the program's executable as its first call would (``Executable.build``: the
-kernels loaded from the disk cache or compiled, then the entry points), stores what it compiles
-in the disk cache and sends it back as object code (``compile.receive``): the user's process
-then builds the same executable (the same generated code) and loads it in milliseconds, with the
-disk cache off too.
+``start(program)`` runs ``python -m jitgrad.codegen.numba_cpu.worker`` (``workers()`` of them,
+each building a share of the program's functions), hands them the program (pickled flat) and
+returns at once; threads of ours wait for the answers, so neither the user's thread nor the GIL
+waits on Numba, and the user's process does not even import it until then. A worker builds its
+share of the program's executable as the first call would (``Executable.build``: kernels,
+``run_steps`` and the entry points loaded from the disk cache or compiled), stores what it
+compiles in the disk cache and sends it back as object code (``compile.receive``): the user's
+process then builds the same executable (the same generated code) and loads it in milliseconds,
+with the disk cache off too.
 
 What can go wrong, and what happens: a worker that dies (killed, out of memory) or fails is
-reported once on the ``"jitgrad"`` logger and the program goes on running on the interpreter; a
-full disk only keeps the code out of the disk cache (it still comes back through the pipe); two
-processes compiling one program each compile it, and the cache's atomic writes keep one whole
-copy; at exit a running worker is killed (no partial file is ever visible: writes are renames).
+reported once on the ``"jitgrad"`` logger, the others are stopped, and the program goes on
+running on the interpreter; a full disk only keeps the code out of the disk cache (it still
+comes back through the pipe); two processes compiling one program each compile it, and the
+cache's atomic writes keep one whole copy; at exit running workers are killed (no partial file
+is ever visible: writes are renames).
 """
 import atexit
 import logging
@@ -42,63 +44,99 @@ def start(program):
     return BackgroundCompile(program, f"{program.name}({', '.join(n.type for n in program.inputs)})")
 
 
+def workers():
+    """How many processes share a compile: ``$JITGRAD_COMPILE_WORKERS``, else 2 where there are
+    two cores or more (each pays Numba's start-up, about a second, so more rarely pays off)."""
+    setting = os.environ.get("JITGRAD_COMPILE_WORKERS")
+    return max(1, int(setting)) if setting and setting.isdigit() else min(2, os.cpu_count() or 1)
+
+
 class BackgroundCompile:
-    """A worker process building the executable of ``program`` (described by ``what``) for the
-    CPU. ``done`` turns true when it has ended; ``error`` then says why it failed (else None).
-    Starting one imports nothing of Numba's: the interpreter serves the first calls at once."""
+    """Worker processes building the executable of ``program`` (described by ``what``) for the
+    CPU, each a share of its functions (``Executable.build``). ``done`` turns true when they
+    have all ended; ``error`` then says why one failed (else None). Starting them imports
+    nothing of Numba's: the interpreter serves the first calls at once."""
 
     def __init__(self, program, what):
-        self.what, self.done, self.error = what, False, None
+        self.what, self.done, self.error, self.functions = what, False, None, 0
         self.start = time.perf_counter()
         package_root = str(Path(__file__).resolve().parents[3])  # jitgrad importable from where it was
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-        self.process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-        _running.add(self)
-        threading.Thread(target=self._wait, args=(pickle.dumps(program),), daemon=True, name="jitgrad-compile").start()
-
-    def _wait(self, payload):
+        payload, count = pickle.dumps(program), workers()
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        self.processes = []
         try:
-            out, err = self.process.communicate(payload)
-            if self.process.returncode != 0:
+            for shard in range(count):
+                self.processes.append(subprocess.Popen([sys.executable, "-m", __name__, str(shard), str(count)],
+                                                       env=env, **pipes))
+        except OSError:
+            self.kill()
+            raise
+        self._left, self._lock = count, threading.Lock()
+        _running.add(self)
+        for process in self.processes:
+            threading.Thread(target=self._wait, args=(process, payload), daemon=True, name="jitgrad-compile").start()
+
+    def _wait(self, process, payload):
+        try:
+            out, err = process.communicate(payload)
+            if process.returncode != 0:
                 lines = err.decode(errors="replace").strip().splitlines() or ["(no message)"]
-                raise RuntimeError(f"the compile worker exited with {self.process.returncode}: {lines[-1]}")
+                raise RuntimeError(f"a compile worker exited with {process.returncode}: {lines[-1]}")
             from . import compile  # (imports Numba, here in this thread: not on the user's)
             made = pickle.loads(out)
             compile.receive(made)
-            elapsed = time.perf_counter() - self.start
-            if elapsed >= 1.0:
-                say(logging.INFO, f"compiled {self.what} in the background: {len(made)} functions in {elapsed:.1f} s")
+            with self._lock:
+                self.functions += len(made)
         except Exception as e:  # a failed compile must never fail the program: the interpreter goes on
-            self.error = str(e)
-            say(logging.WARNING, f"compiling {self.what} in the background failed ({e}); it keeps running on "
-                                 "the interpreter (JITGRAD_COMPILE=sync compiles in-process)")
+            with self._lock:
+                first, self.error = self.error is None, self.error or str(e)
+            if first:
+                say(logging.WARNING, f"compiling {self.what} in the background failed ({e}); it keeps running on "
+                                     "the interpreter (JITGRAD_COMPILE=sync compiles in-process)")
+                self.kill()
         finally:
-            _running.discard(self)
-            self.done = True
+            with self._lock:
+                self._left -= 1
+                last = self._left == 0
+            if last:
+                self._finish()
+
+    def _finish(self):
+        elapsed = time.perf_counter() - self.start
+        if self.error is None and elapsed >= 1.0:
+            say(logging.INFO, f"compiled {self.what} in the background: {self.functions} functions in "
+                              f"{len(self.processes)} processes, {elapsed:.1f} s")
+        _running.discard(self)
+        self.done = True
+
+    def kill(self):
+        for process in self.processes:
+            try:
+                process.kill()
+            except OSError:
+                pass
 
 
 @atexit.register
 def _stop_workers():
     """Kill the workers still compiling: exit must not wait for them (their files are whole or absent)."""
     for job in list(_running):
-        try:
-            job.process.kill()
-        except OSError:
-            pass
+        job.kill()
 
 
-def main():
-    """The worker: read a program from stdin, build its executable, write what it compiled to stdout."""
+def main(shard, shards):
+    """A worker: read a program from stdin, build its share of the executable (``shard`` of
+    ``shards``), write what it compiled to stdout."""
     answer = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed while compiling goes to stderr, not into the answer
     from . import compile
     from .backend import Executable
     made = compile.collect()
-    Executable(pickle.load(sys.stdin.buffer)).build()
+    Executable(pickle.load(sys.stdin.buffer)).build(shard, shards)
     pickle.dump(dict(made), answer)
     answer.close()
 
 
 if __name__ == "__main__":
-    main()
+    main(*map(int, sys.argv[1:3]))
