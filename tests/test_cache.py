@@ -144,3 +144,17 @@ def test_the_cache_key_covers_every_module_generated_code_imports():
     imported |= {(package, name) for package, names in packages for name in re.findall(r"\w+", names.split(" as ")[0])}
     assert {f"{package}/{name}.py" for package, name in imported} <= set(cache.COMPILED_IN)
     assert len(imported) >= 4
+
+
+def test_a_program_is_complete_while_every_file_it_names_is_there(tmp_path, monkeypatch):
+    """The marker a complete build leaves (read without importing Numba: a new process then runs
+    compiled code from its first call, with no background compile)."""
+    monkeypatch.setenv("JITGRAD_CACHE_DIR", str(tmp_path))
+    assert not cache.program_cached("k1")
+    cache.mark_program("k1", [])  # a program of Python steps only
+    assert cache.program_cached("k1")
+    cache.save_object("src", ["sym"], b"code")
+    cache.mark_program("k2", ["src"])
+    assert cache.program_cached("k2")
+    next(tmp_path.glob("*/o_*.bin")).unlink()
+    assert not cache.program_cached("k2")

@@ -96,6 +96,24 @@ def test_a_full_disk_keeps_the_code_out_of_the_cache_only(tmp_path):
     assert [p.name for p in cache_dir.rglob("*") if p.is_file() and not p.name.endswith(".lock")] == []
 
 
+def test_without_processes_to_start_it_compiles_in_process(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(textwrap.dedent("""
+        import subprocess
+        _popen = subprocess.Popen
+        class Popen(_popen):  # as under a process limit: no compile worker starts
+            def __init__(self, args, *rest, **kwargs):
+                if "jitgrad.codegen.numba_cpu.worker" in args:
+                    raise OSError(11, "Resource temporarily unavailable")
+                super().__init__(args, *rest, **kwargs)
+        subprocess.Popen = Popen
+    """))
+    report, said = _run(tmp_path / "cache", PYTHONPATH=f"{ROOT}{os.pathsep}{site}")
+    assert report["tiered"] and report["switched"] and report["compiled_here"] and report["calls"] == 1
+    assert said.count("no compile worker could start") == 1
+
+
 def test_two_processes_compiling_one_program(tmp_path):
     reports = [None, None]
 

@@ -14,7 +14,6 @@ from ..errors import GradError, ShapeError, checks_on
 from ..ir.ops import is_float
 from ..codegen import numpy_ref
 from ..runtime import arrays, devices
-from ..runtime.progress import warn_once
 from ..runtime.tiered import Tiered, compile_mode
 from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
 from ..transforms.simplify import simplify
@@ -281,14 +280,10 @@ def _executable(program, device):
     """The compiled executable; or, for a program whose code is not in the disk cache yet (with
     ``JITGRAD_COMPILE=background``), the interpreter until a worker process has compiled it."""
     background = devices.background(device)
-    if background is not None and compile_mode() == "background" and not background.ready(program):
-        try:
-            job = background.start(program)
-        except OSError as e:  # no processes to be had (a sandbox, a process limit): compile here
-            warn_once("no-workers", f"compiling in-process: no compile worker could start ({e})")
-        else:
-            return Tiered(numpy_ref.Executable(program), job, lambda: devices.backend(device).Executable(program))
-    return devices.backend(device).Executable(program)
+    if background is None or compile_mode() == "sync" or background.ready(program):
+        return devices.backend(device).Executable(program)
+    return Tiered(numpy_ref.Executable(program), lambda: background.start(program),
+                  lambda: devices.backend(device).Executable(program))
 
 
 class Jitted:

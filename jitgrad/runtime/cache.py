@@ -210,9 +210,9 @@ def mark_program(key, sources):
     ``sources``) is stored, so that a new process knows without generating any code."""
     directory = cache_dir()
     if directory is not None:
-        names = "\n".join(sorted(_object_path(source).name for source in sources))
+        names = sorted(_object_path(source).name for source in sources)
         try:
-            _atomic_write(directory / f"p_{key[:32]}.txt", names)
+            _atomic_write(directory / f"p_{key[:32]}.txt", "\n".join(["complete", *names]))
         except OSError:
             pass
 
@@ -221,10 +221,9 @@ def program_cached(key):
     """Whether ``mark_program(key, ...)`` was recorded and every file it names is still there."""
     directory = cache_dir()
     content = None if directory is None else read_trusted(directory / f"p_{key[:32]}.txt")
-    if not content:
-        return False
-    names = content.decode(errors="replace").split("\n")
-    return all(name.startswith("o_") and "/" not in name and (directory / name).is_file() for name in names)
+    first, *names = (content or b"").decode(errors="replace").split("\n")
+    return first == "complete" and all(name.startswith("o_") and "/" not in name and (directory / name).is_file()
+                                       for name in names)
 
 
 # --------------------------------------------------------------------------- Python modules (CUDA)

@@ -9,6 +9,7 @@ import os
 import threading
 
 from ..errors import JitgradError
+from .progress import warn_once
 
 MODES = ("background", "sync")
 
@@ -21,12 +22,14 @@ def compile_mode():
 
 
 class Tiered:
-    """``reference`` answers until ``job`` (with ``done`` and ``error``) has compiled what
-    ``build()`` then loads; from the next call on, the built executable answers. Everything else
-    (``source``, ``kernels``, ...) is the built executable's (built on demand)."""
+    """``reference`` answers until the job ``start()`` returns (with ``done`` and ``error``) has
+    compiled what ``build()`` then loads; from the next call on, the built executable answers.
+    The job starts once the first call has its answer (workers starting beside it would slow
+    it down). Everything else (``source``, ``kernels``, ...) is the built executable's (built on
+    demand)."""
 
-    def __init__(self, reference, job, build):
-        self.reference, self.job, self._build = reference, job, build
+    def __init__(self, reference, start, build):
+        self.reference, self._start, self._build, self.job = reference, start, build, None
         self._current, self._compiled, self._lock = reference, None, threading.Lock()
 
     @property
@@ -39,9 +42,9 @@ class Tiered:
 
     @property
     def compiling(self):
-        """Whether the background compile is still running."""
+        """Whether the background compile has yet to finish."""
         job = self.job
-        return job is not None and not job.done
+        return self._start is not None or job is not None and not job.done
 
     @property
     def switched(self):
@@ -55,7 +58,18 @@ class Tiered:
             if job.error is None:  # (a failed compile has said so, once: the interpreter goes on)
                 self._current = self.compiled
                 getattr(self._current, "mark_complete", lambda: None)()  # (the workers each built a part)
-        return self._current(*args)
+        result = self._current(*args)
+        if self._start is not None:
+            self._begin()
+        return result
 
-    def __getattr__(self, name):
-        return getattr(self.compiled, name)
+    def _begin(self):
+        with self._lock:
+            start, self._start = self._start, None
+        if start is None:
+            return
+        try:
+            self.job = start()
+        except OSError as e:  # no processes to be had (a sandbox, a process limit): compile here
+            warn_once("no-workers", f"compiling in-process: no compile worker could start ({e})")
+            self._current = self.compiled
