@@ -85,7 +85,7 @@ def compile_entry(source, name, signature):
     arguments of ``signature`` (``_Entry``)."""
     types = ", ".join(f"{d}[{n}d]" for d, n in signature)  # one compile (and cache file) per argument types
     module_source = f"{ENTRY_HEADER}\n# for {types}\n" + source.replace(f"def {name}(", f"@njit\ndef {name}(") + "\n"
-    return entry_function(module_source, name, signature)
+    return _once(_Entry, module_source, name, tuple(signature))
 
 
 def _once(kind, module_source, *args):
@@ -125,10 +125,6 @@ class _Native:
             address, self.compiled_here = self._cfunc.address, True
         return address
 
-    def job(self):
-        """What a background compile needs to build this function (``worker.py``)."""
-        return ("native", self.module_source, self.name, None)
-
 
 class _Entry:
     """A program's entry point, an ``@njit`` function for arguments of the types ``signature``
@@ -159,25 +155,12 @@ class _Entry:
         self.compiled_here = True
         return dispatcher
 
-    def job(self):
-        return ("entry", self.module_source, self.name, self.signature)
-
 
 def cached(function):
     """Whether ``function``'s (a ``_Native``'s or an ``_Entry``'s) machine code is at hand."""
     if (getattr(function, "_address", None) or getattr(function, "call", None)) is not None:
         return True
     return function.module_source in _received or cache.load_object(function.module_source) is not None
-
-
-def native_function(module_source, name):
-    """The ``_Native`` of a module source (a ``job()``'s), one per process."""
-    return _once(_Native, module_source, name)
-
-
-def entry_function(module_source, name, signature):
-    """The ``_Entry`` of a module source (a ``job()``'s), one per process."""
-    return _once(_Entry, module_source, name, tuple(signature))
 
 
 _received = {}  # module source -> (symbols, object code) that a background compile sent
