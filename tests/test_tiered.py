@@ -142,3 +142,26 @@ def test_exit_does_not_wait_for_a_running_compile(tmp_path):
     assert not list(tmp_path.rglob("*.tmp"))
     report, _ = _run(tmp_path)  # and the cache it leaves is usable
     assert report["switched"]
+
+
+def test_a_new_batch_size_runs_compiled_from_its_first_call(monkeypatch):
+    """Once a process runs compiled code, a signature whose kernels are all of shape classes
+    compiled before (a new batch size) needs no worker: it runs compiled at once."""
+    import numpy as np
+
+    import jitgrad as jg
+
+    def loss(w, x):
+        return np.sum(np.tanh(x @ w) ** 2)
+
+    f = jg.jit_grad(loss, device="cpu")
+    w = np.linspace(-1, 1, 12).reshape(4, 3)
+    f(w, np.linspace(0, 1, 80).reshape(20, 4))  # compiled first (the suite's JITGRAD_COMPILE=sync)
+    monkeypatch.setenv("JITGRAD_COMPILE", "background")
+    x = np.linspace(0, 1, 132).reshape(33, 4)
+    value, grad = f(w, x)
+    executable = f.lower(w, x).executable
+    assert not hasattr(executable, "switched")  # not a Tiered: no interpreter, no worker
+    ref = jg.jit_grad(loss, device="numpy")(w, x)
+    np.testing.assert_allclose(value, ref[0], rtol=1e-12)
+    np.testing.assert_allclose(grad, ref[1], rtol=1e-12)

@@ -21,14 +21,16 @@ from jitgrad.runtime import cache, progress
 ROOT = Path(__file__).resolve().parents[1]
 POSIX = pytest.mark.skipif(os.name != "posix", reason="file ownership and modes are POSIX's")
 
-# f(w) = sum(sin(w) * k): the same kernels' shapes for every k, so their object files can be swapped.
+# f(w) = sum(op(w) * k), op sin for k=2 and tanh for k=3: kernels of the same shapes, so their
+# object files can be swapped, and of different code (constants alone would share one: lifted).
 SCRIPT = textwrap.dedent("""
     import sys, numpy as np, jitgrad as jg
     k = float(sys.argv[1])
+    op, derivative = (np.sin, np.cos) if k == 2 else (np.tanh, lambda w: 1 - np.tanh(w) ** 2)
     w = np.linspace(-1, 1, 40)
-    value, dw = jg.jit_grad(lambda w: np.sum(np.sin(w) * k), device="cpu")(w)
-    assert np.allclose(value, np.sum(np.sin(w) * k), rtol=1e-12), (value, k)
-    assert np.allclose(dw, np.cos(w) * k, rtol=1e-12), (dw[:3], k)
+    value, dw = jg.jit_grad(lambda w: np.sum(op(w) * k), device="cpu")(w)
+    assert np.allclose(value, np.sum(op(w) * k), rtol=1e-12), (value, k)
+    assert np.allclose(dw, derivative(w) * k, rtol=1e-12), (dw[:3], k)
     print("ok", int("numba.np.arraymath" in sys.modules))
 """)
 

@@ -7,6 +7,7 @@ so ``lower(...).source`` shows exactly what runs.
 """
 import numpy as np
 
+from ..ir import ops
 from ..ir.evaluate import IMPLS
 
 
@@ -16,6 +17,7 @@ class Executable:
     def __init__(self, program):
         self.program = program
         names, lines, scope = {}, [], dict(IMPLS)
+        dies, into = _lifetimes(program)
         for i, node in enumerate(program.nodes):
             names[id(node)] = name = f"v{i}"
             if node.op == "input":
@@ -26,7 +28,11 @@ class Executable:
                 continue
             args = [names[id(a)] for a in node.args]
             args += [f"{k}={v!r}" for k, v in sorted(node.params.items())]
+            if id(node) in into:
+                args.append(f"out={names[id(into[id(node)])]}")
             lines.append(f"    {name} = {node.op}({', '.join(args)})")
+            if id(node) in dies:
+                lines.append(f"    del {', '.join(names[id(n)] for n in dies[id(node)])}")
         inputs = ", ".join(names[id(n)] for n in program.inputs)
         outputs = "".join(f"{names[id(n)]}, " for n in program.outputs)
         scope.update(np=np, dtype=np.dtype, inf=np.inf, nan=np.nan)
@@ -57,3 +63,37 @@ class Executable:
             taken.add(id(v))
             out.append(v)
         return out
+
+
+def _lifetimes(program):
+    """(dies, into): ``dies[id(node)]``, the values last read by ``node``, deleted after it; and
+    ``into[id(node)]``, an operand whose array ``node`` (an elementwise ufunc) may write its result
+    into, as that array's last reader. A big array's memory then serves the next one, where a
+    fresh one is paged in from the OS: that made a first call several times slower than the next.
+    A view shares its source's array, which lives until the last reader of either."""
+    owner, last = {}, {}
+    for node in program.nodes:
+        owner[id(node)] = owner[id(node.args[0])] if node.op in _VIEWS else id(node)
+        for a in node.args:
+            last[id(a)] = last[owner[id(a)]] = node
+    kept = {id(n) for n in program.outputs} | {owner[id(n)] for n in program.outputs}
+    dies, into = {}, {}
+    for value in program.nodes:
+        if id(value) in last and id(value) not in kept:
+            dies.setdefault(id(last[id(value)]), []).append(value)
+    for node in program.nodes:
+        if node.op not in _UFUNCS or not node.shape:
+            continue
+        for a in node.args:
+            if (owner[id(a)] == id(a) and a.op in _FRESH and id(a) not in kept and last[id(a)] is node
+                    and a.shape == node.shape and a.dtype == node.dtype):
+                into[id(node)] = a
+                break
+    return dies, into
+
+
+# Ops whose NumPy implementation is a ufunc (takes ``out=``), ops that return a new array of their
+# own, and ops that return a view of their first operand.
+_UFUNCS = {op for op in ops.ELEMENTWISE if isinstance(IMPLS[op], np.ufunc)}
+_FRESH = _UFUNCS | set(ops.REDUCE)
+_VIEWS = set(ops.VIEWS) | {"stop_gradient"}

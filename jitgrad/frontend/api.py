@@ -280,8 +280,11 @@ def _executable(program, device):
     """The compiled executable; or, for a program whose code is not in the disk cache yet (with
     ``JITGRAD_COMPILE=background``), the interpreter until a worker process has compiled it."""
     background = devices.background(device)
-    if background is None or compile_mode() == "sync" or background.ready(program):
+    if background is None or compile_mode() == "sync":
         return devices.backend(device).Executable(program)
+    ready = background.ready(program)
+    if ready is not None:
+        return ready
     return Tiered(numpy_ref.Executable(program), lambda: background.start(program),
                   lambda: devices.backend(device).Executable(program))
 

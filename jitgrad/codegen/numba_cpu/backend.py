@@ -243,7 +243,7 @@ class Executable:
     def _build(self, kinds, stored):
         """Loop kernels (and gathers, scatter-adds) compiled one by one; runs of compiled steps
         become entry points (``_EntryWriter``), with Python steps between them."""
-        self.loop_sources, self._runs = {}, []
+        self.loop_sources, self._runs, self._parameters = {}, [], []
         writer = _EntryWriter(self.names, self.table_start, single=Run.PYTHON not in kinds)
         self._natives = []  # every compiled function the entry points call
 
@@ -253,8 +253,14 @@ class Executable:
         for i, (k, kind) in enumerate(zip(self.plan, kinds)):
             if kind in (Run.LOOP, Run.INDEXED):
                 source, buffers, positions = self._kernel_parts(i, k, kind, where)
-                self.loop_sources[i] = source
-                self._natives.append(compile_kernel(source, buffers))
+                function, parameters = compile_kernel(source, buffers)
+                named = ", ".join(f"{'sizes' if a.dtype.kind == 'i' else 'values'} {a.tolist()}" for a in parameters)
+                self.loop_sources[i] = f"# shape class {function.symbol}: {named}\n{source}" if parameters else source
+                for array in parameters:
+                    positions.append(len(self.names))
+                    self.names.append(f"p{len(self._parameters)}")
+                    self._parameters.append(array)
+                self._natives.append(function)
                 writer.call_kernel(i, self._natives[-1], positions,
                                    row_blocks(k) if kind == Run.LOOP else None, i in self._partials)
             elif kind == Run.GEMM:
@@ -295,6 +301,11 @@ class Executable:
         if shards == 1:
             self.mark_complete()
 
+    def at_hand(self):
+        """Whether the machine code of every function the executable calls is loaded, received
+        or in the disk cache."""
+        return all(cached(f) for f in self._natives + self._entries)
+
     def mark_complete(self):
         """Record in the disk cache that every function of this program is stored there."""
         cache.mark_program(self.program.content_hash(), [f.module_source for f in self._natives + self._entries])
@@ -331,7 +342,8 @@ class Executable:
         """This thread's intermediates, and its table of buffer addresses for the kernels."""
         pool = getattr(self._pools, "buffers", None)
         if pool is None:
-            buffers = self._consts + [np.zeros(shape, dtype) for shape, dtype in self._pool_keys]  # flags start clear
+            # (flags start clear; the kernels' parameters are read-only, so the threads share them)
+            buffers = self._consts + [np.zeros(shape, dtype) for shape, dtype in self._pool_keys] + self._parameters
             table = np.zeros(len(self._table), np.uintp)
             for slot, i in enumerate(self._table):
                 if i >= self.table_start:

@@ -2,8 +2,10 @@
 C functions registered under symbols, entry points as ``@njit`` functions; each compiled by
 Numba once and then kept on disk as object code (``native.py``, ``runtime/cache.py``).
 """
+import io
 import logging
 import sys
+import tokenize
 import threading
 
 import llvmlite.binding as llvm
@@ -43,25 +45,68 @@ ENTRY_HEADER = "from numba import njit\nfrom numba.types import ExternalFunction
 
 
 def compile_kernel(source, args):
-    """The compiled loop kernel ``source`` (a function of the buffers ``args``), shared by every
-    program whose kernel has this text and these buffers. It is a C function taking the
-    addresses of its C-contiguous buffers (static shapes) as one array, registered under a
-    symbol named by its hash: entry points call it without linking its code into theirs
-    (Numba would optimize and compile a called dispatcher's code again, inside every caller).
-    A kernel over rows ``lo, hi`` (its last two parameters) also takes them, and runs under
+    """``(compiled function, its parameters)`` for the loop kernel ``source`` (a function of the
+    buffers ``args``). The function is shared by every kernel of its shape class: the same code
+    but for sizes and constants, which ``lift`` turns into parameters, the int64 and float64
+    arrays returned (read at the call from the kernel's last one or two buffer addresses). It is
+    a C function taking the addresses of its C-contiguous buffers as one array, registered under
+    a symbol named by its hash: entry points call it without linking its code into theirs (Numba
+    would optimize and compile a called dispatcher's code again, inside every caller). A kernel
+    over rows ``lo, hi`` (its last two parameters) also takes them, and runs under
     ``parallel_for``."""
     head, body = source.split("\n", 1)
     params = head[head.index("(") + 1:head.index(")")].split(", ")
     rows = params[-2:] == ["lo", "hi"]
     params = params[:-2] if rows else params
-    arrays = [f"carray(args[{i}], {a.shape or (1,)}, np.{np.dtype(a.dtype).type.__name__})" for i, a in enumerate(args)]
+    loads = "".join(f"    {p} = carray(args[{i}], {a.shape or (1,)}, np.{np.dtype(a.dtype).type.__name__})\n"
+                    for i, (p, a) in enumerate(zip(params, args)))
+    code, sizes, values = lift(loads + body)
+    unpack, extra = "", []
+    for name, prefix, dtype, numbers in (("sizes", "n", np.int64, sizes), ("values", "v", np.float64, values)):
+        if numbers:
+            unpack += f"    {name} = carray(args[{len(params) + len(extra)}], ({len(numbers)},), np.{dtype.__name__})\n"
+            unpack += "".join(f"    {prefix}{k} = {name}[{k}]\n" for k in range(len(numbers)))
+            extra.append(np.array(numbers, dtype))
     flags = "{" + ", ".join(map(repr, sorted(FASTMATH))) + "}"
     options = f"fastmath={flags}, error_model='numpy'"
     signature, call = (("void(CPointer(voidptr), int64, int64)", "args, lo, hi") if rows
                        else ("void(CPointer(voidptr))", "args"))
     wrapper = f"@cfunc('{signature}', " + options + f")\ndef kernel({call}):\n"
-    loads = "".join(f"    {p} = {a}\n" for p, a in zip(params, arrays))
-    return _once(_Native, f"{KERNEL_HEADER}\n{wrapper}{loads}{body}\n", "kernel")
+    return _once(_Native, f"{KERNEL_HEADER}\n{wrapper}{unpack}{code}\n", "kernel"), extra
+
+
+# Integers up to this stay in a kernel's code: a tiny extent's loop unrolls, and a small
+# constant folds. So do divisors and moduli (a reshape's index arithmetic), where a division
+# by a constant is a multiply and by a variable a slow divide.
+INLINE_INT_MAX = 16
+
+
+def lift(code):
+    """``(code, sizes, values)``: ``code`` with its integer literals (sizes, offsets; see
+    ``INLINE_INT_MAX``) replaced by names ``n0, n1, ...`` and its float literals (constants) by
+    ``v0, v1, ...``, one name per distinct value, and those values. Kernels whose lifted code is
+    equal compute the same function of their parameters: one compile serves them all, whatever
+    the batch size or the constants. Buffer positions (``args[i]``) stay as they are."""
+    sizes, values, edits = {}, {}, []
+    tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
+    for k, tok in enumerate(tokens):
+        if tok.type != tokenize.NUMBER or _kept(tokens, k):
+            continue
+        if any(c in tok.string for c in ".eE"):
+            edits.append((tok, "v%d" % values.setdefault(float(tok.string), len(values))))
+        elif INLINE_INT_MAX < int(tok.string) < 2 ** 62:  # (an unsigned maximum stays: no int64)
+            edits.append((tok, "n%d" % sizes.setdefault(int(tok.string), len(sizes))))
+    lines = code.split("\n")
+    for tok, name in reversed(edits):  # from the end: earlier columns stay where they are
+        (row, start), (_, end) = tok.start, tok.end
+        lines[row - 1] = lines[row - 1][:start] + name + lines[row - 1][end:]
+    return "\n".join(lines), list(sizes), list(values)
+
+
+def _kept(tokens, k):
+    """Whether number ``k`` stays literal: a buffer position, a divisor or a modulus."""
+    before = [t.string for t in tokens[max(0, k - 2):k]]
+    return before == ["args", "["] or before[-1:] in (["//"], ["%"])
 
 
 def pool_function(source):

@@ -34,9 +34,19 @@ _running = set()
 
 
 def ready(program):
-    """Whether every function of ``program``'s executable is in the disk cache: then it runs
-    compiled from its first call (loading takes milliseconds), with no worker."""
-    return cache.program_cached(program.content_hash())
+    """``program``'s executable if all of its machine code is at hand, to run compiled from its
+    first call (loading takes milliseconds) with no worker: a program compiled before (the disk
+    cache marks it complete), or, in a process already running compiled code, one whose kernels
+    are all of shape classes compiled before (a new batch size). Else None."""
+    if cache.program_cached(program.content_hash()):
+        from .backend import Executable
+        return Executable(program)
+    if __package__ + ".backend" in sys.modules:  # (else Numba is not even imported yet: not worth it)
+        from .backend import Executable
+        executable = Executable(program)
+        if executable.at_hand():
+            return executable
+    return None
 
 
 def start(program):
