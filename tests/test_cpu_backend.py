@@ -260,3 +260,26 @@ def test_a_new_batch_size_or_constant_reuses_the_compiled_kernels():
         np.testing.assert_allclose(grad, ref_grad, rtol=1e-12)
         compiled.append(_natives(f, w, x, scale))
     assert compiled[0] == compiled[1] == compiled[2]
+
+
+def test_a_gradient_summed_over_many_steps_reads_a_bounded_number_of_buffers():
+    """The weight gradient of a loop unrolled T steps sums T products: kernels of at most
+    ``MAX_INPUTS`` buffers, whose equal chunks are one compiled function, so a longer loop adds
+    at most the classes of its last, shorter chunks."""
+    from jitgrad.schedule.fuse import MAX_INPUTS
+
+    def loss(w, xs):
+        h = xs[0] @ w
+        for t in range(1, xs.shape[0]):
+            h = np.tanh(xs[t] @ w + h)
+        return np.sum(h)
+
+    f, w, compiled = jg.jit_grad(loss, device="cpu"), rng.standard_normal((4, 4)) * 0.3, []
+    for steps in (30, 47):
+        xs = rng.standard_normal((steps, 20, 4))
+        np.testing.assert_allclose(f(w, xs)[1], jg.jit_grad(loss, device="numpy")(w, xs)[1], rtol=1e-10)
+        executable = f.lower(w, xs).executable
+        reads = [len([n for n in k.inputs if n.op != "const"]) for k in executable.plan if k.kind.value == "loop"]
+        assert max(reads) == MAX_INPUTS
+        compiled.append({function.symbol for function in executable._natives})
+    assert len(compiled[1] - compiled[0]) <= 3  # (the last chunks of the sums)

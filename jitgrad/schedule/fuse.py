@@ -41,6 +41,7 @@ from ..ir.ops import LIBRARY, VIEWS
 # compile time stays linear, and equal chunks share one compiled kernel (cached by source text).
 MAX_CHAIN = 64  # fused ops in a row (see _chain_cuts)
 MAX_OUTPUTS = 32  # roots merged into one kernel
+MAX_INPUTS = 8  # buffers one fused chain reads (a gradient summed over an unrolled loop's steps)
 LOOKBACK = 8  # kernels a root may skip back over to join one that can compute it
 RECOMPUTE_OPS = 4  # a shared value this cheap is computed by each kernel that reads it (_cheap_to_recompute)
 
@@ -73,6 +74,7 @@ class Kernel:
     def __init__(self, kind, shape, reduce_axes=()):
         self.kind, self.shape, self.reduce_axes = kind, tuple(shape), tuple(reduce_axes)
         self.steps, self.body, self.inputs, self.stores = [], [], [], []
+        self.reads = set()  # ids of the buffers its outputs read (while planning; ``inputs`` after)
 
     @property
     def outputs(self):
@@ -120,6 +122,7 @@ def plan(program):
             kernels.append(Kernel(Kind.LOOP, *_loop_signature(root)))
             kernels[-1].steps.append(step := Step(Kind.PHASE))
         step.outputs.append(root)
+        next(k for k in reversed(kernels) if step in k.steps).reads |= _buffers_read(root, realized)
     for kernel in kernels:
         _fill(kernel, realized)
     _mark_stores(program, kernels)
@@ -191,9 +194,20 @@ def _cheap_to_recompute(node, realized):
 
 
 def _chain_cuts(nodes, realized):
-    """Nodes that end a chain of ``MAX_CHAIN`` fused ops: each chunk becomes its own kernel."""
-    depth, cuts = {}, set()
+    """Nodes that end a chain: of ``MAX_CHAIN`` fused ops, or whose reader would otherwise read
+    more than ``MAX_INPUTS`` buffers. Each chunk becomes its own kernel."""
+    depth, reads, cuts = {}, {}, set()
     for n in nodes:
+        if n.op not in LIBRARY:
+            reads[id(n)] = _chain_reads(n, reads, realized | cuts)
+        while len(reads.get(id(n), ())) > MAX_INPUTS:  # cut the operand that reads the most buffers
+            cut = max((a for a in n.args if a.op in ops.ELEMENTWISE and id(a) not in realized | cuts),
+                      key=lambda a: len(reads[id(a)]), default=None)
+            if cut is None:
+                break
+            cuts.add(id(cut))
+            depth[id(cut)] = 0
+            reads[id(n)] = _chain_reads(n, reads, realized | cuts)
         if id(n) in realized:
             depth[id(n)] = 0
             continue
@@ -203,6 +217,18 @@ def _chain_cuts(nodes, realized):
             d = 0
         depth[id(n)] = d
     return cuts
+
+
+def _chain_reads(node, reads, ends):
+    """The buffers fused ``node`` reads: its operands that end chains (``ends``), leaves (but
+    scalars, written into the code) and what the others read."""
+    out = set()
+    for a in node.args:
+        if id(a) in ends or a.op == "input" or a.op == "const" and a.size > 1:
+            out.add(id(a))
+        elif a.op != "const":
+            out |= reads[id(a)]
+    return out
 
 
 def _is_view_of_buffer(node, realized=()):
@@ -250,7 +276,8 @@ def _buffers_read(root, realized):
             continue
         seen.add(id(node))
         if _is_buffer(node, realized):
-            found.add(id(node))
+            if not (node.op == "const" and node.size == 1):  # (a scalar is written into the code)
+                found.add(id(node))
         else:
             stack.extend(node.args)
     return found
@@ -261,6 +288,9 @@ def _join(root, kernel, realized, cuts=()):
     reduction with a tail) its one phase; None if the kernel cannot compute it."""
     if kernel.kind != Kind.LOOP or len(kernel.outputs) >= MAX_OUTPUTS:
         return None
+    computed = {id(o) for o in kernel.outputs}
+    if len((kernel.reads | _buffers_read(root, realized)) - computed) > MAX_INPUTS:
+        return None  # (independent roots merged would read a buffer per unrolled step)
     kind = _step_kind(root, kernel)
     if kind is None:
         return None
