@@ -1470,6 +1470,7 @@ UFUNCS = {
     np.isfinite: isfinite, np.matmul: matmul, np.floor_divide: floor_divide, np.remainder: remainder,
 }
 UFUNC_REDUCE = {np.add: sum, np.multiply: prod, np.maximum: max, np.minimum: min}
+UFUNC_ACCUMULATE = {np.add: cumsum, np.multiply: cumprod}  # (axis 0 unless given, as NumPy's accumulate)
 
 FUNCTIONS = {
     np.sum: sum, np.prod: prod, np.max: max, np.min: min, np.amax: amax, np.amin: amin, np.mean: mean,
@@ -1499,6 +1500,8 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     dtype = kwargs.pop("dtype", None)
     if method == "reduce" and ufunc in UFUNC_REDUCE:
         return UFUNC_REDUCE[ufunc](*inputs, **kwargs, **({"dtype": dtype} if dtype else {}))
+    if method == "accumulate" and ufunc in UFUNC_ACCUMULATE:
+        return UFUNC_ACCUMULATE[ufunc](*inputs, **{"axis": 0, **kwargs}, dtype=dtype)
     if method != "__call__" or ufunc not in UFUNCS:
         what = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
         raise TraceError(f"{what} is not supported on traced arrays (at {user_frame()}); "
