@@ -9,6 +9,7 @@
   planner makes, run on each compiled backend against the reference.
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -394,6 +395,14 @@ ZERO_AT_1 = np.array([1.0, 0.0, 1.0, 1.0])
 A3 = (4, 3)  # rows of 3-vectors
 jnp = jg.numpy
 
+
+def _row_stack(tup):
+    """``np.row_stack`` (deprecated in NumPy 2.0: it calls ``np.vstack`` with dtype and casting)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return getattr(np, "row_stack", np.vstack)(tup)
+
+
 # SPEC 6.3's NumPy functions, in each argument form NumPy has.
 NUMPY_MORE = [
     C("cumsum", np.cumsum, A34), C("cumsum_axis", lambda x: np.cumsum(x, axis=1), A234),
@@ -419,7 +428,7 @@ NUMPY_MORE = [
     C("append", lambda x, y: np.append(x, y), A34, (2,)),
     C("append_axis", lambda x, y: np.append(x, y, axis=0), A34, (1, 4)),
     C("column_stack", lambda x, y: np.column_stack([x, y]), (3,), (3, 2)),
-    C("row_stack", lambda x, y: getattr(np, "row_stack", np.vstack)((x, y)), A34, (4,)),  # NumPy 2: deprecated
+    C("row_stack", lambda x, y: _row_stack((x, y)), A34, (4,)),
     C("dstack", lambda x, y: np.dstack([x, y]), A34, A34),
     C("atleast_3d", lambda x: [np.atleast_3d(x), np.atleast_3d(x[0]), np.atleast_3d(x[0, 0])], A34),
     C("atleast_1d_2d_many", lambda x: np.atleast_1d(x[0, 0], x)[0] + np.atleast_2d(x[0], x)[0], A34),

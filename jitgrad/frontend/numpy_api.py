@@ -440,6 +440,13 @@ def normalize_axes(axis, ndim, name):
     return tuple(out)
 
 
+def axis_index(axis, ndim, name):
+    """One axis in ``[0, ndim)`` from an integer in ``[-ndim, ndim)``, as NumPy's ``normalize_axis_index``."""
+    if not isinstance(axis, numbers.Integral):
+        raise TraceError(f"{name}: axis must be an integer, got {axis!r} (at {user_frame()})")
+    return normalize_axes(axis, ndim, name)[0]
+
+
 def _keep(x, out, axes, keepdims):
     if not keepdims:
         return out
@@ -524,7 +531,7 @@ def _argreduce(prim):
         if axis is None:
             res = bind(prim, ravel(x), axis=0)
             return reshape(res, (1,) * x.ndim) if keepdims else res
-        (ax,) = normalize_axes(axis, x.ndim, prim)
+        ax = axis_index(axis, x.ndim, prim)
         return _keep(x, bind(prim, x, axis=ax), (ax,), keepdims)
     fn.__name__ = prim
     return fn
@@ -542,7 +549,7 @@ def _along(name, a, axis):
         return ravel(x), 0
     if x.ndim == 0:
         _shape_error(name, f"axis {axis} is out of bounds for array of dimension 0", x.shape)
-    return x, normalize_axes(axis, x.ndim, name)[0]
+    return x, axis_index(axis, x.ndim, name)
 
 
 def _accumulated_dtype(x, dtype):
@@ -615,7 +622,7 @@ def take_along_axis(arr, indices, axis=-1):
     if idx.ndim != x.ndim:
         _shape_error("take_along_axis", "indices and arr must have the same number of dimensions",
                      x.shape, idx.shape)
-    (ax,) = normalize_axes(axis, x.ndim, "take_along_axis")
+    ax = axis_index(axis, x.ndim, "take_along_axis")
     shape = broadcast_shapes("take_along_axis", x.shape[:ax] + (1,) + x.shape[ax + 1:],
                              idx.shape[:ax] + (1,) + idx.shape[ax + 1:])
     grids = np.ix_(*[np.arange(d) for d in shape]) if shape else ()
@@ -663,7 +670,7 @@ def transpose(a, axes=None):
 
 def swapaxes(a, axis1, axis2):
     x = asarray(a)
-    (i,), (j,) = normalize_axes(axis1, x.ndim, "swapaxes"), normalize_axes(axis2, x.ndim, "swapaxes")
+    i, j = axis_index(axis1, x.ndim, "swapaxes"), axis_index(axis2, x.ndim, "swapaxes")
     perm = list(range(x.ndim))
     perm[i], perm[j] = perm[j], perm[i]
     return transpose(x, perm)
@@ -736,55 +743,58 @@ def _cast_all(name, arrays, dtype, casting):
 
 def concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
     _no_out(out, "concatenate")
+    return _concatenate("concatenate", arrays, axis, dtype, casting)
+
+
+def _concatenate(name, arrays, axis, dtype=None, casting="same_kind"):
+    """``concatenate`` for ``name``, one of the functions built on it (its errors name that one)."""
     arrays = list(arrays)
     if not arrays:
-        raise ShapeError(f"concatenate: need at least one array to concatenate (at {user_frame()})")
+        raise ShapeError(f"{name}: need at least one array to concatenate (at {user_frame()})")
     if axis is None:
         arrays, axis = [ravel(a) for a in arrays], 0
-    xs = _cast_all("concatenate", arrays, dtype, casting)
+    xs = _cast_all(name, arrays, dtype, casting)
     if any(x.ndim == 0 for x in xs):
-        _shape_error("concatenate", "zero-dimensional arrays cannot be concatenated", *[x.shape for x in xs])
+        _shape_error(name, "zero-dimensional arrays cannot be concatenated", *[x.shape for x in xs])
     if any(x.ndim != xs[0].ndim for x in xs):
-        _shape_error("concatenate", "all the input arrays must have the same number of dimensions",
-                     *[x.shape for x in xs])
-    (ax,) = normalize_axes(axis, xs[0].ndim, "concatenate")
+        _shape_error(name, "all the input arrays must have the same number of dimensions", *[x.shape for x in xs])
+    ax = axis_index(axis, xs[0].ndim, name)
     if any(x.shape[:ax] + x.shape[ax + 1:] != xs[0].shape[:ax] + xs[0].shape[ax + 1:] for x in xs):
-        _shape_error("concatenate", f"all input dimensions except axis {ax} must match", *[x.shape for x in xs])
+        _shape_error(name, f"all input dimensions except axis {ax} must match", *[x.shape for x in xs])
     return xs[0] if len(xs) == 1 else bind("concat", *xs, axis=ax)
 
 
 def stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
+    _no_out(out, "stack")
     arrays = [asarray(a) for a in arrays]
     if not arrays:
         raise ShapeError(f"stack: need at least one array to stack (at {user_frame()})")
     if any(a.shape != arrays[0].shape for a in arrays):
         _shape_error("stack", "all input arrays must have the same shape", *[a.shape for a in arrays])
-    (ax,) = normalize_axes(axis, arrays[0].ndim + 1, "stack")
-    return concatenate([expand_dims(a, ax) for a in arrays], axis=ax, out=out, dtype=dtype, casting=casting)
+    ax = axis_index(axis, arrays[0].ndim + 1, "stack")
+    return _concatenate("stack", [expand_dims(a, ax) for a in arrays], ax, dtype, casting)
 
 
 def hstack(tup, *, dtype=None, casting="same_kind"):
     arrays = [atleast_1d(a) for a in tup]
-    if not arrays:
-        raise ShapeError(f"hstack: need at least one array to concatenate (at {user_frame()})")
-    return concatenate(arrays, axis=0 if arrays[0].ndim == 1 else 1, dtype=dtype, casting=casting)
+    return _concatenate("hstack", arrays, 0 if arrays and arrays[0].ndim == 1 else 1, dtype, casting)
 
 
 def vstack(tup, *, dtype=None, casting="same_kind"):
-    return concatenate([atleast_2d(a) for a in tup], axis=0, dtype=dtype, casting=casting)
+    return _concatenate("vstack", [atleast_2d(a) for a in tup], 0, dtype, casting)
 
 
 row_stack = vstack  # NumPy 2's deprecated alias (it calls np.vstack with dtype and casting)
 
 
 def dstack(tup):
-    return concatenate([atleast_3d(a) for a in tup], axis=2)
+    return _concatenate("dstack", [atleast_3d(a) for a in tup], 2)
 
 
 def column_stack(tup):
     """1-D (and 0-d) arrays become columns; 2-D ones are stacked as they are."""
     arrays = [asarray(a) for a in tup]
-    return concatenate([reshape(a, (-1, 1)) if a.ndim < 2 else a for a in arrays], axis=1)
+    return _concatenate("column_stack", [reshape(a, (-1, 1)) if a.ndim < 2 else a for a in arrays], 1)
 
 
 def array_split(ary, indices_or_sections, axis=0):
@@ -799,7 +809,7 @@ def split(ary, indices_or_sections, axis=0):
 
 def _split(name, ary, indices_or_sections, axis, equal):
     x = asarray(ary)
-    (ax,) = normalize_axes(axis, x.ndim, name)
+    ax = axis_index(axis, x.ndim, name)
     n = x.shape[ax]
     if isinstance(indices_or_sections, Tracer):
         raise TraceError(f"{name}: traced split points give data-dependent shapes (at {user_frame()})")
@@ -855,7 +865,7 @@ def repeat(a, repeats, axis=None):
     x = asarray(a)
     if axis is None:
         x, axis = ravel(x), 0
-    (ax,) = normalize_axes(axis, x.ndim, "repeat")
+    ax = axis_index(axis, x.ndim, "repeat")
     if isinstance(repeats, numbers.Integral):
         x = expand_dims(x, ax + 1)
         shape = x.shape[:ax + 1] + (int(repeats),) + x.shape[ax + 2:]
@@ -913,7 +923,7 @@ def roll(a, shift, axis=None):
     shifts, axes = np.broadcast_arrays(np.asarray(shift), np.asarray(axis))
     total = {}
     for sh, ax in zip(shifts.ravel(), axes.ravel()):
-        (ax,) = normalize_axes(int(ax), x.ndim, "roll")
+        ax = axis_index(int(ax), x.ndim, "roll")
         total[ax] = total.get(ax, 0) + int(sh)
     for ax, sh in total.items():
         n = x.shape[ax]
@@ -974,7 +984,7 @@ def diff(a, n=1, axis=-1, prepend=np._NoValue, append=np._NoValue):
         _shape_error("diff", f"order must be non-negative but got {n}", x.shape)
     if x.ndim == 0:
         _shape_error("diff", "diff requires input that is at least one dimensional", x.shape)
-    (ax,) = normalize_axes(axis, x.ndim, "diff")
+    ax = axis_index(axis, x.ndim, "diff")
     def side(extra):
         if extra is np._NoValue:
             return []
@@ -1157,7 +1167,7 @@ def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
     x = _cross_term(u[1], v[2], u[2], v[1])
     y = _cross_term(u[2], v[0], u[0], v[2])
     out = stack(_broadcast(_arrays(x, y, z), "cross"), axis=-1)
-    return moveaxis(out, -1, normalize_axes(axisc, out.ndim, "cross")[0])
+    return moveaxis(out, -1, axis_index(axisc, out.ndim, "cross"))
 
 
 def _cross_term(p, q, r, s):
@@ -1275,7 +1285,7 @@ def take(a, indices, axis=None):
     x = asarray(a)
     if axis is None:
         x, axis = ravel(x), 0
-    (ax,) = normalize_axes(axis, x.ndim, "take")
+    ax = axis_index(axis, x.ndim, "take")
     return getitem(x, (slice(None),) * ax + (indices,))
 
 
