@@ -99,7 +99,7 @@ def _arrays(*xs):
 def asarray(a, dtype=None, order=None, *, device=None, copy=None, like=None):
     """``np.asarray``, taking traced values and (nested) lists of them, which are stacked.
 
-    >>> jnp.asarray([jnp.zeros(2), 1.0])
+    >>> jnp.asarray([np.zeros(2), np.ones(2)])
     array([[0., 0.],
            [1., 1.]])
     """
@@ -110,7 +110,12 @@ def asarray(a, dtype=None, order=None, *, device=None, copy=None, like=None):
 def array(object, dtype=None, *, copy=True, order="K", subok=True, ndmin=0, like=None):  # noqa: A002 (NumPy's)
     """``np.array`` for traced code: traced values and (nested) lists of them, which are stacked
     (``jnp.array([[a, 1.0], [b, c]])`` with ``a, b, c`` traced scalars is a 2x2 array).
-    NumPy's own ``np.array`` cannot return a traced value: use this, or ``np.stack``."""
+    NumPy's own ``np.array`` cannot return a traced value: use this, or ``np.stack``.
+
+    >>> jg.jit(lambda a, b: jnp.array([[a, 1.0], [b, a]]))(2.0, 3.0)
+    array([[2., 1.],
+           [3., 2.]])
+    """
     x = asarray(object, dtype)
     return reshape(x, (1,) * (ndmin - x.ndim) + x.shape) if ndmin > x.ndim else x
 
