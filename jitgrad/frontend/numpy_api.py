@@ -735,6 +735,7 @@ def atleast_3d(*arys):
 
 def _cast_all(name, arrays, dtype, casting):
     """The arrays in one dtype: ``dtype``, checked against NumPy's ``casting`` rule, else promoted."""
+    arrays = [_from_sequence(a) for a in arrays]
     if dtype is None:
         dtype = result_type(*arrays)
     else:
@@ -1339,7 +1340,7 @@ def getitem(x, key):
 
 def _expand_key(x, key):
     # A list index is an array index (a list of bools is a mask, as in NumPy).
-    key = tuple((np.asarray(k) if len(k) else np.zeros(0, np.int64)) if isinstance(k, (list, tuple, range)) else k
+    key = tuple(_list_index(k) if isinstance(k, (list, tuple, range)) else k
                 for k in key)  # NumPy reads range(n) and nested tuples as index arrays too
     bools = [k for k in key if isinstance(k, np.ndarray) and k.dtype == np.bool_ and k.ndim > 0]
     key = tuple(k for b in key for k in (np.nonzero(b) if any(b is kb for kb in bools) else (b,)))
@@ -1361,6 +1362,11 @@ def _expand_key(x, key):
         i = next(i for i, k in enumerate(key) if k is Ellipsis)
         return key[:i] + (slice(None),) * (x.ndim - used) + key[i + 1:]
     return key + (slice(None),) * (x.ndim - used)
+
+
+def _list_index(k):
+    """A list index as an index array (traced integers in it stacked); an empty one indexes nothing."""
+    return _from_sequence(list(k)) if len(k) else np.zeros(0, np.int64)
 
 
 def _is_index_array(k):
