@@ -11,13 +11,12 @@ import numpy as _np
 
 from .frontend.numpy_api import FUNCTIONS as _FUNCTIONS
 from .frontend.numpy_api import UFUNCS as _UFUNCS
-from .frontend.numpy_api import asarray, cast, erf, stop_gradient  # noqa: F401
+from .frontend.numpy_api import array, asarray, cast, erf, stop_gradient  # noqa: F401
 
 for _table in (_UFUNCS, _FUNCTIONS):
     for _np_fn, _fn in _table.items():
         globals()[_np_fn.__name__] = _fn
 abs = absolute  # noqa: A001,F821
-array = asarray
 float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
 # Creation functions build constants: NumPy's own are exactly right.

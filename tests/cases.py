@@ -9,6 +9,7 @@
   planner makes, run on each compiled backend against the reference.
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -388,8 +389,99 @@ DTYPE_MIX = [
     C("python_int_arg", lambda x, n: x ** 2 * n, A34, 3),
 ]
 
+COSH_DOM = lambda x: np.abs(x) + 1.25  # arccosh: away from its branch point at 1  # noqa: E731
+SPECIALS = np.array([0.0, np.inf, -np.inf, np.nan])
+ZERO_AT_1 = np.array([1.0, 0.0, 1.0, 1.0])
+A3 = (4, 3)  # rows of 3-vectors
+jnp = jg.numpy
+
+
+def _row_stack(tup):
+    """``np.row_stack`` (deprecated in NumPy 2.0: it calls ``np.vstack`` with dtype and casting)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return getattr(np, "row_stack", np.vstack)(tup)
+
+
+# SPEC 6.3's NumPy functions, in each argument form NumPy has.
+NUMPY_MORE = [
+    C("cumsum", np.cumsum, A34), C("cumsum-axis", lambda x: np.cumsum(x, axis=1), A234),
+    C("cumsum-neg_axis", lambda x: np.cumsum(x, -3), A234), C("cumsum-method", lambda x: x.cumsum(0), A34),
+    C("cumsum-bools", lambda x: x * np.cumsum(x > 0, axis=1), A34, dom=NONZERO),
+    C("cumsum-dtype", lambda x: np.cumsum(x, axis=0, dtype=np.float64), A34),
+    C("add_accumulate", lambda x: np.add.accumulate(x, axis=1), A34),
+    C("cumprod", np.cumprod, A34, dom=NONZERO), C("cumprod-axis", lambda x: np.cumprod(x, axis=-1), A234, dom=NONZERO),
+    C("cumprod-zero", lambda x: (x * ZERO_AT_1).cumprod(axis=1), A34),
+    C("cumprod-5", lambda x: np.cumprod(x, axis=0), (5, 2), dom=NONZERO),
+    C("sort", np.sort, A34, dom=SPREAD), C("sort-axis0", lambda x: np.sort(x, axis=0), A234, dom=SPREAD),
+    C("sort-none", lambda x: np.sort(x, axis=None), A34, dom=SPREAD),
+    C("argsort", np.argsort, A34, grad=False), C("argsort-method", lambda x: x.argsort(axis=0), A234, grad=False),
+    C("argsort-none", lambda x: np.argsort(x, axis=None), A34, grad=False),
+    C("take_along-argsort", lambda x: np.take_along_axis(x, np.argsort(x, axis=0), axis=0), A34, dom=SPREAD),
+    C("take_along-neg", lambda x: np.take_along_axis(x, np.array([[-1], [0], [2]]), axis=1), A34),
+    C("diag-1d", np.diag, (4,)), C("diag-1d_k", lambda x: np.diag(x, 2), (3,)),
+    C("diag-1d_neg_k", lambda x: np.diag(x, -1), (3,)), C("diag-2d", np.diag, A34),
+    C("diag-2d_k", lambda x: np.diag(x, 1), A34), C("diagonal-neg", lambda x: x.diagonal(-1), A34),
+    C("triu", np.triu, A34), C("triu-tril_k", lambda x: np.tril(x, -1), A234),
+    C("triu-1d", lambda x: np.triu(x, 1), (3,)),
+    C("roll", lambda x: np.roll(x, 5), A34), C("roll-axis", lambda x: np.roll(x, -1, axis=1), A34),
+    C("roll-axes", lambda x: np.roll(x, (1, 2), axis=(0, 2)), A234),
+    C("append", lambda x, y: np.append(x, y), A34, (2,)),
+    C("append-axis", lambda x, y: np.append(x, y, axis=0), A34, (1, 4)),
+    C("column_stack", lambda x, y: np.column_stack([x, y]), (3,), (3, 2)),
+    C("column_stack-row_stack", lambda x, y: _row_stack((x, y)), A34, (4,)),
+    C("column_stack-dstack", lambda x, y: np.dstack([x, y]), A34, A34),
+    C("atleast_3d", lambda x: [np.atleast_3d(x), np.atleast_3d(x[0]), np.atleast_3d(x[0, 0])], A34),
+    C("atleast_3d-1d_2d_many", lambda x: np.atleast_1d(x[0, 0], x)[0] + np.atleast_2d(x[0], x)[0], A34),
+    C("array_split", lambda x: np.array_split(x, 3, axis=1), A34),
+    C("array_split-at", lambda x: np.array_split(x, [1, 5]), A34),
+    C("hsplit", lambda x: np.hsplit(x, 2), A34), C("hsplit-1d", lambda x: np.hsplit(x, [1]), (4,)),
+    C("hsplit-vsplit", lambda x: np.vsplit(x, [1]), A34), C("hsplit-dsplit", lambda x: np.dsplit(x, 2), A234),
+    C("flipud", np.flipud, A34), C("flipud-fliplr", np.fliplr, A234),
+    C("rot90", np.rot90, A34), C("rot90-2", lambda x: np.rot90(x, 2), A34),
+    C("rot90-axes", lambda x: np.rot90(x, -1, axes=(1, 2)), A234),
+    C("kron", np.kron, (2, 3), (2, 2)), C("kron-ranks", np.kron, (3,), (2, 2)),
+    C("diff", np.diff, A34), C("diff-2_axis0", lambda x: np.diff(x, 2, axis=0), A234),
+    C("diff-prepend_append", lambda x, y: np.diff(x, prepend=0.5, append=y), A34, (3, 1)),
+    C("cross", np.cross, A3, A3),  # (2-vectors, deprecated in NumPy 2: tests/test_numpy_more.py)
+    C("cross-axis", lambda a, b: np.cross(a, b, axis=0), (3, 4), (3, 1)),
+    C("cross-axisc", lambda a, b: np.cross(a, b, axisc=0), A3, (3,)),
+    C("select", lambda x, y: np.select([x > 0.5, x < -0.5], [x, y], default=-1.0), A34, (4,), dom=(SPREAD, None)),
+    C("select-default", lambda x: np.select([x > 0], [x * x]), A34, dom=NONZERO),
+    C("nan_to_num", lambda x, s: np.nan_to_num(x + s), A34, SPECIALS, grad=False),  # (finfo.max overflows the check)
+    C("nan_to_num-values", lambda x, s: np.nan_to_num(x + s, nan=2.0, posinf=9.0, neginf=-9.0), A34, SPECIALS),
+    C("deg2rad", np.deg2rad, A34), C("deg2rad-rad2deg", np.rad2deg, A34), C("deg2rad-degrees", np.degrees, A34),
+    C("deg2rad-radians", np.radians, A34), C("arccosh", np.arccosh, A34, dom=COSH_DOM),
+    C("sinc", np.sinc, A34), C("sinc-at_zero", lambda x: np.sinc(x * ZERO_AT_1), A34),
+    C("logaddexp2", np.logaddexp2, A34, (4,)), C("logaddexp2-logaddexp_tie", lambda x: np.logaddexp(x, x), A34),
+    C("einsum_sublists", lambda a, b: np.einsum(a, [0, 1], b, [1, 2], [0, 2]), (2, 3), (3, 4)),
+    C("einsum_sublists-implicit", lambda a: np.einsum(a, [Ellipsis, 0, 0]), (2, 3, 3)),
+    C("pad_forms-1tuple", lambda x: np.pad(x, (3,), "constant"), A34),
+    C("pad_forms-pair_in_tuple", lambda x: np.pad(x, ((1, 2),)), A34),
+    C("pad_forms-per_axis_single", lambda x: np.pad(x, ((1,), (2,))), A34),
+    C("pad_forms-values_pair", lambda x: np.pad(x, 1, constant_values=(5.0, 6.0)), A34),
+    C("pad_forms-values_per_axis", lambda x: np.pad(x, (1, 2), constant_values=((5, 6), (7, 8))), A34),
+    C("pad_modes-edge", lambda x: np.pad(x, (2, 3), "edge"), A34),
+    C("pad_modes-wrap", lambda x: np.pad(x, 5, mode="wrap"), A34),
+    C("pad_modes-reflect", lambda x: np.pad(x, ((4, 1), (2, 7)), "reflect"), A34),
+    C("pad_modes-symmetric", lambda x: np.pad(x, 3, "symmetric"), A234),
+    C("ptp", lambda x: np.ptp(x, axis=1), A34, dom=SPREAD),
+    C("std_one_element", lambda x: np.std(x[:, :1], axis=1) + np.std(x[:1, :1]), A34),
+    C("stack_kwargs-concatenate", lambda x: np.concatenate([x, x], axis=1, dtype=np.float32, casting="same_kind"),
+      A34, grad=False),
+    C("stack_kwargs-stack", lambda x: np.stack([x, x], dtype=np.float64), A34),
+    C("lists-jnp_array", lambda a, b: jnp.array([[a[0], 1.0], [b, a[1]]]), (2,), (),
+      ref=lambda a, b: np.array([[a[0], 1.0], [b, a[1]]], dtype=a.dtype)),
+    C("lists-jnp_mean", lambda x: jnp.mean([x, 2 * x], axis=0), A34, ref=lambda x: np.mean([x, 2 * x], axis=0)),
+    C("lists-jnp_asarray_ndmin", lambda x: jnp.asarray([x, x]) + jnp.array(x[0], ndmin=3), A34,
+      ref=lambda x: np.asarray([x, x]) + np.array(x[0], ndmin=3)),
+    C("lists-operand", lambda x: x + [1.0, 2.0, 3.0, 4.0], A34),
+    C("lists-dot", lambda x: np.dot(x, [x[0, 0], 1.0, 2.0, x[1, 1]]), A34,
+      ref=lambda x: np.dot(x, np.array([x[0, 0], 1.0, 2.0, x[1, 1]], x.dtype))),
+]
+
 ALL = UNARY + BINARY + LOGICAL + SELECTION + REDUCTIONS + LINALG + SHAPE + INDEXING + CREATION + NN + METHODS + \
-    OPERATORS + DTYPE_MIX
+    OPERATORS + DTYPE_MIX + NUMPY_MORE
 GRAD = [p for p in ALL if p.values[0].grad]
 
 

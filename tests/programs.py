@@ -223,6 +223,62 @@ def take_axis_params(draw, shape):
     return {"axis": draw(st.integers(-len(shape), len(shape) - 1))} if shape and all(shape) else None
 
 
+def along_params(draw, shape):
+    """An axis for scans and sorts (None: the flattened array)."""
+    return {"axis": draw(st.sampled_from([None] + list(range(-len(shape), len(shape)))))}
+
+
+def one_axis_params(draw, shape):
+    return {"axis": draw(st.integers(-len(shape), len(shape) - 1))} if shape else None
+
+
+def diff_params(draw, shape):
+    return dict(one_axis_params(draw, shape), n=draw(st.integers(0, 2))) if shape else None
+
+
+def roll_params(draw, shape):
+    return dict(along_params(draw, shape), shift=draw(st.integers(-4, 4)))
+
+
+def rot90_params(draw, shape):
+    if len(shape) < 2:
+        return None
+    n = len(shape)
+    axes = draw(st.lists(st.integers(-n, n - 1), min_size=2, max_size=2, unique_by=lambda a: a % n))
+    return {"k": draw(st.integers(-1, 4)), "axes": tuple(axes)}
+
+
+def triangle_params(draw, shape):
+    return {"k": draw(st.integers(-1, 1))} if shape else None
+
+
+def diag_params(draw, shape):
+    return {"k": draw(st.integers(-1, 1))} if len(shape) in (1, 2) else None
+
+
+def kron_params(draw, a, b):
+    return {} if np.prod(a) * np.prod(b) <= 64 else None
+
+
+def array_split_params(draw, shape):
+    if not shape:
+        return None
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    sections = draw(st.integers(1, 3))
+    return {"sections": sections, "axis": axis, "part": draw(st.integers(0, sections - 1))}
+
+
+def pad_mode_params(draw, shape):
+    if not shape or not all(shape):
+        return None
+    widths = tuple((draw(st.integers(0, 3)), draw(st.integers(0, 3))) for _ in shape)
+    return {"pad_width": widths, "mode": draw(st.sampled_from(["edge", "wrap", "reflect", "symmetric"]))}
+
+
+def cross_params(draw, shape):
+    return {} if shape and shape[-1] == 3 else None
+
+
 # --------------------------------------------------------------------------- the registry
 
 U, B = 1, 2
@@ -278,6 +334,22 @@ REGISTRY = {
     "pad": Op(np.pad, params=pad_params),
     "getitem": Op(lambda x, key: x[key], params=index_params),
     "gather": Op(lambda x, key: x[key], params=gather_params),
+    # SPEC 6.3
+    "arccosh": Op(np.arccosh, lambda x: 1 + POS(x)), "sinc": Op(np.sinc), "deg2rad": Op(np.deg2rad),
+    "rad2deg": Op(np.rad2deg, SQUASH), "logaddexp2": Op(np.logaddexp2, arity=B),
+    "nan_to_num": Op(np.nan_to_num),  # (finite here; a computed inf's own gradient would be NaN, as in JAX)
+    "select": Op(lambda a, b: np.select([a > b, a < -0.5], [a * b, b], default=0.5), arity=B),
+    "cumsum": Op(np.cumsum, params=along_params), "cumprod": Op(np.cumprod, NEAR1, params=along_params),
+    "sort": Op(np.sort, SPREAD, params=along_params), "diff": Op(np.diff, params=diff_params),
+    "roll": Op(np.roll, params=roll_params), "rot90": Op(np.rot90, params=rot90_params),
+    "triu": Op(np.triu, params=triangle_params), "tril": Op(np.tril, params=triangle_params),
+    "diag": Op(np.diag, params=diag_params), "kron": Op(np.kron, arity=B, params=kron_params),
+    "cross": Op(lambda x: np.cross(x, np.flip(x, -1) + 1.0), params=cross_params),
+    "append": Op(lambda x, axis: np.append(x, np.sin(x), axis=axis),
+                 params=lambda draw, s: along_params(draw, s) if s else None),
+    "array_split": Op(lambda x, sections, axis, part: np.array_split(x, sections, axis=axis)[part],
+                      params=array_split_params),
+    "pad_mode": Op(np.pad, params=pad_mode_params),
 }
 # Intentionally not in the registry:
 # - comparisons, logical ops, argmax/argmin on their own: their outputs are bool/int, so they appear

@@ -122,7 +122,8 @@ def test_a_mean_divides_in_its_reduction_kernel():
     the pass when the tail does not feed it (the mean of x beside the mean of x * x)."""
     program = jg.jit(lambda x: (np.mean(x * x), np.std(x) > 1), device="numpy").lower(np.ones((4, 3))).program
     assert [repr(k.steps) for k in plan(program)] == ["[phase[reduce_sum, reduce_sum], row[div, div]]",
-                                                      "[phase[reduce_sum], row[gt]]"]  # gt of sqrt of div
+                                                      "[phase[reduce_sum], row[div, eq, gt]]"]
+    # (std's tail: the variance's div and its zero test, eq, for the gradient's sake; gt of the sqrt)
     x = rng.standard_normal((40, 30)).astype(np.float32)
     f = jg.jit(lambda x: (np.mean(x * x), np.std(x) > 1, np.max(x) - np.min(x)), device="cpu")
     for got, want in zip(f(x), (np.mean(x * x), np.std(x) > 1, np.ptp(x))):

@@ -15,10 +15,11 @@ COMPUTED = set(ops.ALL) - set(ops.LEAVES)  # every op but the program's inputs a
 
 
 def test_the_groups_partition_the_primitive_set():
-    groups = [ops.ELEMENTWISE, ops.REDUCE, ops.ARGREDUCE, ops.VIEWS, ops.LAYOUT, ("matmul",), ops.INDEXED, ops.LEAVES]
+    groups = [ops.ELEMENTWISE, ops.REDUCE, ops.ARGREDUCE, ops.ALONG_AXIS, ops.VIEWS, ops.LAYOUT, ("matmul",),
+              ops.INDEXED, ops.LEAVES]
     flat = [op for group in groups for op in group]
     assert len(flat) == len(set(flat)) and set(flat) == set(ops.ALL)
-    assert set(ops.LIBRARY) == {"matmul", *ops.INDEXED, *ops.LAYOUT, *ops.ARGREDUCE}
+    assert set(ops.LIBRARY) == {"matmul", *ops.INDEXED, *ops.LAYOUT, *ops.ARGREDUCE, *ops.ALONG_AXIS}
 
 
 def test_every_op_has_a_shape_rule():
@@ -37,6 +38,11 @@ def test_every_computed_op_has_a_gradient_rule_or_none_by_design():
 def test_the_cpu_backend_has_scalar_code_for_every_elementwise_op_and_view():
     assert set(scalar_ops.EXPR) | {"cast"} == set(ops.ELEMENTWISE)  # cast: scalar_ops.expression itself
     assert set(scalar_ops.VIEW_INDEX) == set(ops.VIEWS)
+
+
+def test_the_cuda_backend_has_a_kernel_for_every_library_op():
+    backend = pytest.importorskip("jitgrad.codegen.numba_cuda.backend")
+    assert set(backend._LibraryKernel.MAKERS) | {"matmul"} == set(ops.LIBRARY)
 
 
 def test_the_cuda_backend_overrides_only_elementwise_ops():

@@ -12,6 +12,7 @@ EXPR = {
     "sqrt": "math.sqrt({0})", "cbrt": "np.cbrt({0})", "sin": "math.sin({0})", "cos": "math.cos({0})",
     "tan": "math.tan({0})", "asin": "math.asin({0})", "acos": "math.acos({0})", "atan": "math.atan({0})",
     "sinh": "math.sinh({0})", "cosh": "math.cosh({0})", "tanh": "math.tanh({0})", "asinh": "math.asinh({0})",
+    "acosh": "math.acosh({0})",
     "atanh": "math.atanh({0})", "erf": "math.erf({0})", "floor": "np.floor({0})", "ceil": "np.ceil({0})",
     "round": "np.rint({0})",
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "pow": "{0} ** {1}",

@@ -7,8 +7,10 @@ indices) and then calls ``bind`` with operands that already agree. The same func
 ``jitgrad.numpy`` namespace; on plain arrays they run eagerly through the reference backend.
 """
 import builtins
+import itertools
 import math
 import numbers
+import operator
 import string
 
 import numpy as np
@@ -38,6 +40,7 @@ def _weak_sample(x):
 
 def result_type(*xs):
     """NumPy 2 promotion: strong dtypes decide; Python scalars only raise the kind."""
+    xs = [_from_sequence(x) for x in xs]
     for x in xs:
         if isinstance(x, (str, bytes)) or (isinstance(x, np.ndarray) and x.dtype.kind in "OUSV"):
             raise TypeError(f"unsupported operand {x!r}: jitgrad computes on numeric arrays only")
@@ -49,23 +52,72 @@ def result_type(*xs):
 
 
 def cast(x, dtype):
-    dtype = np.dtype(dtype)
+    dtype, x = np.dtype(dtype), _from_sequence(x)
     if isinstance(x, Tracer):
         return x if x.dtype == dtype else bind("cast", x, dtype=dtype)
     return np.asarray(x, dtype=dtype)
 
 
+def _holds_tracer(x):
+    return isinstance(x, Tracer) or (isinstance(x, (list, tuple)) and builtins.any(map(_holds_tracer, x)))
+
+
+def _from_sequence(x):
+    """A (nested) list or tuple as an array, as NumPy reads one; one that holds traced values is
+    stacked (``np.array([a, b])`` is ``np.stack([a, b])``), Python numbers in it taking the
+    dtype of the traced values (weak, as in JAX). Anything else is returned as it is."""
+    if not isinstance(x, (list, tuple)):
+        return x
+    if not _holds_tracer(x):
+        try:
+            return np.asarray(x)
+        except ValueError as exc:  # ragged
+            raise ShapeError(f"cannot make an array of {type(x).__name__} {_shapes_of(x)}: {exc} "
+                             f"(at {user_frame()})") from None
+    items = [_from_sequence(e) for e in x]
+    shapes = [np.shape(e) for e in items]
+    if any(s != shapes[0] for s in shapes):
+        raise ShapeError(f"array: the elements of a list must have one shape, got {_shapes_of(items)} "
+                         f"(at {user_frame()})")
+    dtype = result_type(*items)
+    return stack([cast(e, dtype) if isinstance(e, Tracer) else np.asarray(e, dtype) for e in items])
+
+
+def _shapes_of(items):
+    return "[" + ", ".join(str(np.shape(e)) if not isinstance(e, (list, tuple)) else "list" for e in items) + "]"
+
+
 def _arrays(*xs):
     """Tracers stay; other values become arrays, and constants of the innermost trace if any."""
+    xs = [_from_sequence(x) for x in xs]
     trace = innermost_trace(xs)
     if trace is None:
         return [np.asarray(x) for x in xs]
     return [x if isinstance(x, Tracer) else trace.const(np.asarray(x)) for x in xs]
 
 
-def asarray(x, dtype=None):
-    x = _arrays(x)[0] if not isinstance(x, Tracer) else x
+def asarray(a, dtype=None, order=None, *, device=None, copy=None, like=None):
+    """``np.asarray``, taking traced values and (nested) lists of them, which are stacked.
+
+    >>> jnp.asarray([np.zeros(2), np.ones(2)])
+    array([[0., 0.],
+           [1., 1.]])
+    """
+    x = _arrays(a)[0] if not isinstance(a, Tracer) else a
     return x if dtype is None else cast(x, dtype)
+
+
+def array(object, dtype=None, *, copy=True, order="K", subok=True, ndmin=0, like=None):  # noqa: A002 (NumPy's)
+    """``np.array`` for traced code: traced values and (nested) lists of them, which are stacked
+    (``jnp.array([[a, 1.0], [b, c]])`` with ``a, b, c`` traced scalars is a 2x2 array).
+    NumPy's own ``np.array`` cannot return a traced value: use this, or ``np.stack``.
+
+    >>> jg.jit(lambda a, b: jnp.array([[a, 1.0], [b, a]]))(2.0, 3.0)
+    array([[2., 1.],
+           [3., 2.]])
+    """
+    x = asarray(object, dtype)
+    return reshape(x, (1,) * (ndmin - x.ndim) + x.shape) if ndmin > x.ndim else x
 
 
 def _weakened(out, weak):
@@ -75,6 +127,7 @@ def _weakened(out, weak):
 
 
 def _promote(xs, floats=False):
+    xs = [_from_sequence(x) for x in xs]
     dtype = result_type(*xs)
     if floats and not is_float(dtype):
         dtype = np.dtype(np.float64)
@@ -136,7 +189,7 @@ exp, expm1, log, log1p = _unary("exp", "exp"), _unary("expm1", "expm1"), _unary(
 sqrt, cbrt, sin, cos, tan = (_unary(p, p) for p in ("sqrt", "cbrt", "sin", "cos", "tan"))
 arcsin, arccos, arctan = _unary("asin", "arcsin"), _unary("acos", "arccos"), _unary("atan", "arctan")
 sinh, cosh, tanh = _unary("sinh", "sinh"), _unary("cosh", "cosh"), _unary("tanh", "tanh")
-arcsinh, arctanh = _unary("asinh", "arcsinh"), _unary("atanh", "arctanh")
+arcsinh, arccosh, arctanh = _unary("asinh", "arcsinh"), _unary("acosh", "arccosh"), _unary("atanh", "arctanh")
 floor, ceil, rint = _unary("floor", "floor"), _unary("ceil", "ceil"), _unary("round", "rint")
 erf = _unary("erf", "erf")
 negative, absolute, sign = (_unary(p, n, floats=False)
@@ -282,9 +335,75 @@ def fmin(a, b):
 
 
 def logaddexp(a, b):
-    amax = maximum(a, b)
+    """``log(exp(a) + exp(b))`` as ``max + log1p(exp(-|a - b|))``, with the max and the sign of
+    ``a - b`` chosen by one comparison: at ``a == b`` both pick ``a``'s side, whose formula is exact
+    for all ``a, b``, so every derivative is smooth there (a tie-split ``maximum`` and ``abs``
+    would make the second derivative 0 instead of 0.25). Infinities of one sign add, as in NumPy."""
+    a, b = _arrays(*_promote((a, b), floats=True)[0])
+    a_side = greater_equal(a, b)
     delta = subtract(a, b)
-    return where(isnan(delta), add(a, b), add(amax, log1p(exp(negative(absolute(delta))))))
+    smooth = add(where(a_side, a, b), log1p(exp(where(a_side, negative(delta), delta))))
+    return where(isnan(delta), add(a, b), smooth)
+
+
+def logaddexp2(a, b):
+    """``log2(2**a + 2**b)``, by ``logaddexp`` in natural units."""
+    a, b = _arrays(*_promote((a, b), floats=True)[0])
+    return multiply(logaddexp(multiply(a, math.log(2)), multiply(b, math.log(2))), 1 / math.log(2))
+
+
+def _scaled(name, factor):
+    def fn(x):
+        return multiply(_promote((x,), floats=True)[0][0], factor)
+    fn.__name__ = name
+    return fn
+
+
+deg2rad = radians = _scaled("deg2rad", math.pi / 180)
+rad2deg = degrees = _scaled("rad2deg", 180 / math.pi)
+
+
+def sinc(x):
+    """``sin(pi x) / (pi x)``, 1 at 0. Near 0 its Taylor polynomial, so every derivative there is
+    right too (NumPy's own substitute of 1e-20 for 0 would give a second derivative of 0)."""
+    x = _promote((x,), floats=True)[0][0]
+    y = multiply(x, math.pi)
+    near = less(absolute(y), 1e-3)  # the next Taylor term, y**6 / 5040, is below 1e-21 there
+    y2 = square(y)
+    series = add(1.0, multiply(y2, add(-1 / 6, multiply(y2, 1 / 120))))
+    safe = where(near, ones_like(y), y)  # keeps the unselected branch's 0/0 out of the gradient
+    return where(near, series, divide(sin(safe), safe))
+
+
+def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
+    """NaN becomes ``nan``, infinities ``posinf``/``neginf`` (default: the dtype's largest finite
+    values); integer and bool arrays are returned as they are."""
+    x = asarray(x)
+    if not is_float(x.dtype):
+        return x
+    info = np.finfo(x.dtype)
+    big = full_like(x, info.max if posinf is None else posinf)
+    small = full_like(x, info.min if neginf is None else neginf)
+    x = where(isnan(x), full_like(x, nan), x)
+    return where(equal(x, np.inf), big, where(equal(x, -np.inf), small, x))
+
+
+def select(condlist, choicelist, default=0):
+    """The first choice whose condition holds, element by element, else ``default``."""
+    if len(condlist) != len(choicelist):
+        raise ShapeError(f"select: list of cases must be same length as list of conditions (at {user_frame()})")
+    if not condlist:
+        raise ShapeError(f"select: select with an empty condition list is not possible (at {user_frame()})")
+    conds = [asarray(c) for c in condlist]
+    for i, c in enumerate(conds):
+        if c.dtype != np.bool_:
+            raise TraceError(f"select: invalid entry {i} in condlist: should be boolean ndarray, got {c.dtype} "
+                             f"(at {user_frame()})")
+    choices, _ = _promote(list(choicelist) + [default])
+    out = choices[-1]
+    for cond, choice in zip(reversed(conds), reversed(choices[:-1])):
+        out = where(cond, choice, out)
+    return out
 
 
 def where(condition, x=None, y=None):
@@ -326,6 +445,13 @@ def normalize_axes(axis, ndim, name):
     return tuple(out)
 
 
+def axis_index(axis, ndim, name):
+    """One axis in ``[0, ndim)`` from an integer in ``[-ndim, ndim)``, as NumPy's ``normalize_axis_index``."""
+    if not isinstance(axis, numbers.Integral):
+        raise TraceError(f"{name}: axis must be an integer, got {axis!r} (at {user_frame()})")
+    return normalize_axes(axis, ndim, name)[0]
+
+
 def _keep(x, out, axes, keepdims):
     if not keepdims:
         return out
@@ -353,6 +479,11 @@ sum = _reduction("reduce_sum", "sum")  # noqa: A001
 prod = _reduction("reduce_prod", "prod")
 amax = max = _reduction("reduce_max", "max")  # noqa: A001
 amin = min = _reduction("reduce_min", "min")  # noqa: A001
+
+
+def ptp(a, axis=None, out=None, keepdims=False):
+    """Peak to peak: ``max - min`` along ``axis``."""
+    return subtract(max(a, axis=axis, out=out, keepdims=keepdims), min(a, axis=axis, keepdims=keepdims))
 
 
 def _count(x, axes):
@@ -385,7 +516,17 @@ def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
 
 
 def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False):
-    return sqrt(var(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims))
+    """``sqrt(var)``, with gradient 0 where the deviation is 0 (a single element, or equal ones):
+    there std is constant (one element) or has a kink whose subgradient 0 is the one ``abs`` takes.
+    JAX and PyTorch give NaN there (``0.5 / sqrt(0) * 0``); docs/ARCHITECTURE.md ("Gradient
+    conventions") says why jitgrad does not.
+
+    >>> jg.grad(np.std)(np.array([3.0]))
+    array([0.])
+    """
+    v = var(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims)
+    zero = equal(v, 0)  # the inner where keeps the unselected sqrt's infinite slope out of the gradient
+    return where(zero, zeros_like(v), sqrt(where(zero, ones_like(v), v)))
 
 
 def _argreduce(prim):
@@ -395,13 +536,109 @@ def _argreduce(prim):
         if axis is None:
             res = bind(prim, ravel(x), axis=0)
             return reshape(res, (1,) * x.ndim) if keepdims else res
-        (ax,) = normalize_axes(axis, x.ndim, prim)
+        ax = axis_index(axis, x.ndim, prim)
         return _keep(x, bind(prim, x, axis=ax), (ax,), keepdims)
     fn.__name__ = prim
     return fn
 
 
 argmax, argmin = _argreduce("argmax"), _argreduce("argmin")
+
+
+# --------------------------------------------------------------------------- scans and sorting
+
+def _along(name, a, axis):
+    """The operand and its axis, the flattened array for ``axis=None`` as in NumPy."""
+    x = asarray(a)
+    if axis is None:
+        return ravel(x), 0
+    if x.ndim == 0:
+        _shape_error(name, f"axis {axis} is out of bounds for array of dimension 0", x.shape)
+    return x, axis_index(axis, x.ndim, name)
+
+
+def _accumulated_dtype(x, dtype):
+    if dtype is not None:
+        return np.dtype(dtype)
+    return np.dtype(np.uint64 if x.dtype.kind == "u" else np.int64) if x.dtype.kind in "biu" else x.dtype
+
+
+def cumsum(a, axis=None, dtype=None, out=None):
+    """Running sums along ``axis`` (of the flattened array when None); integers and bools
+    accumulate in 64 bits, as in NumPy. One primitive, whose gradient is the reversed cumsum."""
+    _no_out(out, "cumsum")
+    x, ax = _along("cumsum", a, axis)
+    x = cast(x, _accumulated_dtype(x, dtype))
+    return bind("cumsum", x, axis=ax) if x.shape[ax] > 1 else x
+
+
+def cumprod(a, axis=None, dtype=None, out=None):
+    """Running products along ``axis``, by doubling (``log2(n)`` shifted multiplies, each step
+    multiplying in the product of the block before): no division, so zeros are exact and the
+    gradient comes from the multiplies' rules."""
+    _no_out(out, "cumprod")
+    x, ax = _along("cumprod", a, axis)
+    x = cast(x, _accumulated_dtype(x, dtype))
+    n, shift = x.shape[ax], 1
+    while shift < n:
+        lo = tuple(shift if i == ax else 0 for i in range(x.ndim))
+        before = bind("pad", _take_range(x, ax, 0, n - shift), lo=lo, hi=(0,) * x.ndim, interior=(0,) * x.ndim,
+                      value=x.dtype.type(1).item())
+        x, shift = multiply(x, before), 2 * shift
+    return x
+
+
+def _sort_args(name, kind, order):
+    if order is not None:
+        raise TraceError(f"{name}: order= sorts structured arrays, which traced arrays are not (at {user_frame()})")
+
+
+def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """Indices that sort ``a`` along ``axis``; always stable (equal elements keep their order, on
+    every device), NaN last, as NumPy's stable sort. No gradient (integers)."""
+    _sort_args("argsort", kind, order)
+    x, ax = _along("argsort", a, axis)
+    return bind("argsort", x, axis=ax)
+
+
+def sort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """``a`` sorted along ``axis``: a gather at ``argsort``'s indices, so its gradient is a
+    scatter-add to where each element came from.
+
+    >>> jg.grad(lambda x: np.sort(x)[-1])(np.array([3.0, 1.0, 2.0]))
+    array([1., 0., 0.])
+    """
+    _sort_args("sort", kind, order)
+    x, ax = _along("sort", a, axis)
+    if x.shape[ax] < 2:
+        return x
+    # one gather over every axis; argsort's indices need none of take_along_axis's range checks
+    grids = _arrays(*np.ix_(*[np.arange(d) for d in x.shape]))
+    order = bind("argsort", x, axis=ax)
+    return bind("gather", x, *[order if i == ax else broadcast_to(g, x.shape) for i, g in enumerate(grids)])
+
+
+def take_along_axis(arr, indices, axis=-1):
+    """``out[..., i, ...] = arr[..., indices[..., i, ...], ...]`` along ``axis`` (None: of the
+    flattened ``arr``); the other axes of ``indices`` broadcast against ``arr``'s."""
+    x, idx = asarray(arr), asarray(indices)
+    if axis is None:
+        x, axis = ravel(x), 0
+    if idx.ndim != x.ndim:
+        _shape_error("take_along_axis", "indices and arr must have the same number of dimensions",
+                     x.shape, idx.shape)
+    ax = axis_index(axis, x.ndim, "take_along_axis")
+    shape = broadcast_shapes("take_along_axis", x.shape[:ax] + (1,) + x.shape[ax + 1:],
+                             idx.shape[:ax] + (1,) + idx.shape[ax + 1:])
+    grids = np.ix_(*[np.arange(d) for d in shape]) if shape else ()
+    key = tuple(idx if i == ax else grid for i, grid in enumerate(grids))
+    x = broadcast_to(x, shape[:ax] + (x.shape[ax],) + shape[ax + 1:], "take_along_axis")
+    return getitem(x, key)
+
+
+def _sort_method(self, *args, **kwargs):
+    raise TraceError(f"x.sort() sorts in place, which traced arrays cannot do (at {user_frame()}); "
+                     "use x = np.sort(x)")
 
 
 # --------------------------------------------------------------------------- shapes
@@ -438,7 +675,7 @@ def transpose(a, axes=None):
 
 def swapaxes(a, axis1, axis2):
     x = asarray(a)
-    (i,), (j,) = normalize_axes(axis1, x.ndim, "swapaxes"), normalize_axes(axis2, x.ndim, "swapaxes")
+    i, j = axis_index(axis1, x.ndim, "swapaxes"), axis_index(axis2, x.ndim, "swapaxes")
     perm = list(range(x.ndim))
     perm[i], perm[j] = perm[j], perm[i]
     return transpose(x, perm)
@@ -474,67 +711,140 @@ def squeeze(a, axis=None):
     return reshape(x, tuple(d for i, d in enumerate(x.shape) if i not in axes))
 
 
-def atleast_1d(x):
-    x = asarray(x)
-    return reshape(x, (1,)) if x.ndim == 0 else x
+def _atleast(arys, ndim, place):
+    out = []
+    for a in arys:
+        x = asarray(a)
+        out.append(reshape(x, place(x.shape)) if x.ndim < ndim else x)
+    return out[0] if len(out) == 1 else tuple(out)
 
 
-def atleast_2d(x):
-    x = asarray(x)
-    return reshape(x, (1,) * (2 - x.ndim) + x.shape) if x.ndim < 2 else x
+def atleast_1d(*arys):
+    return _atleast(arys, 1, lambda shape: (1,))
 
 
-def concatenate(arrays, axis=0, out=None, dtype=None):
+def atleast_2d(*arys):
+    return _atleast(arys, 2, lambda shape: (1,) * (2 - len(shape)) + shape)
+
+
+def atleast_3d(*arys):
+    """As NumPy: a 1-D ``(n,)`` becomes ``(1, n, 1)``, a 2-D ``(m, n)`` becomes ``(m, n, 1)``."""
+    return _atleast(arys, 3, lambda shape: (1, 1, 1) if not shape else (1,) + shape + (1,) if len(shape) == 1
+                    else shape + (1,))
+
+
+def _cast_all(name, arrays, dtype, casting):
+    """The arrays in one dtype: ``dtype``, checked against NumPy's ``casting`` rule, else promoted."""
+    arrays = [_from_sequence(a) for a in arrays]
+    if dtype is None:
+        dtype = result_type(*arrays)
+    else:
+        dtype = np.dtype(dtype)
+        for a in arrays:
+            if not np.can_cast(result_type(a), dtype, casting):
+                raise TraceError(f"{name}: cannot cast array data from {result_type(a)} to {dtype} according to the "
+                                 f"rule {casting!r} (at {user_frame()})")
+    return _arrays(*[cast(a, dtype) for a in arrays])
+
+
+def concatenate(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
     _no_out(out, "concatenate")
+    return _concatenate("concatenate", arrays, axis, dtype, casting)
+
+
+def _concatenate(name, arrays, axis, dtype=None, casting="same_kind"):
+    """``concatenate`` for ``name``, one of the functions built on it (its errors name that one)."""
     arrays = list(arrays)
     if not arrays:
-        raise ValueError("need at least one array to concatenate")
+        raise ShapeError(f"{name}: need at least one array to concatenate (at {user_frame()})")
     if axis is None:
         arrays, axis = [ravel(a) for a in arrays], 0
-    dtype = np.dtype(dtype) if dtype is not None else result_type(*arrays)
-    xs = _arrays(*[cast(a, dtype) for a in arrays])
+    xs = _cast_all(name, arrays, dtype, casting)
     if any(x.ndim == 0 for x in xs):
-        _shape_error("concatenate", "zero-dimensional arrays cannot be concatenated", *[x.shape for x in xs])
+        _shape_error(name, "zero-dimensional arrays cannot be concatenated", *[x.shape for x in xs])
     if any(x.ndim != xs[0].ndim for x in xs):
-        _shape_error("concatenate", "all the input arrays must have the same number of dimensions",
-                     *[x.shape for x in xs])
-    (ax,) = normalize_axes(axis, xs[0].ndim, "concatenate")
+        _shape_error(name, "all the input arrays must have the same number of dimensions", *[x.shape for x in xs])
+    ax = axis_index(axis, xs[0].ndim, name)
     if any(x.shape[:ax] + x.shape[ax + 1:] != xs[0].shape[:ax] + xs[0].shape[ax + 1:] for x in xs):
-        _shape_error("concatenate", f"all input dimensions except axis {ax} must match", *[x.shape for x in xs])
+        _shape_error(name, f"all input dimensions except axis {ax} must match", *[x.shape for x in xs])
     return xs[0] if len(xs) == 1 else bind("concat", *xs, axis=ax)
 
 
-def stack(arrays, axis=0, out=None, dtype=None):
+def stack(arrays, axis=0, out=None, *, dtype=None, casting="same_kind"):
+    _no_out(out, "stack")
     arrays = [asarray(a) for a in arrays]
+    if not arrays:
+        raise ShapeError(f"stack: need at least one array to stack (at {user_frame()})")
     if any(a.shape != arrays[0].shape for a in arrays):
         _shape_error("stack", "all input arrays must have the same shape", *[a.shape for a in arrays])
-    (ax,) = normalize_axes(axis, arrays[0].ndim + 1, "stack")
-    return concatenate([expand_dims(a, ax) for a in arrays], axis=ax, out=out, dtype=dtype)
+    ax = axis_index(axis, arrays[0].ndim + 1, "stack")
+    return _concatenate("stack", [expand_dims(a, ax) for a in arrays], ax, dtype, casting)
 
 
-def hstack(tup, dtype=None):
+def hstack(tup, *, dtype=None, casting="same_kind"):
     arrays = [atleast_1d(a) for a in tup]
-    return concatenate(arrays, axis=0 if arrays[0].ndim == 1 else 1, dtype=dtype)
+    return _concatenate("hstack", arrays, 0 if arrays and arrays[0].ndim == 1 else 1, dtype, casting)
 
 
-def vstack(tup, dtype=None):
-    return concatenate([atleast_2d(a) for a in tup], axis=0, dtype=dtype)
+def vstack(tup, *, dtype=None, casting="same_kind"):
+    return _concatenate("vstack", [atleast_2d(a) for a in tup], 0, dtype, casting)
+
+
+row_stack = vstack  # NumPy 2's deprecated alias (it calls np.vstack with dtype and casting)
+
+
+def dstack(tup):
+    return _concatenate("dstack", [atleast_3d(a) for a in tup], 2)
+
+
+def column_stack(tup):
+    """1-D (and 0-d) arrays become columns; 2-D ones are stacked as they are."""
+    arrays = [asarray(a) for a in tup]
+    return _concatenate("column_stack", [reshape(a, (-1, 1)) if a.ndim < 2 else a for a in arrays], 1)
+
+
+def array_split(ary, indices_or_sections, axis=0):
+    """``np.array_split``: ``n`` sections of an axis of length ``l`` are ``l % n`` of ``l // n + 1``
+    elements, then ``l // n`` each; or the pieces between sorted ``indices``."""
+    return _split("array_split", ary, indices_or_sections, axis, equal=False)
 
 
 def split(ary, indices_or_sections, axis=0):
+    return _split("split", ary, indices_or_sections, axis, equal=True)
+
+
+def _split(name, ary, indices_or_sections, axis, equal):
     x = asarray(ary)
-    (ax,) = normalize_axes(axis, x.ndim, "split")
+    ax = axis_index(axis, x.ndim, name)
     n = x.shape[ax]
+    if isinstance(indices_or_sections, Tracer):
+        raise TraceError(f"{name}: traced split points give data-dependent shapes (at {user_frame()})")
     if isinstance(indices_or_sections, numbers.Integral):
-        if indices_or_sections <= 0 or n % indices_or_sections:
-            _shape_error("split", f"array split does not result in an equal division ({n} into "
-                         f"{indices_or_sections})", x.shape)
-        step = n // indices_or_sections
-        bounds = list(range(0, n + 1, step))
+        sections = int(indices_or_sections)
+        if sections <= 0:
+            _shape_error(name, f"number sections must be larger than 0, got {sections}", x.shape)
+        if equal and n % sections:
+            _shape_error(name, f"array split does not result in an equal division ({n} into {sections})", x.shape)
+        each, extra = divmod(n, sections)
+        bounds = [0] + list(itertools.accumulate([each + 1] * extra + [each] * (sections - extra)))
     else:
         cuts = [builtins.min(builtins.max(int(i) + (n if i < 0 else 0), 0), n) for i in indices_or_sections]
         bounds = [0] + cuts + [n]
     return [_take_range(x, ax, lo, builtins.max(lo, hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+def _split_along(name, axis, min_ndim):
+    def fn(ary, indices_or_sections):
+        x = asarray(ary)
+        if x.ndim < min_ndim:
+            _shape_error(name, f"{name} only works on arrays of {min_ndim} or more dimensions", x.shape)
+        return split(x, indices_or_sections, axis=axis if x.ndim > 1 or axis != 1 else 0)
+    fn.__name__ = name
+    return fn
+
+
+hsplit = _split_along("hsplit", 1, 1)  # 1-D arrays split along axis 0, as in NumPy
+vsplit, dsplit = _split_along("vsplit", 0, 2), _split_along("dsplit", 2, 3)
 
 
 def _take_range(x, axis, lo, hi, step=1):
@@ -561,7 +871,7 @@ def repeat(a, repeats, axis=None):
     x = asarray(a)
     if axis is None:
         x, axis = ravel(x), 0
-    (ax,) = normalize_axes(axis, x.ndim, "repeat")
+    ax = axis_index(axis, x.ndim, "repeat")
     if isinstance(repeats, numbers.Integral):
         x = expand_dims(x, ax + 1)
         shape = x.shape[:ax + 1] + (int(repeats),) + x.shape[ax + 2:]
@@ -578,16 +888,191 @@ def flip(m, axis=None):
     return bind("rev", x, axes=normalize_axes(axis, x.ndim, "flip"))
 
 
-def pad(array, pad_width, mode="constant", constant_values=0):
+def flipud(m):
+    x = asarray(m)
+    if x.ndim < 1:
+        _shape_error("flipud", "Input must be >= 1-d", x.shape)
+    return flip(x, 0)
+
+
+def fliplr(m):
+    x = asarray(m)
+    if x.ndim < 2:
+        _shape_error("fliplr", "Input must be >= 2-d", x.shape)
+    return flip(x, 1)
+
+
+def rot90(m, k=1, axes=(0, 1)):
+    """Rotation by 90 degrees ``k`` times from the first axis of ``axes`` towards the second."""
+    x = asarray(m)
+    if len(axes) != 2:
+        _shape_error("rot90", f"len(axes) must be 2, got axes={tuple(axes)}", x.shape)
+    i, j = normalize_axes(tuple(axes), x.ndim, "rot90")
+    k = operator.index(k) % 4
+    if k == 0:
+        return x
+    if k == 2:
+        return flip(x, (i, j))
+    perm = list(range(x.ndim))
+    perm[i], perm[j] = perm[j], perm[i]
+    return transpose(flip(x, j), perm) if k == 1 else flip(transpose(x, perm), j)
+
+
+def roll(a, shift, axis=None):
+    """Elements shifted along ``axis`` (the flattened array when None), wrapping around; ``shift``
+    and ``axis`` may be tuples, broadcast against each other."""
+    x = asarray(a)
+    if isinstance(shift, Tracer):
+        raise TraceError(f"roll: a traced shift is not supported (at {user_frame()}); pass it as a Python int")
+    if axis is None:
+        return reshape(roll(ravel(x), shift, 0), x.shape)
+    shifts, axes = np.broadcast_arrays(np.asarray(shift), np.asarray(axis))
+    total = {}
+    for sh, ax in zip(shifts.ravel(), axes.ravel()):
+        ax = axis_index(int(ax), x.ndim, "roll")
+        total[ax] = total.get(ax, 0) + int(sh)
+    for ax, sh in total.items():
+        n = x.shape[ax]
+        if n and sh % n:
+            cut = n - sh % n
+            x = concatenate([_take_range(x, ax, cut, n), _take_range(x, ax, 0, cut)], axis=ax)
+    return x
+
+
+def append(arr, values, axis=None):
+    if axis is None:
+        return concatenate([ravel(arr), ravel(values)], axis=0)
+    return concatenate([arr, values], axis=axis)
+
+
+def diag(v, k=0):
+    """The ``k``-th diagonal of a 2-D array, or a 2-D array with 1-D ``v`` on its ``k``-th diagonal."""
+    x = asarray(v)
+    if x.ndim == 2:
+        return diagonal(x, k)
+    if x.ndim != 1:
+        _shape_error("diag", "Input must be 1- or 2-d.", x.shape)
+    n = x.shape[0]
+    square = where(np.eye(n, dtype=bool), broadcast_to(reshape(x, (n, 1)), (n, n)), zeros_like(x, shape=(n, n)))
+    k = operator.index(k)
+    return pad(square, ((0, k), (k, 0)) if k >= 0 else ((-k, 0), (0, -k)))
+
+
+def _triangle(name, lower):
+    def fn(m, k=0):
+        x = asarray(m)
+        if x.ndim < 1:
+            _shape_error(name, "input array must be at least 1-d", x.shape)
+        rows, cols = x.shape[-2:] if x.ndim > 1 else x.shape * 2
+        below = np.tri(rows, cols, k=k if lower else k - 1, dtype=bool)
+        return where(below if lower else ~below, x, zeros_like(x, shape=()))
+    fn.__name__ = name
+    return fn
+
+
+tril, triu = _triangle("tril", lower=True), _triangle("triu", lower=False)
+
+
+def kron(a, b):
+    """The Kronecker product: ``out[i*nb + j] = a[i] * b[j]`` on every axis (ranks aligned first)."""
+    (a, b), _ = _promote((a, b))
+    nd = builtins.max(a.ndim, b.ndim)
+    sa, sb = (1,) * (nd - a.ndim) + a.shape, (1,) * (nd - b.ndim) + b.shape
+    outer = multiply(reshape(a, tuple(v for d in sa for v in (d, 1))), reshape(b, tuple(v for d in sb for v in (1, d))))
+    return reshape(outer, tuple(p * q for p, q in zip(sa, sb)))
+
+
+def diff(a, n=1, axis=-1, prepend=np._NoValue, append=np._NoValue):
+    """``n``-th differences along ``axis``, after ``prepend`` and ``append`` (numbers are broadcast
+    over the other axes); bools differ by ``!=``, as in NumPy."""
+    x = asarray(a)
+    if n < 0:
+        _shape_error("diff", f"order must be non-negative but got {n}", x.shape)
+    if x.ndim == 0:
+        _shape_error("diff", "diff requires input that is at least one dimensional", x.shape)
+    ax = axis_index(axis, x.ndim, "diff")
+    def side(extra):
+        if extra is np._NoValue:
+            return []
+        extra = asarray(extra)
+        return [broadcast_to(extra, x.shape[:ax] + (1,) + x.shape[ax + 1:]) if extra.ndim == 0 else extra]
+
+    parts = side(prepend) + [x] + side(append)
+    x = concatenate(parts, axis=ax) if len(parts) > 1 else x
+    step = not_equal if x.dtype == np.bool_ else subtract
+    for _ in range(n):
+        length = x.shape[ax]
+        later, earlier = _take_range(x, ax, builtins.min(1, length), length), _take_range(x, ax, 0, length - 1)
+        x = step(later, earlier)
+    return x
+
+
+def _pairs(name, values, ndim, integral):
+    """NumPy's ``pad`` argument forms as one (before, after) pair per axis: a scalar, ``(n,)``,
+    ``(before, after)``, ``((before, after),)`` or one pair per axis."""
+    if isinstance(values, Tracer) or _holds_tracer(values):
+        raise TraceError(f"pad: {name} must be Python numbers, not traced values (at {user_frame()}); pad with "
+                         "0 and use np.where to place traced values")
+    arr = np.asarray(values)
+    if integral and arr.dtype.kind not in "iu" and arr.size:
+        raise TraceError(f"pad: `{name}` must be of integral type, got {arr.dtype} (at {user_frame()})")
+    if arr.dtype.kind not in "biuf":
+        raise TraceError(f"pad: `{name}` must be numbers, got {arr.dtype} (at {user_frame()})")
+    if arr.size == 1 or arr.shape == (2,):
+        arr = arr.reshape(-1)[None, :]  # one value or one pair for every axis
+    try:
+        return np.broadcast_to(arr, (ndim, 2))
+    except ValueError:
+        _shape_error("pad", f"{name} of shape {arr.shape} does not fit an array of rank {ndim}; give a number, a "
+                     "(before, after) pair or one pair per axis", arr.shape)
+
+
+# Modes whose padding repeats elements of the array: NumPy's own pad of an index range says which.
+_INDEX_MODES = ("edge", "wrap", "reflect", "symmetric")
+
+
+def pad(array, pad_width, mode="constant", **kwargs):
+    """``np.pad`` in modes ``constant`` (``constant_values``: a number, a pair, or a pair per axis)
+    and ``edge``, ``wrap``, ``reflect``, ``symmetric`` (``reflect_type="even"``), with every
+    ``pad_width`` form NumPy takes.
+
+    >>> jnp.pad(np.array([1.0, 2.0]), (1,), "edge")
+    array([1., 1., 2., 2.])
+    """
     x = asarray(array)
-    if mode != "constant":
-        raise TraceError(f"pad: only mode='constant' is supported, got {mode!r} (at {user_frame()})")
-    widths = np.broadcast_to(np.asarray(pad_width, dtype=np.int64).reshape(-1, 2) if np.ndim(pad_width) else
-                             np.asarray([[pad_width, pad_width]]), (x.ndim, 2))
-    if isinstance(constant_values, Tracer) or np.ndim(constant_values):
-        raise TraceError(f"pad: constant_values must be one Python number (at {user_frame()})")
-    return bind("pad", x, lo=tuple(int(w) for w in widths[:, 0]), hi=tuple(int(w) for w in widths[:, 1]),
-                interior=(0,) * x.ndim, value=x.dtype.type(constant_values).item())
+    widths = _pairs("pad_width", pad_width, x.ndim, integral=True)
+    if (widths < 0).any():
+        _shape_error("pad", f"pad_width {np.asarray(pad_width).tolist()} can't contain negative values", x.shape)
+    if mode == "constant":
+        _no_kwargs({k: v for k, v in kwargs.items() if k != "constant_values"}, "pad")
+        return _pad_constant(x, widths, _pairs("constant_values", kwargs.get("constant_values", 0), x.ndim, False))
+    if mode not in _INDEX_MODES:
+        raise TraceError(f"pad: mode {mode!r} is not supported (at {user_frame()}); supported: 'constant', "
+                         f"{', '.join(map(repr, _INDEX_MODES))}")
+    if kwargs.get("reflect_type", "even") != "even" or set(kwargs) - {"reflect_type"}:
+        raise TraceError(f"pad: unsupported arguments {kwargs} for mode {mode!r} (at {user_frame()})")
+    for ax, (lo, hi) in enumerate(widths):
+        if (lo or hi) and x.shape[ax] == 0:
+            _shape_error("pad", f"can't extend empty axis {ax} using modes other than 'constant' or 'empty'", x.shape)
+        if lo or hi:
+            x = take(x, np.pad(np.arange(x.shape[ax]), (int(lo), int(hi)), mode), axis=ax)
+    return x
+
+
+def _pad_constant(x, widths, values):
+    """One ``pad`` primitive when every side pads with one value; else axis by axis and side by
+    side, later axes over the corners, as NumPy fills them."""
+    values = values.astype(x.dtype)
+    if (values == values.flat[0]).all() or (is_float(values.dtype) and np.isnan(values).all()):
+        return bind("pad", x, lo=tuple(int(w) for w in widths[:, 0]), hi=tuple(int(w) for w in widths[:, 1]),
+                    interior=(0,) * x.ndim, value=values.flat[0].item())
+    for ax in range(x.ndim):
+        for side in (0, 1):
+            if widths[ax, side]:
+                lo = tuple(int(widths[ax, 0]) if i == ax and side == 0 else 0 for i in range(x.ndim))
+                hi = tuple(int(widths[ax, 1]) if i == ax and side == 1 else 0 for i in range(x.ndim))
+                x = bind("pad", x, lo=lo, hi=hi, interior=(0,) * x.ndim, value=values[ax, side].item())
+    return x
 
 
 def diagonal(a, offset=0, axis1=0, axis2=1):
@@ -670,13 +1155,41 @@ def tensordot(a, b, axes=2):
     return reshape(matmul(a2, b2), tuple(a.shape[i] for i in free_a) + tuple(b.shape[i] for i in free_b))
 
 
-def einsum(subscripts, *operands, optimize=None, out=None):
-    """Explicit or implicit subscripts, ``...`` allowed; contracted pairwise left to right,
+def cross(a, b, axisa=-1, axisb=-1, axisc=-1, axis=None):
+    """The cross product of 3-vectors (or 2-vectors, whose missing third component is 0) along
+    ``axisa``/``axisb``, the result's vectors along ``axisc``; two 2-vectors give the scalar z."""
+    if axis is not None:
+        axisa = axisb = axisc = axis
+    (a, b), _ = _promote((a, b))
+    a = moveaxis(a, normalize_axes(axisa, a.ndim, "cross"), -1)
+    b = moveaxis(b, normalize_axes(axisb, b.ndim, "cross"), -1)
+    if a.shape[-1] not in (2, 3) or b.shape[-1] not in (2, 3):
+        _shape_error("cross", "incompatible dimensions for cross product (dimension must be 2 or 3)", a.shape, b.shape)
+    u = [getitem(a, (Ellipsis, i)) for i in range(a.shape[-1])] + [None]
+    v = [getitem(b, (Ellipsis, i)) for i in range(b.shape[-1])] + [None]
+    z = subtract(multiply(u[0], v[1]), multiply(u[1], v[0]))
+    if a.shape[-1] == b.shape[-1] == 2:
+        return z
+    x = _cross_term(u[1], v[2], u[2], v[1])
+    y = _cross_term(u[2], v[0], u[0], v[2])
+    out = stack(_broadcast(_arrays(x, y, z), "cross"), axis=-1)
+    return moveaxis(out, -1, axis_index(axisc, out.ndim, "cross"))
+
+
+def _cross_term(p, q, r, s):
+    """``p*q - r*s``, where a missing (None) component is 0 and its products are left out, as NumPy does."""
+    if p is None or q is None:
+        return negative(multiply(r, s))
+    return multiply(p, q) if r is None or s is None else subtract(multiply(p, q), multiply(r, s))
+
+
+def einsum(*operands, out=None, optimize=False, dtype=None, order="K", casting="safe"):
+    """Explicit or implicit subscripts, ``...`` allowed, as a string (``einsum("ij,jk", a, b)``) or
+    as sublists (``einsum(a, [0, 1], b, [1, 2], [0, 2])``); contracted pairwise left to right,
     each pair as one batched matmul."""
     _no_out(out, "einsum")
-    if not isinstance(subscripts, str):
-        raise TraceError("einsum: only the subscripts-string form is supported")
-    xs, _ = _promote(operands)
+    subscripts, operands = _einsum_subscripts(operands)
+    xs = _cast_all("einsum", operands, dtype, casting)
     inputs, output = _parse_einsum(subscripts.replace(" ", ""), [x.shape for x in xs])
     sizes = {}
     for spec, x in zip(inputs, xs):
@@ -694,6 +1207,26 @@ def einsum(subscripts, *operands, optimize=None, out=None):
     x = sum(x, axis=tuple(i for i, c in enumerate(spec) if c not in output)) if set(spec) - set(output) else x
     spec = [c for c in spec if c in output]
     return transpose(x, [spec.index(c) for c in output]) if spec else x
+
+
+def _einsum_subscripts(args):
+    """(subscripts string, operands) of either calling form."""
+    if not args:
+        raise TraceError(f"einsum: no operands given (at {user_frame()})")
+    if isinstance(args[0], str):
+        return args[0], args[1:]
+    output, args = (args[-1], args[:-1]) if len(args) % 2 else (None, args)
+    operands, sublists = args[0::2], args[1::2]
+
+    def letters(sublist):
+        try:
+            return "".join("..." if s is Ellipsis else string.ascii_letters[operator.index(s)] for s in sublist)
+        except (TypeError, IndexError):
+            raise TraceError(f"einsum: a sublist holds integers in [0, 52) and Ellipsis, got {sublist!r} "
+                             f"(at {user_frame()})") from None
+
+    spec = ",".join(map(letters, sublists))
+    return (spec if output is None else f"{spec}->{letters(output)}"), operands
 
 
 def _parse_einsum(subscripts, shapes):
@@ -758,7 +1291,7 @@ def take(a, indices, axis=None):
     x = asarray(a)
     if axis is None:
         x, axis = ravel(x), 0
-    (ax,) = normalize_axes(axis, x.ndim, "take")
+    ax = axis_index(axis, x.ndim, "take")
     return getitem(x, (slice(None),) * ax + (indices,))
 
 
@@ -807,7 +1340,7 @@ def getitem(x, key):
 
 def _expand_key(x, key):
     # A list index is an array index (a list of bools is a mask, as in NumPy).
-    key = tuple((np.asarray(k) if len(k) else np.zeros(0, np.int64)) if isinstance(k, (list, tuple, range)) else k
+    key = tuple(_list_index(k) if isinstance(k, (list, tuple, range)) else k
                 for k in key)  # NumPy reads range(n) and nested tuples as index arrays too
     bools = [k for k in key if isinstance(k, np.ndarray) and k.dtype == np.bool_ and k.ndim > 0]
     key = tuple(k for b in key for k in (np.nonzero(b) if any(b is kb for kb in bools) else (b,)))
@@ -829,6 +1362,11 @@ def _expand_key(x, key):
         i = next(i for i, k in enumerate(key) if k is Ellipsis)
         return key[:i] + (slice(None),) * (x.ndim - used) + key[i + 1:]
     return key + (slice(None),) * (x.ndim - used)
+
+
+def _list_index(k):
+    """A list index as an index array (traced integers in it stacked); an empty one indexes nothing."""
+    return _from_sequence(list(k)) if len(k) else np.zeros(0, np.int64)
 
 
 def _is_index_array(k):
@@ -937,8 +1475,8 @@ def _no_kwargs(kwargs, name):
 UFUNCS = {
     np.add: add, np.subtract: subtract, np.multiply: multiply, np.divide: divide, np.true_divide: true_divide,
     np.power: power, np.float_power: float_power, np.maximum: maximum, np.minimum: minimum, np.fmax: fmax,
-    np.fmin: fmin, np.arctan2: arctan2, np.hypot: hypot, np.logaddexp: logaddexp, np.equal: equal,
-    np.not_equal: not_equal, np.less: less, np.less_equal: less_equal, np.greater: greater,
+    np.fmin: fmin, np.arctan2: arctan2, np.hypot: hypot, np.logaddexp: logaddexp, np.logaddexp2: logaddexp2,
+    np.equal: equal, np.not_equal: not_equal, np.less: less, np.less_equal: less_equal, np.greater: greater,
     np.greater_equal: greater_equal, np.logical_and: logical_and, np.logical_or: logical_or,
     np.logical_xor: logical_xor, np.logical_not: logical_not, np.bitwise_and: bitwise_and,
     np.bitwise_or: bitwise_or, np.bitwise_xor: bitwise_xor, np.invert: invert, np.negative: negative,
@@ -947,11 +1485,13 @@ UFUNCS = {
     np.log: log, np.log1p: log1p, np.log2: log2, np.log10: log10, np.sqrt: sqrt, np.cbrt: cbrt,
     np.square: square, np.reciprocal: reciprocal, np.sin: sin, np.cos: cos, np.tan: tan, np.arcsin: arcsin,
     np.arccos: arccos, np.arctan: arctan, np.sinh: sinh, np.cosh: cosh, np.tanh: tanh, np.arcsinh: arcsinh,
-    np.arctanh: arctanh, np.floor: floor, np.ceil: ceil, np.rint: rint, np.isnan: isnan, np.isinf: isinf,
+    np.arctanh: arctanh, np.arccosh: arccosh, np.deg2rad: deg2rad, np.rad2deg: rad2deg, np.radians: radians,
+    np.degrees: degrees, np.floor: floor, np.ceil: ceil, np.rint: rint, np.isnan: isnan, np.isinf: isinf,
     # ndarray @ Tracer arrives as the matmul ufunc
     np.isfinite: isfinite, np.matmul: matmul, np.floor_divide: floor_divide, np.remainder: remainder,
 }
 UFUNC_REDUCE = {np.add: sum, np.multiply: prod, np.maximum: max, np.minimum: min}
+UFUNC_ACCUMULATE = {np.add: cumsum, np.multiply: cumprod}  # (axis 0 unless given, as NumPy's accumulate)
 
 FUNCTIONS = {
     np.sum: sum, np.prod: prod, np.max: max, np.min: min, np.amax: amax, np.amin: amin, np.mean: mean,
@@ -965,8 +1505,15 @@ FUNCTIONS = {
     np.tile: tile, np.repeat: repeat, np.flip: flip, np.pad: pad, np.take: take, np.atleast_1d: atleast_1d,
     np.atleast_2d: atleast_2d, np.zeros_like: zeros_like, np.ones_like: ones_like, np.full_like: full_like,
     np.empty_like: zeros_like, np.shape: shape, np.ndim: ndim, np.size: size, np.copy: copy,
-    np.result_type: result_type,
+    np.result_type: result_type, np.cumsum: cumsum, np.cumprod: cumprod, np.sort: sort, np.argsort: argsort,
+    np.take_along_axis: take_along_axis, np.diag: diag, np.triu: triu, np.tril: tril, np.roll: roll,
+    np.append: append, np.column_stack: column_stack, np.dstack: dstack, np.atleast_3d: atleast_3d,
+    np.array_split: array_split, np.hsplit: hsplit, np.vsplit: vsplit, np.dsplit: dsplit, np.flipud: flipud,
+    np.fliplr: fliplr, np.rot90: rot90, np.kron: kron, np.diff: diff, np.cross: cross, np.select: select,
+    np.nan_to_num: nan_to_num, np.sinc: sinc, np.ptp: ptp,
 }
+if hasattr(np, "row_stack"):  # deprecated in NumPy 2.0; it calls np.vstack, so it only needs a jnp name
+    FUNCTIONS[np.row_stack] = row_stack
 
 
 def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
@@ -974,6 +1521,8 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     dtype = kwargs.pop("dtype", None)
     if method == "reduce" and ufunc in UFUNC_REDUCE:
         return UFUNC_REDUCE[ufunc](*inputs, **kwargs, **({"dtype": dtype} if dtype else {}))
+    if method == "accumulate" and ufunc in UFUNC_ACCUMULATE:
+        return UFUNC_ACCUMULATE[ufunc](*inputs, **{"axis": 0, **kwargs}, dtype=dtype)
     if method != "__call__" or ufunc not in UFUNCS:
         what = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
         raise TraceError(f"{what} is not supported on traced arrays (at {user_frame()}); "
@@ -1025,7 +1574,7 @@ _METHODS = {
     "argmax": argmax, "argmin": argmin, "clip": clip, "round": round, "dot": dot, "ravel": ravel,
     "flatten": ravel, "squeeze": squeeze, "swapaxes": swapaxes, "repeat": repeat, "copy": copy,
     "astype": lambda self, dtype, **kw: cast(self, dtype), "diagonal": diagonal, "trace": trace,
-    "take": take,
+    "take": take, "cumsum": cumsum, "cumprod": cumprod, "argsort": argsort, "sort": _sort_method,
 }
 
 Tracer.__array_ufunc__ = _array_ufunc

@@ -17,7 +17,7 @@ from .graph import Node
 
 # Elementwise ops, by the dtypes they take and give.
 UNARY_FLOAT = ("exp", "expm1", "log", "log1p", "sqrt", "cbrt", "sin", "cos", "tan", "asin", "acos",
-               "atan", "sinh", "cosh", "tanh", "asinh", "atanh", "erf", "floor", "ceil", "round")
+               "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "floor", "ceil", "round")
 UNARY_NUMERIC = ("neg", "abs", "sign")
 UNARY_LOGICAL = ("logical_not",)
 BINARY_NUMERIC = ("add", "sub", "mul", "max", "min")
@@ -33,10 +33,13 @@ ARGREDUCE = ("argmax", "argmin")
 VIEWS = ("expand", "reshape", "transpose", "slice", "rev")
 LAYOUT = ("concat", "pad")  # movement that writes a new array
 INDEXED = ("gather", "scatter_add")  # integer-array indexing and its transpose
+# Along one axis, keeping the shape, each element depending on the whole axis before it (running
+# sums) or all of it (the sorting permutation: sort is a gather at its indices).
+ALONG_AXIS = ("cumsum", "argsort")
 # Ops a loop kernel does not fuse: each a step of its own (BLAS, indexed kernels, NumPy calls).
-LIBRARY = ("matmul",) + INDEXED + LAYOUT + ARGREDUCE
+LIBRARY = ("matmul",) + INDEXED + LAYOUT + ARGREDUCE + ALONG_AXIS
 LEAVES = ("input", "const")
-ALL = ELEMENTWISE + REDUCE + ARGREDUCE + VIEWS + LAYOUT + ("matmul",) + INDEXED + LEAVES
+ALL = ELEMENTWISE + REDUCE + ARGREDUCE + ALONG_AXIS + VIEWS + LAYOUT + ("matmul",) + INDEXED + LEAVES
 
 
 def is_float(dtype):
@@ -95,6 +98,13 @@ def _argreduce(op, x, *, axis):
     if x.shape[axis] == 0:
         _fail(op, "attempt to get argmax/argmin of an empty axis", x)
     return x.shape[:axis] + x.shape[axis + 1:], np.dtype(np.int64), False
+
+
+def _along_axis(op, x, *, axis):
+    _norm_axes(op, x, (axis,))
+    if op == "cumsum" and x.dtype == np.bool_:
+        _fail(op, "cannot sum bools; cast first", x)
+    return (x.shape, np.dtype(np.int64), False) if op == "argsort" else (x.shape, x.dtype, x.weak)
 
 
 def _select(op, cond, a, b):
@@ -198,7 +208,8 @@ def _input(op, *, shape, dtype, weak=False):
 
 
 RULES = {"select": _select, "cast": _cast, "stop_gradient": lambda op, x: (x.shape, x.dtype, x.weak),
-         "argmax": _argreduce, "argmin": _argreduce, "expand": _expand, "reshape": _reshape,
+         "argmax": _argreduce, "argmin": _argreduce, "cumsum": _along_axis, "argsort": _along_axis,
+         "expand": _expand, "reshape": _reshape,
          "transpose": _transpose, "slice": _slice, "rev": _rev, "pad": _pad, "concat": _concat,
          "matmul": _matmul, "gather": _gather, "scatter_add": _scatter_add, "const": _const,
          "input": _input}

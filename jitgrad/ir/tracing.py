@@ -178,8 +178,13 @@ class Tracer:
         self._concrete(".tolist()", "Return the array from the function and convert it outside.")
 
     def __array__(self, *args, **kwargs):
+        # NumPy calls this for np.asarray(x) and for each traced element of a list it converts
+        # (np.array([a, b]), np.mean([a, b])); neither reaches __array_function__, so say both fixes.
         self._concrete("np.asarray/np.array (conversion to a concrete ndarray)",
-                       "It already is an array inside the traced function: drop the conversion.")
+                       "If it is one traced array, it already is an array: drop the conversion. If it is in a "
+                       "list that NumPy converts (np.array([a, b]), or a list passed to a NumPy function such as "
+                       "np.mean([a, b])), stack the list instead: np.stack([a, b]), or jitgrad.numpy.array([a, b]), "
+                       "which takes nested lists and Python numbers among the traced values.")
 
     def __getattr__(self, name):
         if hasattr(np.ndarray, name) and not name.startswith("__"):

@@ -22,7 +22,7 @@ from ..ir.ops import is_float
 from ..ir.tracing import bind, evaluate, innermost_trace, new_trace
 
 # Ops whose gradient is zero by design (JAX's convention: piecewise constant, or not a number)
-NONDIFFERENTIABLE = {"floor", "ceil", "round", "sign", "stop_gradient", *ops.ARGREDUCE, *ops.COMPARE,
+NONDIFFERENTIABLE = {"floor", "ceil", "round", "sign", "stop_gradient", "argsort", *ops.ARGREDUCE, *ops.COMPARE,
                      *ops.UNARY_LOGICAL, *ops.BINARY_LOGICAL}
 
 
@@ -102,6 +102,11 @@ def _take(g, axis, lo, hi):
     return bind("slice", g, starts=starts, limits=limits, strides=(1,) * g.ndim)
 
 
+def _cumsum_vjp(g, out, x, *, axis):
+    # x_i reaches every out_j with j >= i: the running sum of g from the end
+    return (bind("rev", bind("cumsum", bind("rev", g, axes=(axis,)), axis=axis), axes=(axis,)),)
+
+
 def _matmul_vjp(g, out, a, b):
     return np.matmul(g, np.swapaxes(b, -1, -2)), np.matmul(np.swapaxes(a, -1, -2), g)
 
@@ -131,6 +136,7 @@ VJP = {
     "cosh": lambda g, out, x: (g * np.sinh(x),),
     "tanh": lambda g, out, x: (g * (1 - out * out),),
     "asinh": lambda g, out, x: (g / np.sqrt(x * x + 1),),
+    "acosh": lambda g, out, x: (g / np.sqrt(x * x - 1),),
     "atanh": lambda g, out, x: (g / (1 - x * x),),
     "erf": lambda g, out, x: (g * _SQRT_PI * np.exp(-(x * x)),),
     "add": lambda g, out, a, b: (g, g),
@@ -155,6 +161,7 @@ VJP = {
     "pad": _pad_vjp,
     "rev": lambda g, out, x, *, axes: (bind("rev", g, axes=axes),),
     "concat": _concat_vjp,
+    "cumsum": _cumsum_vjp,
     "matmul": _matmul_vjp,
     "gather": lambda g, out, x, *idx: (bind("scatter_add", g, *idx, shape=x.shape),) + (None,) * len(idx),
     "scatter_add": lambda g, out, u, *idx, shape: (bind("gather", g, *idx),) + (None,) * len(idx),

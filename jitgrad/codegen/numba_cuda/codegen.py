@@ -388,6 +388,35 @@ def argreduce_source(node):
     return "\n".join([f"def {node.op}(x, out):"] + _indent(lines, 1))
 
 
+def _lines_along(node, axis, inner):
+    """A grid-stride loop with one thread per line of ``axis`` (the other indices set), then ``inner``."""
+    x = node.args[0]
+    others = [a for a in range(x.ndim) if a != axis]
+    lines = [f"for t in range(cuda.grid(1), {math.prod(x.shape[a] for a in others)}, cuda.gridsize(1)):"]
+    return lines + _indent(_delinearize("t", others, x.shape) + inner, 1)
+
+
+def cumsum_source(node):
+    """One thread per line: a running sum in order, as NumPy adds, so results match it exactly."""
+    axis, x = node.params["axis"], node.args[0]
+    at = lambda j: index(tuple(j if a == axis else f"i{a}" for a in range(x.ndim)))  # noqa: E731
+    inner = [f"acc = {scalar_ops.literal(0, node.dtype)}", f"for j in range({x.shape[axis]}):",
+             f"    acc += x[{at('j')}]", f"    out[{at('j')}] = acc"]
+    return "\n".join(["def cumsum(x, out):"] + _indent(_lines_along(node, axis, inner), 1))
+
+
+def argsort_source(node):
+    """One thread per element: its place in the stable order is the count of elements of its line
+    before it (smaller, or equal and earlier; NaN after every number, as NumPy sorts), and it
+    writes its own index there. Linear work per element, no scratch memory or block barrier."""
+    axis, x = node.params["axis"], node.args[0]
+    at = lambda j: index(tuple(j if a == axis else f"i{a}" for a in range(x.ndim)))  # noqa: E731
+    inner = [f"v = x[{at(f'i{axis}')}]", "rank = 0", f"for j in range({x.shape[axis]}):", f"    w = x[{at('j')}]",
+             f"    if w < v or (w == w and v != v) or ((w == v or (w != w and v != v)) and j < i{axis}):",
+             "        rank += 1", f"out[{at('rank')}] = i{axis}"]
+    return "\n".join(["def argsort(x, out):"] + _indent(_grid_loop(x.shape, inner), 1))
+
+
 # Matmul output tiles (rows, columns) per block of 16x16 threads; each thread computes a
 # (rows/16) x (columns/16) register tile, so bigger tiles reuse each loaded value more.
 MATMUL_THREADS = 16

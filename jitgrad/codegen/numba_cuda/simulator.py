@@ -31,7 +31,7 @@ SIM_MATH = types.SimpleNamespace(
     **{name: _quiet(fn) for name, fn in dict(
         exp=np.exp, expm1=np.expm1, log=np.log, log1p=np.log1p, sqrt=np.sqrt, sin=np.sin, cos=np.cos,
         tan=np.tan, asin=np.arcsin, acos=np.arccos, atan=np.arctan, sinh=np.sinh, cosh=np.cosh,
-        tanh=np.tanh, asinh=np.arcsinh, atanh=np.arctanh, atan2=np.arctan2, hypot=np.hypot,
+        tanh=np.tanh, asinh=np.arcsinh, acosh=np.arccosh, atanh=np.arctanh, atan2=np.arctan2, hypot=np.hypot,
         copysign=np.copysign, pow=np.power, fabs=np.fabs).items()})
 
 
