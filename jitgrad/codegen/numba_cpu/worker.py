@@ -38,15 +38,12 @@ def ready(program):
     first call (loading takes milliseconds) with no worker: a program compiled before (the disk
     cache marks it complete), or, in a process already running compiled code, one whose kernels
     are all of shape classes compiled before (a new batch size). Else None."""
-    if cache.program_cached(program.content_hash()):
-        from .backend import Executable
-        return Executable(program)
-    if __package__ + ".backend" in sys.modules:  # (else Numba is not even imported yet: not worth it)
-        from .backend import Executable
-        executable = Executable(program)
-        if executable.at_hand():
-            return executable
-    return None
+    complete = cache.program_cached(program.content_hash())
+    if not complete and __package__ + ".backend" not in sys.modules:
+        return None  # (Numba is not even imported yet: classes at hand are unlikely)
+    from .backend import Executable
+    executable = Executable(program)
+    return executable if complete or executable.at_hand() else None
 
 
 def start(program):
