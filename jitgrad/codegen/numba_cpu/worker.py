@@ -132,9 +132,19 @@ def _stop_workers():
         job.kill()
 
 
+def niceness():
+    """How much lower the workers' priority is than the user's process: ``$JITGRAD_COMPILE_NICE``,
+    else 3 (benchmarks/RESULTS.md, training)."""
+    setting = os.environ.get("JITGRAD_COMPILE_NICE")
+    return int(setting) if setting and setting.isdigit() else 3
+
+
 def main(shard, shards):
     """A worker: read a program from stdin, build its share of the executable (``shard`` of
-    ``shards``), write what it compiled to stdout."""
+    ``shards``), write what it compiled to stdout. It runs at a lower priority: the user's
+    program, on the interpreter meanwhile, keeps the cores it needs."""
+    if hasattr(os, "nice"):
+        os.nice(niceness())
     answer = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything printed while compiling goes to stderr, not into the answer
     from . import compile
