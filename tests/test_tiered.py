@@ -165,3 +165,28 @@ def test_a_new_batch_size_runs_compiled_from_its_first_call(monkeypatch):
     ref = jg.jit_grad(loss, device="numpy")(w, x)
     np.testing.assert_allclose(value, ref[0], rtol=1e-12)
     np.testing.assert_allclose(grad, ref[1], rtol=1e-12)
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="POSIX priorities")
+def test_compile_workers_run_at_a_lower_priority(monkeypatch, tmp_path):
+    """The interpreter answering meanwhile keeps the cores: workers are niced (worker.niceness)."""
+    import numpy as np
+
+    import jitgrad as jg
+    from jitgrad.codegen.numba_cpu.worker import niceness
+
+    monkeypatch.setenv("JITGRAD_COMPILE", "background")
+    monkeypatch.setenv("JITGRAD_CACHE_DIR", str(tmp_path))
+    f = jg.jit_grad(lambda w: np.sum(np.cos(w) * np.sinh(w)), device="cpu")
+    f(np.linspace(0, 1, 7))
+    job = next(iter(f._cache.values())).executable.job
+    try:
+        expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + niceness())
+        deadline = time.time() + 30
+        while time.time() < deadline and any(os.getpriority(os.PRIO_PROCESS, p.pid) != expected
+                                             for p in job.processes if p.poll() is None):
+            time.sleep(0.01)
+        alive = [p for p in job.processes if p.poll() is None]  # (a compile takes seconds: they are)
+        assert alive and all(os.getpriority(os.PRIO_PROCESS, p.pid) == expected for p in alive)
+    finally:
+        job.kill()
