@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import GradError, ShapeError, checks_on
 from ..ir.ops import is_float
-from ..codegen import numpy_ref
+from ..codegen import blocked
 from ..runtime import arrays, devices
 from ..runtime.tiered import Tiered, compile_mode
 from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
@@ -285,7 +285,7 @@ def _executable(program, device):
     ready = background.ready(program)
     if ready is not None:
         return ready
-    return Tiered(numpy_ref.Executable(program), lambda: background.start(program),
+    return Tiered(blocked.interpreter(program), lambda: background.start(program),
                   lambda: devices.backend(device).Executable(program))
 
 
