@@ -103,3 +103,31 @@ def test_cpu_backend_matches_reference(program, dtype):
     """Differential: random programs compiled by the Numba backend against the reference backend,
     values and gradients."""
     matches_reference(program, dtype, "cpu")
+
+
+@SETTINGS
+@given(programs())
+def test_blocked_interpreter_matches_reference(program):
+    """Background mode's interpreter over blocks of rows (``codegen/blocked.py``), with blocks of
+    one element, against the reference backend: the values and gradients of random programs
+    that qualify (the others run on the reference backend itself; tests/test_blocked.py has
+    programs that always qualify)."""
+    from jitgrad.codegen import blocked, numpy_ref
+
+    xs = program.inputs()
+    f = scalar_loss(program, weights(program, xs))
+    ir = jg.make_ir(jg.value_and_grad(f, argnums=tuple(range(len(xs)))))(*xs)
+    saved = blocked.BLOCK
+    blocked.BLOCK = 1
+    try:
+        interpreter = blocked.interpreter(ir)
+    finally:
+        blocked.BLOCK = saved
+    if not isinstance(interpreter, blocked.Blocked):
+        return
+    with np.errstate(all="ignore"):
+        expected = numpy_ref.Executable(ir)(*xs)
+        got = interpreter(*xs)
+    for g, e in zip(got, expected):
+        assert g.shape == e.shape and g.dtype == e.dtype, program
+        np.testing.assert_allclose(g, e, rtol=1e-9, atol=1e-12, err_msg=repr(program))
