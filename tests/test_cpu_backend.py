@@ -233,12 +233,14 @@ def test_lift_makes_sizes_and_constants_parameters():
     from jitgrad.codegen.numba_cpu.compile import lift
     code = ("    in0 = carray(args[20], (64, 1000), np.float32)\n"
             "    for i0 in range(64):\n"
-            "        t0 = in0[i0, (i0 * 3) // 1000 % 700] * np.float32(0.5) - np.float32(-0.5) + 1000")
+            "        t0 = in0[i0, (i0 * 3) // 1000 % 700] * np.float32(0.5) - np.float32(-0.5) + 1000\n"
+            "        t1 = i0 & 0xFF")
     lifted, sizes, values = lift(code)
     assert sizes == [64, 1000] and values == [0.5]
     assert lifted == ("    in0 = carray(args[20], (n0, n1), np.float32)\n"
                       "    for i0 in range(n0):\n"
-                      "        t0 = in0[i0, (i0 * 3) // 1000 % 700] * np.float32(v0) - np.float32(-v0) + n1")
+                      "        t0 = in0[i0, (i0 * 3) // 1000 % 700] * np.float32(v0) - np.float32(-v0) + n1\n"
+                      "        t1 = i0 & 0xFF")
 
 
 def _natives(f, *args):

@@ -92,6 +92,8 @@ def lift(code):
     for k, tok in enumerate(tokens):
         if tok.type != tokenize.NUMBER or _kept(tokens, k):
             continue
+        if tok.string[:2].lower() in ("0x", "0o", "0b"):
+            continue  # (a bit pattern, not a size)
         if any(c in tok.string for c in ".eE"):
             edits.append((tok, "v%d" % values.setdefault(float(tok.string), len(values))))
         elif INLINE_INT_MAX < int(tok.string) < 2 ** 62:  # (an unsigned maximum stays: no int64)
