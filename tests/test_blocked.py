@@ -87,3 +87,10 @@ def test_small_programs_run_whole(monkeypatch):
     monkeypatch.setattr(blocked, "BLOCK", 1 << 16)
     x = rng.standard_normal(N)
     assert isinstance(blocked.interpreter(_program(lambda x: np.sum(x * x), x)), numpy_ref.Executable)
+
+
+def test_nan_and_inf_propagate_silently(recwarn):
+    x = rng.standard_normal(N)
+    x[::7] = -1.0
+    got = _compare(lambda x: np.sum(np.log(x) * np.sqrt(x)), x)
+    assert np.isnan(got[0]) and not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]

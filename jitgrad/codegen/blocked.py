@@ -123,7 +123,10 @@ class Blocked:
 
     def _block(self, start, values, outputs):
         """Rows ``start:start + step``: per-row results written in place; the partials returned."""
-        stop = min(start + self.step, self.rows)
+        with np.errstate(all="ignore"):  # (per thread: NaN and inf propagate as in NumPy, silently)
+            return self._rows_block(start, min(start + self.step, self.rows), values, outputs)
+
+    def _rows_block(self, start, stop, values, outputs):
         local, partial = {}, {}
         for n in self.program.nodes:
             kind = self._kind(n)
