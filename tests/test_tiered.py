@@ -190,3 +190,24 @@ def test_compile_workers_run_at_a_lower_priority(monkeypatch, tmp_path):
         assert alive and all(os.getpriority(os.PRIO_PROCESS, p.pid) == expected for p in alive)
     finally:
         job.kill()
+
+
+def test_lower_shows_the_compiled_code_while_the_interpreter_answers(monkeypatch, tmp_path):
+    """``lower(...).source``, ``.kernels`` and ``.peak_memory`` are the compiled executable's,
+    whichever answers the calls for now."""
+    import numpy as np
+
+    import jitgrad as jg
+
+    monkeypatch.setenv("JITGRAD_COMPILE", "background")
+    monkeypatch.setenv("JITGRAD_CACHE_DIR", str(tmp_path))
+    f = jg.jit_grad(lambda x: np.sum(np.sin(x) * np.cosh(x)), device="cpu")
+    x = np.linspace(0, 1, 9)
+    f(x)
+    lowered = f.lower(x)
+    try:
+        assert "def kernel" in lowered.source and "entry" in lowered.source
+        assert lowered.kernels and lowered.peak_memory is not None
+    finally:
+        if lowered.executable.job is not None:
+            lowered.executable.job.kill()

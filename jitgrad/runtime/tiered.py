@@ -63,6 +63,11 @@ class Tiered:
             self._begin()
         return result
 
+    def __getattr__(self, name):  # (only for what Tiered itself lacks: source, kernels, ...)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.compiled, name)
+
     def _begin(self):
         with self._lock:
             start, self._start = self._start, None
