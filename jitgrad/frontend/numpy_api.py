@@ -1516,6 +1516,12 @@ if hasattr(np, "row_stack"):  # deprecated in NumPy 2.0; it calls np.vstack, so 
     FUNCTIONS[np.row_stack] = row_stack
 
 
+def _scipy_ufunc(ufunc):
+    """SciPy's special functions are ufuncs too (``frontend/special.py``)."""
+    from .special import scipy_ufunc  # (it builds on this module)
+    return scipy_ufunc(ufunc)
+
+
 def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
     _no_out(kwargs.pop("out", None), f"np.{ufunc.__name__}")
     dtype = kwargs.pop("dtype", None)
@@ -1523,12 +1529,14 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         return UFUNC_REDUCE[ufunc](*inputs, **kwargs, **({"dtype": dtype} if dtype else {}))
     if method == "accumulate" and ufunc in UFUNC_ACCUMULATE:
         return UFUNC_ACCUMULATE[ufunc](*inputs, **{"axis": 0, **kwargs}, dtype=dtype)
-    if method != "__call__" or ufunc not in UFUNCS:
-        what = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+    fn = UFUNCS.get(ufunc) or _scipy_ufunc(ufunc)
+    if method != "__call__" or fn is None:
+        owner = "scipy.special" if fn is not None or _scipy_ufunc(ufunc) else "np"
+        what = f"{owner}.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
         raise TraceError(f"{what} is not supported on traced arrays (at {user_frame()}); "
                          f"supported ufuncs: {', '.join(sorted(u.__name__ for u in UFUNCS))}")
     _no_kwargs({k: v for k, v in kwargs.items() if k not in ("casting", "order")}, f"np.{ufunc.__name__}")
-    out = UFUNCS[ufunc](*inputs)
+    out = fn(*inputs)
     return out if dtype is None else cast(out, dtype)
 
 
