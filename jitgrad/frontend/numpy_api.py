@@ -1512,6 +1512,7 @@ FUNCTIONS = {
     np.fliplr: fliplr, np.rot90: rot90, np.kron: kron, np.diff: diff, np.cross: cross, np.select: select,
     np.nan_to_num: nan_to_num, np.sinc: sinc, np.ptp: ptp,
 }
+LINALG_FUNCTIONS = {}  # np.linalg's, filled by frontend/linalg.py (not in jitgrad.numpy's top namespace)
 if hasattr(np, "row_stack"):  # deprecated in NumPy 2.0; it calls np.vstack, so it only needs a jnp name
     FUNCTIONS[np.row_stack] = row_stack
 
@@ -1541,12 +1542,13 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
 
 
 def _array_function(self, func, types, args, kwargs):
-    if func not in FUNCTIONS:
+    fn = FUNCTIONS.get(func) or LINALG_FUNCTIONS.get(func)
+    if fn is None:
         module = (getattr(func, "__module__", None) or "numpy").replace("numpy", "np", 1)  # np.linalg.svd, not np.svd
         name = f"{module}.{getattr(func, '__name__', str(func))}"
         raise TraceError(f"{name} is not supported on traced arrays (at {user_frame()}). Write it with "
                          "supported operations (see jitgrad.numpy), or call it outside the traced function.")
-    return FUNCTIONS[func](*args, **kwargs)
+    return fn(*args, **kwargs)
 
 
 def _method(fn):
