@@ -69,7 +69,8 @@ def test_linalg_results_match_numpy_batched():
     for got, w in zip(f(SPD), want):
         np.testing.assert_allclose(got, w, rtol=1e-12)
     tri = np.tril(SPD[0])
-    np.testing.assert_allclose(jsl.solve_triangular(tri, RHS[0], lower=True), sl.solve_triangular(tri, RHS[0], lower=True))
+    np.testing.assert_allclose(jsl.solve_triangular(tri, RHS[0], lower=True),
+                               sl.solve_triangular(tri, RHS[0], lower=True))
     np.testing.assert_allclose(jsl.cholesky(SPD[0]), sl.cholesky(SPD[0]), rtol=1e-12)
 
 
@@ -82,8 +83,8 @@ def test_second_derivative_through_solve():
 X = np.array([-40.0, -25.0, -3.0, -0.5, 0.0, 0.7, 4.0, 30.0])
 P = np.array([1e-12, 0.1, 0.5, 0.9, 0.999999])
 G = np.array([0.1, 0.5, 1.5, 3.5, 100.0, -0.5, -2.3])
-UFUNCS = {"expit": X, "log_expit": X, "ndtr": X, "log_ndtr": X, "erf": X, "erfc": X / 4, "logit": P, "erfinv": P * 2 - 1,
-          "gammaln": G, "digamma": G}
+UFUNCS = {"expit": X, "log_expit": X, "ndtr": X, "log_ndtr": X, "erf": X, "erfc": X / 4, "logit": P,
+          "erfinv": P * 2 - 1, "gammaln": G, "digamma": G}
 
 
 @pytest.mark.parametrize("device", ["numpy", "cpu"])
@@ -160,15 +161,18 @@ def test_multivariate_normal():
     cov, mean, x = SPD[0], RHS[0, :, 0], RNG.normal(size=(5, 4))
     np.testing.assert_allclose(jg.jit(lambda v: jst.multivariate_normal.logpdf(v, mean, cov))(x),
                                ss.multivariate_normal.logpdf(x, mean, cov), rtol=1e-12)
-    np.testing.assert_allclose(jst.multivariate_normal.pdf(x[0], mean, 2.0), ss.multivariate_normal.pdf(x[0], mean, 2.0))
+    np.testing.assert_allclose(jst.multivariate_normal.pdf(x[0], mean, 2.0),
+                               ss.multivariate_normal.pdf(x[0], mean, 2.0))
     loss = lambda c: np.sum(jst.multivariate_normal.logpdf(x, mean, c))  # noqa: E731
-    np.testing.assert_allclose(jg.grad(loss)(cov), finite_difference(lambda c: loss(_sym(c)), cov), rtol=1e-6, atol=1e-8)
+    expected = finite_difference(lambda c: loss(_sym(c)), cov)
+    np.testing.assert_allclose(jg.grad(loss)(cov), expected, rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("call, instead", [
     (lambda x: sp.logsumexp(x), "jitgrad.scipy.special.logsumexp"),
     (lambda x: ss.norm.logpdf(x), "jitgrad.scipy.stats.norm.logpdf"),
-    (lambda x: ss.multivariate_normal.logpdf(x, np.zeros(2), np.eye(2)), "jitgrad.scipy.stats.multivariate_normal.logpdf"),
+    (lambda x: ss.multivariate_normal.logpdf(x, np.zeros(2), np.eye(2)),
+     "jitgrad.scipy.stats.multivariate_normal.logpdf"),
     (lambda x: sl.cho_factor(np.outer(x, x)), "jitgrad.scipy.linalg.cho_factor"),
 ])
 def test_scipy_python_functions_name_their_jitgrad_equivalent(call, instead):
