@@ -11,7 +11,7 @@ from ..frontend.special import (digamma, erf, erfc, erfinv, expit, gammaln, log_
 def betaln(a, b):
     """``log|B(a, b)|`` = ``gammaln(a) + gammaln(b) - gammaln(a + b)``.
 
-    >>> betaln(np.array(1.0), np.array(1.0))
-    array(0.)
+    >>> betaln(np.array([1.0]), np.array([1.0]))
+    array([0.])
     """
     return gammaln(a) + gammaln(b) - gammaln(a + b)

@@ -2,8 +2,8 @@
 names. Outside the support a log-density is ``-inf`` (a density 0), as SciPy's.
 
 >>> from jitgrad.scipy.stats import norm
->>> norm.logpdf(np.array(0.0))
-array(-0.91893853)
+>>> norm.logpdf(np.array([0.0]))
+array([-0.91893853])
 """
 import math
 import types
