@@ -1532,7 +1532,7 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         return UFUNC_ACCUMULATE[ufunc](*inputs, **{"axis": 0, **kwargs}, dtype=dtype)
     fn = UFUNCS.get(ufunc) or _scipy_ufunc(ufunc)
     if method != "__call__" or fn is None:
-        owner = "scipy.special" if fn is not None or _scipy_ufunc(ufunc) else "np"
+        owner = "np" if ufunc in UFUNCS or fn is None else "scipy.special"
         what = f"{owner}.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
         raise TraceError(f"{what} is not supported on traced arrays (at {user_frame()}); "
                          f"supported ufuncs: {', '.join(sorted(u.__name__ for u in UFUNCS))}")
