@@ -10,6 +10,7 @@ array(3.)
 import numpy as _np
 
 from .frontend.numpy_api import FUNCTIONS as _FUNCTIONS
+from .frontend.numpy_api import LINALG_FUNCTIONS as _LINALG
 from .frontend.numpy_api import UFUNCS as _UFUNCS
 from .frontend.numpy_api import array, asarray, cast, erf, stop_gradient  # noqa: F401
 
@@ -22,3 +23,5 @@ pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
 # Creation functions build constants: NumPy's own are exactly right.
 zeros, ones, full, arange, eye, linspace = _np.zeros, _np.ones, _np.full, _np.arange, _np.eye, _np.linspace
 empty = _np.zeros
+# np.linalg's functions under jnp.linalg (they are not top-level names in NumPy)
+linalg = __import__("types").SimpleNamespace(**{_f.__name__: _fn for _f, _fn in _LINALG.items()})

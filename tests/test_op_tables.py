@@ -15,11 +15,12 @@ COMPUTED = set(ops.ALL) - set(ops.LEAVES)  # every op but the program's inputs a
 
 
 def test_the_groups_partition_the_primitive_set():
-    groups = [ops.ELEMENTWISE, ops.REDUCE, ops.ARGREDUCE, ops.ALONG_AXIS, ops.VIEWS, ops.LAYOUT, ("matmul",),
+    groups = [ops.ELEMENTWISE, ops.REDUCE, ops.ARGREDUCE, ops.ALONG_AXIS, ops.LINALG, ops.VIEWS,
+              ops.LAYOUT, ("matmul",),
               ops.INDEXED, ops.LEAVES]
     flat = [op for group in groups for op in group]
     assert len(flat) == len(set(flat)) and set(flat) == set(ops.ALL)
-    assert set(ops.LIBRARY) == {"matmul", *ops.INDEXED, *ops.LAYOUT, *ops.ARGREDUCE, *ops.ALONG_AXIS}
+    assert set(ops.LIBRARY) == {"matmul", *ops.INDEXED, *ops.LAYOUT, *ops.ARGREDUCE, *ops.ALONG_AXIS, *ops.LINALG}
 
 
 def test_every_op_has_a_shape_rule():
@@ -42,7 +43,7 @@ def test_the_cpu_backend_has_scalar_code_for_every_elementwise_op_and_view():
 
 def test_the_cuda_backend_has_a_kernel_for_every_library_op():
     backend = pytest.importorskip("jitgrad.codegen.numba_cuda.backend")
-    assert set(backend._LibraryKernel.MAKERS) | {"matmul"} == set(ops.LIBRARY)
+    assert set(backend._LibraryKernel.MAKERS) | set(backend._Linalg.CALLS) | {"matmul"} == set(ops.LIBRARY)
 
 
 def test_the_cuda_backend_overrides_only_elementwise_ops():

@@ -5,6 +5,22 @@ import math
 
 import numpy as np
 
+
+
+def _digamma(x):
+    """psi(x) as one expression (no call, so both Numba backends inline it), the series of
+    ``ir/evaluate._digamma_series``: psi(z + 10) asymptotically, less 1/(z + k) for k < 10, with
+    z = 1 - x and the reflection term below x = 1/2."""
+    def psi(z):
+        y, s = f"({z} + 10.0)", f"(1.0 / (({z} + 10.0) * ({z} + 10.0)))"
+        tail = f"{s} * ({1 / 12!r} - {s} * ({1 / 120!r} - {s} * ({1 / 252!r} - {s} * ({1 / 240!r} - " \
+               f"{s} * ({1 / 132!r} - {s} * {691 / 32760!r})))))"
+        shifts = " - ".join(f"1.0 / ({z} + {k}.0)" for k in range(10))
+        return f"(math.log({y}) - 0.5 / {y} - {tail} - {shifts})"
+    # (np.float64: float64 arithmetic, then ``expression`` casts to the node's dtype)
+    return f"np.float64({psi(x)} if {x} >= 0.5 else {psi(f'(1.0 - {x})')} - math.pi / math.tan(math.pi * {x}))"
+
+
 # Elementwise ops as Python expressions over scalar operands {0}, {1}, {2}.
 EXPR = {
     "neg": "-{0}", "abs": "abs({0})", "sign": "np.sign({0})", "logical_not": "not {0}",
@@ -13,7 +29,8 @@ EXPR = {
     "tan": "math.tan({0})", "asin": "math.asin({0})", "acos": "math.acos({0})", "atan": "math.atan({0})",
     "sinh": "math.sinh({0})", "cosh": "math.cosh({0})", "tanh": "math.tanh({0})", "asinh": "math.asinh({0})",
     "acosh": "math.acosh({0})",
-    "atanh": "math.atanh({0})", "erf": "math.erf({0})", "floor": "np.floor({0})", "ceil": "np.ceil({0})",
+    "atanh": "math.atanh({0})", "erf": "math.erf({0})", "erfc": "math.erfc({0})",
+    "lgamma": "math.lgamma({0})", "digamma": _digamma("{0}"), "floor": "np.floor({0})", "ceil": "np.ceil({0})",
     "round": "np.rint({0})",
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}", "pow": "{0} ** {1}",
     # NaN-propagating like np.maximum / np.minimum

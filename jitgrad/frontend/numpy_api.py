@@ -1512,8 +1512,15 @@ FUNCTIONS = {
     np.fliplr: fliplr, np.rot90: rot90, np.kron: kron, np.diff: diff, np.cross: cross, np.select: select,
     np.nan_to_num: nan_to_num, np.sinc: sinc, np.ptp: ptp,
 }
+LINALG_FUNCTIONS = {}  # np.linalg's, filled by frontend/linalg.py (not in jitgrad.numpy's top namespace)
 if hasattr(np, "row_stack"):  # deprecated in NumPy 2.0; it calls np.vstack, so it only needs a jnp name
     FUNCTIONS[np.row_stack] = row_stack
+
+
+def _scipy_ufunc(ufunc):
+    """SciPy's special functions are ufuncs too (``frontend/special.py``)."""
+    from .special import scipy_ufunc  # (it builds on this module)
+    return scipy_ufunc(ufunc)
 
 
 def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
@@ -1523,22 +1530,25 @@ def _array_ufunc(self, ufunc, method, *inputs, **kwargs):
         return UFUNC_REDUCE[ufunc](*inputs, **kwargs, **({"dtype": dtype} if dtype else {}))
     if method == "accumulate" and ufunc in UFUNC_ACCUMULATE:
         return UFUNC_ACCUMULATE[ufunc](*inputs, **{"axis": 0, **kwargs}, dtype=dtype)
-    if method != "__call__" or ufunc not in UFUNCS:
-        what = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+    fn = UFUNCS.get(ufunc) or _scipy_ufunc(ufunc)
+    if method != "__call__" or fn is None:
+        owner = "np" if ufunc in UFUNCS or fn is None else "scipy.special"
+        what = f"{owner}.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
         raise TraceError(f"{what} is not supported on traced arrays (at {user_frame()}); "
                          f"supported ufuncs: {', '.join(sorted(u.__name__ for u in UFUNCS))}")
     _no_kwargs({k: v for k, v in kwargs.items() if k not in ("casting", "order")}, f"np.{ufunc.__name__}")
-    out = UFUNCS[ufunc](*inputs)
+    out = fn(*inputs)
     return out if dtype is None else cast(out, dtype)
 
 
 def _array_function(self, func, types, args, kwargs):
-    if func not in FUNCTIONS:
+    fn = FUNCTIONS.get(func) or LINALG_FUNCTIONS.get(func)
+    if fn is None:
         module = (getattr(func, "__module__", None) or "numpy").replace("numpy", "np", 1)  # np.linalg.svd, not np.svd
         name = f"{module}.{getattr(func, '__name__', str(func))}"
         raise TraceError(f"{name} is not supported on traced arrays (at {user_frame()}). Write it with "
                          "supported operations (see jitgrad.numpy), or call it outside the traced function.")
-    return FUNCTIONS[func](*args, **kwargs)
+    return fn(*args, **kwargs)
 
 
 def _method(fn):

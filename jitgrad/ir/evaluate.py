@@ -4,11 +4,75 @@ Tracing runs primitives with these when a jitgrad function gets plain arrays, si
 folds constants with them, and the reference backend (``codegen/numpy_ref.py``) writes programs
 out as calls to them; compiled backends are tested against it.
 """
+import functools
 import math
 
 import numpy as np
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+@functools.cache
+def _scipy_special():
+    """``scipy.special`` when SciPy is installed (it is not a dependency), else None; imported at
+    the first call that needs it, not with jitgrad."""
+    try:
+        import scipy.special
+    except ImportError:
+        return None
+    return scipy.special
+
+
+def _lgamma_scalar(x):
+    try:
+        return math.lgamma(x)
+    except ValueError:  # a pole (0, -1, ...): inf, as SciPy's gammaln
+        return math.inf
+
+
+def _digamma_series(x):
+    """psi(x) without SciPy: psi(x + 10) by its asymptotic series (error below 1e-15 there), less
+    1/(x + k) for k < 10; reflected for x < 1/2: psi(x) = psi(1 - x) - pi / tan(pi x)."""
+    x = np.asarray(x, dtype=np.float64)
+    z = np.where(x < 0.5, 1 - x, x)
+    y = z + 10
+    s = 1 / (y * y)
+    tail = s * (1 / 12 - s * (1 / 120 - s * (1 / 252 - s * (1 / 240 - s * (1 / 132 - s * 691 / 32760)))))
+    psi = np.log(y) - 0.5 / y - tail - sum(1 / (z + k) for k in range(10))
+    with np.errstate(all="ignore"):
+        return np.where(x < 0.5, psi - np.pi / np.tan(np.pi * x), psi)
+
+
+def _special(name, fallback):
+    """SciPy's ufunc ``name`` in the argument's dtype, or ``fallback`` (float64) without SciPy."""
+    def call(x):
+        special = _scipy_special()
+        fn = getattr(special, name) if special is not None else fallback
+        return np.asarray(fn(x)).astype(x.dtype, copy=False)
+    return call
+
+
+def _triangular_solve(a, b, *, lower, transpose):
+    """``op(a)^-1 b`` for triangular ``a`` (op: transpose or not), one LAPACK trtrs per matrix."""
+    try:
+        from scipy.linalg import solve_triangular
+    except ImportError:  # the triangle by a general solve: right for the well-conditioned
+        tri = np.tril(a) if lower else np.triu(a)
+        return np.linalg.solve(np.swapaxes(tri, -1, -2) if transpose else tri, b)
+    out = np.empty(b.shape, dtype=b.dtype)
+    for i in np.ndindex(a.shape[:-2]):
+        out[i] = solve_triangular(a[i], b[i], lower=lower, trans=int(transpose), check_finite=False)
+    return out
+
+
+def _slogdet(a):
+    sign, logabs = np.linalg.slogdet(a)
+    return np.stack([sign, logabs], axis=-1)
+
+
+def _eigh(a):
+    w, v = np.linalg.eigh(a)
+    return np.concatenate([v, w[..., None, :]], axis=-2)
 
 
 def _pad(x, *, lo, hi, interior, value):
@@ -33,7 +97,9 @@ IMPLS = {
     "cbrt": np.cbrt, "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin,
     "acos": np.arccos, "atan": np.arctan, "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh,
     "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh, "floor": np.floor, "ceil": np.ceil, "round": np.rint,
-    "erf": lambda x: _erf(x).astype(x.dtype), "neg": np.negative, "abs": np.abs, "sign": np.sign,
+    "erf": lambda x: _erf(x).astype(x.dtype), "erfc": _special("erfc", np.vectorize(math.erfc, otypes=[np.float64])),
+    "lgamma": _special("gammaln", np.vectorize(_lgamma_scalar, otypes=[np.float64])),
+    "digamma": _special("psi", _digamma_series), "neg": np.negative, "abs": np.abs, "sign": np.sign,
     "logical_not": np.logical_not,
     "add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide, "pow": np.power,
     "max": np.maximum, "min": np.minimum, "atan2": np.arctan2, "hypot": np.hypot,
@@ -46,6 +112,8 @@ IMPLS = {
     "argmax": lambda x, *, axis: np.argmax(x, axis=axis), "argmin": lambda x, *, axis: np.argmin(x, axis=axis),
     "cumsum": lambda x, *, axis: np.cumsum(x, axis=axis, dtype=x.dtype),
     "argsort": lambda x, *, axis: np.argsort(x, axis=axis, kind="stable").astype(np.int64, copy=False),
+    "cholesky": np.linalg.cholesky, "triangular_solve": _triangular_solve, "solve": np.linalg.solve,
+    "slogdet": _slogdet, "eigh": _eigh,
     "expand": lambda x, *, shape: np.broadcast_to(x, shape), "reshape": lambda x, *, shape: x.reshape(shape),
     "transpose": lambda x, *, perm: x.transpose(perm),
     "slice": lambda x, *, starts, limits, strides: x[tuple(map(slice, starts, limits, strides))],

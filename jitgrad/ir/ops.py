@@ -17,7 +17,8 @@ from .graph import Node
 
 # Elementwise ops, by the dtypes they take and give.
 UNARY_FLOAT = ("exp", "expm1", "log", "log1p", "sqrt", "cbrt", "sin", "cos", "tan", "asin", "acos",
-               "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "floor", "ceil", "round")
+               "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "erf", "erfc", "lgamma", "digamma",
+               "floor", "ceil", "round")
 UNARY_NUMERIC = ("neg", "abs", "sign")
 UNARY_LOGICAL = ("logical_not",)
 BINARY_NUMERIC = ("add", "sub", "mul", "max", "min")
@@ -36,10 +37,14 @@ INDEXED = ("gather", "scatter_add")  # integer-array indexing and its transpose
 # Along one axis, keeping the shape, each element depending on the whole axis before it (running
 # sums) or all of it (the sorting permutation: sort is a gather at its indices).
 ALONG_AXIS = ("cumsum", "argsort")
+# Factorizations and solves over the last two axes (LAPACK through NumPy; batched over the rest).
+# One result each: where LAPACK gives two, they are stacked on the last axes (slogdet: (..., 2)
+# as [sign, log|det|]; eigh: (..., n + 1, n), the eigenvectors' n rows, then the eigenvalues).
+LINALG = ("cholesky", "triangular_solve", "solve", "slogdet", "eigh")
 # Ops a loop kernel does not fuse: each a step of its own (BLAS, indexed kernels, NumPy calls).
-LIBRARY = ("matmul",) + INDEXED + LAYOUT + ARGREDUCE + ALONG_AXIS
+LIBRARY = ("matmul",) + INDEXED + LAYOUT + ARGREDUCE + ALONG_AXIS + LINALG
 LEAVES = ("input", "const")
-ALL = ELEMENTWISE + REDUCE + ARGREDUCE + ALONG_AXIS + VIEWS + LAYOUT + ("matmul",) + INDEXED + LEAVES
+ALL = ELEMENTWISE + REDUCE + ARGREDUCE + ALONG_AXIS + LINALG + VIEWS + LAYOUT + ("matmul",) + INDEXED + LEAVES
 
 
 def is_float(dtype):
@@ -105,6 +110,25 @@ def _along_axis(op, x, *, axis):
     if op == "cumsum" and x.dtype == np.bool_:
         _fail(op, "cannot sum bools; cast first", x)
     return (x.shape, np.dtype(np.int64), False) if op == "argsort" else (x.shape, x.dtype, x.weak)
+
+
+def _square(op, a, *others):
+    if a.ndim < 2 or a.shape[-1] != a.shape[-2] or not is_float(a.dtype):
+        _fail(op, "needs float square matrices (..., n, n)", a, *others)
+    return a.shape[-1]
+
+
+def _factor(op, a):
+    n = _square(op, a)
+    extra = {"cholesky": (n, n), "slogdet": (2,), "eigh": (n + 1, n)}[op]
+    return a.shape[:-2] + extra, a.dtype, False
+
+
+def _solve(op, a, b, *, lower=None, transpose=None):
+    n = _square(op, a, b)
+    if b.shape[:-2] != a.shape[:-2] or b.ndim != a.ndim or b.shape[-2] != n or b.dtype != a.dtype:
+        _fail(op, "needs (..., n, n) and (..., n, k) of one dtype with equal batch dims", a, b)
+    return b.shape, b.dtype, False
 
 
 def _select(op, cond, a, b):
@@ -209,6 +233,7 @@ def _input(op, *, shape, dtype, weak=False):
 
 RULES = {"select": _select, "cast": _cast, "stop_gradient": lambda op, x: (x.shape, x.dtype, x.weak),
          "argmax": _argreduce, "argmin": _argreduce, "cumsum": _along_axis, "argsort": _along_axis,
+         "cholesky": _factor, "slogdet": _factor, "eigh": _factor, "solve": _solve, "triangular_solve": _solve,
          "expand": _expand, "reshape": _reshape,
          "transpose": _transpose, "slice": _slice, "rev": _rev, "pad": _pad, "concat": _concat,
          "matmul": _matmul, "gather": _gather, "scatter_add": _scatter_add, "const": _const,

@@ -8,6 +8,8 @@ innermost active trace. Because transforms (``grad``, ``jvp``) are themselves wr
 trace: that is how ``grad(grad(f))`` and ``jit(grad(f))`` compose.
 """
 import contextlib
+import os
+import sys
 import threading
 
 import numpy as np
@@ -119,6 +121,48 @@ def evaluate(node, env, trace):
         env[id(node)] = bind(node.op, *[env[id(a)] for a in node.args], **node.params)
 
 
+def _module(frame):
+    return frame.f_globals.get("__name__", "")
+
+
+def _scipy_function(frame):
+    """(``special``, ``logsumexp``) or (``stats``, ``norm.logpdf``) for a frame of a public SciPy
+    function; for SciPy's decorators (in ``scipy._lib``), the function they wrap; else None."""
+    module, code, local = _module(frame), frame.f_code, frame.f_locals
+    if module.startswith("scipy._lib"):
+        wrapped = next((v for v in local.values() if callable(v) and getattr(v, "__module__", "") and
+                        v.__module__.startswith("scipy.") and not v.__module__.startswith("scipy._lib")), None)
+        return (wrapped.__module__.split(".")[1], wrapped.__name__) if wrapped is not None else None
+    family, owner = module.split(".")[1], local.get("self")
+    if family == "stats" and owner is not None and type(owner).__name__.endswith("_gen"):
+        return family, f"{type(owner).__name__[:-4]}.{code.co_name}"
+    return family, code.co_name
+
+
+SCIPY_EQUIVALENTS = set()  # "jitgrad.scipy.special.logsumexp", ...: jitgrad.scipy registers its names
+
+
+def _scipy_caller():
+    """``(SciPy's function, the jitgrad function to use, the user's file:line)`` when a SciPy
+    function is converting a traced array (it is on the stack, below its caller), else None."""
+    frame, function = sys._getframe(2), None
+    while frame is not None:
+        module = _module(frame)
+        if module.startswith("scipy."):
+            function = _scipy_function(frame) or function
+        elif function is not None and not module.startswith(("numpy", "array_api_compat", "jitgrad.")):
+            break
+        frame = frame.f_back
+    if function is None:
+        return None
+    family, qualified = function
+    name, instead = f"scipy.{family}.{qualified}", f"jitgrad.scipy.{family}.{qualified}"
+    if instead not in SCIPY_EQUIVALENTS:
+        instead = None
+    where = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}" if frame is not None else "<unknown>"
+    return name, instead, where
+
+
 class Tracer:
     """An array whose value is not known yet. Supports the NumPy protocols, operators,
     methods and attributes a NumPy user writes; see ``numpy_api`` for the operations."""
@@ -178,6 +222,14 @@ class Tracer:
         self._concrete(".tolist()", "Return the array from the function and convert it outside.")
 
     def __array__(self, *args, **kwargs):
+        scipy_call = _scipy_caller()
+        if scipy_call:
+            name, instead, where = scipy_call
+            advice = (f"Use {instead} instead: the same arguments, on traced arrays, with gradients." if instead else
+                      "jitgrad.scipy has no equivalent: call it outside the traced function, or write it with "
+                      "NumPy operations.")
+            raise TraceError(f"{name} converts its input with np.asarray, so it cannot take a traced array "
+                             f"{self.node.type} (at {where}). {advice}")
         # NumPy calls this for np.asarray(x) and for each traced element of a list it converts
         # (np.array([a, b]), np.mean([a, b])); neither reaches __array_function__, so say both fixes.
         self._concrete("np.asarray/np.array (conversion to a concrete ndarray)",

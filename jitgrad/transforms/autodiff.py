@@ -117,6 +117,67 @@ def _cast_vjp(g, out, x, *, dtype):
 
 _SQRT_PI = 2 / math.sqrt(math.pi)
 
+
+def _trigamma(x):
+    """psi'(x), as ``evaluate._digamma_series`` gets psi: the asymptotic series at x + 10, plus
+    1/(x + k)^2 for k < 10, reflected below 1/2 (psi'(x) = pi^2 / sin^2(pi x) - psi'(1 - x)). The
+    reflection's operand is kept away from the poles where it is not selected (no NaN gradient)."""
+    low = np.less(x, 0.5)
+    z = np.where(low, 1 - x, x)
+    y, s = z + 10, 1 / ((z + 10) * (z + 10))
+    tail = s * (1 / 6 - s * (1 / 30 - s * (1 / 42 - s * (1 / 30 - s * (5 / 66 - s * (691 / 2730 - s * 7 / 6))))))
+    series = 1 / y + 0.5 / (y * y) + tail / y + sum(1 / ((z + k) * (z + k)) for k in range(10))
+    sin = np.sin(math.pi * np.where(low, x, 0.5))
+    return np.where(low, math.pi ** 2 / (sin * sin) - series, series)
+
+
+def _swap(a):
+    return np.swapaxes(a, -1, -2)
+
+
+def _identity(a):
+    return np.broadcast_to(np.eye(a.shape[-1], dtype=a.dtype), a.shape)
+
+
+def _solve_vjp(g, x, a, b):
+    gb = bind("solve", _swap(a), g)
+    return -np.matmul(gb, _swap(x)), gb
+
+
+def _triangular_solve_vjp(g, x, a, b, *, lower, transpose):
+    # only a's triangle is read, so only it gets a gradient (JAX's rule)
+    gb = bind("triangular_solve", a, g, lower=lower, transpose=not transpose)
+    ga = -np.matmul(x, _swap(gb)) if transpose else -np.matmul(gb, _swap(x))
+    return (np.tril(ga) if lower else np.triu(ga)), gb
+
+
+def _cholesky_vjp(g, lower, a):
+    # Murray (2016), as JAX: S = L^-T phi(L^T gL) L^-1, phi the lower triangle with half its
+    # diagonal; symmetrized, as the matrix is (jitgrad.numpy's cholesky symmetrizes its input).
+    n = a.shape[-1]
+    phi = np.matmul(_swap(lower), g) * np.asarray(np.tril(np.ones((n, n))) - 0.5 * np.eye(n), dtype=a.dtype)
+    left = bind("triangular_solve", lower, phi, lower=True, transpose=True)
+    s = _swap(bind("triangular_solve", lower, _swap(left), lower=True, transpose=True))
+    return (0.5 * (s + _swap(s)),)
+
+
+def _slogdet_vjp(g, out, a):
+    # d log|det A| = tr(A^-1 dA): the gradient is A^-T; the sign is piecewise constant
+    return (np.expand_dims(g[..., 1], (-1, -2)) * bind("solve", _swap(a), _identity(a)),)
+
+
+def _eigh_vjp(g, out, a):
+    # JAX's rule for distinct eigenvalues: V (diag(gw) + F * (V^T gV)) V^T, F_ij = 1 / (w_j - w_i)
+    # off the diagonal; symmetrized, as the input is.
+    n = a.shape[-1]
+    v, w, gv, gw = out[..., :n, :], out[..., n, :], g[..., :n, :], g[..., n, :]
+    eye = np.eye(n, dtype=bool)
+    gap = np.expand_dims(w, -2) - np.expand_dims(w, -1)
+    f = np.where(eye, 0, 1 / np.where(eye, 1, gap))
+    inner = f * np.matmul(_swap(v), gv) + np.expand_dims(gw, -2) * np.asarray(eye, dtype=a.dtype)
+    ga = np.matmul(np.matmul(v, inner), _swap(v))
+    return (0.5 * (ga + _swap(ga)),)
+
 VJP = {
     "neg": lambda g, out, x: (-g,),
     "abs": lambda g, out, x: (g * np.sign(x),),
@@ -139,6 +200,9 @@ VJP = {
     "acosh": lambda g, out, x: (g / np.sqrt(x * x - 1),),
     "atanh": lambda g, out, x: (g / (1 - x * x),),
     "erf": lambda g, out, x: (g * _SQRT_PI * np.exp(-(x * x)),),
+    "erfc": lambda g, out, x: (-g * _SQRT_PI * np.exp(-(x * x)),),
+    "lgamma": lambda g, out, x: (g * bind("digamma", x),),
+    "digamma": lambda g, out, x: (g * _trigamma(x),),
     "add": lambda g, out, a, b: (g, g),
     "sub": lambda g, out, a, b: (g, -g),
     "mul": lambda g, out, a, b: (g * b, g * a),
@@ -163,6 +227,11 @@ VJP = {
     "concat": _concat_vjp,
     "cumsum": _cumsum_vjp,
     "matmul": _matmul_vjp,
+    "cholesky": _cholesky_vjp,
+    "triangular_solve": _triangular_solve_vjp,
+    "solve": _solve_vjp,
+    "slogdet": _slogdet_vjp,
+    "eigh": _eigh_vjp,
     "gather": lambda g, out, x, *idx: (bind("scatter_add", g, *idx, shape=x.shape),) + (None,) * len(idx),
     "scatter_add": lambda g, out, u, *idx, shape: (bind("gather", g, *idx),) + (None,) * len(idx),
 }

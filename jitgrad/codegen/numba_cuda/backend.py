@@ -22,7 +22,7 @@ from numba import cuda
 from ...errors import JitgradError
 from ...runtime import arrays
 from ...ir.evaluate import IMPLS
-from ...ir.ops import INDEXED, LIBRARY, VIEWS
+from ...ir.ops import INDEXED, LIBRARY, LINALG, VIEWS
 from ...runtime.progress import CompileProgress
 from ...schedule.buffers import plan_buffers
 from ...schedule.fuse import Kernel, Kind, Step, plan
@@ -109,6 +109,8 @@ def library_step(kernel, index, cupy, blas, read_by=()):
     (when only cuBLAS matmuls read it) is a strided view, never copied: through CuPy, or without
     it a numba view where cuBLAS can take its layout (``_gemm_view``). ``read_by``: the nodes that
     read the step's result (None for the caller)."""
+    if kernel.outputs[0].op in LINALG:
+        return _Linalg(kernel, cupy)
     if not all(n.op in VIEWS for n in kernel.body):
         return _Matmul(kernel, cupy, blas) if kernel.outputs[0].op == "matmul" else _LibraryKernel(kernel, index)
     if all(n.op == "const" for n in kernel.inputs):
@@ -227,6 +229,32 @@ class _Matmul(_LibraryStep):
             return False
         self.blas.gemm(node.dtype.name, memory.stream_ptr, arguments, *args, out)
         return True
+
+
+class _Linalg(_LibraryStep):
+    """A factorization or solve (``ops.LINALG``): CuPy's cuSOLVER on the call's stream; without
+    CuPy, an error when the program is built."""
+    CALLS = {"cholesky": lambda cp, a: cp.linalg.cholesky(a), "solve": lambda cp, a, b: cp.linalg.solve(a, b),
+             "triangular_solve": lambda cp, a, b, lower, transpose: cp.linalg.solve(
+                 (cp.tril(a) if lower else cp.triu(a)).swapaxes(-1, -2) if transpose else
+                 (cp.tril(a) if lower else cp.triu(a)), b),
+             "slogdet": lambda cp, a: cp.stack(cp.linalg.slogdet(a), axis=-1),
+             "eigh": lambda cp, a: (lambda w, v: cp.concatenate([v, w[..., None, :]], axis=-2))(*cp.linalg.eigh(a))}
+
+    def __init__(self, kernel, cupy):
+        super().__init__(kernel)
+        if cupy is None:
+            raise JitgradError(f"{self.node.op} (from {self.node.where}) on device 'cuda' needs CuPy (its cuSOLVER), "
+                               "which is not installed: install cupy, or run this function with device='cpu'")
+        self.cupy = cupy
+
+    def run(self, env, memory):
+        node, cp = self.node, self.cupy
+        with cp.cuda.ExternalStream(memory.stream_ptr):
+            result = self.CALLS[node.op](cp, *[memory.as_cupy(env[id(a)]) for a in node.args], **node.params)
+        out = memory.buffer(node, node.shape)
+        memory.as_cupy(out)[...] = result
+        env[id(node)] = out
 
 
 class _LibraryKernel(_LibraryStep):

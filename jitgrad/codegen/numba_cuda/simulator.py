@@ -26,8 +26,19 @@ def _erf(x):
     return type(x)(math.erf(x))
 
 
+def _erfc(x):
+    return type(x)(math.erfc(x))
+
+
+def _lgamma(x):
+    try:
+        return type(x)(math.lgamma(x))
+    except ValueError:  # a pole: libdevice gives inf
+        return type(x)(math.inf)
+
+
 SIM_MATH = types.SimpleNamespace(
-    pi=math.pi, inf=math.inf, nan=math.nan, erf=_erf,
+    pi=math.pi, inf=math.inf, nan=math.nan, erf=_erf, erfc=_erfc, lgamma=_lgamma,
     **{name: _quiet(fn) for name, fn in dict(
         exp=np.exp, expm1=np.expm1, log=np.log, log1p=np.log1p, sqrt=np.sqrt, sin=np.sin, cos=np.cos,
         tan=np.tan, asin=np.arcsin, acos=np.arccos, atan=np.arctan, sinh=np.sinh, cosh=np.cosh,

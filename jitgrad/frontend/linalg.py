@@ -1,0 +1,250 @@
+"""``np.linalg`` (and SciPy's triangular solves) on traced arrays, over the last two axes and
+batched over the rest, as NumPy batches.
+
+Factorizations and solves are ``ops.LINALG`` primitives (LAPACK through NumPy on the CPU);
+``inv``, ``det``, ``norm`` and ``matrix_power`` are compositions. ``cholesky`` and ``eigh``
+read a symmetric matrix: as JAX, they symmetrize their input, so their gradients are symmetric.
+"""
+import collections
+import numbers
+
+import numpy as np
+
+from ..errors import ShapeError, TraceError, user_frame
+from ..ir.tracing import bind
+from . import numpy_api as jnp
+
+
+# NumPy's result types' fields (a tuple, so `w, v = eigh(a)` works as well)
+SlogdetResult = collections.namedtuple("SlogdetResult", ["sign", "logabsdet"])
+EighResult = collections.namedtuple("EighResult", ["eigenvalues", "eigenvectors"])
+
+
+def _matrices(name, *xs):
+    xs = jnp._arrays(*jnp._promote(xs, floats=True)[0])
+    for x in xs:
+        if x.ndim < 2 or x.shape[-1] != x.shape[-2]:
+            raise ShapeError(f"{name}: needs square matrices in the last two axes, got shape {x.shape} "
+                             f"at {user_frame()}")
+    return xs
+
+
+def _swap(x):
+    return jnp.swapaxes(x, -1, -2)
+
+
+def _symmetric(x):
+    return (x + _swap(x)) * 0.5
+
+
+def _right_side(name, a, b):
+    """``a`` and ``b`` as (..., n, n) and (..., n, k) with one batch shape, and how to shape the
+    result back (NumPy 2: ``b`` is a vector only when it is 1-d)."""
+    a, b = jnp._arrays(*jnp._promote((a, b), floats=True)[0])
+    (a,) = _matrices(name, a)
+    vector = b.ndim == 1
+    b = jnp.expand_dims(b, -1) if vector else b
+    if b.shape[-2] != a.shape[-1]:
+        raise ShapeError(f"{name}: a {a.shape} and b {b.shape[:-1] if vector else b.shape} do not match "
+                         f"(b needs {a.shape[-1]} rows) at {user_frame()}")
+    batch = jnp.broadcast_shapes(name, a.shape[:-2], b.shape[:-2])
+    a = jnp.broadcast_to(a, batch + a.shape[-2:], name)
+    b = jnp.broadcast_to(b, batch + b.shape[-2:], name)
+    return a, b, (lambda x: jnp.squeeze(x, -1)) if vector else (lambda x: x)
+
+
+def solve(a, b):
+    """``x`` with ``a @ x == b`` (LAPACK's gesv). Gradient: ``gb = solve(a.T, g)``, ``ga = -gb x.T``.
+
+    >>> solve(np.eye(2) * 2, np.ones(2))
+    array([0.5, 0.5])
+    """
+    a, b, shape_back = _right_side("solve", a, b)
+    return shape_back(bind("solve", a, b))
+
+
+def inv(a):
+    """``solve(a, I)``.
+
+    >>> inv(np.eye(2) * 4)
+    array([[0.25, 0.  ],
+           [0.  , 0.25]])
+    """
+    (a,) = _matrices("inv", a)
+    return bind("solve", a, _identity_like(a))
+
+
+def _identity_like(a):
+    return jnp._arrays(a, np.broadcast_to(np.eye(a.shape[-1], dtype=a.dtype), a.shape))[1]
+
+
+def slogdet(a):
+    """``(sign, log|det a|)`` (LAPACK's getrf); the gradient of ``log|det a|`` is ``inv(a).T``.
+
+    >>> slogdet(np.eye(2) * 2)
+    SlogdetResult(sign=array(1.), logabsdet=array(1.38629436))
+    """
+    (a,) = _matrices("slogdet", a)
+    both = bind("slogdet", a)
+    return SlogdetResult(both[..., 0], both[..., 1])
+
+
+def det(a):
+    """``sign * exp(log|det a|)``: its gradient ``det(a) inv(a).T``.
+
+    >>> float(det(np.eye(2) * 2))
+    4.0
+    """
+    sign, logabs = slogdet(a)
+    return sign * jnp.exp(logabs)
+
+
+def cholesky(a, upper=False):
+    """The lower factor ``L`` of the symmetric positive definite ``a = L @ L.T`` (the upper one,
+    ``L.T``, with ``upper=True``). A matrix that is not positive definite raises NumPy's LinAlgError.
+
+    >>> cholesky(np.eye(2) * 4)
+    array([[2., 0.],
+           [0., 2.]])
+    """
+    (a,) = _matrices("cholesky", a)
+    lower = bind("cholesky", _symmetric(a))
+    return _swap(lower) if upper else lower
+
+
+def eigh(a, UPLO="L"):  # noqa: N803 (NumPy's name)
+    """``(w, v)``: eigenvalues ascending and eigenvectors (columns) of the symmetric ``a``. The
+    gradient is JAX's, defined for distinct eigenvalues.
+
+    >>> eigh(np.diag([2.0, 1.0]))[0]
+    array([1., 2.])
+    """
+    (a,) = _matrices("eigh", a)
+    n = a.shape[-1]
+    both = bind("eigh", _symmetric(a))
+    return EighResult(both[..., n, :], both[..., :n, :])
+
+
+def eigvalsh(a, UPLO="L"):  # noqa: N803
+    """The eigenvalues of ``eigh``.
+
+    >>> eigvalsh(np.diag([2.0, 1.0]))
+    array([1., 2.])
+    """
+    return eigh(a)[0]
+
+
+def matrix_power(a, n):
+    """``a @ a @ ... @ a`` (``n`` times) by repeated squaring; negative ``n`` powers ``inv(a)``.
+
+    >>> matrix_power(np.eye(2) * 2, 3)
+    array([[8., 0.],
+           [0., 8.]])
+    """
+    if not isinstance(n, numbers.Integral):
+        raise TraceError(f"matrix_power: the exponent must be a Python int, got {type(n).__name__} at {user_frame()}")
+    (a,) = _matrices("matrix_power", a)
+    if n < 0:
+        a, n = inv(a), -n
+    result = None
+    while n:
+        if n & 1:
+            result = a if result is None else jnp.matmul(result, a)
+        n >>= 1
+        a = jnp.matmul(a, a) if n else a
+    return result if result is not None else _identity_like(a)
+
+
+def _vector_norm(x, ord, axis, keepdims):  # noqa: A002
+    absx = jnp.absolute(x)
+    if ord is None or ord == 2:
+        return jnp.sqrt(jnp.sum(x * x, axis=axis, keepdims=keepdims))
+    if ord == np.inf:
+        return jnp.max(absx, axis=axis, keepdims=keepdims)
+    if ord == -np.inf:
+        return jnp.min(absx, axis=axis, keepdims=keepdims)
+    if ord == 0:
+        return jnp.sum(jnp.not_equal(x, 0).astype(x.dtype), axis=axis, keepdims=keepdims)
+    if ord == 1:
+        return jnp.sum(absx, axis=axis, keepdims=keepdims)
+    return jnp.power(jnp.sum(jnp.power(absx, ord), axis=axis, keepdims=keepdims), 1.0 / ord)
+
+
+def _matrix_norm(x, ord, axes, keepdims):  # noqa: A002
+    rows, cols = axes
+    if ord in (None, "fro"):
+        out = jnp.sqrt(jnp.sum(x * x, axis=axes, keepdims=True))
+    elif ord in (1, -1):
+        sums = jnp.sum(jnp.absolute(x), axis=rows, keepdims=True)
+        out = (jnp.max if ord == 1 else jnp.min)(sums, axis=cols, keepdims=True)
+    elif ord in (np.inf, -np.inf):
+        sums = jnp.sum(jnp.absolute(x), axis=cols, keepdims=True)
+        out = (jnp.max if ord == np.inf else jnp.min)(sums, axis=rows, keepdims=True)
+    else:
+        raise TraceError(f"linalg.norm: ord={ord!r} for matrices (singular values) is not supported on traced "
+                         f"arrays (at {user_frame()}); supported: None, 'fro', 1, -1, inf, -inf")
+    return out if keepdims else jnp.squeeze(out, axis=axes)
+
+
+def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 (NumPy's name)
+    """NumPy's vector and matrix norms, as compositions (the 2-norm's gradient at 0 is NaN, as JAX's).
+
+    >>> norm(np.array([3.0, 4.0]))
+    array(5.)
+    """
+    (x,) = jnp._arrays(*jnp._promote((x,), floats=True)[0])
+    if axis is None and ord is not None and x.ndim not in (1, 2):
+        raise ShapeError(f"linalg.norm: improper number of dimensions to norm ({x.ndim}) at {user_frame()}")
+    if axis is None and ord is None:
+        out = jnp.sqrt(jnp.sum(x * x))
+        return jnp.reshape(out, (1,) * x.ndim) if keepdims else out
+    axes = jnp.normalize_axes(tuple(range(x.ndim)) if axis is None else axis, x.ndim, "linalg.norm")
+    if len(axes) == 2:
+        return _matrix_norm(x, ord, axes, keepdims)
+    return _vector_norm(x, ord, axes, keepdims)
+
+
+def solve_triangular(a, b, trans=0, lower=False, unit_diagonal=False, overwrite_b=False, check_finite=True):
+    """SciPy's ``solve_triangular``: ``x`` with ``op(a) @ x == b`` for the triangle of ``a`` (lower or
+    upper), ``op`` the transpose for ``trans`` 1 or 'T'. Batched over leading axes.
+
+    >>> solve_triangular(np.array([[2.0, 0.0], [1.0, 1.0]]), np.array([2.0, 2.0]), lower=True)
+    array([1., 1.])
+    """
+    if trans not in (0, 1, "N", "T"):
+        raise TraceError(f"solve_triangular: trans={trans!r} is not supported (at {user_frame()}); 0, 1, 'N', 'T'")
+    a, b, shape_back = _right_side("solve_triangular", a, b)
+    if unit_diagonal:
+        eye = np.eye(a.shape[-1], dtype=bool)
+        a = jnp.where(eye, 1.0, a)
+    return shape_back(bind("triangular_solve", a, b, lower=bool(lower), transpose=trans in (1, "T")))
+
+
+def cho_factor(a, lower=False, overwrite_a=False, check_finite=True):
+    """``(c, lower)``: the Cholesky factor of the symmetric positive definite ``a`` and which
+    triangle it is; ``cho_solve`` takes the pair. (The other triangle is zero, where SciPy leaves
+    whatever was there.)
+
+    >>> cho_factor(np.eye(2) * 4)[1]
+    False
+    """
+    return cholesky(a, upper=not lower), bool(lower)
+
+
+def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True):
+    """``x`` with ``a @ x == b`` from ``cho_factor(a)``: two triangular solves.
+
+    >>> cho_solve(cho_factor(np.eye(2) * 4), np.ones(2))
+    array([0.25, 0.25])
+    """
+    c, lower = c_and_lower
+    factor = c if lower else _swap(c)  # the lower factor L of a = L L^T
+    y = solve_triangular(factor, b, lower=True)
+    return solve_triangular(factor, y, lower=True, trans=1)
+
+
+jnp.LINALG_FUNCTIONS.update({
+    np.linalg.solve: solve, np.linalg.inv: inv, np.linalg.det: det, np.linalg.slogdet: slogdet,
+    np.linalg.cholesky: cholesky, np.linalg.eigh: eigh, np.linalg.eigvalsh: eigvalsh, np.linalg.norm: norm,
+    np.linalg.matrix_power: matrix_power,
+})

@@ -1,0 +1,132 @@
+"""``scipy.stats`` distributions' densities on traced (and plain) arrays, with SciPy's argument
+names. Outside the support a log-density is ``-inf`` (a density 0), as SciPy's.
+
+>>> from jitgrad.scipy.stats import norm
+>>> norm.logpdf(np.array([0.0]))
+array([-0.91893853])
+"""
+import math
+import types
+
+import numpy as np
+
+from ..frontend import linalg
+from ..frontend import numpy_api as jnp
+from ..frontend import special
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+def _standardized(x, loc, scale):
+    x, loc, scale = special._floats(x, loc, scale)
+    return (x - loc) / scale, scale
+
+
+def _outside(condition, logp):
+    return jnp.where(condition, -math.inf, logp)
+
+
+def _with_exp(logpdf, name):
+    def density(*args, **kwargs):
+        return jnp.exp(logpdf(*args, **kwargs))
+    density.__name__, density.__doc__ = name, f"``exp({logpdf.__name__})``."
+    return density
+
+
+def _norm_logpdf(x, loc=0, scale=1):
+    """The normal log-density."""
+    y, scale = _standardized(x, loc, scale)
+    return -0.5 * y * y - jnp.log(scale) - 0.5 * _LOG_2PI
+
+
+def _norm_cdf(x, loc=0, scale=1):
+    return special.ndtr(_standardized(x, loc, scale)[0])
+
+
+def _norm_logcdf(x, loc=0, scale=1):
+    return special.log_ndtr(_standardized(x, loc, scale)[0])
+
+
+def _norm_sf(x, loc=0, scale=1):
+    return special.ndtr(-_standardized(x, loc, scale)[0])
+
+
+def _norm_logsf(x, loc=0, scale=1):
+    return special.log_ndtr(-_standardized(x, loc, scale)[0])
+
+
+norm = types.SimpleNamespace(logpdf=_norm_logpdf, pdf=_with_exp(_norm_logpdf, "pdf"), cdf=_norm_cdf,
+                             logcdf=_norm_logcdf, sf=_norm_sf, logsf=_norm_logsf)
+
+
+def _t_logpdf(x, df, loc=0, scale=1):
+    """Student's t log-density."""
+    y, scale = _standardized(x, loc, scale)
+    (df,) = special._floats(df)
+    return (special.gammaln((df + 1) / 2) - special.gammaln(df / 2) - 0.5 * jnp.log(df * math.pi)
+            - jnp.log(scale) - (df + 1) / 2 * jnp.log1p(y * y / df))
+
+
+t = types.SimpleNamespace(logpdf=_t_logpdf, pdf=_with_exp(_t_logpdf, "pdf"))
+
+
+def _mvn_logpdf(x, mean=None, cov=1, allow_singular=False):
+    """The multivariate normal log-density over ``x``'s last axis, by the Cholesky factor of
+    ``cov`` (a matrix, or a number: a multiple of the identity)."""
+    x, = special._floats(x)
+    k = x.shape[-1] if x.ndim else 1
+    x = jnp.reshape(x, (1,)) if x.ndim == 0 else x
+    centered = x if mean is None else x - mean
+    (cov,) = special._floats(cov)
+    if cov.ndim < 2:  # SciPy: a number, or the diagonal
+        cov = jnp.multiply(jnp.broadcast_to(cov, (k,)), np.eye(k))
+    lower = linalg.cholesky(cov)
+    rows = jnp.reshape(centered, (-1, k))
+    z = linalg.solve_triangular(lower, jnp.swapaxes(rows, 0, 1), lower=True)
+    half_logdet = jnp.sum(jnp.log(jnp.diagonal(lower)))
+    logp = -0.5 * jnp.sum(z * z, axis=0) - half_logdet - 0.5 * k * _LOG_2PI
+    return jnp.reshape(logp, centered.shape[:-1])
+
+
+multivariate_normal = types.SimpleNamespace(logpdf=_mvn_logpdf, pdf=_with_exp(_mvn_logpdf, "pdf"))
+
+
+def _bernoulli_logpmf(k, p, loc=0):
+    k, p, loc = special._floats(k, p, loc)
+    k = k - loc
+    logp = special.xlogy(k, p) + special.xlog1py(1 - k, -p)
+    return _outside(jnp.logical_and(jnp.not_equal(k, 0), jnp.not_equal(k, 1)), logp)
+
+
+bernoulli = types.SimpleNamespace(logpmf=_bernoulli_logpmf, pmf=_with_exp(_bernoulli_logpmf, "pmf"))
+
+
+def _poisson_logpmf(k, mu, loc=0):
+    k, mu, loc = special._floats(k, mu, loc)
+    k = k - loc
+    logp = special.xlogy(k, mu) - special.gammaln(k + 1) - mu
+    return _outside(jnp.logical_or(jnp.less(k, 0), jnp.not_equal(jnp.floor(k), k)), logp)
+
+
+poisson = types.SimpleNamespace(logpmf=_poisson_logpmf, pmf=_with_exp(_poisson_logpmf, "pmf"))
+
+
+def _gamma_logpdf(x, a, loc=0, scale=1):
+    y, scale = _standardized(x, loc, scale)
+    (a,) = special._floats(a)
+    logp = special.xlogy(a - 1, y) - y - special.gammaln(a) - jnp.log(scale)
+    return _outside(jnp.less(y, 0), logp)
+
+
+gamma = types.SimpleNamespace(logpdf=_gamma_logpdf, pdf=_with_exp(_gamma_logpdf, "pdf"))
+
+
+def _beta_logpdf(x, a, b, loc=0, scale=1):
+    y, scale = _standardized(x, loc, scale)
+    a, b = special._floats(a, b)
+    betaln = special.gammaln(a) + special.gammaln(b) - special.gammaln(a + b)
+    logp = special.xlogy(a - 1, y) + special.xlog1py(b - 1, -y) - betaln - jnp.log(scale)
+    return _outside(jnp.logical_or(jnp.less(y, 0), jnp.greater(y, 1)), logp)
+
+
+beta = types.SimpleNamespace(logpdf=_beta_logpdf, pdf=_with_exp(_beta_logpdf, "pdf"))

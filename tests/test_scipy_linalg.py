@@ -1,0 +1,220 @@
+"""SPEC 6.3's linear algebra and SciPy: np.linalg on traced arrays, SciPy's special functions as
+ufuncs, jitgrad.scipy.special/stats/linalg, values against NumPy/SciPy and gradients against
+central finite differences (float64), on numpy and cpu; the errors."""
+import numpy as np
+import pytest
+
+import jitgrad as jg
+from jitgrad.scipy import linalg as jsl
+from jitgrad.scipy import special as jsp
+from jitgrad.scipy import stats as jst
+
+sp = pytest.importorskip("scipy.special")
+ss = pytest.importorskip("scipy.stats")
+sl = pytest.importorskip("scipy.linalg")
+
+RNG = np.random.default_rng(0)
+_B = RNG.normal(size=(3, 4, 4))
+SPD = _B @ np.swapaxes(_B, -1, -2) + 4 * np.eye(4)  # well conditioned, distinct eigenvalues
+RHS = RNG.normal(size=(3, 4, 2))
+W = RNG.normal(size=(3, 4, 4))
+
+
+def finite_difference(f, x, eps=1e-6):
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        d = np.zeros_like(x)
+        d[i] = eps
+        g[i] = (f(x + d) - f(x - d)) / (2 * eps)
+    return g
+
+
+def _sym(x):
+    return (x + np.swapaxes(x, -1, -2)) / 2
+
+
+LINALG = {  # name: (loss of the matrix, whether it reads a symmetric matrix)
+    "solve": (lambda a: np.sum(np.linalg.solve(a, RHS) * RHS), False),
+    "solve_vector": (lambda a: np.sum(np.linalg.solve(a[0], RHS[0, :, 0]) ** 2), False),
+    "inv": (lambda a: np.sum(np.linalg.inv(a) * W), False),
+    "det": (lambda a: np.sum(np.linalg.det(a / 4)), False),
+    "slogdet": (lambda a: np.sum(np.linalg.slogdet(a).logabsdet), False),
+    "cholesky": (lambda a: np.sum(np.linalg.cholesky(a) * W), True),
+    "eigh_values": (lambda a: np.sum(np.linalg.eigh(a)[0] * np.arange(4)), True),
+    "eigh_vectors": (lambda a: np.sum(np.abs(np.linalg.eigh(a).eigenvectors * W)), True),
+    "norm": (lambda a: np.linalg.norm(a) + np.linalg.norm(a[0], 1) + np.linalg.norm(a[1], np.inf)
+             + np.linalg.norm(a[1, 0], 3) + np.sum(np.linalg.norm(a, axis=-1)), False),
+    "matrix_power": (lambda a: np.sum(np.linalg.matrix_power(a[0] / 10, 3) * W[0])
+                     + np.sum(np.linalg.matrix_power(a[1], -2) * W[1]), False),
+    "solve_triangular": (lambda a: sum(np.sum(jsl.solve_triangular(a[0], RHS[0], lower=lo, trans=t) * RHS[0])
+                                       for lo in (True, False) for t in (0, 1)), False),
+    "cho_solve": (lambda a: np.sum(jsl.cho_solve(jsl.cho_factor(a[2]), RHS[2]) * RHS[2]), True),
+}
+
+
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+@pytest.mark.parametrize("name", sorted(LINALG))
+def test_linalg_values_and_gradients(name, device):
+    loss, symmetric = LINALG[name]
+    np.testing.assert_allclose(jg.jit(loss, device=device)(SPD), loss(SPD), rtol=1e-12)
+    expected = finite_difference(lambda x: loss(_sym(x)) if symmetric else loss(x), SPD)
+    np.testing.assert_allclose(jg.jit(jg.grad(loss), device=device)(SPD), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_linalg_results_match_numpy_batched():
+    f = jg.jit(lambda a: (np.linalg.solve(a, RHS), np.linalg.inv(a), np.linalg.slogdet(a)[1], np.linalg.cholesky(a),
+                          np.linalg.eigh(a)[0], np.linalg.det(a)))
+    want = (np.linalg.solve(SPD, RHS), np.linalg.inv(SPD), np.linalg.slogdet(SPD)[1], np.linalg.cholesky(SPD),
+            np.linalg.eigh(SPD)[0], np.linalg.det(SPD))
+    for got, w in zip(f(SPD), want):
+        np.testing.assert_allclose(got, w, rtol=1e-12)
+    tri = np.tril(SPD[0])
+    np.testing.assert_allclose(jsl.solve_triangular(tri, RHS[0], lower=True),
+                               sl.solve_triangular(tri, RHS[0], lower=True))
+    np.testing.assert_allclose(jsl.cholesky(SPD[0]), sl.cholesky(SPD[0]), rtol=1e-12)
+
+
+def test_second_derivative_through_solve():
+    f = lambda s: np.sum(np.linalg.solve(SPD[0] * s, RHS[0]))  # noqa: E731 (s^-1 sum(A^-1 b))
+    c = np.sum(np.linalg.solve(SPD[0], RHS[0]))
+    np.testing.assert_allclose(jg.grad(jg.grad(f))(1.5), 2 * c / 1.5 ** 3, rtol=1e-10)
+
+
+X = np.array([-40.0, -25.0, -3.0, -0.5, 0.0, 0.7, 4.0, 30.0])
+P = np.array([1e-12, 0.1, 0.5, 0.9, 0.999999])
+G = np.array([0.1, 0.5, 1.5, 3.5, 100.0, -0.5, -2.3])
+UFUNCS = {"expit": X, "log_expit": X, "ndtr": X, "log_ndtr": X, "erf": X, "erfc": X / 4, "logit": P,
+          "erfinv": P * 2 - 1, "gammaln": G, "digamma": G}
+
+
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+@pytest.mark.parametrize("name", sorted(UFUNCS))
+def test_scipy_ufuncs_on_traced_arrays(name, device):
+    fn, x = getattr(sp, name), UFUNCS[name]
+    np.testing.assert_allclose(jg.jit(lambda v: fn(v), device=device)(x), fn(x), rtol=1e-12, atol=1e-300)
+    inner = x[np.abs(x) < 10] if name not in ("logit", "erfinv") else x[1:4]
+    expected = finite_difference(lambda v: np.sum(fn(v)), inner, eps=1e-7)
+    np.testing.assert_allclose(jg.grad(lambda v: np.sum(fn(v)))(inner), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_gradients_at_the_points_compositions_get_wrong():
+    assert jg.grad(sp.expit)(0.0) == 0.25 and jg.grad(jg.nn.sigmoid)(0.0) == 0.25
+    assert jg.grad(jg.grad(sp.log_expit))(0.0) == pytest.approx(-0.25)
+    assert jg.grad(sp.erfinv)(0.0) == pytest.approx(np.sqrt(np.pi) / 2)
+    assert jg.grad(lambda x: sp.expit(x))(-800.0) == 0.0
+    np.testing.assert_allclose(jg.grad(sp.digamma)(np.array(2.5)), sp.polygamma(1, 2.5), rtol=1e-13)
+    np.testing.assert_allclose(jg.grad(sp.gammaln)(np.array(2.5)), sp.digamma(2.5), rtol=1e-13)
+
+
+def test_xlogy_is_zero_at_zero_with_jax_gradients():
+    x, y = np.array([0.0, 0.0, 2.0]), np.array([0.0, 2.0, 3.0])
+    np.testing.assert_allclose(jg.jit(lambda a, b: sp.xlogy(a, b))(x, y), sp.xlogy(x, y), rtol=1e-15)
+    gx, gy = jg.grad(lambda a, b: np.sum(sp.xlogy(a, b)), argnums=(0, 1))(x, y)
+    np.testing.assert_allclose(gx, [0.0, np.log(2), np.log(3)])  # JAX: log(y); 0 where that is -inf
+    np.testing.assert_allclose(gy, [0.0, 0.0, 2 / 3])
+    np.testing.assert_allclose(jsp.xlog1py(np.array([0.0, 2.0]), np.array([-1.0, 1.0])), [0.0, 2 * np.log(2)])
+
+
+def test_special_python_level_functions():
+    x = np.array([[-1.0, 0.3, 2.5], [0.0, 5.0, -2.0]])
+    b = np.array([1.0, -1.0, 2.0])
+    np.testing.assert_allclose(jsp.logsumexp(x, axis=1, b=b), sp.logsumexp(x, axis=1, b=b))
+    np.testing.assert_allclose(jsp.logsumexp(x, keepdims=True), sp.logsumexp(x, keepdims=True))
+    got, want = jsp.logsumexp(x[0], b=-b, return_sign=True), sp.logsumexp(x[0], b=-b, return_sign=True)
+    np.testing.assert_allclose(got, want)
+    np.testing.assert_allclose(jsp.softmax(x), sp.softmax(x))
+    np.testing.assert_allclose(jsp.log_softmax(x, axis=0), sp.log_softmax(x, axis=0))
+    g = jg.grad(lambda v: jsp.logsumexp(v))(x)
+    np.testing.assert_allclose(g, sp.softmax(x), rtol=1e-12)
+
+
+STATS = [
+    (jst.norm.logpdf, ss.norm.logpdf, (0.5, 2.0)), (jst.norm.pdf, ss.norm.pdf, (0.5, 2.0)),
+    (jst.norm.cdf, ss.norm.cdf, (0.5, 2.0)), (jst.norm.logcdf, ss.norm.logcdf, (0.5, 2.0)),
+    (jst.t.logpdf, ss.t.logpdf, (3.5, 0.5, 2.0)), (jst.t.pdf, ss.t.pdf, (3.5,)),
+    (jst.gamma.logpdf, ss.gamma.logpdf, (2.5, 0.0, 2.0)), (jst.gamma.pdf, ss.gamma.pdf, (2.5,)),
+]
+
+
+@pytest.mark.parametrize("ours, theirs, args", STATS, ids=lambda v: getattr(v, "__qualname__", ""))
+def test_stats_densities(ours, theirs, args):
+    x = np.array([-1.0, 0.3, 2.5])
+    np.testing.assert_allclose(jg.jit(lambda v: ours(v, *args))(x), theirs(x, *args), rtol=1e-12)
+    np.testing.assert_allclose(jg.grad(lambda v: np.sum(ours(v, *args)))(x[1:]),
+                               finite_difference(lambda v: np.sum(theirs(v, *args)), x[1:]), rtol=1e-6)
+
+
+def test_discrete_and_bounded_distributions():
+    k = np.array([0.0, 3.0, 2.5, -1.0])
+    np.testing.assert_allclose(jst.poisson.logpmf(k, 2.5), ss.poisson.logpmf(k, 2.5))
+    np.testing.assert_allclose(jst.poisson.pmf(k, 2.5), ss.poisson.pmf(k, 2.5), atol=1e-300)
+    np.testing.assert_allclose(jst.bernoulli.logpmf(np.array([0.0, 1.0, 2.0]), 0.3),
+                               ss.bernoulli.logpmf(np.array([0.0, 1.0, 2.0]), 0.3))
+    y = np.array([0.2, 0.7, 1.5])
+    np.testing.assert_allclose(jst.beta.logpdf(y, 2.5, 1.5), ss.beta.logpdf(y, 2.5, 1.5))
+    np.testing.assert_allclose(jst.beta.pdf(y, 2.5, 1.5), ss.beta.pdf(y, 2.5, 1.5))
+    grad = jg.grad(lambda p: jst.bernoulli.logpmf(1.0, p) + jst.poisson.logpmf(3.0, p))(0.3)
+    assert grad == pytest.approx(1 / 0.3 + 3 / 0.3 - 1)
+
+
+def test_multivariate_normal():
+    cov, mean, x = SPD[0], RHS[0, :, 0], RNG.normal(size=(5, 4))
+    np.testing.assert_allclose(jg.jit(lambda v: jst.multivariate_normal.logpdf(v, mean, cov))(x),
+                               ss.multivariate_normal.logpdf(x, mean, cov), rtol=1e-12)
+    np.testing.assert_allclose(jst.multivariate_normal.pdf(x[0], mean, 2.0),
+                               ss.multivariate_normal.pdf(x[0], mean, 2.0))
+    loss = lambda c: np.sum(jst.multivariate_normal.logpdf(x, mean, c))  # noqa: E731
+    expected = finite_difference(lambda c: loss(_sym(c)), cov)
+    np.testing.assert_allclose(jg.grad(loss)(cov), expected, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("call, instead", [
+    (lambda x: sp.logsumexp(x), "jitgrad.scipy.special.logsumexp"),
+    (lambda x: ss.norm.logpdf(x), "jitgrad.scipy.stats.norm.logpdf"),
+    (lambda x: ss.multivariate_normal.logpdf(x, np.zeros(2), np.eye(2)),
+     "jitgrad.scipy.stats.multivariate_normal.logpdf"),
+    (lambda x: sl.cho_factor(np.outer(x, x)), "jitgrad.scipy.linalg.cho_factor"),
+])
+def test_scipy_python_functions_name_their_jitgrad_equivalent(call, instead):
+    with pytest.raises(jg.TraceError, match=rf"converts its input.*test_scipy_linalg.py:\d+.*Use {instead} instead"):
+        jg.jit(call)(np.ones(2))
+
+
+def test_scipy_functions_without_an_equivalent_say_so():
+    with pytest.raises(jg.TraceError, match="scipy.stats.norm.entropy converts.*jitgrad.scipy has no equivalent"):
+        jg.jit(lambda x: ss.norm.entropy(x))(np.ones(2))
+
+
+def test_unsupported_scipy_ufunc_is_named_as_scipys():
+    with pytest.raises(jg.TraceError, match=r"scipy.special.ive is not supported.*jitgrad.scipy.special has"):
+        jg.jit(lambda x: sp.ive(1.0, x))(np.ones(2))
+
+
+def test_linalg_errors():
+    with pytest.raises(jg.ShapeError, match=r"solve: needs square matrices.*test_scipy_linalg.py"):
+        jg.jit(lambda a: np.linalg.solve(a, np.ones(3)))(np.ones((3, 2)))
+    with pytest.raises(jg.ShapeError, match="b needs 3 rows"):
+        jg.jit(lambda a: np.linalg.solve(a, np.ones(2)))(np.eye(3))
+    with pytest.raises(jg.TraceError, match="ord='nuc'"):
+        jg.jit(lambda a: np.linalg.norm(a, "nuc"))(np.eye(3))
+    with pytest.raises(jg.TraceError, match="np.linalg.svd is not supported"):
+        jg.jit(lambda a: np.linalg.svd(a))(np.eye(3))
+
+
+def test_cuda_without_cupy_names_the_op_and_suggests_the_cpu():
+    pytest.importorskip("jitgrad.codegen.numba_cuda.backend")
+    pytest.importorskip("numba.cuda")
+    try:
+        import cupy  # noqa: F401
+        pytest.skip("CuPy is installed: cuSOLVER runs it")
+    except ImportError:
+        pass
+    with pytest.raises(jg.JitgradError, match=r"cholesky \(from test_scipy_linalg.py:\d+\).*needs CuPy.*device='cpu'"):
+        jg.jit(lambda a: np.linalg.cholesky(a), device="cuda")(SPD[0])
+
+
+@pytest.mark.parametrize("name", ["expit", "gammaln", "digamma", "erfc", "log_ndtr"])
+def test_special_functions_on_the_cuda_simulator(name):
+    pytest.importorskip("jitgrad.codegen.numba_cuda.backend")
+    fn, x = getattr(sp, name), UFUNCS[name][:6]
+    np.testing.assert_allclose(np.asarray(jg.jit(lambda v: fn(v), device="cuda")(x)), fn(x), rtol=1e-12, atol=1e-300)
