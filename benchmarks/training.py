@@ -156,6 +156,7 @@ def main():
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--programs", default=",".join(PROGRAMS))
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
+    parser.add_argument("--write-results", action="store_true", help="also write benchmarks/TRAINING.md")
     parser.add_argument("--one", nargs=3, metavar=("FRAMEWORK", "PROGRAM", "STEPS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -163,10 +164,11 @@ def main():
         print(json.dumps(train(framework, name, int(steps))))
         return
     frameworks = args.frameworks.split(",")
-    print(f"{args.steps} SGD steps from an empty cache, fresh process per cell: total gradient time s "
-          "(first call s; last step ms)\n")
-    print("| program | " + " | ".join(frameworks) + " | jitgrad / autograd |")
-    print("|---|" + "---|" * (len(frameworks) + 1))
+    lines = [f"{args.steps} SGD steps from an empty cache, fresh process per cell: total gradient time s "
+             "(first call s; last step ms)", "",
+             "| program | " + " | ".join(frameworks) + " | jitgrad / autograd |",
+             "|---|" + "---|" * (len(frameworks) + 1)]
+    print("\n".join(lines), flush=True)
     for name in args.programs.split(","):
         cells = {f: _fresh(f, name, args.steps) for f in frameworks}
         row = [("error: " + c["error"]) if "error" in c else
@@ -174,7 +176,13 @@ def main():
         ratio = "–"
         if "total_s" in cells.get("jitgrad", {}) and "total_s" in cells.get("autograd", {}):
             ratio = f"{cells['jitgrad']['total_s'] / cells['autograd']['total_s']:.2f}x"
-        print(f"| {name} | " + " | ".join(row) + f" | {ratio} |", flush=True)
+        lines.append(f"| {name} | " + " | ".join(row) + f" | {ratio} |")
+        print(lines[-1], flush=True)
+    if args.write_results:
+        page = ["# Training runs from an empty cache", "",
+                f"`python -m benchmarks.training --write-results`, {time.strftime('%Y-%m-%d')}, "
+                f"{os.cpu_count()} cores. " + __doc__.split("\n\n")[0].replace("\n", " "), "", *lines, ""]
+        (ROOT / "benchmarks" / "TRAINING.md").write_text("\n".join(page))
 
 
 if __name__ == "__main__":
