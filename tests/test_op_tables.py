@@ -17,7 +17,7 @@ COMPUTED = set(ops.ALL) - set(ops.LEAVES)  # every op but the program's inputs a
 def test_the_groups_partition_the_primitive_set():
     groups = [ops.ELEMENTWISE, ops.REDUCE, ops.ARGREDUCE, ops.ALONG_AXIS, ops.LINALG, ops.VIEWS,
               ops.LAYOUT, ("matmul",),
-              ops.INDEXED, ops.LEAVES]
+              ops.INDEXED, ops.CONTROL, ops.TUPLES, ops.LEAVES]
     flat = [op for group in groups for op in group]
     assert len(flat) == len(set(flat)) and set(flat) == set(ops.ALL)
     assert set(ops.LIBRARY) == {"matmul", *ops.INDEXED, *ops.LAYOUT, *ops.ARGREDUCE, *ops.ALONG_AXIS, *ops.LINALG}

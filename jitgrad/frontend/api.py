@@ -12,7 +12,7 @@ import numpy as np
 
 from ..errors import GradError, ShapeError, checks_on
 from ..ir.ops import is_float
-from ..codegen import blocked
+from ..codegen import blocked, control
 from ..runtime import arrays, devices
 from ..runtime.tiered import Tiered, compile_mode
 from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
@@ -279,6 +279,8 @@ class _Compiled:
 def _executable(program, device):
     """The compiled executable; or, for a program whose code is not in the disk cache yet (with
     ``JITGRAD_COMPILE=background``), the interpreter until a worker process has compiled it."""
+    if control.has_control(program):  # loops run by the host around their compiled bodies
+        return control.Staged(program, lambda piece: _executable(piece, device), _device_placer(device))
     background = devices.background(device)
     if background is None or compile_mode() == "sync":
         return devices.backend(device).Executable(program)
@@ -287,6 +289,13 @@ def _executable(program, device):
         return ready
     return Tiered(blocked.interpreter(program), lambda: background.start(program),
                   lambda: devices.backend(device).Executable(program))
+
+
+def _device_placer(device):
+    if device != "cuda":
+        return None
+    from ..codegen.numba_cuda.launch import as_device_array
+    return as_device_array
 
 
 class Jitted:

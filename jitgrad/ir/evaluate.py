@@ -92,7 +92,46 @@ def _reduce(fn):
     return lambda x, *, axes: np.asarray(fn(x, axis=tuple(axes))).astype(x.dtype, copy=False)
 
 
+def run_program(program, args):
+    """``program`` on arrays, op by op (a control-flow op's body, in eager mode and folding)."""
+    env = {id(n): a for n, a in zip(program.inputs, args)}
+    for n in program.nodes:
+        if n.op != "input":
+            env[id(n)] = n.params["value"] if n.op == "const" else run_op(n.op, [env[id(a)] for a in n.args], n.params)
+    return [env[id(o)] for o in program.outputs]
+
+
+def _scan(*args, body, num_consts, num_carry, length, reverse):
+    consts, carry = list(args[:num_consts]), list(args[num_consts:num_consts + num_carry])
+    xs = args[num_consts + num_carry:]
+    ys = [np.empty((length,) + y.shape, y.dtype) for y in body.outputs[num_carry:]]
+    for t in reversed(range(length)) if reverse else range(length):
+        out = run_program(body, consts + carry + [x[t] for x in xs])
+        carry = out[:num_carry]
+        for y, value in zip(ys, out[num_carry:]):
+            y[t] = value
+    return tuple(carry + ys)
+
+
+def _while(*args, cond_body, body, num_cond_consts, num_body_consts):
+    cond_consts = list(args[:num_cond_consts])
+    body_consts = list(args[num_cond_consts:num_cond_consts + num_body_consts])
+    carry = list(args[num_cond_consts + num_body_consts:])
+    while run_program(cond_body, cond_consts + carry)[0]:
+        carry = run_program(body, body_consts + carry)
+    return tuple(carry)
+
+
+def branch_index(index, count):
+    """The branch a ``cond`` takes: its index clamped into range (as ``lax.switch``); a bool is 0 or 1."""
+    return min(max(int(index), 0), count - 1)
+
+
 IMPLS = {
+    "scan": _scan, "while": _while,
+    "cond": lambda index, *xs, branches: tuple(run_program(branches[branch_index(index, len(branches))], xs)),
+    "checkpoint": lambda *xs, body: tuple(run_program(body, xs)),
+    "element": lambda values, *, index: values[index],
     "exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "sqrt": np.sqrt,
     "cbrt": np.cbrt, "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin,
     "acos": np.arccos, "atan": np.arctan, "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh,
@@ -125,5 +164,8 @@ IMPLS = {
 
 def run_op(op, args, params):
     """Execute one primitive on concrete arrays (eager mode and constant folding)."""
+    if "types" in params:  # (a tuple node's types: its rule's result, not an input of it)
+        params = {k: v for k, v in params.items() if k != "types"}
     with np.errstate(all="ignore"):
-        return np.asarray(IMPLS[op](*args, **params))
+        result = IMPLS[op](*args, **params)
+    return result if isinstance(result, tuple) else np.asarray(result)

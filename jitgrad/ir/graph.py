@@ -13,6 +13,9 @@ _SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "int64": "i64", 
           "uint8": "u8", "bool": "bool"}
 
 
+TUPLE = np.dtype(object)  # the dtype of a node that is several values (``Node.is_tuple``)
+
+
 def type_str(shape, dtype):
     return f"{_SHORT.get(np.dtype(dtype).name, np.dtype(dtype).name)}[{','.join(map(str, shape))}]"
 
@@ -36,7 +39,15 @@ class Node:
 
     @property
     def type(self):
+        if self.is_tuple:
+            return "(" + ", ".join(type_str(s, d) for s, d in self.params["types"]) + ")"
         return type_str(self.shape, self.dtype)
+
+    @property
+    def is_tuple(self):
+        """Whether the node is several values (a loop's carries and outputs), which ``element``
+        nodes take apart; it has no array of its own."""
+        return self.dtype == TUPLE
 
     def key(self):
         """Structural identity (op, argument identities, params): equal keys compute equal values."""
@@ -51,6 +62,10 @@ def params_key(params):
 
 
 def _param_key(v):
+    if isinstance(v, Program):
+        return ("program", v.content_hash())
+    if isinstance(v, tuple) and v and isinstance(v[0], Program):
+        return tuple(map(_param_key, v))
     if isinstance(v, np.ndarray):
         return ("array", v.dtype.str, v.shape, hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest())
     if isinstance(v, np.dtype):
@@ -93,7 +108,7 @@ class Program:
 
     def __init__(self, inputs, outputs, name="f"):
         self.inputs, self.outputs, self.name = list(inputs), list(outputs), name
-        self._nodes = None
+        self._nodes = self._hash = None
 
     @property
     def nodes(self):
@@ -109,20 +124,26 @@ class Program:
         skip = {"input"} if include_constants else {"input", "const"}
         return sum(n.op not in skip for n in self.nodes)
 
-    def text(self, locations=True):
+    def text(self, locations=True, indent=""):
+        """One SSA line per op; a loop's body program follows its line, indented (as JAX prints
+        a scan's jaxpr)."""
         names = {id(n): f"%{i}" for i, n in enumerate(self.nodes)}
         head = ", ".join(f"{names[id(n)]}: {n.type}" for n in self.inputs)
-        lines = [f"def {self.name}({head}):"]
+        lines = [f"{indent}def {self.name}({head}):"]
         for n in self.nodes:
             if n.op == "input":
                 continue
             args = " ".join(names[id(a)] for a in n.args)
-            params = " ".join(f"{k}={_param_str(v)}" for k, v in sorted(n.params.items()))
-            line = f"  {names[id(n)]}: {n.type} = {n.op} {args} {params}".rstrip()
+            params = " ".join(f"{k}={_param_str(v)}" for k, v in sorted(n.params.items())
+                              if k not in _BODY_PARAMS + ("types",))
+            line = f"{indent}  {names[id(n)]}: {n.type} = {n.op} {args} {params}".rstrip()
             if locations and n.where:
                 line = f"{line:<60}  # {n.where}"
             lines.append(line)
-        lines.append("  return " + ", ".join(names[id(n)] for n in self.outputs))
+            for k in _BODY_PARAMS:
+                for body in _programs(n.params.get(k)):
+                    lines.append(body.text(locations, indent + "      "))
+        lines.append(f"{indent}  return " + ", ".join(names[id(n)] for n in self.outputs))
         return "\n".join(lines)
 
     def __str__(self):
@@ -153,4 +174,16 @@ class Program:
 
     def content_hash(self):
         """Stable across processes: depends on the computation only (not on source lines)."""
-        return hashlib.sha256(self.text(locations=False).encode()).hexdigest()
+        if self._hash is None:  # (programs are not edited once built)
+            self._hash = hashlib.sha256(self.text(locations=False).encode()).hexdigest()
+        return self._hash
+
+
+# Params that hold programs (a loop's body, a conditional's branches): printed under the node.
+_BODY_PARAMS = ("cond_body", "body", "branches")
+
+
+def _programs(value):
+    if isinstance(value, Program):
+        return [value]
+    return list(value) if isinstance(value, tuple) and value and isinstance(value[0], Program) else []

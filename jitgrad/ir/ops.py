@@ -13,7 +13,7 @@ import operator
 import numpy as np
 
 from ..errors import IRError, ShapeError, user_frame
-from .graph import Node
+from .graph import TUPLE, Node, Program
 
 # Elementwise ops, by the dtypes they take and give.
 UNARY_FLOAT = ("exp", "expm1", "log", "log1p", "sqrt", "cbrt", "sin", "cos", "tan", "asin", "acos",
@@ -44,7 +44,13 @@ LINALG = ("cholesky", "triangular_solve", "solve", "slogdet", "eigh")
 # Ops a loop kernel does not fuse: each a step of its own (BLAS, indexed kernels, NumPy calls).
 LIBRARY = ("matmul",) + INDEXED + LAYOUT + ARGREDUCE + ALONG_AXIS + LINALG
 LEAVES = ("input", "const")
-ALL = ELEMENTWISE + REDUCE + ARGREDUCE + ALONG_AXIS + LINALG + VIEWS + LAYOUT + ("matmul",) + INDEXED + LEAVES
+# Control flow: ops that run programs held in their params (a loop's body, a conditional's
+# branches, a checkpointed function) and give several values (a tuple node), which ``element``
+# takes apart. Backends never see them: ``codegen/control.py`` runs them around compiled pieces.
+CONTROL = ("scan", "while", "cond", "checkpoint")
+TUPLES = ("element",)
+ALL = ELEMENTWISE + REDUCE + ARGREDUCE + ALONG_AXIS + LINALG + VIEWS + LAYOUT + ("matmul",) + INDEXED + CONTROL + \
+    TUPLES + LEAVES
 
 
 def is_float(dtype):
@@ -223,6 +229,59 @@ def _scatter_add(op, updates, *idx, shape):
     return tuple(shape), updates.dtype, False
 
 
+def _types(nodes):
+    return tuple((n.shape, n.dtype) for n in nodes)
+
+
+def _expect(op, what, got, want, *args):
+    """Types ``got`` must be ``want`` (a body's inputs or outputs against the operands)."""
+    if len(got) != len(want) or any(tuple(gs) != tuple(ws) or np.dtype(gd) != np.dtype(wd)
+                                    for (gs, gd), (ws, wd) in zip(got, want)):
+        show = lambda types: "(" + ", ".join(f"{np.dtype(d).name}{list(s)}" for s, d in types) + ")"  # noqa: E731
+        _fail(op, f"{what} {show(got)} do not match {show(want)}", *args)
+
+
+def _scan(op, *args, body, num_consts, num_carry, length, reverse):
+    consts, init, xs = args[:num_consts], args[num_consts:num_consts + num_carry], args[num_consts + num_carry:]
+    if any(x.ndim == 0 or x.shape[0] != length for x in xs):
+        _fail(op, f"every scanned array needs a leading axis of the length {length}", *xs)
+    _expect(op, "the body's inputs", _types(body.inputs),
+            _types(consts + init) + tuple((x.shape[1:], x.dtype) for x in xs), *args)
+    _expect(op, "the carries the body returns", _types(body.outputs[:num_carry]), _types(init), *init)
+    ys = tuple(((length,) + y.shape, y.dtype) for y in body.outputs[num_carry:])
+    return _types(init) + ys, TUPLE, False
+
+
+def _while(op, *args, cond_body, body, num_cond_consts, num_body_consts):
+    init = args[num_cond_consts + num_body_consts:]
+    _expect(op, "the condition's inputs", _types(cond_body.inputs), _types(args[:num_cond_consts] + init), *args)
+    _expect(op, "the condition's result", _types(cond_body.outputs), (((), np.dtype(np.bool_)),), *args)
+    _expect(op, "the body's inputs", _types(body.inputs), _types(args[num_cond_consts:]), *args)
+    _expect(op, "the carries the body returns", _types(body.outputs), _types(init), *init)
+    return _types(init), TUPLE, False
+
+
+def _cond(op, index, *operands, branches):
+    if index.shape != () or not (np.issubdtype(index.dtype, np.integer) or index.dtype == np.bool_):
+        _fail(op, "the predicate must be a scalar bool or integer", index)
+    for branch in branches:
+        _expect(op, "a branch's inputs", _types(branch.inputs), _types(operands), *operands)
+        _expect(op, "the branches' results", _types(branch.outputs), _types(branches[0].outputs))
+    return _types(branches[0].outputs), TUPLE, False
+
+
+def _checkpoint(op, *args, body):
+    _expect(op, "the function's inputs", _types(body.inputs), _types(args), *args)
+    return _types(body.outputs), TUPLE, False
+
+
+def _element(op, t, *, index):
+    if not t.is_tuple or not 0 <= index < len(t.params["types"]):
+        _fail(op, f"needs a tuple node and an index in range, got {index}", t)
+    shape, dtype = t.params["types"][index]
+    return shape, dtype, False
+
+
 def _const(op, *, value):
     return value.shape, value.dtype, False
 
@@ -237,7 +296,8 @@ RULES = {"select": _select, "cast": _cast, "stop_gradient": lambda op, x: (x.sha
          "expand": _expand, "reshape": _reshape,
          "transpose": _transpose, "slice": _slice, "rev": _rev, "pad": _pad, "concat": _concat,
          "matmul": _matmul, "gather": _gather, "scatter_add": _scatter_add, "const": _const,
-         "input": _input}
+         "input": _input, "scan": _scan, "while": _while, "cond": _cond, "checkpoint": _checkpoint,
+         "element": _element}
 RULES.update({op: _unary for op in UNARY})
 RULES.update({op: _binary for op in BINARY})
 RULES.update({op: _reduce for op in REDUCE})
@@ -246,7 +306,7 @@ RULES.update({op: _reduce for op in REDUCE})
 def plain(value):
     """A param as a plain Python value (int, float, bool, str, tuples of them), or an array or
     dtype: generated code prints params, and must never print a user object's ``repr``."""
-    if value is None or isinstance(value, (np.ndarray, np.dtype)):
+    if value is None or isinstance(value, (np.ndarray, np.dtype, Program)):
         return value
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
@@ -263,8 +323,10 @@ def plain(value):
 
 def make(op, args=(), **params):
     """Build a node after checking its operands with the op's rule (raises ``ShapeError``)."""
-    params = {k: plain(v) for k, v in params.items()}
+    params = {k: plain(v) for k, v in params.items() if k != "types"}
     shape, dtype, weak = RULES[op](op, *args, **params)
+    if dtype == TUPLE:  # the rule gave the values' types
+        shape, params["types"] = (), plain(shape)
     return Node(op, args, params, shape, dtype, weak, user_frame())
 
 
@@ -292,10 +354,22 @@ def verify(program, after="a pass"):
             fail(node, f"unknown op {node.op!r}")
         if node.op == "input":
             continue
+        params = {k: v for k, v in node.params.items() if k != "types"}
         try:
-            shape, dtype, _ = RULES[node.op](node.op, *node.args, **node.params)
+            shape, dtype, _ = RULES[node.op](node.op, *node.args, **params)
         except (ShapeError, TypeError) as exc:
             fail(node, f"its rule rejects its operands ({exc})")
-        if tuple(shape) != node.shape or np.dtype(dtype) != node.dtype:
+        if dtype == TUPLE:
+            if plain(shape) != node.params.get("types"):
+                fail(node, f"its rule gives the values {shape}, the node says {node.type}")
+            for body in _bodies(node):
+                verify(body, f"{after} (in the {node.op}'s {body.name})")
+        elif tuple(shape) != node.shape or np.dtype(dtype) != node.dtype:
             fail(node, f"its rule gives {dtype}{list(shape)}, the node says {node.type}")
     return program
+
+
+def _bodies(node):
+    """The programs a control-flow node holds."""
+    found = [node.params[k] for k in ("cond_body", "body") if k in node.params]
+    return found + list(node.params.get("branches", ()))

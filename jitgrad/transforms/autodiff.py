@@ -13,11 +13,13 @@ Values flowing through the rules are whatever the caller passes: tracers (the ru
 IR into the caller's trace) or arrays (the rules compute eagerly, with NumPy).
 """
 import math
+import weakref
 
 import numpy as np
 
-from ..errors import location
+from ..errors import GradError, location
 from ..ir import ops
+from ..ir.graph import Node, Program, toposort
 from ..ir.ops import is_float
 from ..ir.tracing import bind, evaluate, innermost_trace, new_trace
 
@@ -237,7 +239,190 @@ VJP = {
 }
 
 
+# --------------------------------------------------------------------------- control flow
+# A loop's gradient is a loop: scan's backward pass is a reverse scan of its body's backward
+# pass. The body is linearized once (``_Linearized``): its forward part, run by the forward scan,
+# also returns the values the backward part needs (residuals, stacked over the iterations);
+# values computed from the loop's constants alone are recomputed in the backward body instead of
+# stacked. ``cond`` and ``checkpoint`` recompute their forward pass inside their backward one.
+
+class _Linearized:
+    """A scan body split by partial evaluation of its joint forward-and-backward program:
+    ``forward`` (consts, carries, xs) -> (carries, ys, residuals), and ``backward``, itself a scan
+    body: consts; carries (cotangents of the float carries, then sums of the float constants'
+    cotangents); xs (residuals, then cotangents of the float ys) -> ys (cotangents of float xs)."""
+
+    def __init__(self, body, num_consts, num_carry):
+        n_in, n_out = len(body.inputs), len(body.outputs)
+        self.wrt = [i for i, n in enumerate(body.inputs) if is_float(n.dtype)]
+        self.float_outs = [k for k, o in enumerate(body.outputs) if is_float(o.dtype)]
+        joint, ct_inputs = _joint(body, self.wrt, self.float_outs)
+        inputs = joint.inputs[:n_in]
+        unknown, invariant = _partial_eval(joint, ct_inputs, inputs[:num_consts])
+        reads = [a for n in joint.nodes if id(n) in unknown for a in n.args] + joint.outputs[n_out:]
+        residuals, seen = [], set()
+        for a in reads:  # known values the backward part reads, but for the loop-invariant ones
+            if id(a) not in unknown and id(a) not in invariant and id(a) not in seen:
+                seen.add(id(a))
+                residuals.append(a)
+        self.num_residuals = len(residuals)
+        self.forward = Program(inputs, joint.outputs[:n_out] + residuals, f"{body.name}_forward")
+        # the backward body's inputs, standing for the joint program's nodes
+        like = lambda n: ops.make("input", shape=n.shape, dtype=n.dtype)  # noqa: E731
+        float_consts = [i for i in self.wrt if i < num_consts]
+        float_carries = [k for k in self.float_outs if k < num_carry]
+        consts = [like(n) for n in inputs[:num_consts]]
+        ct_of = dict(zip(self.float_outs, ct_inputs))  # an output's index -> its cotangent input
+        float_ys = [k for k in self.float_outs if k >= num_carry]
+        carry_cts, y_cts = [like(ct_of[k]) for k in float_carries], [like(ct_of[k]) for k in float_ys]
+        sums = [like(inputs[i]) for i in float_consts]
+        res = [like(r) for r in residuals]
+        mapped = {id(a): b for a, b in zip(inputs[:num_consts] + residuals, consts + res)}
+        mapped.update({id(ct_of[k]): b for k, b in zip(float_carries + float_ys, carry_cts + y_cts)})
+        grads = dict(zip(self.wrt, _clone(joint.outputs[n_out:], mapped)))
+        outputs = [grads[i] for i in self.wrt if num_consts <= i < num_consts + num_carry]
+        outputs += [ops.make("add", [s, grads[i]]) for s, i in zip(sums, float_consts)]
+        outputs += [grads[i] for i in self.wrt if i >= num_consts + num_carry]
+        self.backward = Program(consts + carry_cts + sums + res + y_cts, outputs, f"{body.name}_backward")
+        self.float_consts, self.float_carries = float_consts, float_carries
+
+
+def _joint(body, wrt, float_outs):
+    """The program (inputs, output cotangents) -> (outputs, cotangents of the inputs in ``wrt``)
+    and its cotangent inputs."""
+    with new_trace() as trace:
+        xs = [trace.new_input(n.shape, n.dtype, n.weak) for n in body.inputs]
+        cts = [trace.new_input(o.shape, o.dtype) if k in float_outs else None for k, o in enumerate(body.outputs)]
+        outs, grads = backward_pass(body, xs, cts, wrt)
+        grads = [g if g is not None else zeros_for(body.inputs[i], xs) for g, i in zip(grads, wrt)]
+        joint = trace.program(list(outs) + grads, name=body.name)
+    assert not trace.captured, "a body program has no free values"
+    return joint, [joint.inputs[len(body.inputs) + j] for j in range(len(float_outs))]
+
+
+def _partial_eval(joint, ct_inputs, consts):
+    """Ids of the nodes that depend on the cotangents (``unknown``), and of those computed from
+    constants alone (``invariant``: the same in every iteration)."""
+    unknown, invariant = {id(n) for n in ct_inputs}, {id(n) for n in consts}
+    for n in joint.nodes:
+        if any(id(a) in unknown for a in n.args):
+            unknown.add(id(n))
+        elif n.op == "const" or n.op not in ops.LEAVES and all(id(a) in invariant for a in n.args):
+            invariant.add(id(n))
+    return unknown, invariant
+
+
+def _clone(outputs, mapped):
+    """``outputs`` rebuilt over the nodes ``mapped`` stands for (every path from them to the
+    program's inputs must pass a mapped node)."""
+    new = dict(mapped)
+    for n in toposort(outputs, is_leaf=lambda n: id(n) in mapped):
+        if id(n) in new or n.op == "const":
+            new.setdefault(id(n), n)
+            continue
+        assert n.op != "input", "an unmapped input reached while cloning a backward body"
+        new[id(n)] = Node(n.op, [new[id(a)] for a in n.args], n.params, n.shape, n.dtype, n.weak, n.where)
+    return [new[id(o)] for o in outputs]
+
+
+_LINEARIZED = weakref.WeakKeyDictionary()  # body program -> its _Linearized, per (consts, carries)
+
+
+def _linearized(body, num_consts, num_carry):
+    per_body = _LINEARIZED.setdefault(body, {})
+    if (num_consts, num_carry) not in per_body:
+        per_body[num_consts, num_carry] = _Linearized(body, num_consts, num_carry)
+    return per_body[num_consts, num_carry]
+
+
+def _element(values, k):
+    return bind("element", values, index=k)
+
+
+def _zeros(shape, dtype, like):
+    trace = innermost_trace(like)
+    if trace is None:
+        return np.zeros(shape, dtype)
+    return np.broadcast_to(trace.const(np.zeros((), dtype)), shape)
+
+
+def _scan_forward(node, args):
+    """The forward scan of a scan that will be differentiated: it also stacks the residuals."""
+    lin = _linearized(node.params["body"], node.params["num_consts"], node.params["num_carry"])
+    params = {k: v for k, v in node.params.items() if k not in ("body", "types")}
+    return bind("scan", *args, body=lin.forward, **params)
+
+
+def _scan_vjp(g, out, *args, body, num_consts, num_carry, length, reverse, types):
+    lin = _linearized(body, num_consts, num_carry)
+    n_out = len(body.outputs)
+    residuals = [_element(out, n_out + j) for j in range(lin.num_residuals)]
+    consts, init, xs = args[:num_consts], args[num_consts:num_consts + num_carry], args[num_consts + num_carry:]
+    like = list(args) + [v for v in g.values()]
+    carry_cts = [g.get(k) if g.get(k) is not None else _zeros(init[k].shape, init[k].dtype, like)
+                 for k in lin.float_carries]
+    sums = [_zeros(consts[i].shape, consts[i].dtype, like) for i in lin.float_consts]
+    y_cts = [g.get(k) if g.get(k) is not None else _zeros((length,) + body.outputs[k].shape, body.outputs[k].dtype, like)
+             for k in lin.float_outs if k >= num_carry]
+    back = bind("scan", *consts, *carry_cts, *sums, *residuals, *y_cts, body=lin.backward, num_consts=num_consts,
+                num_carry=len(carry_cts) + len(sums), length=length, reverse=not reverse)
+    values = iter(_element(back, k) for k in range(len(lin.backward.outputs)))
+    grads = [None] * len(args)
+    for i in [num_consts + k for k in lin.float_carries] + lin.float_consts + \
+            [i for i in lin.wrt if i >= num_consts + num_carry]:
+        grads[i] = next(values)
+    return tuple(grads)
+
+
+def _backward_body(program):
+    """(inputs, cotangents of the float outputs) -> cotangents of the float inputs: the forward
+    pass recomputed inside (a branch's or a checkpointed function's backward pass)."""
+    wrt = [i for i, n in enumerate(program.inputs) if is_float(n.dtype)]
+    float_outs = [k for k, o in enumerate(program.outputs) if is_float(o.dtype)]
+    joint, _ = _joint(program, wrt, float_outs)
+    return Program(joint.inputs, joint.outputs[len(program.outputs):], f"{program.name}_backward"), wrt, float_outs
+
+
+def _output_cts(g, program, float_outs, like):
+    return [g.get(k) if g.get(k) is not None else _zeros(program.outputs[k].shape, program.outputs[k].dtype, like)
+            for k in float_outs]
+
+
+def _cond_vjp(g, out, index, *operands, branches, types):
+    backs = [_backward_body(b) for b in branches]
+    _, wrt, float_outs = backs[0]
+    cts = _output_cts(g, branches[0], float_outs, list(operands) + list(g.values()))
+    back = bind("cond", index, *operands, *cts, branches=tuple(b for b, _, _ in backs))
+    grads = [None] * len(operands)
+    for j, i in enumerate(wrt):
+        grads[i] = _element(back, j)
+    return (None, *grads)
+
+
+def _checkpoint_vjp(g, out, *args, body, types):
+    back, wrt, float_outs = _backward_body(body)
+    cts = _output_cts(g, body, float_outs, list(args) + list(g.values()))
+    result = bind("checkpoint", *args, *cts, body=back)
+    grads = [None] * len(args)
+    for j, i in enumerate(wrt):
+        grads[i] = _element(result, j)
+    return tuple(grads)
+
+
+def _while_vjp(g, out, *args, **params):
+    raise GradError("reverse-mode differentiation (grad, vjp) of while_loop is not supported: its trip count is "
+                    "not known when tracing, so its steps cannot be stored. Use jitgrad.lax.fori_loop with Python "
+                    "int bounds, or jitgrad.lax.scan; jvp (forward mode) works through while_loop.")
+
+
+VJP.update({"scan": _scan_vjp, "cond": _cond_vjp, "checkpoint": _checkpoint_vjp, "while": _while_vjp,
+            "element": lambda g, out, values, *, index: ({index: g},)})
+FORWARD = {"scan": _scan_forward}  # ops whose forward pass, when differentiated, also keeps residuals
+
+
 def _differentiable(node):
+    if node.is_tuple:
+        return True
     return is_float(node.dtype) and node.op not in NONDIFFERENTIABLE
 
 
@@ -253,14 +438,26 @@ def _backward_pass(program, args, cotangents, wrt):
     trace = innermost_trace(list(args) + list(cotangents))
     active = {id(program.inputs[i]) for i in wrt}  # nodes that depend on a differentiated input
     for node in program.nodes:
-        evaluate(node, env, trace)
-        if _differentiable(node) and any(id(a) in active for a in node.args):
+        differentiated = _differentiable(node) and any(id(a) in active for a in node.args)
+        if differentiated and node.op in FORWARD:
+            with location(node.where):
+                env[id(node)] = FORWARD[node.op](node, [env[id(a)] for a in node.args])
+        else:
+            evaluate(node, env, trace)
+        if differentiated:
             active.add(id(node))
     cts = {}
 
     def accumulate(node, g):
-        if g is not None and id(node) in active:
-            cts[id(node)] = g if id(node) not in cts else cts[id(node)] + g
+        if g is None or id(node) not in active:
+            return
+        if id(node) not in cts:
+            cts[id(node)] = dict(g) if isinstance(g, dict) else g
+        elif isinstance(g, dict):  # a tuple node's cotangents, by element
+            for k, v in g.items():
+                cts[id(node)][k] = v if cts[id(node)].get(k) is None else cts[id(node)][k] + v
+        else:
+            cts[id(node)] = cts[id(node)] + g
 
     for out, ct in zip(program.outputs, cotangents):
         accumulate(out, ct)

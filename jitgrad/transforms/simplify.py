@@ -99,6 +99,8 @@ def _sum_rewrite(x, axes):
 
 
 def _fold(node, args):
+    if node.op in ops.CONTROL or node.op in ops.TUPLES:  # (a loop is not folded; its body is simplified)
+        return None
     if node.op in ops.ELEMENTWISE and node.size > 1 and args and all(a.op != "const" for a in args):
         uniform = [uniform_value(a) for a in args]
         if None not in uniform:  # an op on broadcast constants: fold one element, broadcast it
@@ -162,6 +164,20 @@ def simplify(program):
     return program
 
 
+def _simplified_bodies(params, rewrite):
+    """A control-flow op's params with its body programs simplified (the same dict if none changed)."""
+    new = {}
+    for k, v in params.items():
+        if isinstance(v, Program):
+            new[k] = _sweep(v, rewrite)
+        elif isinstance(v, tuple) and v and isinstance(v[0], Program):
+            new[k] = tuple(_sweep(b, rewrite) for b in v)
+    if all(new[k].text(False) == params[k].text(False) if isinstance(new[k], Program) else
+           all(a.text(False) == b.text(False) for a, b in zip(new[k], params[k])) for k in new):
+        return params
+    return {**params, **new}
+
+
 def _sweep(program, rewrite):
     memo, table = {}, {}
 
@@ -181,8 +197,9 @@ def _sweep(program, rewrite):
             memo[id(node)] = node
             continue
         args = [memo[id(a)] for a in node.args]
-        rebuilt = node if all(a is b for a, b in zip(args, node.args)) else \
-            Node(node.op, args, node.params, node.shape, node.dtype, node.weak, node.where)
+        params = _simplified_bodies(node.params, rewrite) if node.op in ops.CONTROL else node.params
+        rebuilt = node if all(a is b for a, b in zip(args, node.args)) and params is node.params else \
+            Node(node.op, args, params, node.shape, node.dtype, node.weak, node.where)
         with location(node.where):
             memo[id(node)] = intern(rebuilt)
     return Program(program.inputs, [memo[id(o)] for o in program.outputs], program.name)

@@ -1,0 +1,211 @@
+"""Programs with control flow (``ops.CONTROL``) on any backend: the host runs the loops and
+conditionals, and everything between them, and every body, is a loop-free program the backend
+compiles as usual.
+
+A program is cut into stages: stage ``k`` is a *piece* (the loop-free ops whose operands are
+ready once the control-flow ops of stages before ``k`` have run) followed by the control-flow
+ops that can run then. A body is compiled once, whatever the trip count, and called by the
+host once per iteration on the carries and the iteration's slices of the scanned arrays.
+"""
+import numpy as np
+
+from ..ir import ops
+from ..ir.evaluate import branch_index
+from ..ir.graph import Node, Program
+from ..runtime import arrays
+
+
+def has_control(program):
+    return any(n.op in ops.CONTROL for n in program.nodes)
+
+
+class Staged:
+    """``program`` as stages of compiled pieces and host-run control flow; ``compile(program)``
+    gives the backend's executable of a piece or body (itself ``Staged`` when it has loops).
+    With ``to_device``, values live on the GPU between the steps and results come back as the
+    backend's do: on the device when an input was there."""
+
+    def __init__(self, program, compile, to_device=None):
+        self.program, self._compile, self._to_device = program, compile, to_device
+        self._bodies = {}  # id(body program) -> its executable
+        self._steps, self._origin = [], {}  # pieces (_Piece) and control-flow nodes, in order
+        level = _levels(program)
+        for k in range(max(level.values(), default=0) + 1):
+            nodes = [n for n in program.nodes if level[id(n)] == k and n.op not in ops.CONTROL + ops.TUPLES
+                     and n.op not in ops.LEAVES]
+            if nodes:
+                piece = _Piece(program, nodes, level, f"{program.name}_{len(self._steps)}")
+                piece.executable = compile(piece.program)
+                self._origin.update(piece.origin)
+                self._steps.append(piece)
+            self._steps += [n for n in program.nodes if level[id(n)] == k and n.op in ops.CONTROL]
+        self.peak_bytes = None
+
+    def body(self, program):
+        """The executable of a loop's body or a branch: compiled once."""
+        if id(program) not in self._bodies:
+            self._bodies[id(program)] = (program, self._compile(program))
+        return self._bodies[id(program)][1]
+
+    @property
+    def kernels(self):
+        groups = []
+        for step in self._steps:
+            if isinstance(step, _Piece):
+                groups += [[step.origin[id(n)] for n in group if id(n) in step.origin]
+                           for group in step.executable.kernels]
+            else:
+                groups.append([step])
+        return [g for g in groups if g]
+
+    @property
+    def source(self):
+        parts = []
+        for step in self._steps:
+            if isinstance(step, _Piece):
+                parts.append(f"# piece {step.program.name}\n{step.executable.source}")
+            else:
+                bodies = [b for k in ("cond_body", "body") if k in step.params for b in [step.params[k]]]
+                bodies += list(step.params.get("branches", ()))
+                parts.append(f"# {step.op}, run by the host over the compiled {', '.join(b.name for b in bodies)}:\n"
+                             + "\n".join(f"# {b.name}\n{self.body(b).source}" for b in bodies))
+        return "\n\n".join(parts)
+
+    @property
+    def compiling(self):
+        executables = [s.executable for s in self._steps if isinstance(s, _Piece)]
+        executables += [e for _, e in self._bodies.values()]
+        return any(getattr(e, "compiling", False) for e in executables)
+
+    def __call__(self, *args):
+        on_device = self._to_device is not None and any(arrays.on_gpu(a) for a in args)
+        if self._to_device is not None:
+            args = [self._to_device(a) for a in args]
+        env = {id(n): a for n, a in zip(self.program.inputs, args)}
+        for step in self._steps:
+            if isinstance(step, _Piece):
+                env.update(zip(map(id, step.outputs), step.executable(*[_value(env, n) for n in step.inputs])))
+            else:
+                values = RUN[step.op](self, step, [_value(env, a) for a in step.args])
+                env[id(step)] = values
+        results = []
+        for o in self.program.outputs:
+            value = _value(env, o)
+            if o.op in ops.LEAVES or o.op == "element" or any(value is r for r in results):
+                value = _copy(value)  # results are arrays of their own
+            results.append(value)
+        if self._to_device is not None and not on_device:
+            results = [arrays.to_host(r).reshape(o.shape) for r, o in zip(results, self.program.outputs)]
+        return results
+
+
+def _value(env, node):
+    if node.op == "const":
+        return node.params["value"]
+    if node.op == "element":
+        return env[id(node.args[0])][node.params["index"]]
+    return env[id(node)]
+
+
+def _copy(value):
+    return value.copy() if hasattr(value, "copy") and not arrays.on_gpu(value) else _device_copy(value)
+
+
+def _device_copy(value):
+    from numba import cuda
+    out = cuda.device_array(value.shape, value.dtype)
+    out.copy_to_device(value)
+    return out
+
+
+def _levels(program):
+    """The stage of each node: a control-flow op runs in the stage of its latest operand, its
+    values (``element``) are ready from the next one."""
+    level = {}
+    for n in program.nodes:
+        if n.op in ops.LEAVES:
+            level[id(n)] = 0
+        elif n.op == "element":
+            level[id(n)] = level[id(n.args[0])] + 1
+        else:
+            level[id(n)] = max(level[id(a)] for a in n.args)
+    return level
+
+
+class _Piece:
+    """The loop-free ``nodes`` of one stage as a program of their own: its inputs are the values
+    they read from earlier stages, its outputs the values later stages (or the results) read."""
+
+    def __init__(self, program, nodes, level, name):
+        inside = {id(n) for n in nodes}
+        later = {id(a) for n in program.nodes if id(n) not in inside for a in n.args} | \
+            {id(o) for o in program.outputs}
+        clone, self.inputs = {}, []
+        for n in nodes:
+            for a in n.args:
+                if id(a) not in inside and id(a) not in clone and a.op != "const":
+                    clone[id(a)] = ops.make("input", shape=a.shape, dtype=a.dtype, weak=a.weak)
+                    self.inputs.append(a)
+            args = [clone.get(id(a), a) for a in n.args]
+            clone[id(n)] = Node(n.op, args, n.params, n.shape, n.dtype, n.weak, n.where)
+        self.outputs = [n for n in nodes if id(n) in later]
+        self.program = Program([clone[id(a)] for a in self.inputs], [clone[id(n)] for n in self.outputs], name)
+        self.origin = {id(clone[id(n)]): n for n in nodes}
+
+
+# --------------------------------------------------------------------------- the host's loops
+
+def _slice(x, t):
+    """``x[t]`` as an array (on the GPU, a view; a 0-d element stays an array there too)."""
+    return x[t] if not arrays.on_gpu(x) else x[t:t + 1].reshape(x.shape[1:])
+
+
+def _stacked(shape, dtype, like):
+    if like is not None and arrays.on_gpu(like):
+        from numba import cuda
+        return cuda.device_array(shape, dtype)
+    return np.empty(shape, dtype)
+
+
+def _store(ys, t, value):
+    if arrays.on_gpu(ys):
+        ys[t:t + 1].copy_to_device(arrays.as_cuda_array(value).reshape((1,) + ys.shape[1:]))
+    else:
+        ys[t] = arrays.to_host(value)
+
+
+def _scan(staged, node, args):
+    p = node.params
+    body, n_consts, n_carry = staged.body(p["body"]), p["num_consts"], p["num_carry"]
+    consts, carry, xs = args[:n_consts], args[n_consts:n_consts + n_carry], args[n_consts + n_carry:]
+    like = next((a for a in args if arrays.on_gpu(a)), None)
+    ys = [_stacked(s, d, like) for s, d in p["types"][n_carry:]]
+    for t in reversed(range(p["length"])) if p["reverse"] else range(p["length"]):
+        out = body(*consts, *carry, *[_slice(x, t) for x in xs])
+        carry = out[:n_carry]
+        for y, value in zip(ys, out[n_carry:]):
+            _store(y, t, value)
+    return tuple(carry) + tuple(ys)
+
+
+def _while(staged, node, args):
+    p = node.params
+    test, body = staged.body(p["cond_body"]), staged.body(p["body"])
+    n_test, n_body = p["num_cond_consts"], p["num_body_consts"]
+    test_consts, body_consts, carry = args[:n_test], args[n_test:n_test + n_body], args[n_test + n_body:]
+    while bool(arrays.to_host(test(*test_consts, *carry)[0])):
+        carry = body(*body_consts, *carry)
+    return tuple(carry)
+
+
+def _cond(staged, node, args):
+    branches = node.params["branches"]
+    index = branch_index(arrays.to_host(args[0]), len(branches))
+    return tuple(staged.body(branches[index])(*args[1:]))
+
+
+def _checkpoint(staged, node, args):
+    return tuple(staged.body(node.params["body"])(*args))
+
+
+RUN = {"scan": _scan, "while": _while, "cond": _cond, "checkpoint": _checkpoint}
