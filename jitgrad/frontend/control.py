@@ -159,8 +159,12 @@ def fori_loop(lower, upper, body_fun, init_val):
         (_, val), _ = scan(step, (np.int64(lower), init_val), length=max(upper - lower, 0))
         return val
     _, _, val = while_loop(lambda c: c[0] < c[1], lambda c: (c[0] + 1, c[1], body_fun(c[0], c[2])),
-                           (np.asarray(lower, np.int64), np.asarray(upper, np.int64), init_val))
+                           (_int64(lower), _int64(upper), init_val))
     return val
+
+
+def _int64(bound):
+    return bound.astype(np.int64) if isinstance(bound, Tracer) else np.asarray(bound, np.int64)
 
 
 def while_loop(cond_fun, body_fun, init_val):

@@ -483,7 +483,10 @@ def zeros_for(node, like=()):
 
 def jvp_pass(program, args, tangents):
     """Forward mode by transposition: ``J v`` is the vjp of ``u -> J^T u`` (linear in ``u``) at ``v``.
-    ``tangents`` has one entry per program input (None for no tangent)."""
+    ``tangents`` has one entry per program input (None for no tangent). A program with a
+    ``while`` (which has no vjp) goes op by op instead (``_jvp_sweep``)."""
+    if any(n.op == "while" for n in program.nodes):
+        return _jvp_sweep(program, args, tangents)
     wrt = [i for i, (n, t) in enumerate(zip(program.inputs, tangents)) if t is not None and is_float(n.dtype)]
     with new_trace() as trace:
         xs = [trace.new_input(n.shape, n.dtype, n.weak) for n in program.inputs]
@@ -500,3 +503,68 @@ def jvp_pass(program, args, tangents):
     outs, jv = backward_pass(transposed, in_args, cts, u_index)
     jv = [j if j is not None else zeros_for(o, args) for j, o in zip(jv, program.outputs)]
     return outs[:n_out], jv
+
+
+def _jvp_sweep(program, args, tangents):
+    """Forward mode one op at a time: a ``while`` by its rule (a loop over values and tangents),
+    every other op by ``jvp_pass`` of a program of that op alone."""
+    env = {id(n): a for n, a in zip(program.inputs, args)}
+    tan = {id(n): t for n, t in zip(program.inputs, tangents) if t is not None and is_float(n.dtype)}
+    trace = innermost_trace(list(args) + [t for t in tangents if t is not None])
+    for node in program.nodes:
+        arg_tangents = [tan.get(id(a)) for a in node.args]
+        if node.op in ops.LEAVES or all(t is None for t in arg_tangents) or not _differentiable(node):
+            evaluate(node, env, trace)
+        elif node.op == "element":
+            env[id(node)] = _element(env[id(node.args[0])], node.params["index"])
+            tan[id(node)] = tan[id(node.args[0])][node.params["index"]]
+        else:
+            with location(node.where):
+                rule = _while_jvp if node.op == "while" else _one_op_jvp
+                env[id(node)], tan[id(node)] = rule(node, [env[id(a)] for a in node.args], arg_tangents)
+    outs = [env[id(o)] for o in program.outputs]
+    return outs, [tan.get(id(o)) if tan.get(id(o)) is not None else zeros_for(o, args) for o in program.outputs]
+
+
+def _one_op_jvp(node, values, tangents):
+    inputs = [ops.make("input", shape=a.shape, dtype=a.dtype, weak=a.weak) for a in node.args]
+    copy = Node(node.op, inputs, node.params, node.shape, node.dtype, node.weak, node.where)
+    count = len(node.params["types"]) if node.is_tuple else 0
+    outputs = [ops.make("element", [copy], index=k) for k in range(count)] if node.is_tuple else [copy]
+    outs, jv = jvp_pass(Program(inputs, outputs, node.op), values, tangents)
+    if not node.is_tuple:
+        return outs[0], jv[0]
+    return tuple(outs), list(jv)
+
+
+def _while_jvp(node, values, tangents):
+    """A while loop over the carries and their tangents: the body's jvp, the same condition."""
+    p = node.params
+    n_test, n_body = p["num_cond_consts"], p["num_body_consts"]
+    body, test = p["body"], p["cond_body"]
+    n_carry = len(body.outputs)
+    carries = values[n_test + n_body:]
+    floats = [k for k, c in enumerate(body.outputs) if is_float(c.dtype)]
+    const_tan = [i for i in range(n_body) if tangents[n_test + i] is not None]
+    like = list(values) + [t for t in tangents if t is not None]
+    carry_tan = [tangents[n_test + n_body + k] if tangents[n_test + n_body + k] is not None else
+                 _zeros(body.outputs[k].shape, body.outputs[k].dtype, like) for k in floats]
+    with new_trace() as t:
+        consts = [t.new_input(n.shape, n.dtype, n.weak) for n in body.inputs[:n_body]]
+        const_t = [t.new_input(body.inputs[i].shape, body.inputs[i].dtype) for i in const_tan]
+        cs = [t.new_input(n.shape, n.dtype, n.weak) for n in body.inputs[n_body:]]
+        ts = [t.new_input(body.outputs[k].shape, body.outputs[k].dtype) for k in floats]
+        given = dict(zip(const_tan, const_t)) | {n_body + k: v for k, v in zip(floats, ts)}
+        outs, jv = jvp_pass(body, consts + cs, [given.get(i) for i in range(len(body.inputs))])
+        step = t.program(list(outs) + [jv[k] for k in floats], name=f"{body.name}_jvp")
+    assert not t.captured
+    unused = [ops.make("input", shape=v.shape, dtype=v.dtype) for v in ts]
+    test = Program(test.inputs + unused, test.outputs, test.name)
+    result = bind("while", *values[:n_test], *values[n_test:n_test + n_body], *[tangents[n_test + i] for i in const_tan],
+                  *carries, *carry_tan, cond_body=test, body=step, num_cond_consts=n_test,
+                  num_body_consts=n_body + len(const_tan))
+    out = tuple(_element(result, k) for k in range(n_carry))
+    tan = [None] * n_carry
+    for j, k in enumerate(floats):
+        tan[k] = _element(result, n_carry + j)
+    return out, tan
