@@ -68,6 +68,8 @@ def _carry_body(fn, init, extra_types, extra_defs, what, carry_def_of):
     for _ in range(2):
         body = _Body(fn, types + extra_types, [(carry_def, len(types))] + extra_defs, "body")
         got = body.program.outputs[:len(types)]
+        if len(got) < len(types):
+            break
         promoted = [(s, o.dtype, False) if weak and o.shape == tuple(s) and o.dtype != d else (s, d, weak)
                     for (s, d, weak), o in zip(types, got)]
         if promoted == types:
