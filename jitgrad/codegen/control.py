@@ -155,36 +155,36 @@ class _Piece:
 
 # --------------------------------------------------------------------------- the host's loops
 
-def _slice(x, t):
-    """``x[t]`` as an array (on the GPU, a view; a 0-d element stays an array there too)."""
-    return x[t] if not arrays.on_gpu(x) else x[t:t + 1].reshape(x.shape[1:])
+def _device_slice(x, t):
+    """``x[t]`` of a GPU array, as an array (a view; a 0-d element stays an array there too)."""
+    return x[t:t + 1].reshape(x.shape[1:])
 
 
-def _stacked(shape, dtype, like):
-    if like is not None and arrays.on_gpu(like):
-        from numba import cuda
-        return cuda.device_array(shape, dtype)
-    return np.empty(shape, dtype)
+def _device_store(ys, t, value):
+    ys[t:t + 1].copy_to_device(arrays.as_cuda_array(value).reshape((1,) + ys.shape[1:]))
 
 
-def _store(ys, t, value):
-    if arrays.on_gpu(ys):
-        ys[t:t + 1].copy_to_device(arrays.as_cuda_array(value).reshape((1,) + ys.shape[1:]))
-    else:
-        ys[t] = arrays.to_host(value)
+def _host_store(ys, t, value):
+    ys[t] = value
 
 
 def _scan(staged, node, args):
     p = node.params
     body, n_consts, n_carry = staged.body(p["body"]), p["num_consts"], p["num_carry"]
     consts, carry, xs = args[:n_consts], args[n_consts:n_consts + n_carry], args[n_consts + n_carry:]
-    like = next((a for a in args if arrays.on_gpu(a)), None)
-    ys = [_stacked(s, d, like) for s, d in p["types"][n_carry:]]
+    on_gpu = any(arrays.on_gpu(a) for a in args)
+    if on_gpu:
+        from numba import cuda
+        ys = [cuda.device_array(s, d) for s, d in p["types"][n_carry:]]
+        take, store = _device_slice, _device_store
+    else:
+        ys = [np.empty(s, d) for s, d in p["types"][n_carry:]]
+        take, store = (lambda x, t: x[t]), _host_store
     for t in reversed(range(p["length"])) if p["reverse"] else range(p["length"]):
-        out = body(*consts, *carry, *[_slice(x, t) for x in xs])
+        out = body(*consts, *carry, *[take(x, t) for x in xs])
         carry = out[:n_carry]
         for y, value in zip(ys, out[n_carry:]):
-            _store(y, t, value)
+            store(y, t, value)
     return tuple(carry) + tuple(ys)
 
 

@@ -157,11 +157,41 @@ def _one_hot(node, checked):
 
 def simplify(program):
     """A smaller program computing the same outputs (see the module docstring)."""
-    program = _sweep(program, _rewrite)
+    program = _sweep(_prune_scans(program), _rewrite)
     checked = {tuple(map(id, n.args[1:])) for n in program.nodes if n.op == "gather"}
     if any(_one_hot_labels(n, checked) is not None for n in program.nodes):
         program = _sweep(program, lambda node, args: _one_hot(node, checked) or _rewrite(node, args))
     return program
+
+
+def _prune_scans(program):
+    """Scans without the stacked outputs nothing reads (their bodies then lose what computed them):
+    a gradient's backward scan stacks the cotangents of every scanned input, differentiated or not."""
+    used = {}
+    for n in program.nodes:
+        if n.op == "element":
+            used.setdefault(id(n.args[0]), set()).add(n.params["index"])
+    memo, renumber = {}, {}
+    for n in program.nodes:
+        args = [memo.get(id(a), a) for a in n.args]
+        if n.op == "scan" and len(used.get(id(n), ())) < len(n.params["types"]) - n.params["num_carry"]:
+            body = n.params["body"]
+            keep = list(range(n.params["num_carry"])) + sorted(k for k in used.get(id(n), ()) if k >= n.params["num_carry"])
+            if len(keep) < len(body.outputs):
+                renumber[id(n)] = {old: new for new, old in enumerate(keep)}
+                params = {k: v for k, v in n.params.items() if k not in ("body", "types")}
+                with location(n.where):
+                    memo[id(n)] = ops.make("scan", args, body=Program(body.inputs, [body.outputs[k] for k in keep],
+                                                                      body.name), **params)
+                continue
+        if n.op == "element" and id(n.args[0]) in renumber:
+            with location(n.where):
+                memo[id(n)] = ops.make("element", args, index=renumber[id(n.args[0])][n.params["index"]])
+        elif any(a is not b for a, b in zip(args, n.args)):
+            memo[id(n)] = Node(n.op, args, n.params, n.shape, n.dtype, n.weak, n.where)
+    if not memo:
+        return program
+    return Program(program.inputs, [memo.get(id(o), o) for o in program.outputs], program.name)
 
 
 def _simplified_bodies(params, rewrite):
