@@ -74,6 +74,7 @@ def _missing(names, page):
     (jg, "jitgrad.md", {"JitgradError", "ShapeError", "TraceError", "GradError", "InputError"}),
     (jg.errors, "errors.md", {"checks_on", "location", "user_frame", "contextlib", "os", "sys", "threading"}),
     (jg.nn, "nn.md", {"jnp", "math", "np", "special"}),
+    (jg.lax, "lax.md", ()),
     (jnp, "numpy.md", ()),
     (jitgrad.scipy.special, "scipy.md", ()),
     (jitgrad.scipy.linalg, "scipy.md", ()),
