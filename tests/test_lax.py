@@ -230,3 +230,17 @@ def test_random_bodies_under_scan_equal_the_unrolled_loop(program):
     close(value, ref_value, 1e-10, f"value of {program}")
     for g, r in zip(grads, ref_grads):
         close(g, r, 1e-9, f"gradient of {program}")
+
+
+def test_scan_on_cuda_keeps_device_arrays_and_equals_the_reference():
+    pytest.importorskip("numba.cuda")
+    f = jg.jit(jg.value_and_grad(rnn_scan, argnums=(0, 1)), device="cuda")
+    value, grads = f(W, H0, XS[:3])
+    ref_value, ref_grads = jg.value_and_grad(rnn_unrolled, argnums=(0, 1))(W, H0, XS[:3])
+    close(value, ref_value, 1e-12, "value")
+    for g, r in zip(grads, ref_grads):
+        assert isinstance(g, np.ndarray)
+        close(g, r, 1e-12, "gradient")
+    on_device = f(*jg.device_put((W, H0, XS[:3]), "cuda"))
+    assert hasattr(on_device[0], "copy_to_host")
+    close(on_device[0].copy_to_host(), ref_value, 1e-12, "value from device arrays")
