@@ -265,8 +265,12 @@ class _Linearized:
             if id(a) not in unknown and id(a) not in invariant and id(a) not in seen:
                 seen.add(id(a))
                 residuals.append(a)
-        self.num_residuals = len(residuals)
-        self.forward = Program(inputs, joint.outputs[:n_out] + residuals, f"{body.name}_forward")
+        # a residual that is a scanned value is read from the scanned array, not stacked again
+        scanned = {id(n): k for k, n in enumerate(inputs[num_consts + num_carry:])}
+        self.residual_xs = [scanned.get(id(r)) for r in residuals]  # per residual: its xs index, or None
+        stacked = [r for r in residuals if id(r) not in scanned]
+        self.num_residuals = len(stacked)
+        self.forward = Program(inputs, joint.outputs[:n_out] + stacked, f"{body.name}_forward")
         # the backward body's inputs, standing for the joint program's nodes
         like = lambda n: ops.make("input", shape=n.shape, dtype=n.dtype)  # noqa: E731
         float_consts = [i for i in self.wrt if i < num_consts]
@@ -356,8 +360,9 @@ def _scan_forward(node, args):
 def _scan_vjp(g, out, *args, body, num_consts, num_carry, length, reverse, types):
     lin = _linearized(body, num_consts, num_carry)
     n_out = len(body.outputs)
-    residuals = [_element(out, n_out + j) for j in range(lin.num_residuals)]
     consts, init, xs = args[:num_consts], args[num_consts:num_consts + num_carry], args[num_consts + num_carry:]
+    stacked = iter(_element(out, n_out + j) for j in range(lin.num_residuals))
+    residuals = [next(stacked) if k is None else xs[k] for k in lin.residual_xs]
     like = list(args) + [v for v in g.values()]
     carry_cts = [g.get(k) if g.get(k) is not None else _zeros(init[k].shape, init[k].dtype, like)
                  for k in lin.float_carries]
