@@ -50,6 +50,7 @@ class Optimizer:
             _check(name, "lr", lr, lr >= 0)
         self.name, self.schedule = name, lr if callable(lr) else constant_schedule(lr)
         self.slots, self._factors, self._rule = tuple(slots), factors, rule
+        self._n_factors = len(factors(np.float64(0), np.float64(1)))
         self.compiled = jit(self._step, device=device)
 
     def __repr__(self):
@@ -118,30 +119,38 @@ class Optimizer:
         return out
 
     def _scalars(self, count):
-        """The learning rate at ``count`` and the step number ``count + 1``: float64 0-d arrays
-        (traced values inside a traced function)."""
-        lr = self.schedule(count)
-        if isinstance(count, Tracer) or isinstance(lr, Tracer):
-            return jnp.asarray(lr, np.float64), jnp.asarray(count + 1, np.float64)
-        lr = np.asarray(lr, np.float64)
-        if lr.shape != ():
-            raise ShapeError(f"{self.name}: the learning-rate schedule returned shape {lr.shape}, not a scalar")
-        return lr, np.asarray(count + 1, np.float64)
+        """The factors every leaf's update shares (the learning rate at ``count``, Adam's bias
+        corrections at step ``count + 1``), computed in float64 and then given in both float
+        dtypes: on the host, so that the kernels only read them (traced values inside a traced
+        function)."""
+        lr, t = self.schedule(count), count + 1
+        if not isinstance(count, Tracer) and not isinstance(lr, Tracer):
+            lr, t = np.asarray(lr, np.float64), np.asarray(t, np.float64)
+            if lr.shape != ():
+                raise ShapeError(f"{self.name}: the learning-rate schedule returned shape {lr.shape}, not a scalar")
+        factors = self._factors(jnp.asarray(lr, np.float64), jnp.asarray(t, np.float64))
+        return [jnp.asarray(f).astype(dtype) for dtype in _FLOATS for f in factors]
 
-    def _step(self, lr, t, *leaves):
-        """The update of every leaf (grads, params, slots: flat), traced as one program."""
+    def _step(self, *args):
+        """The update of every leaf, traced as one program: ``args`` are the shared factors in
+        each float dtype, then the leaves (grads, params, then each slot's)."""
+        k = self._n_factors
+        factors = {dtype: args[j * k:(j + 1) * k] for j, dtype in enumerate(_FLOATS)}
+        leaves = args[len(_FLOATS) * k:]
         n = len(leaves) // (2 + len(self.slots))
-        factors = self._factors(lr, t)  # scalars shared by every leaf, in float64
         new_params, new_slots = [], [[] for _ in self.slots]
         for i in range(n):
             p = leaves[n + i]
             g = leaves[i].astype(p.dtype)
-            slots = [leaves[(k + 2) * n + i] for k in range(len(self.slots))]
-            p, slots = self._rule(g, p, slots, *[f.astype(p.dtype) for f in factors])
+            slots = [leaves[(s + 2) * n + i] for s in range(len(self.slots))]
+            p, slots = self._rule(g, p, slots, *factors[p.dtype])
             new_params.append(p)
-            for k, s in enumerate(slots):
-                new_slots[k].append(s)
+            for j, s in enumerate(slots):
+                new_slots[j].append(s)
         return tuple(new_params + [s for per_slot in new_slots for s in per_slot])
+
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))  # the float dtypes jitgrad computes in
 
 
 def _check(name, what, value, ok):
