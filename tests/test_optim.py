@@ -278,3 +278,22 @@ def test_matches_torch_optim():
             torch_opt.step()
         got, _ = run(opt, p0, grads_seq)
         np.testing.assert_allclose(got, w.detach().numpy(), rtol=1e-10, atol=1e-12, err_msg=opt.name)
+
+
+def test_cuda_keeps_device_parameters_on_the_device():
+    cuda = pytest.importorskip("numba.cuda")
+    if not cuda.is_available():
+        pytest.skip("no CUDA device and the simulator is off")
+    rng = np.random.default_rng(6)
+    params, grads_seq = tree(rng, np.float32), [tree(rng, np.float32) for _ in range(2)]
+    on_device = jg.device_put(params, "cuda")
+    opt = jg.optim.adam(0.01, device="cuda")
+    state = opt.init(on_device)
+    assert hasattr(state["mu"]["scale"], "copy_to_host")
+    got = on_device
+    for g in grads_seq:
+        got, state = opt.update(jg.device_put(g, "cuda"), state, got)
+    assert all(hasattr(leaf, "copy_to_host") for leaf in leaves(got))
+    ref, _ = run(jg.optim.adam(0.01, device=D), params, grads_seq)
+    for g, r in zip(leaves(jg.device_put(got, "cpu")), leaves(ref)):
+        np.testing.assert_allclose(g, r, rtol=1e-5)
