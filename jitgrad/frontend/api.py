@@ -309,7 +309,8 @@ class Jitted:
             return run(*args)
         compiled, leaves = self._compiled(args)
         outputs = compiled.executable(*leaves)
-        replay_effects(compiled.program, outputs)
+        if compiled.program.effects:
+            replay_effects(compiled.program, outputs)  # the host's part of the program: debug_print
         return unflatten(compiled.out_def, outputs)
 
     def _fast_key(self, args):
