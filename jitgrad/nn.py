@@ -12,8 +12,13 @@ from .frontend import special
 
 
 def relu(x):
-    """max(x, 0); the gradient at 0 is 0.5 (ties split, as in ``np.maximum``)."""
-    return jnp.maximum(x, 0)
+    """max(x, 0) with gradient 0 at 0, as ``torch.relu`` and ``jax.nn.relu`` (``np.maximum(x, 0)``
+    splits the tie: 0.5 there). NaN stays NaN.
+
+    >>> jg.grad(lambda x: np.sum(jg.nn.relu(x)))(np.array([-1.0, 0.0, 2.0]))
+    array([0., 0., 1.])
+    """
+    return jnp.where(jnp.less_equal(x, 0), 0, x)  # x <= 0 is False for NaN, which passes through
 
 
 def sigmoid(x):

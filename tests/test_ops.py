@@ -58,8 +58,25 @@ def test_maximum_minimum_ties_split_equally():
     ga, gb = jg.grad(lambda a, b: np.sum(np.minimum(a, b)), argnums=(0, 1))(x, np.array([1.0, 5.0, 0.0]))
     np.testing.assert_array_equal(ga, [0.5, 1, 0])
     np.testing.assert_array_equal(gb, [0.5, 0, 1])
-    np.testing.assert_array_equal(jg.grad(lambda x: np.sum(jg.nn.relu(x)))(np.array([-1.0, 0.0, 2.0])), [0, 0.5, 1])
+    np.testing.assert_array_equal(jg.grad(lambda x: np.sum(np.maximum(x, 0)))(np.array([-1.0, 0.0, 2.0])), [0, 0.5, 1])
     np.testing.assert_array_equal(jg.grad(lambda x: np.sum(np.maximum(x, x)))(x), [1, 1, 1])
+
+
+def test_relu_has_gradient_zero_at_zero_where_maximum_splits_the_tie():
+    """``jg.nn.relu`` as ``torch.relu`` and ``jax.nn.relu``; ``np.maximum(x, 0)`` keeps JAX's tie split."""
+    x = np.array([-1.0, 0.0, 2.0])
+    relu_sq = lambda x: np.sum(jg.nn.relu(x) ** 2)  # noqa: E731
+    max_sq = lambda x: np.sum(np.maximum(x, 0) ** 2)  # noqa: E731
+    np.testing.assert_array_equal(jg.grad(lambda x: np.sum(jg.nn.relu(x)))(x), [0, 0, 1])
+    np.testing.assert_array_equal(jg.grad(lambda x: np.sum(np.maximum(x, 0)))(x), [0, 0.5, 1])
+    second = lambda f: jg.grad(lambda x: np.sum(jg.grad(f)(x)))  # noqa: E731  the Hessian's diagonal here
+    np.testing.assert_array_equal(second(relu_sq)(x), [0, 0, 2])
+    np.testing.assert_array_equal(second(max_sq)(x), [0, 0.5, 2])
+    np.testing.assert_array_equal(jg.jit(jg.grad(relu_sq), device="numpy")(x), [0, 0, 4])
+    special = np.array([np.nan, -np.inf, np.inf, -0.0], np.float32)
+    out = jg.jit(jg.nn.relu, device="numpy")(special)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, [np.nan, 0, np.inf, 0])
 
 
 def test_nondifferentiable_ops_have_zero_gradient():

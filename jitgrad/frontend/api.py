@@ -18,7 +18,7 @@ from ..runtime.tiered import Tiered, compile_mode
 from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
 from ..transforms.simplify import simplify
 from . import numpy_api as jnp
-from ..ir.tracing import Tracer, eval_program, is_tracing, new_trace
+from ..ir.tracing import Tracer, eval_program, is_tracing, new_trace, replay_effects
 from .tree import builder, flatten, leaf_count, to_array, unflatten
 
 
@@ -170,7 +170,7 @@ def vjp(f, *primals):
         ct_leaves, ct_def = flatten(cotangents)
         _check_like(ct_leaves, ct_def, traced.program.outputs, traced.out_def, "vjp cotangent")
         wrt = list(range(len(traced.leaves)))
-        _, grads = backward_pass(traced.program, traced.args, ct_leaves, wrt)
+        _, grads = backward_pass(traced.program, traced.args, ct_leaves, wrt, effects=False)
         grads = [g if g is not None else zeros_for(n, traced.args) for g, n in zip(grads, traced.program.inputs)]
         per_arg, offset = [], 0
         for i in range(len(primals)):
@@ -317,7 +317,10 @@ class Jitted:
         if run is not None:
             return run(*args)
         compiled, leaves = self._compiled(args)
-        return unflatten(compiled.out_def, compiled.executable(*leaves))
+        outputs = compiled.executable(*leaves)
+        if compiled.program.effects:
+            replay_effects(compiled.program, outputs)  # the host's part of the program: debug_print
+        return unflatten(compiled.out_def, outputs)
 
     def _fast_key(self, args):
         """(device setting, then each argument's type, shape and dtype) when every argument is a
@@ -367,7 +370,7 @@ class Jitted:
             # all of them in native byte order (to_array has converted others, and checked the dtypes)
             if fast_key is not None and (device == "cuda" or all(type(a) is np.ndarray for a in args)) \
                     and all(a.dtype.isnative for a in args):
-                self._fast[fast_key] = _fast_call(compiled.executable, compiled.out_def)
+                self._fast[fast_key] = _fast_call(compiled.executable, compiled.out_def, compiled.program)
         return compiled, leaves
 
     @property
@@ -411,9 +414,17 @@ def static_key(value):
     return kind, value  # (unhashable values fail when the key is hashed, with a clear error)
 
 
-def _fast_call(executable, out_def):
+def _fast_call(executable, out_def, program):
     build = builder(out_def)
-    return lambda *args: build(executable(*args))
+    if not program.effects:
+        return lambda *args: build(executable(*args))
+
+    def call(*args):
+        outputs = executable(*args)
+        replay_effects(program, outputs)  # the host's part of the program: debug_print
+        return build(outputs)
+
+    return call
 
 
 def jit(f=None, *, static_argnums=(), device=None):

@@ -44,6 +44,10 @@ class _Body:
             self.out_leaves, self.out_def = flatten(out)
             outputs = [t.lift(leaf if isinstance(leaf, Tracer) else _value(leaf, f"{name}'s result"))
                        for leaf in self.out_leaves]
+        if t.effects:
+            raise TraceError(f"jitgrad.debug_print inside a {name} of a jitgrad.lax loop or conditional is not "
+                             f"supported; return the value from the loop (stack it as a scan output) and print it "
+                             f"outside (at {user_frame()})")
         self.consts = list(t.captured_values)
         self.program = Program(list(t.captured.values()) + t.inputs, outputs, name)
 

@@ -103,12 +103,32 @@ def toposort(outputs, is_leaf=None):
     return order
 
 
-class Program:
-    """A traced function: ``inputs`` (nodes with op ``input``) to ``outputs``."""
+class Effect:
+    """What the host does with some of a program's values after a call, in program order: an
+    effect ``kind`` (``debug_print``, whose host side ``tracing.HOST_EFFECTS`` holds) with its
+    format string ``fmt`` and the pytree ``treedef`` of its ``count`` values, which the program
+    returns as its last outputs (after its results and the operands of earlier effects).
+    Backends thus need nothing for effects: their operands are outputs, which simplification
+    keeps and every executable hands back."""
+    __slots__ = ("kind", "fmt", "treedef", "count", "where")
 
-    def __init__(self, inputs, outputs, name="f"):
+    def __init__(self, kind, fmt, treedef, count, where=None):
+        self.kind, self.fmt, self.treedef, self.count, self.where = kind, fmt, treedef, count, where
+
+
+class Program:
+    """A traced function: ``inputs`` (nodes with op ``input``) to ``outputs``; the last outputs
+    are the operands of its ``effects``, the others its ``results``."""
+
+    def __init__(self, inputs, outputs, name="f", effects=()):
         self.inputs, self.outputs, self.name = list(inputs), list(outputs), name
+        self.effects = tuple(effects)
         self._nodes = self._hash = None
+
+    @property
+    def results(self):
+        """The outputs the function returns (without the effects' operands)."""
+        return self.outputs[:len(self.outputs) - sum(e.count for e in self.effects)]
 
     @property
     def nodes(self):
@@ -143,7 +163,14 @@ class Program:
             for k in _BODY_PARAMS:
                 for body in _programs(n.params.get(k)):
                     lines.append(body.text(locations, indent + "      "))
-        lines.append(f"{indent}  return " + ", ".join(names[id(n)] for n in self.outputs))
+        operands = iter(self.outputs[len(self.results):])
+        for e in self.effects:
+            args = [names[id(next(operands))] for _ in range(e.count)]
+            line = f"{indent}  " + " ".join([e.kind, *args, f"fmt={e.fmt!r}"])
+            if locations and e.where:
+                line = f"{line:<60}  # {e.where}"
+            lines.append(line)
+        lines.append(f"{indent}  return " + ", ".join(names[id(n)] for n in self.results))
         return "\n".join(lines)
 
     def __str__(self):
@@ -158,13 +185,15 @@ class Program:
         rows = [(n.op, [position[id(a)] for a in n.args], n.params, n.shape, n.dtype.str, n.weak, n.where)
                 for n in self.nodes]
         return {"name": self.name, "rows": rows, "inputs": [position[id(n)] for n in self.inputs],
-                "outputs": [position[id(n)] for n in self.outputs]}
+                "outputs": [position[id(n)] for n in self.outputs],
+                "effects": [(e.kind, e.fmt, e.treedef, e.count, e.where) for e in self.effects]}
 
     def __setstate__(self, state):
         nodes = []
         for op, args, params, shape, dtype, weak, where in state["rows"]:
             nodes.append(Node(op, [nodes[i] for i in args], params, shape, dtype, weak, where))
-        self.__init__([nodes[i] for i in state["inputs"]], [nodes[i] for i in state["outputs"]], state["name"])
+        self.__init__([nodes[i] for i in state["inputs"]], [nodes[i] for i in state["outputs"]], state["name"],
+                      [Effect(*e) for e in state["effects"]])
 
     def verify(self, after="a pass"):
         """``ops.verify(self)``: every node agrees with its op's shape/dtype rule (raises

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import TraceError, location, user_frame
 from . import ops
 from .evaluate import run_op
-from .graph import Node, Program
+from .graph import Effect, Node, Program
 
 _local = threading.local()
 
@@ -34,6 +34,7 @@ class Trace:
     def __init__(self, level):
         self.level, self.active = level, True
         self.inputs, self.captured, self.captured_values = [], {}, []
+        self.effects = []  # (Effect, its operand nodes), in the order the function ran them
 
     def new_input(self, shape, dtype, weak=False):
         node = ops.make("input", shape=tuple(shape), dtype=np.dtype(dtype), weak=weak)
@@ -60,8 +61,8 @@ class Trace:
 
     def program(self, outputs, name="f"):
         """Inputs are the explicit ones, then one per captured outer value (``captured_values``)."""
-        outs = [self.lift(o) for o in outputs]
-        return Program(self.inputs + list(self.captured.values()), outs, name)
+        outs = [self.lift(o) for o in outputs] + [n for _, nodes in self.effects for n in nodes]
+        return Program(self.inputs + list(self.captured.values()), outs, name, [e for e, _ in self.effects])
 
 
 @contextlib.contextmanager
@@ -106,11 +107,37 @@ def bind(op, *args, **params):
 
 
 def eval_program(program, args):
-    """Run ``program`` on ``args``: computes with arrays, re-records (inlines) with tracers."""
+    """Run ``program`` on ``args``: computes with arrays, re-records (inlines) with tracers.
+    Its effects run (or are recorded again) once its values are known."""
     env = {id(n): a for n, a in zip(program.inputs, args)}
     for node in program.nodes:
         evaluate(node, env, innermost_trace(args))
-    return [env[id(o)] for o in program.outputs]
+    outputs = [env[id(o)] for o in program.outputs]
+    replay_effects(program, outputs)
+    return outputs
+
+
+# The host's side of each effect kind, ``(effect, values)``: ``jitgrad/debug.py`` registers its printer.
+HOST_EFFECTS = {}
+
+
+def effect(kind, fmt, treedef, values, where):
+    """Run an effect on ``values`` now, when nothing is being traced; else record it in the
+    innermost trace, whose program then returns the values for the host after each call."""
+    stack = _stack()
+    if not stack:
+        HOST_EFFECTS[kind](Effect(kind, fmt, treedef, len(values), where), values)
+        return
+    trace = stack[-1]
+    trace.effects.append((Effect(kind, fmt, treedef, len(values), where), [trace.lift(v) for v in values]))
+
+
+def replay_effects(program, outputs):
+    """The effects of ``program`` on its ``outputs`` (its effects' operands are the last ones):
+    run on concrete values, or recorded again into the trace replaying the program."""
+    operands = iter(outputs[len(program.results):])
+    for e in program.effects:
+        effect(e.kind, e.fmt, e.treedef, [next(operands) for _ in range(e.count)], e.where)
 
 
 def evaluate(node, env, trace):

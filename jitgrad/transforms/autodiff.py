@@ -21,7 +21,7 @@ from ..errors import GradError, location
 from ..ir import ops
 from ..ir.graph import Node, Program, toposort
 from ..ir.ops import is_float
-from ..ir.tracing import bind, evaluate, innermost_trace, new_trace
+from ..ir.tracing import bind, evaluate, innermost_trace, new_trace, replay_effects
 
 # Ops whose gradient is zero by design (JAX's convention: piecewise constant, or not a number)
 NONDIFFERENTIABLE = {"floor", "ceil", "round", "sign", "stop_gradient", "argsort", *ops.ARGREDUCE, *ops.COMPARE,
@@ -431,14 +431,16 @@ def _differentiable(node):
     return is_float(node.dtype) and node.op not in NONDIFFERENTIABLE
 
 
-def backward_pass(program, args, cotangents, wrt):
+def backward_pass(program, args, cotangents, wrt, effects=True):
     """Run ``program`` on ``args`` and pull ``cotangents`` (one per output, None for zero) back to
-    the inputs listed in ``wrt``. Returns (outputs, gradients); a gradient is None when zero."""
+    the inputs listed in ``wrt``. Returns (outputs, gradients); a gradient is None when zero.
+    The forward pass runs the program's effects unless ``effects`` is false (a replay of values
+    whose effects already ran)."""
     with np.errstate(all="ignore"):  # eager rules warn where compiled code would not (inf, NaN)
-        return _backward_pass(program, args, cotangents, wrt)
+        return _backward_pass(program, args, cotangents, wrt, effects)
 
 
-def _backward_pass(program, args, cotangents, wrt):
+def _backward_pass(program, args, cotangents, wrt, effects):
     env = {id(n): a for n, a in zip(program.inputs, args)}
     trace = innermost_trace(list(args) + list(cotangents))
     active = {id(program.inputs[i]) for i in wrt}  # nodes that depend on a differentiated input
@@ -451,6 +453,8 @@ def _backward_pass(program, args, cotangents, wrt):
             evaluate(node, env, trace)
         if differentiated:
             active.add(id(node))
+    if effects:
+        replay_effects(program, [env[id(o)] for o in program.outputs])
     cts = {}
 
     def accumulate(node, g):
@@ -495,18 +499,18 @@ def jvp_pass(program, args, tangents):
     wrt = [i for i, (n, t) in enumerate(zip(program.inputs, tangents)) if t is not None and is_float(n.dtype)]
     with new_trace() as trace:
         xs = [trace.new_input(n.shape, n.dtype, n.weak) for n in program.inputs]
-        us = [trace.new_input(o.shape, o.dtype) for o in program.outputs]
+        us = [trace.new_input(o.shape, o.dtype) for o in program.results]
         outs, grads = backward_pass(program, xs, us, wrt)
-        transposed = trace.program(outs + [g if g is not None else zeros_for(program.inputs[i], xs)
-                                           for g, i in zip(grads, wrt)], name="vjp")
-    n_in, n_out = len(program.inputs), len(program.outputs)
+        transposed = trace.program(outs[:len(us)] + [g if g is not None else zeros_for(program.inputs[i], xs)
+                                                     for g, i in zip(grads, wrt)], name="vjp")
+    n_in, n_out = len(program.inputs), len(program.results)
     captured = trace.captured_values
-    u_zeros = [zeros_for(o, args) for o in program.outputs]
+    u_zeros = [zeros_for(o, args) for o in program.results]
     in_args = list(args) + u_zeros + captured
     cts = [None] * n_out + [tangents[i] for i in wrt]
     u_index = list(range(n_in, n_in + n_out))
     outs, jv = backward_pass(transposed, in_args, cts, u_index)
-    jv = [j if j is not None else zeros_for(o, args) for j, o in zip(jv, program.outputs)]
+    jv = [j if j is not None else zeros_for(o, args) for j, o in zip(jv, program.results)]
     return outs[:n_out], jv
 
 

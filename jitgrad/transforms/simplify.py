@@ -232,4 +232,4 @@ def _sweep(program, rewrite):
             Node(node.op, args, params, node.shape, node.dtype, node.weak, node.where)
         with location(node.where):
             memo[id(node)] = intern(rebuilt)
-    return Program(program.inputs, [memo[id(o)] for o in program.outputs], program.name)
+    return Program(program.inputs, [memo[id(o)] for o in program.outputs], program.name, program.effects)
