@@ -23,7 +23,7 @@ from ..ir.tracing import bind, evaluate, innermost_trace, new_trace
 
 # Ops whose gradient is zero by design (JAX's convention: piecewise constant, or not a number)
 NONDIFFERENTIABLE = {"floor", "ceil", "round", "sign", "stop_gradient", "argsort", *ops.ARGREDUCE, *ops.COMPARE,
-                     *ops.UNARY_LOGICAL, *ops.BINARY_LOGICAL}
+                     *ops.UNARY_LOGICAL, *ops.BINARY_LOGICAL, *ops.RANDOM}
 
 
 def _sum_to(g, node_shape, out_shape):
