@@ -61,7 +61,7 @@ def split(key, num=2):
 def uniform(key, shape=(), dtype=np.float64, minval=0.0, maxval=1.0):
     """Samples uniform on ``[minval, maxval)`` (broadcast against ``shape``), as
     ``jax.random.uniform``: the float's mantissa is the key's random bits (JAX's bits), so the
-    numbers are the same on every device.
+    numbers are the same on every device (float64 ones with other bounds than 0 and 1 to an ulp).
 
     >>> import numpy as np, jitgrad as jg
     >>> u = jg.random.uniform(jg.random.key(0), (2, 3), np.float32, minval=-1.0, maxval=1.0)
@@ -71,8 +71,15 @@ def uniform(key, shape=(), dtype=np.float64, minval=0.0, maxval=1.0):
     dtype = _float_dtype("uniform", dtype)
     shape = _shape("uniform", shape)
     minval, maxval = _cast(minval, dtype), _cast(maxval, dtype)
-    floats = _unit(key, shape, dtype)
-    return np.maximum(minval, floats * (maxval - minval) + minval)
+    floats, span = _unit(key, shape, dtype), maxval - minval
+    if dtype == np.float32:
+        # The product of 24-bit floats is exact in float64: its sum's one rounding is the same with
+        # or without the fused multiply-add a compiler may make of it, so every device agrees.
+        wide = np.dtype(np.float64)
+        scaled = (floats.astype(wide) * span.astype(wide) + minval.astype(wide)).astype(dtype)
+    else:  # (float64's product rounds: a device's fused multiply-add may differ by an ulp)
+        scaled = floats * span + minval
+    return np.maximum(minval, scaled)
 
 
 def normal(key, shape=(), dtype=np.float64):
@@ -92,14 +99,15 @@ def normal(key, shape=(), dtype=np.float64):
 
 def bernoulli(key, p=0.5, shape=None):
     """Booleans that are True with probability ``p``, as ``jax.random.bernoulli``: ``uniform < p``
-    in ``p``'s float dtype (float64 for a Python number); ``shape`` defaults to ``p``'s.
+    in ``p``'s float dtype, float32 for a Python number as in JAX (one 32-bit draw per element,
+    half of float64's work; ``p`` is then exact to 2**-24); ``shape`` defaults to ``p``'s.
 
     >>> import jitgrad as jg
     >>> keep = jg.random.bernoulli(jg.random.key(0), 0.9, (4, 5))
     >>> keep.shape, keep.dtype
     ((4, 5), dtype('bool'))
     """
-    dtype = p.dtype if isinstance(p, (np.ndarray, Tracer)) and p.dtype.kind == "f" else np.dtype(np.float64)
+    dtype = p.dtype if isinstance(p, (np.ndarray, Tracer)) and p.dtype.kind == "f" else np.dtype(np.float32)
     p_shape = p.shape if isinstance(p, (np.ndarray, Tracer)) else np.shape(p)
     shape = p_shape if shape is None else _shape("bernoulli", shape)
     numpy_api.broadcast_shapes("bernoulli", p_shape, shape)
