@@ -39,7 +39,8 @@ def key(seed):
                          f"{user_frame()}): make the key outside the traced function and pass it in as an argument")
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) and \
             not (isinstance(seed, np.ndarray) and seed.ndim == 0 and seed.dtype.kind in "iu"):
-        raise InputError(f"jitgrad.random.key: the seed must be an integer, got {type(seed).__name__} (at {user_frame()})")
+        raise InputError(f"jitgrad.random.key: the seed must be an integer, got {type(seed).__name__} "
+                         f"(at {user_frame()})")
     seed = int(seed) % 2 ** 64
     return np.array([seed >> 32, seed & 0xFFFFFFFF], dtype=np.uint32)
 
