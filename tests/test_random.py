@@ -16,7 +16,7 @@ def _draws(k, x):
     return (jr.split(k), jr.uniform(k1, (3, 4), np.float32, -2.0, 3.0), jr.uniform(k1, (5,)),
             jr.normal(k2, (2, 3)), jr.normal(k2, (4,), np.float32), jr.bernoulli(k3, 0.3, (7,)),
             jr.randint(k3, (6,), -3, 9), jr.permutation(k, 8), jr.permutation(k2, x),
-            jr.permutation(k3, x, axis=1, independent=True))
+            jr.permutation(k3, x, axis=1, independent=True), jr.uniform(k3, (), np.float32))
 
 
 X = np.arange(12.0).reshape(4, 3)
