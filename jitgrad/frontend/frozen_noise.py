@@ -17,8 +17,9 @@ import warnings
 
 import numpy as np
 
-from ..errors import _NUMPY_DIR, _PACKAGE_DIR, JitgradWarning, user_code_frame
+from ..errors import _NUMPY_DIR, _PACKAGE_DIR, JitgradWarning
 
+_LIBRARIES = (_PACKAGE_DIR, _NUMPY_DIR, os.path.dirname(os.__file__), "<")  # jitgrad, NumPy, the standard library
 _MT19937_BYTES = 624 * 4 + 4  # numpy's mt19937_state: uint32 key[624], int pos
 _DEPTH = 3  # how many calls deep the functions a function names are searched
 
@@ -71,10 +72,10 @@ def _draw_sites(changed, run):
                               frame.f_globals.get("__name__", "<unknown>"), _describe(owner)))
 
     def call(frame, event, arg):
-        caller = user_code_frame(frame.f_back)  # a draw since its last line: on the line making this call
-        if caller is not None:
+        caller = frame.f_back  # a draw since the user's frame's last line: on the line making this call
+        if caller is not None and not _library(caller.f_code):
             check(caller, caller.f_lineno)
-        if _ours(frame.f_code):
+        if _library(frame.f_code):
             return None
         last = [frame.f_lineno]
 
@@ -164,7 +165,7 @@ def _reachable(fn, args):
             for cell in getattr(f, "__closure__", None) or ():
                 todo.append((_cell(cell), depth))
             f = f.__wrapped__
-        if id(f) in seen or not isinstance(f, types.FunctionType) or depth > _DEPTH or _ours(f.__code__):
+        if id(f) in seen or not isinstance(f, types.FunctionType) or depth > _DEPTH or _library(f.__code__):
             continue
         seen.add(id(f))
         referred = [_cell(c) for c in f.__closure__ or ()]
@@ -200,5 +201,6 @@ def _cell(cell):
         return None
 
 
-def _ours(code):
-    return code.co_filename.startswith((_PACKAGE_DIR, _NUMPY_DIR))
+def _library(code):
+    """Code of jitgrad, NumPy or the standard library (or frozen), never the user's."""
+    return code.co_filename.startswith(_LIBRARIES)
