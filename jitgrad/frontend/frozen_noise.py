@@ -1,13 +1,14 @@
 """The frozen-noise warning (SPEC 6.5): numbers a function draws from NumPy's random state while
 ``jit`` traces it become constants of the compiled program, which every later call reuses.
 
-The common path costs a few microseconds: the bit generators the function can reach (NumPy's
+The common path costs about 10 microseconds: the bit generators the function can reach (NumPy's
 global one; Generators and RandomStates among its arguments, in its closures and in the globals
 its code, or the code of functions it names, refers to) are fingerprinted before and after the
 trace. Only when one changed is the function traced once more, with a line tracer on the user's
 code that finds the lines during which they drew, and the generators' states put back afterwards
-(so the user's later draws are what they would have been); those lines are the warning's. A
-profiler or tracer on every trace would cost 3-4 times the trace.
+(so the user's later draws are what they would have been); those lines are the warning's. (The
+function's other Python side effects then happen twice.) A profiler or tracer on every trace
+would cost 3-4 times the trace.
 """
 import ctypes
 import os
@@ -45,7 +46,7 @@ def _warn(fn, changed, run):
             _set_state(owner, saved[key])
     if not sites:  # another thread drew meanwhile: nothing of this function's to report
         return
-    (path, line, registry, module, source), *more = sites
+    path, line, registry, module, source = sites[0]
     lines = ", ".join(dict.fromkeys(f"{os.path.basename(p)}:{n}" for p, n, *_ in sites))
     name = getattr(fn, "__name__", "the function")
     message = (f"{name} draws random numbers from {source} while jit traces it (at {lines}): the numbers drawn now are "
