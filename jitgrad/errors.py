@@ -29,6 +29,11 @@ class InputError(JitgradError, TypeError):
     masked array, ``np.matrix``, ``longdouble`` data): names the argument and the way out."""
 
 
+class JitgradWarning(UserWarning):
+    """Code that runs but probably not as meant: a traced function drawing from NumPy's random
+    state, whose numbers are frozen into the compiled program (SPEC 6.5)."""
+
+
 class IRError(JitgradError, AssertionError):
     """A program that breaks the IR's own rules: a bug in a jitgrad pass, never in user code
     (raised by the checks ``JITGRAD_CHECKS=1`` turns on)."""
@@ -58,10 +63,15 @@ def user_frame():
     forced = getattr(_state, "where", None)
     if forced:
         return forced
-    frame = sys._getframe(1)
+    frame = user_code_frame(sys._getframe(1))
+    return f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}" if frame is not None else "<unknown>"
+
+
+def user_code_frame(frame):
+    """The innermost frame from ``frame`` outwards that runs neither jitgrad's nor NumPy's code."""
     while frame is not None:
         path = frame.f_code.co_filename
         if not (path.startswith(_PACKAGE_DIR) or path.startswith(_NUMPY_DIR) or path.startswith("<__array_function__")):
-            return f"{os.path.basename(path)}:{frame.f_lineno}"
+            return frame
         frame = frame.f_back
-    return "<unknown>"
+    return None

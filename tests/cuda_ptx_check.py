@@ -7,9 +7,9 @@ kernels of the backend test programs for sm_90 and prints one JSON list of kerne
 
 The programs: the fusion-shaped cases in both dtypes, cross-entropy with a gather, one op-table
 case of every op (its id up to the first "-") and every 16th case (axes, keepdims and shapes
-vary the kernels' shapes), and the benchmark workloads at full size (the test programs are too
-small for grid-stride kernels to take their unrolled loop). Part 0 also compiles every matmul
-tiling."""
+vary the kernels' shapes), the benchmark workloads at full size (the test programs are too
+small for grid-stride kernels to take their unrolled loop) and jitgrad.random's draws. Part 0
+also compiles every matmul tiling."""
 import json
 import re
 import sys
@@ -51,9 +51,19 @@ def programs(part=0, parts=1):
             f = jg.jit_grad(scalarize(case.fn, args), argnums=case.argnums()) if case.grad else jg.jit(case.fn)
             return f.lower(*args).program
         makers.append(make)
+    makers.append(random_program)
     makers += [lambda name=name: workload_program(name) for name in SPEC_WORKLOADS]
     for make in makers[part::parts]:
         yield make()
+
+
+def random_program():
+    """jitgrad.random's kernels: Threefry in uint64 arithmetic, iota, the floats made of its bits."""
+    def draws(k, x):
+        k1, k2 = jg.random.split(k)
+        return (jg.random.uniform(k1, x.shape, np.float32, -1.0, 2.0) * x, jg.random.normal(k2, (7,)),
+                jg.random.randint(k, (5,), 0, 9), jg.random.permutation(k, x, axis=1, independent=True))
+    return jg.jit(draws, device="numpy").lower(jg.random.key(0), np.ones((4, 3), np.float32)).program
 
 
 def divisions(name="elementwise_chain"):

@@ -71,8 +71,9 @@ def _missing(names, page):
 
 
 @pytest.mark.parametrize("module, page, exclude", [
-    (jg, "jitgrad.md", {"JitgradError", "ShapeError", "TraceError", "GradError", "InputError"}),
-    (jg.errors, "errors.md", {"checks_on", "location", "user_frame", "contextlib", "os", "sys", "threading"}),
+    (jg, "jitgrad.md", {"JitgradError", "ShapeError", "TraceError", "GradError", "InputError", "JitgradWarning"}),
+    (jg.errors, "errors.md", {"checks_on", "location", "user_frame", "user_code_frame", "contextlib", "os", "sys",
+                              "threading"}),
     (jg.nn, "nn.md", {"jnp", "math", "np", "special"}),
     (jg.lax, "lax.md", ()),
     (jnp, "numpy.md", ()),

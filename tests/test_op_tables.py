@@ -37,7 +37,9 @@ def test_every_computed_op_has_a_gradient_rule_or_none_by_design():
 
 
 def test_the_cpu_backend_has_scalar_code_for_every_elementwise_op_and_view():
-    assert set(scalar_ops.EXPR) | {"cast"} == set(ops.ELEMENTWISE)  # cast: scalar_ops.expression itself
+    # cast: scalar_ops.expression itself; iota: its index (scalar_ops.iota_value)
+    assert not set(scalar_ops.EXPR) & set(scalar_ops.STATEMENTS)
+    assert set(scalar_ops.EXPR) | set(scalar_ops.STATEMENTS) | {"cast", "iota"} == set(ops.ELEMENTWISE)
     assert set(scalar_ops.VIEW_INDEX) == set(ops.VIEWS)
 
 

@@ -52,6 +52,9 @@ class Body:
             if node.op == "const":
                 self.cache[key] = self._const(node, idx)
                 continue
+            if node.op == "iota":
+                self.cache[key] = scalar_ops.iota_value(node, idx)
+                continue
             if node.op in scalar_ops.VIEW_INDEX:
                 src = (node.args[0], scalar_ops.VIEW_INDEX[node.op](node, idx))
                 if (id(src[0]), src[1]) in self.cache:
@@ -67,7 +70,10 @@ class Body:
                 stack += [(a, idx, False) for a in reversed(missing)]
                 continue
             args = [self.cache[(id(a), idx)] for a in node.args]
-            self.cache[key] = self._temp(self.target.expression(node, args))
+            if node.op in scalar_ops.STATEMENTS:  # the same on every device
+                self.cache[key] = self._statements(node, args)
+            else:
+                self.cache[key] = self._temp(self.target.expression(node, args))
             self.computed[key] = node
         return self.cache[(id(root), idx)]
 
@@ -102,6 +108,12 @@ class Body:
         if scalar_ops.inline_const(node):
             return scalar_ops.const_value(node, idx)
         return self._load(node, idx)
+
+    def _statements(self, node, args):
+        name = f"t{self.count}"
+        self.count += 1
+        self.lines += scalar_ops.STATEMENTS[node.op](name, args, **node.params)
+        return name
 
     def _temp(self, expr):
         name = f"t{self.count}"

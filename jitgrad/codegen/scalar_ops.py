@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 
+from ..ir.evaluate import THREEFRY_PARITY, THREEFRY_ROTATIONS
 
 
 def _digamma(x):
@@ -40,6 +41,41 @@ EXPR = {
     "ge": "{0} >= {1}", "logical_and": "{0} and {1}", "logical_or": "{0} or {1}", "logical_xor": "{0} != {1}",
     "select": "{1} if {0} else {2}", "stop_gradient": "{0}",
 }
+
+
+def _threefry2x32(out, args, *, word):
+    """``ir/evaluate._threefry2x32`` as statements ending in ``out = ...``: uint64 arithmetic masked
+    to 32 bits (Numba computes uint32 operands in 64 bits, and uint64 mixed with a signed int in
+    float64, so every operand and literal is uint64; literals in hex, which compile.lift leaves in
+    the code). Identical on both Numba backends, the CUDA simulator and NumPy."""
+    def u(v):
+        return f"np.uint64({v:#x})"
+    mask = u(0xFFFFFFFF)
+    k0, k1, k2, x0, x1 = (f"{out}_{name}" for name in ("k0", "k1", "k2", "x0", "x1"))
+    lines = [f"{k0} = np.uint64({args[0]})", f"{k1} = np.uint64({args[1]})",
+             f"{k2} = {k0} ^ {k1} ^ {u(THREEFRY_PARITY)}",
+             f"{x0} = (np.uint64({args[2]}) + {k0}) & {mask}", f"{x1} = (np.uint64({args[3]}) + {k1}) & {mask}"]
+    keys = (k0, k1, k2)
+    for group in range(5):
+        for r in THREEFRY_ROTATIONS[group % 2]:
+            lines += [f"{x0} = ({x0} + {x1}) & {mask}",
+                      f"{x1} = ((({x1} << {u(r)}) | ({x1} >> {u(32 - r)})) & {mask}) ^ {x0}"]
+        lines += [f"{x0} = ({x0} + {keys[(group + 1) % 3]}) & {mask}",
+                  f"{x1} = ({x1} + {keys[(group + 2) % 3]} + {u(group + 1)}) & {mask}"]
+    return lines + [f"{out} = np.uint32({ {'x0': x0, 'x1': x1, 'xor': f'{x0} ^ {x1}'}[word]})"]
+
+
+# Elementwise ops too long for one expression: statements assigning the name ``out``.
+STATEMENTS = {"threefry2x32": _threefry2x32}
+
+
+def iota_value(node, idx):
+    """``iota``'s value at ``idx``: the flat row-major index, written into the code as a constant
+    ``arange`` is (``inline_const``), so the counters of random numbers never occupy memory."""
+    flat = "0"
+    for d, i in zip(node.shape, idx):
+        flat = i if flat == "0" else f"({flat}) * {d} + {i}"
+    return typed(node.dtype, flat)
 
 
 def typed(dtype, expr):

@@ -17,7 +17,7 @@ from ..runtime import arrays, devices
 from ..runtime.tiered import Tiered, compile_mode
 from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
 from ..transforms.simplify import simplify
-from . import numpy_api as jnp
+from . import frozen_noise, numpy_api as jnp
 from ..ir.tracing import Tracer, eval_program, is_tracing, new_trace, replay_effects
 from .tree import builder, flatten, leaf_count, to_array, unflatten
 
@@ -364,7 +364,8 @@ class Jitted:
         with self._lock:
             compiled = self._cache.get(key)
             if compiled is None:
-                compiled = self._cache[key] = _Compiled(trace(self.fn, args, dynamic), device)
+                traced = frozen_noise.traced(self.fn, args, lambda: trace(self.fn, args, dynamic))
+                compiled = self._cache[key] = _Compiled(traced, device)
             fast_key = self._fast_key(args)
             # the CUDA executable takes host and device arrays alike; the others, host arrays;
             # all of them in native byte order (to_array has converted others, and checked the dtypes)

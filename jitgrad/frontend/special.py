@@ -186,7 +186,7 @@ def erfinv(y):
     for _ in range(_NEWTON_STEPS):
         residual = jnp.where(upper, (1 - a_in) - erfc(x), jnp.erf(x) - a_in)
         x = x - residual * (math.sqrt(math.pi) / 2) * jnp.exp(x * x)
-    x = jnp.where(inside, x, jnp.where(jnp.equal(a, 1), math.inf, math.nan))
+    x = jnp.where(inside, x, jnp.where(jnp.equal(a, 1), math.inf, math.nan).astype(x.dtype))  # (eagerly float64)
     return jnp.where(jnp.less(y, 0), -x, x)
 
 

@@ -88,6 +88,27 @@ def _scatter_add(updates, *idx, shape):
     return out
 
 
+# Threefry-2x32 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", 2011; Random123's
+# and JAX's): 20 rounds in five groups of four, the key injected after each group.
+THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+THREEFRY_PARITY = 0x1BD11BDA
+
+
+def _threefry2x32(key0, key1, count0, count1, *, word):
+    """The cipher of counters (count0, count1) under key (key0, key1), uint32 arrays of one
+    shape, wrapping mod 2**32; ``word``: x0, x1 or their xor (``ops.THREEFRY_WORDS``)."""
+    keys = (key0, key1, key0 ^ key1 ^ np.uint32(THREEFRY_PARITY))
+    x0, x1 = count0 + key0, count1 + key1
+    with np.errstate(over="ignore"):  # (0-d operands compute as NumPy scalars, which would warn)
+        for group in range(5):
+            for r in THREEFRY_ROTATIONS[group % 2]:
+                x0 = x0 + x1
+                x1 = ((x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r))) ^ x0
+            x0 = x0 + keys[(group + 1) % 3]
+            x1 = x1 + keys[(group + 2) % 3] + np.uint32(group + 1)
+    return np.asarray({"x0": x0, "x1": x1, "xor": x0 ^ x1}[word], dtype=np.uint32)
+
+
 def _reduce(fn):
     return lambda x, *, axes: np.asarray(fn(x, axis=tuple(axes))).astype(x.dtype, copy=False)
 
@@ -159,6 +180,8 @@ IMPLS = {
     "rev": lambda x, *, axes: np.flip(x, axes), "pad": _pad,
     "concat": lambda *xs, axis: np.concatenate(xs, axis=axis), "matmul": np.matmul,
     "gather": lambda x, *idx: x[tuple(idx)], "scatter_add": _scatter_add,
+    "iota": lambda *, shape, dtype: np.arange(math.prod(shape), dtype=dtype).reshape(shape),
+    "threefry2x32": _threefry2x32,
 }
 
 

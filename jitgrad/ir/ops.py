@@ -27,7 +27,11 @@ COMPARE = ("eq", "ne", "lt", "le", "gt", "ge")
 BINARY_LOGICAL = ("logical_and", "logical_or", "logical_xor")
 UNARY = UNARY_FLOAT + UNARY_NUMERIC + UNARY_LOGICAL
 BINARY = BINARY_NUMERIC + BINARY_FLOAT + COMPARE + BINARY_LOGICAL
-ELEMENTWISE = UNARY + BINARY + ("select", "cast", "stop_gradient")
+# Counter-based random numbers (``jitgrad/random.py``), computed where they are read: ``iota`` is
+# each element's flat index (no operand: elementwise over its own shape), ``threefry2x32`` the
+# Threefry-2x32 block cipher of a 64-bit counter under a 64-bit key, in uint32 words.
+RANDOM = ("iota", "threefry2x32")
+ELEMENTWISE = UNARY + BINARY + ("select", "cast", "stop_gradient") + RANDOM
 REDUCE = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod")
 ARGREDUCE = ("argmax", "argmin")
 # Views: index arithmetic on one operand, no arithmetic on values (fused into loops).
@@ -280,6 +284,21 @@ def _element(op, t, *, index):
         _fail(op, f"needs a tuple node and an index in range, got {index}", t)
     shape, dtype = t.params["types"][index]
     return shape, dtype, False
+def _iota(op, *, shape, dtype):
+    if np.dtype(dtype).kind not in "iu" or math.prod(shape) > np.iinfo(dtype).max + 1:
+        raise ShapeError(f"{op}: {math.prod(shape)} elements cannot be counted in {np.dtype(dtype)} at {user_frame()}")
+    return tuple(shape), np.dtype(dtype), False
+
+
+def _threefry2x32(op, key0, key1, count0, count1, *, word):
+    _same(op, key0, key1, count0, count1)
+    if key0.dtype != np.uint32 or word not in THREEFRY_WORDS:
+        _fail(op, f"needs uint32 key and counter words and word in {THREEFRY_WORDS}, got {key0.dtype}, "
+                  f"{word!r}", key0, key1, count0, count1)
+    return key0.shape, key0.dtype, False
+
+
+THREEFRY_WORDS = ("x0", "x1", "xor")  # threefry2x32's result: the first word, the second, or both xor'ed
 
 
 def _const(op, *, value):
@@ -297,7 +316,7 @@ RULES = {"select": _select, "cast": _cast, "stop_gradient": lambda op, x: (x.sha
          "transpose": _transpose, "slice": _slice, "rev": _rev, "pad": _pad, "concat": _concat,
          "matmul": _matmul, "gather": _gather, "scatter_add": _scatter_add, "const": _const,
          "input": _input, "scan": _scan, "while": _while, "cond": _cond, "checkpoint": _checkpoint,
-         "element": _element}
+         "element": _element, "iota": _iota, "threefry2x32": _threefry2x32}
 RULES.update({op: _unary for op in UNARY})
 RULES.update({op: _binary for op in BINARY})
 RULES.update({op: _reduce for op in REDUCE})

@@ -106,6 +106,15 @@ def bind(op, *args, **params):
     return Tracer(trace, ops.make(op, [trace.lift(a) for a in args], **params))
 
 
+def bind_leaf(op, like, **params):
+    """Apply primitive ``op`` that takes no operands (``iota``): recorded in the innermost trace of
+    the values ``like`` when any is traced, else computed now."""
+    trace = innermost_trace(like)
+    if trace is None:
+        return run_op(op, [], params)
+    return Tracer(trace, ops.make(op, [], **params))
+
+
 def eval_program(program, args):
     """Run ``program`` on ``args``: computes with arrays, re-records (inlines) with tracers.
     Its effects run (or are recorded again) once its values are known."""
@@ -146,6 +155,9 @@ def evaluate(node, env, trace):
         return
     if node.op == "const":  # constants stay lazy while tracing (no big arrays built eagerly)
         env[id(node)] = Tracer(trace, node) if trace is not None else node.params["value"]
+        return
+    if not node.args:  # an op without operands (iota) stays in the trace too
+        env[id(node)] = Tracer(trace, node) if trace is not None else run_op(node.op, [], node.params)
         return
     with location(node.where):
         env[id(node)] = bind(node.op, *[env[id(a)] for a in node.args], **node.params)

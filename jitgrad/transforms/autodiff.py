@@ -25,7 +25,7 @@ from ..ir.tracing import bind, evaluate, innermost_trace, new_trace, replay_effe
 
 # Ops whose gradient is zero by design (JAX's convention: piecewise constant, or not a number)
 NONDIFFERENTIABLE = {"floor", "ceil", "round", "sign", "stop_gradient", "argsort", *ops.ARGREDUCE, *ops.COMPARE,
-                     *ops.UNARY_LOGICAL, *ops.BINARY_LOGICAL}
+                     *ops.UNARY_LOGICAL, *ops.BINARY_LOGICAL, *ops.RANDOM}
 
 
 def _sum_to(g, node_shape, out_shape):
@@ -367,7 +367,7 @@ def _scan_vjp(g, out, *args, body, num_consts, num_carry, length, reverse, types
     carry_cts = [g.get(k) if g.get(k) is not None else _zeros(init[k].shape, init[k].dtype, like)
                  for k in lin.float_carries]
     sums = [_zeros(consts[i].shape, consts[i].dtype, like) for i in lin.float_consts]
-    y_cts = [g.get(k) if g.get(k) is not None else _zeros((length,) + body.outputs[k].shape, body.outputs[k].dtype, like)
+    y_cts = [g[k] if g.get(k) is not None else _zeros((length,) + body.outputs[k].shape, body.outputs[k].dtype, like)
              for k in lin.float_outs if k >= num_carry]
     back = bind("scan", *consts, *carry_cts, *sums, *residuals, *y_cts, body=lin.backward, num_consts=num_consts,
                 num_carry=len(carry_cts) + len(sums), length=length, reverse=not reverse)
@@ -569,9 +569,9 @@ def _while_jvp(node, values, tangents):
     assert not t.captured
     unused = [ops.make("input", shape=v.shape, dtype=v.dtype) for v in ts]
     test = Program(test.inputs + unused, test.outputs, test.name)
-    result = bind("while", *values[:n_test], *values[n_test:n_test + n_body], *[tangents[n_test + i] for i in const_tan],
-                  *carries, *carry_tan, cond_body=test, body=step, num_cond_consts=n_test,
-                  num_body_consts=n_body + len(const_tan))
+    const_tangents = [tangents[n_test + i] for i in const_tan]
+    result = bind("while", *values[:n_test + n_body], *const_tangents, *carries, *carry_tan, cond_body=test,
+                  body=step, num_cond_consts=n_test, num_body_consts=n_body + len(const_tan))
     out = tuple(_element(result, k) for k in range(n_carry))
     tan = [None] * n_carry
     for j, k in enumerate(floats):

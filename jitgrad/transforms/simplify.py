@@ -174,9 +174,10 @@ def _prune_scans(program):
     memo, renumber = {}, {}
     for n in program.nodes:
         args = [memo.get(id(a), a) for a in n.args]
-        if n.op == "scan" and len(used.get(id(n), ())) < len(n.params["types"]) - n.params["num_carry"]:
+        carries = n.params.get("num_carry", 0)
+        if n.op == "scan" and len(used.get(id(n), ())) < len(n.params["types"]) - carries:
             body = n.params["body"]
-            keep = list(range(n.params["num_carry"])) + sorted(k for k in used.get(id(n), ()) if k >= n.params["num_carry"])
+            keep = list(range(carries)) + sorted(k for k in used.get(id(n), ()) if k >= carries)
             if len(keep) < len(body.outputs):
                 renumber[id(n)] = {old: new for new, old in enumerate(keep)}
                 params = {k: v for k, v in n.params.items() if k not in ("body", "types")}
