@@ -1,6 +1,7 @@
 """Handwritten digits (scikit-learn's 8x8 ``load_digits``, shipped in its wheel: no download) with
-a 64-128-10 MLP: ReLU, dropout on the hidden layer, softmax cross-entropy, minibatch SGD with
-momentum. Prints train and test accuracy per epoch and writes a loss/accuracy plot.
+a 64-128-10 MLP: ReLU, dropout on the hidden layer (its mask drawn inside the compiled step with
+``jitgrad.random``), softmax cross-entropy, minibatch SGD with momentum (``jitgrad.optim``).
+Prints train and test accuracy per epoch and writes a loss/accuracy plot.
 
     python examples/digits.py                  # writes digits.png in the current directory
     python examples/digits.py out.png --epochs 40 --device numpy
@@ -38,38 +39,22 @@ def init_params(rng, n_in, hidden=HIDDEN, classes=CLASSES):
             "w2": he(hidden, classes), "b2": np.zeros(classes, np.float32)}
 
 
-def logits(params, x, keep):
-    """The MLP; ``keep`` scales the hidden units: the dropout mask while training, 1 to evaluate."""
-    h = jg.nn.relu(x @ params["w1"] + params["b1"]) * keep
+def logits(params, x, key=None):
+    """The MLP; with a ``key`` (training), inverted dropout on the hidden units: each is zeroed
+    with probability ``DROPOUT``, the others scaled by 1 / (1 - DROPOUT)."""
+    h = jg.nn.relu(x @ params["w1"] + params["b1"])
+    if key is not None:
+        keep = jg.random.bernoulli(key, 1.0 - DROPOUT, h.shape)
+        h = np.where(keep, h / np.float32(1.0 - DROPOUT), np.float32(0.0))
     return h @ params["w2"] + params["b2"]
 
 
-def loss(params, x, labels, keep):
-    return jg.nn.cross_entropy(logits(params, x, keep), labels)
+def loss(params, x, labels, key):
+    return jg.nn.cross_entropy(logits(params, x, key), labels)
 
 
 def predict(params, x):
-    return np.argmax(logits(params, x, 1.0), axis=-1)
-
-
-class SGDMomentum:
-    """``init(params)`` / ``update(grads, state, params) -> (params, state)`` over a dict of arrays
-    (PyTorch's SGD with momentum: ``v = momentum * v + g; p = p - lr * v``)."""
-
-    def __init__(self, lr, momentum=0.9):
-        self.lr, self.momentum = lr, momentum
-
-    def init(self, params):
-        return {k: np.zeros_like(p) for k, p in params.items()}
-
-    def update(self, grads, state, params):
-        velocity = {k: self.momentum * state[k] + grads[k] for k in params}
-        return {k: params[k] - self.lr * velocity[k] for k in params}, velocity
-
-
-def dropout_keep(rng, shape, rate=DROPOUT):
-    """Inverted dropout's mask: 0 with probability ``rate``, else 1 / (1 - rate), as float32."""
-    return ((rng.random(shape) >= rate) / (1.0 - rate)).astype(np.float32)
+    return np.argmax(logits(params, x), axis=-1)
 
 
 def train(epochs=30, batch=64, lr=0.05, device=None, subset=None, seed=0, log=print):
@@ -81,9 +66,9 @@ def train(epochs=30, batch=64, lr=0.05, device=None, subset=None, seed=0, log=pr
     params = init_params(rng, x_train.shape[1])
     step = jg.jit_grad(loss, device=device)
     classify = jg.jit(predict, device=device)
-    # optim: jg.optim.sgd(lr, momentum=0.9) (or jg.optim.adam(1e-3)) has the same init/update
-    optimizer = SGDMomentum(lr, momentum=0.9)
+    optimizer = jg.optim.sgd(lr, momentum=0.9, device=device)
     state = optimizer.init(params)
+    key = jg.random.key(seed)
     history = {"loss": [], "train_accuracy": [], "test_accuracy": []}
     start = time.perf_counter()
     for epoch in range(epochs):
@@ -91,9 +76,8 @@ def train(epochs=30, batch=64, lr=0.05, device=None, subset=None, seed=0, log=pr
         losses = []
         for first in range(0, len(order) - batch + 1, batch):  # whole batches only: one signature
             rows = order[first:first + batch]
-            # random: draw the mask inside the loss with jg.random.bernoulli(key, 1 - DROPOUT, ...)
-            keep = dropout_keep(rng, (batch, HIDDEN))
-            value, grads = step(params, x_train[rows], y_train[rows], keep)
+            key, dropout_key = jg.random.split(key)
+            value, grads = step(params, x_train[rows], y_train[rows], dropout_key)
             params, state = optimizer.update(grads, state, params)
             losses.append(float(value))
         history["loss"].append(float(np.mean(losses)))

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import jitgrad as jg
+
 pytest.importorskip("sklearn")
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "digits.py"
 
@@ -34,7 +36,12 @@ def test_the_full_run_reaches_the_stated_accuracy_and_plots(digits, tmp_path, ca
     assert "test accuracy" in capsys.readouterr().out
 
 
-def test_dropout_masks_keep_the_expected_activation(digits):
-    keep = digits.dropout_keep(np.random.default_rng(0), (2000, 50), rate=0.2)
-    assert keep.dtype == np.float32 and set(np.unique(keep)) == {0.0, np.float32(1.25)}
-    assert abs(keep.mean() - 1.0) < 0.02  # inverted dropout: the expected activation is unchanged
+def test_dropout_keeps_the_expected_activation_and_changes_with_the_key(digits):
+    params = {"w1": np.eye(64, 2000, dtype=np.float32), "b1": np.zeros(2000, np.float32),
+              "w2": np.eye(2000, 10, dtype=np.float32), "b2": np.zeros(10, np.float32)}
+    x = np.ones((50, 64), np.float32)
+    hidden = lambda key: digits.logits(params, x, key)  # noqa: E731  (the first 10 hidden units pass through)
+    a, b = hidden(jg.random.key(0)), hidden(jg.random.key(1))
+    assert a.dtype == np.float32 and set(np.unique(a)) <= {0.0, np.float32(1.25)}
+    assert not np.array_equal(a, b)
+    assert abs(a.mean() - 1.0) < 0.1  # inverted dropout: the expected activation is unchanged
