@@ -244,3 +244,21 @@ def test_scan_on_cuda_keeps_device_arrays_and_equals_the_reference():
     on_device = f(*jg.device_put((W, H0, XS[:3]), "cuda"))
     assert hasattr(on_device[0], "copy_to_host")
     close(on_device[0].copy_to_host(), ref_value, 1e-12, "value from device arrays")
+
+
+def test_a_scan_in_background_mode_compiles_as_one_job_and_switches(monkeypatch, tmp_path):
+    """The interpreter runs the loop (and its bodies) until one worker job has compiled every
+    piece and body; then the compiled pieces run, with the same values."""
+    monkeypatch.setenv("JITGRAD_COMPILE", "background")
+    monkeypatch.setenv("JITGRAD_CACHE_DIR", str(tmp_path))
+    f = jg.jit(jg.value_and_grad(lambda w, xs: rnn_scan(w, H0, xs)), device="cpu")
+    first = f(W, XS)
+    executable = next(iter(f._cache.values())).executable
+    assert not executable.switched and executable.job is not None
+    assert executable.job.what.endswith("more programs (its pieces and loop bodies)")
+    assert f.wait_compiled(timeout=300)
+    second = f(W, XS)
+    assert executable.switched
+    close(second[0], first[0], 1e-12, "value")
+    close(second[1], first[1], 1e-12, "gradient")
+    assert "run by the host over the compiled body_forward" in f.lower(W, XS).source

@@ -27,25 +27,29 @@ class Staged:
 
     def __init__(self, program, compile, to_device=None):
         self.program, self._compile, self._to_device = program, compile, to_device
-        self._bodies = {}  # id(body program) -> its executable
-        self._steps, self._origin = [], {}  # pieces (_Piece) and control-flow nodes, in order
-        level = _levels(program)
-        for k in range(max(level.values(), default=0) + 1):
-            nodes = [n for n in program.nodes if level[id(n)] == k and n.op not in ops.CONTROL + ops.TUPLES
-                     and n.op not in ops.LEAVES]
-            if nodes:
-                piece = _Piece(program, nodes, level, f"{program.name}_{len(self._steps)}")
-                piece.executable = compile(piece.program)
-                self._origin.update(piece.origin)
-                self._steps.append(piece)
-            self._steps += [n for n in program.nodes if level[id(n)] == k and n.op in ops.CONTROL]
+        self._steps = _stages(program)  # pieces (_Piece) and control-flow nodes, in order
+        self._bodies = {}  # id(body program) -> (it, its executable): each compiled once
+        for step in self._steps:
+            if isinstance(step, _Piece):
+                step.executable = compile(step.program)
+            else:
+                for body in _bodies(step):
+                    if id(body) not in self._bodies:
+                        self._bodies[id(body)] = (body, Staged(body, compile, to_device) if has_control(body)
+                                                  else compile(body))
         self.peak_bytes = None
 
     def body(self, program):
-        """The executable of a loop's body or a branch: compiled once."""
-        if id(program) not in self._bodies:
-            self._bodies[id(program)] = (program, self._compile(program))
+        """The executable of a loop's body or a branch."""
         return self._bodies[id(program)][1]
+
+    def executables(self):
+        return [s.executable for s in self._steps if isinstance(s, _Piece)] + [e for _, e in self._bodies.values()]
+
+    def mark_complete(self):
+        """(After a background compile: each executable records itself complete in the disk cache.)"""
+        for e in self.executables():
+            getattr(e, "mark_complete", lambda: None)()
 
     @property
     def kernels(self):
@@ -65,17 +69,14 @@ class Staged:
             if isinstance(step, _Piece):
                 parts.append(f"# piece {step.program.name}\n{step.executable.source}")
             else:
-                bodies = [b for k in ("cond_body", "body") if k in step.params for b in [step.params[k]]]
-                bodies += list(step.params.get("branches", ()))
+                bodies = _bodies(step)
                 parts.append(f"# {step.op}, run by the host over the compiled {', '.join(b.name for b in bodies)}:\n"
                              + "\n".join(f"# {b.name}\n{self.body(b).source}" for b in bodies))
         return "\n\n".join(parts)
 
     @property
     def compiling(self):
-        executables = [s.executable for s in self._steps if isinstance(s, _Piece)]
-        executables += [e for _, e in self._bodies.values()]
-        return any(getattr(e, "compiling", False) for e in executables)
+        return any(getattr(e, "compiling", False) for e in self.executables())
 
     def __call__(self, *args):
         on_device = self._to_device is not None and any(arrays.on_gpu(a) for a in args)
@@ -97,6 +98,39 @@ class Staged:
         if self._to_device is not None and not on_device:
             results = [arrays.to_host(r).reshape(o.shape) for r, o in zip(results, self.program.outputs)]
         return results
+
+
+def _bodies(node):
+    """The programs a control-flow node runs."""
+    found = [node.params[k] for k in ("cond_body", "body") if k in node.params]
+    return found + list(node.params.get("branches", ()))
+
+
+def _stages(program):
+    """The program's pieces (``_Piece``) and control-flow nodes, in the order they run."""
+    steps, level = [], _levels(program)
+    for k in range(max(level.values(), default=0) + 1):
+        nodes = [n for n in program.nodes if level[id(n)] == k and n.op not in ops.CONTROL + ops.TUPLES
+                 and n.op not in ops.LEAVES]
+        if nodes:
+            steps.append(_Piece(program, nodes, level, f"{program.name}_{len(steps)}"))
+        steps += [n for n in program.nodes if level[id(n)] == k and n.op in ops.CONTROL]
+    return steps
+
+
+def loop_free_programs(program):
+    """Every loop-free program a ``Staged`` of ``program`` compiles: its pieces and, recursively,
+    its loops' bodies (what a background compile builds in one job)."""
+    found, seen = [], set()
+    for step in _stages(program):
+        if isinstance(step, _Piece):
+            found.append(step.program)
+            continue
+        for body in _bodies(step):
+            if id(body) not in seen:
+                seen.add(id(body))
+                found += loop_free_programs(body) if has_control(body) else [body]
+    return found
 
 
 def _value(env, node):

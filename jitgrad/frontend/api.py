@@ -280,7 +280,7 @@ def _executable(program, device):
     """The compiled executable; or, for a program whose code is not in the disk cache yet (with
     ``JITGRAD_COMPILE=background``), the interpreter until a worker process has compiled it."""
     if control.has_control(program):  # loops run by the host around their compiled bodies
-        return control.Staged(program, lambda piece: _executable(piece, device), _device_placer(device))
+        return _staged(program, device)
     background = devices.background(device)
     if background is None or compile_mode() == "sync":
         return devices.backend(device).Executable(program)
@@ -289,6 +289,19 @@ def _executable(program, device):
         return ready
     return Tiered(blocked.interpreter(program), lambda: background.start(program),
                   lambda: devices.backend(device).Executable(program))
+
+
+def _staged(program, device):
+    """A program with loops: its loop-free parts compiled, in the background as one job."""
+    backend, background, place = devices.backend(device), devices.background(device), _device_placer(device)
+    if background is None or compile_mode() == "sync":
+        return control.Staged(program, backend.Executable, place)
+    parts = control.loop_free_programs(program)
+    ready = {part.content_hash(): background.ready(part) for part in parts}
+    if all(e is not None for e in ready.values()):
+        return control.Staged(program, lambda part: ready.get(part.content_hash()) or backend.Executable(part), place)
+    return Tiered(control.Staged(program, blocked.interpreter, place), lambda: background.start(parts),
+                  lambda: control.Staged(program, backend.Executable, place))
 
 
 def _device_placer(device):

@@ -47,8 +47,13 @@ def ready(program):
 
 
 def start(program):
-    """A ``BackgroundCompile`` of ``program``'s executable."""
-    return BackgroundCompile(program, f"{program.name}({', '.join(n.type for n in program.inputs)})")
+    """A ``BackgroundCompile`` of ``program``'s executable (or of a list of programs' executables:
+    the loop-free parts of a program with loops, in one job)."""
+    first = program[0] if isinstance(program, list) else program
+    what = f"{first.name}({', '.join(n.type for n in first.inputs)})"
+    if isinstance(program, list) and len(program) > 1:
+        what += f" and {len(program) - 1} more programs (its pieces and loop bodies)"
+    return BackgroundCompile(program, what)
 
 
 def workers():
@@ -150,7 +155,9 @@ def main(shard, shards):
     from . import compile
     from .backend import Executable
     made = compile.collect()
-    Executable(pickle.load(sys.stdin.buffer)).build(shard, shards)
+    programs = pickle.load(sys.stdin.buffer)
+    for program in programs if isinstance(programs, list) else [programs]:
+        Executable(program).build(shard, shards)
     pickle.dump(dict(made), answer)
     answer.close()
 
