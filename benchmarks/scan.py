@@ -7,7 +7,9 @@ characters, its time loop written with ``scan``, in fresh processes with an empt
 - jitgrad (``jg.lax.scan``; the default background compile, and ``JITGRAD_COMPILE=sync``),
   JAX (``jax.lax.scan`` under ``jit(value_and_grad)``), PyTorch eager and ``torch.compile``
   (a Python loop: they have no scan): the first call and the warm time (median) at T = 100;
-- jitgrad's sync first call (trace, compile, run) at T = 10 and T = 1000;
+- jitgrad's sync first call (trace, compile, run) at T = 10 and T = 1000, and its background
+  first call (trace, then the interpreter) at T = 5, 20 and 50 (issue 20's unrolled RNN grew
+  with T; a scan does not);
 - the peak memory of jitgrad's gradient call at T = 1000 with and without ``jg.checkpoint``
   on the step (``tracemalloc``: NumPy's allocations during one warm call).
 float32, vocabulary 32, hidden 128, batch 32.
@@ -169,10 +171,11 @@ def main():
             else:
                 rows.append(f"| {label} | {_s(r['first'])} | {_s(r.get('compiled_after'))} | {_ms(r['warm'])} |")
         print("\n".join(rows[-len(modes):]), flush=True)
-    lengths = ["| T | jitgrad sync first call (s) |", "|---|---|"]
-    for steps in (10, 1000):
-        r = _fresh("jitgrad", steps, 3, env={"JITGRAD_COMPILE": "sync"})
-        lengths.append(f"| {steps} | {_s(r.get('first'))} |")
+    lengths = ["| T | jitgrad first call, sync (s) | background (s) |", "|---|---|---|"]
+    for steps in (5, 10, 20, 50, 1000):
+        sync = _fresh("jitgrad", steps, 3, env={"JITGRAD_COMPILE": "sync"}) if steps in (10, 1000) else {}
+        background = _fresh("jitgrad", steps, 3) if steps != 1000 else {}
+        lengths.append(f"| {steps} | {_s(sync.get('first'))} | {_s(background.get('first'))} |")
         print(lengths[-1], flush=True)
     memory = ["| T = 1000 | peak memory of a gradient call (MB) | warm (ms) |", "|---|---|---|"]
     for checkpoint in (False, True):
