@@ -51,7 +51,8 @@ def replayed_call(inputs, results):
     executable = object.__new__(backend.Executable)
     executable.replay, executable._checks_indices = replay, False
     jitted = api.Jitted(lambda *a: None, device="cuda")
-    jitted._fast[jitted._fast_key(args)] = api._fast_call(executable, api.flatten((0.0, (0,) * (len(results) - 1)))[1])
+    out_def = api.flatten((0.0, (0,) * (len(results) - 1)))[1]
+    jitted._fast[jitted._fast_key(args)] = api._fast_call(executable, out_def, types.SimpleNamespace(effects=()))
     return jitted, args
 
 
