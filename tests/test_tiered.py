@@ -211,3 +211,52 @@ def test_lower_shows_the_compiled_code_while_the_interpreter_answers(monkeypatch
     finally:
         if lowered.executable.job is not None:
             lowered.executable.job.kill()
+
+
+def test_background_compiles_queue_beyond_the_job_slots(monkeypatch, tmp_path):
+    """Many functions traced in a row start at most ``JITGRAD_COMPILE_JOBS`` compiles at once (a
+    test suite on the CPU device started two workers per signature, hundreds at a time); the
+    others wait their turn and still switch."""
+    import threading
+
+    import numpy as np
+
+    import jitgrad as jg
+    from jitgrad.codegen.numba_cpu import worker
+
+    monkeypatch.setenv("JITGRAD_COMPILE", "background")
+    monkeypatch.setenv("JITGRAD_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(worker, "_JOBS", threading.BoundedSemaphore(1))
+    fs = [jg.jit(lambda x, k=k: np.sin(x) * (k + 2), device="cpu") for k in range(3)]
+    for f in fs:
+        f(np.linspace(0, 1, 5))
+    jobs = [next(iter(f._cache.values())).executable.job for f in fs]
+    assert len(jobs[0].processes) == worker.workers() and jobs[1].processes == [] and jobs[2].processes == []
+    for f in fs:
+        assert f.wait_compiled(timeout=300)
+    assert all(job.error is None for job in jobs)
+    np.testing.assert_allclose(fs[2](np.linspace(0, 1, 5)), np.sin(np.linspace(0, 1, 5)) * 4, rtol=1e-12)
+    assert next(iter(fs[2]._cache.values())).executable.switched
+
+
+def test_a_queued_compile_killed_before_it_starts_leaves_the_interpreter(monkeypatch, tmp_path):
+    import threading
+
+    import numpy as np
+
+    import jitgrad as jg
+    from jitgrad.codegen.numba_cpu import worker
+
+    monkeypatch.setenv("JITGRAD_COMPILE", "background")
+    monkeypatch.setenv("JITGRAD_CACHE_DIR", str(tmp_path))
+    slots = threading.BoundedSemaphore(1)
+    slots.acquire()  # every slot busy
+    monkeypatch.setattr(worker, "_JOBS", slots)
+    f = jg.jit(lambda x: np.cos(x) * 7, device="cpu")
+    f(np.ones(3))
+    job = next(iter(f._cache.values())).executable.job
+    assert job.processes == [] and not job.done
+    job.kill()
+    assert job.done and job.error and f.wait_compiled(timeout=1)
+    np.testing.assert_allclose(f(np.ones(3)), np.cos(np.ones(3)) * 7, rtol=1e-15)
+    slots.release()

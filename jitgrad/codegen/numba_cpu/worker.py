@@ -33,6 +33,16 @@ from ...runtime.progress import say
 _running = set()
 
 
+def _job_slots():
+    """How many compile jobs run at once (``$JITGRAD_COMPILE_JOBS``, default 2): a process that
+    traces many functions in a row queues their compiles instead of starting two workers each."""
+    setting = os.environ.get("JITGRAD_COMPILE_JOBS")
+    return max(1, int(setting)) if setting and setting.isdigit() else 2
+
+
+_JOBS = threading.BoundedSemaphore(_job_slots())
+
+
 def ready(program):
     """``program``'s executable if all of its machine code is at hand, to run compiled from its
     first call (loading takes milliseconds) with no worker: a program compiled before (the disk
@@ -71,23 +81,45 @@ class BackgroundCompile:
 
     def __init__(self, program, what):
         self.what, self.done, self.error, self.functions = what, False, None, 0
-        self.start = time.perf_counter()
+        self.start, self.processes, self._killed = time.perf_counter(), [], False
+        self._payload, self._lock = pickle.dumps(program), threading.Lock()
+        _running.add(self)
+        if _JOBS.acquire(blocking=False):
+            self._launch()  # (an OSError here: the caller compiles in-process)
+        else:  # as many jobs at once as there are slots; the others wait their turn
+            threading.Thread(target=self._queued, daemon=True, name="jitgrad-compile-queue").start()
+
+    def _launch(self):
         package_root = str(Path(__file__).resolve().parents[3])  # jitgrad importable from where it was
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-        payload, count = pickle.dumps(program), workers()
+        count = workers()
         pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-        self.processes = []
         try:
             for shard in range(count):
                 self.processes.append(subprocess.Popen([sys.executable, "-m", __name__, str(shard), str(count)],
                                                        env=env, **pipes))
         except OSError:
             self.kill()
+            _running.discard(self)
+            _JOBS.release()
             raise
-        self._left, self._lock = count, threading.Lock()
-        _running.add(self)
+        self._left = count
         for process in self.processes:
-            threading.Thread(target=self._wait, args=(process, payload), daemon=True, name="jitgrad-compile").start()
+            threading.Thread(target=self._wait, args=(process, self._payload), daemon=True,
+                             name="jitgrad-compile").start()
+
+    def _queued(self):
+        _JOBS.acquire()
+        if self._killed:
+            _JOBS.release()
+            return
+        try:
+            self._launch()
+        except OSError as e:
+            self.error = str(e)
+            say(logging.WARNING, f"compiling {self.what} in the background failed ({e}); it keeps running on "
+                                 "the interpreter")
+            self.done = True
 
     def _wait(self, process, payload):
         try:
@@ -120,10 +152,15 @@ class BackgroundCompile:
             say(logging.INFO, f"compiled {self.what} in the background: {self.functions} functions in "
                               f"{len(self.processes)} processes, {elapsed:.1f} s")
         _running.discard(self)
+        _JOBS.release()
         self.done = True
 
     def kill(self):
-        for process in self.processes:
+        self._killed = True
+        if not self.processes and not self.done:  # still queued: it never starts
+            self.error, self.done = "stopped before it started", True
+            _running.discard(self)
+        for process in list(self.processes):
             try:
                 process.kill()
             except OSError:
