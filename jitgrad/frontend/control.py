@@ -87,7 +87,7 @@ def _carry_body(fn, init, extra_types, extra_defs, what, carry_def_of):
             raise ShapeError(f"{what}: carry {k} enters the body as {dtype.name}{list(shape)} and leaves it as "
                              f"{o.type}; a carry keeps its shape and dtype (cast it in the body, or start it "
                              f"with that type) (at {user_frame()})")
-    values = [v if isinstance(v, Tracer) or v.dtype == d else v.astype(d) for v, (_, d, _) in zip(values, types)]
+    values = [v if v.dtype == d else v.astype(d) for v, (_, d, _) in zip(values, types)]
     return body, values, carry_def
 
 
