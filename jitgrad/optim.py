@@ -82,6 +82,8 @@ class Optimizer:
         return self.compiled.lower(*self._scalars(count), *flat)
 
     def _param(self, leaf, i):
+        if type(leaf) is np.ndarray and leaf.dtype.kind == "f" and leaf.dtype.isnative:  # (the common case, fast)
+            return leaf
         p = leaf if isinstance(leaf, Tracer) else to_array(leaf, f"{self.name}: parameter leaf {i}")
         if p.dtype.kind != "f":
             raise InputError(f"{self.name}: parameter leaf {i} has dtype {p.dtype}; optimizers update float "
@@ -111,6 +113,9 @@ class Optimizer:
             raise ShapeError(f"{self.name}.update: {what} has structure {tdef}, the params {treedef}")
         out = []
         for i, (leaf, p) in enumerate(zip(leaves, p_leaves)):
+            if type(leaf) is np.ndarray and leaf.shape == p.shape and leaf.dtype.kind in "biuf" and leaf.dtype.isnative:
+                out.append(leaf)  # (the common case, fast)
+                continue
             v = leaf if isinstance(leaf, Tracer) else to_array(leaf, f"{self.name}.update: {what} leaf {i}")
             if tuple(v.shape) != tuple(p.shape):
                 raise ShapeError(f"{self.name}.update: {what} leaf {i} has shape {tuple(v.shape)}, "
