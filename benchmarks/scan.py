@@ -49,7 +49,7 @@ def lstm_step(xp, params, carry, x, y):
     c = sigmoid(z[:, n:2 * n]) * c + sigmoid(z[:, :n]) * xp.tanh(z[:, 3 * n:])
     h = sigmoid(z[:, 2 * n:3 * n]) * xp.tanh(c)
     logits = h @ wo + bo
-    top = xp.max(logits, axis=1, keepdims=True)
+    top = xp.amax(logits, axis=1, keepdims=True)
     logp = logits - top - xp.log(xp.sum(xp.exp(logits - top), axis=1, keepdims=True))
     return (h, c), -xp.sum(logp * y)
 
