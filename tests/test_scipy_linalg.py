@@ -29,11 +29,7 @@ def finite_difference(f, x, eps=1e-6):
     return g
 
 
-def _sym(x):
-    return (x + np.swapaxes(x, -1, -2)) / 2
-
-
-LINALG = {  # name: (loss of the matrix, whether it reads a symmetric matrix)
+LINALG = {  # name: (loss of the matrix, whether it reads one triangle, as NumPy's)
     "solve": (lambda a: np.sum(np.linalg.solve(a, RHS) * RHS), False),
     "solve_vector": (lambda a: np.sum(np.linalg.solve(a[0], RHS[0, :, 0]) ** 2), False),
     "inv": (lambda a: np.sum(np.linalg.inv(a) * W), False),
@@ -44,6 +40,8 @@ LINALG = {  # name: (loss of the matrix, whether it reads a symmetric matrix)
     "eigh_vectors": (lambda a: np.sum(np.abs(np.linalg.eigh(a).eigenvectors * W)), True),
     "norm": (lambda a: np.linalg.norm(a) + np.linalg.norm(a[0], 1) + np.linalg.norm(a[1], np.inf)
              + np.linalg.norm(a[1, 0], 3) + np.sum(np.linalg.norm(a, axis=-1)), False),
+    "norm_singular_values": (lambda a: np.sum(np.linalg.norm(a[:, :, 1:], "nuc", axis=(1, 2)))
+                             + np.linalg.norm(a[0, :3], 2) + np.linalg.norm(a[1] * W[1], -2), False),
     "matrix_power": (lambda a: np.sum(np.linalg.matrix_power(a[0] / 10, 3) * W[0])
                      + np.sum(np.linalg.matrix_power(a[1], -2) * W[1]), False),
     "solve_triangular": (lambda a: sum(np.sum(jsl.solve_triangular(a[0], RHS[0], lower=lo, trans=t) * RHS[0])
@@ -57,8 +55,10 @@ LINALG = {  # name: (loss of the matrix, whether it reads a symmetric matrix)
 def test_linalg_values_and_gradients(name, device):
     loss, symmetric = LINALG[name]
     np.testing.assert_allclose(jg.jit(loss, device=device)(SPD), loss(SPD), rtol=1e-12)
-    expected = finite_difference(lambda x: loss(_sym(x)) if symmetric else loss(x), SPD)
+    expected = finite_difference(loss, SPD)  # NumPy's: a triangle's reader ignores the other triangle
     np.testing.assert_allclose(jg.jit(jg.grad(loss), device=device)(SPD), expected, rtol=1e-6, atol=1e-7)
+    if symmetric:
+        assert np.count_nonzero(np.triu(expected[0], 1)) == 0 or np.count_nonzero(np.tril(expected[0], -1)) == 0
 
 
 def test_linalg_results_match_numpy_batched():
@@ -164,7 +164,7 @@ def test_multivariate_normal():
     np.testing.assert_allclose(jst.multivariate_normal.pdf(x[0], mean, 2.0),
                                ss.multivariate_normal.pdf(x[0], mean, 2.0))
     loss = lambda c: np.sum(jst.multivariate_normal.logpdf(x, mean, c))  # noqa: E731
-    expected = finite_difference(lambda c: loss(_sym(c)), cov)
+    expected = finite_difference(loss, cov)  # the lower triangle, as SciPy reads it
     np.testing.assert_allclose(jg.grad(loss)(cov), expected, rtol=1e-6, atol=1e-8)
 
 
@@ -195,8 +195,10 @@ def test_linalg_errors():
         jg.jit(lambda a: np.linalg.solve(a, np.ones(3)))(np.ones((3, 2)))
     with pytest.raises(jg.ShapeError, match="b needs 3 rows"):
         jg.jit(lambda a: np.linalg.solve(a, np.ones(2)))(np.eye(3))
-    with pytest.raises(jg.TraceError, match="ord='nuc'"):
-        jg.jit(lambda a: np.linalg.norm(a, "nuc"))(np.eye(3))
+    with pytest.raises(jg.TraceError, match="ord='max' is not a matrix norm"):
+        jg.jit(lambda a: np.linalg.norm(a, "max"))(np.eye(3))
+    with pytest.raises(jg.TraceError, match="UPLO must be"):
+        jg.jit(lambda a: np.linalg.eigh(a, "X"))(np.eye(3))
     with pytest.raises(jg.TraceError, match="np.linalg.svd is not supported"):
         jg.jit(lambda a: np.linalg.svd(a))(np.eye(3))
 
@@ -218,3 +220,56 @@ def test_special_functions_on_the_cuda_simulator(name):
     pytest.importorskip("jitgrad.codegen.numba_cuda.backend")
     fn, x = getattr(sp, name), UFUNCS[name][:6]
     np.testing.assert_allclose(np.asarray(jg.jit(lambda v: fn(v), device="cuda")(x)), fn(x), rtol=1e-12, atol=1e-300)
+
+
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+def test_matrices_lapack_rejects_give_nan_on_every_device(device):
+    batch = np.stack([np.eye(2), np.ones((2, 2)), np.zeros((2, 2))])  # the identity keeps its results
+    f = jg.jit(lambda a: (np.linalg.inv(a), np.linalg.solve(a, np.ones((3, 2, 1))), np.linalg.cholesky(a),
+                          np.linalg.det(a), jsl.solve_triangular(a, np.ones((3, 2, 1)), lower=True)), device=device)
+    inv, x, chol, det, tri = f(batch)
+    for got in (inv, x, chol, tri):
+        assert np.isfinite(got[0]).all() and np.isnan(got[2]).all()
+    np.testing.assert_array_equal(inv[0], np.eye(2))
+    assert np.isnan(inv[1]).all() and np.isnan(x[1]).all() and np.isnan(chol[1]).all()
+    np.testing.assert_array_equal(det, [1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(tri[1], [[1.0], [0.0]])
+
+
+def test_eigh_and_cholesky_read_numpys_triangle():
+    a = RNG.normal(size=(4, 4)) + 8 * np.eye(4)  # not symmetric: NumPy reads one triangle
+    for uplo in ("L", "U"):
+        w, v = jg.jit(lambda x: np.linalg.eigh(x, uplo))(a)
+        w_np, v_np = np.linalg.eigh(a, uplo)
+        np.testing.assert_allclose(w, w_np, rtol=1e-12)
+        np.testing.assert_allclose(np.abs(np.sum(v * v_np, axis=0)), 1, rtol=1e-12)  # columns up to sign
+    np.testing.assert_allclose(jg.jit(np.linalg.cholesky)(a), np.linalg.cholesky(a), rtol=1e-12)
+    np.testing.assert_allclose(jg.jit(lambda x: np.linalg.cholesky(x, upper=True))(a),
+                               np.linalg.cholesky(a, upper=True), rtol=1e-12)
+    np.testing.assert_allclose(jsl.cholesky(a), sl.cholesky(a), rtol=1e-12)
+    np.testing.assert_allclose(jsl.eigh(a, lower=False, eigvals_only=True), sl.eigh(a, lower=False,
+                                                                                    eigvals_only=True), rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(4, 3), (3, 5), (2, 3, 3)])
+def test_singular_value_norms_match_numpy(shape):
+    x = RNG.normal(size=shape)
+    for ord in ("nuc", 2, -2):
+        for axis, keepdims in [(None if len(shape) == 2 else (1, 2), False), ((-1, 0), True)]:
+            f = lambda x: np.linalg.norm(x, ord, axis, keepdims)  # noqa: E731
+            got, want = jg.jit(f)(x), f(x)
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-12)
+            np.testing.assert_allclose(jg.grad(lambda x: np.sum(f(x)))(x), finite_difference(lambda x: np.sum(f(x)), x),
+                                       rtol=1e-6, atol=1e-8)
+
+
+def test_erfinv_keeps_its_digits_up_to_one():
+    tail = 1 - np.logspace(-16, -1, 300)
+    y = np.concatenate([np.linspace(-0.999, 0.999, 999), tail, -tail, [1e-300, 1e-10, np.nextafter(0.5, 1)]])
+    for device in ("numpy", "cpu"):
+        got = jg.jit(jsp.erfinv, device=device)(y)
+        np.testing.assert_allclose(got, sp.erfinv(y), rtol=1e-14, atol=0)
+    x = sp.erfinv(tail[::30])
+    np.testing.assert_allclose(jg.jit(jg.grad(lambda y: np.sum(jsp.erfinv(y))))(tail[::30]),
+                               np.sqrt(np.pi) / 2 * np.exp(x * x), rtol=1e-12)
