@@ -8,7 +8,10 @@ their own), written so that both branches of every ``where`` stay finite: the br
 gets a zero cotangent, and a zero times an infinite derivative would be NaN.
 """
 import math
+import numbers
 import sys
+
+import numpy as np
 
 
 from ..errors import TraceError, user_frame
@@ -154,6 +157,7 @@ def log_ndtr(x):
 # erf (on log(erfc) in the tail, nearly quadratic in x there) take to float64's: four reach
 # 1 ulp across (-1, 1), down to 1 - 1e-16.
 _NEWTON_STEPS = 4
+_GILES_FITTED = 25.0  # -log(1 - a^2) beyond which an asymptotic start serves Newton better than Giles' tail
 _GILES_CENTRAL = (2.81022636e-08, 3.43273939e-07, -3.5233877e-06, -4.39150654e-06, 0.00021858087,
                   -0.00125372503, -0.00417768164, 0.246640727, 1.50140941)
 _GILES_TAIL = (-0.000200214257, 0.000100950558, 0.00134934322, -0.00367342844, 0.00573950773,
@@ -167,31 +171,155 @@ def _horner(coefficients, w):
     return p
 
 
+def _inverse_erf(a, rest):
+    """``x >= 0`` with ``erf(x) == a``, given ``rest == 1 - a`` exactly (so the tail keeps its
+    digits); infinite where ``rest`` is 0, NaN outside [0, 1]."""
+    inside = jnp.logical_and(jnp.greater(rest, 0), jnp.greater_equal(a, 0))
+    a_in, rest_in = jnp.where(inside, a, 0.5), jnp.where(inside, rest, 0.5)
+    w = -jnp.log(rest_in * (1 + a_in))
+    central, far = jnp.less(w, 5), jnp.greater(w, _GILES_FITTED)
+    wc, wt = _branches(central, w, 5.0)
+    wf, wt = _branches(far, wt, _GILES_FITTED)
+    giles = a_in * jnp.where(central, _horner(_GILES_CENTRAL, wc - 2.5), _horner(_GILES_TAIL, jnp.sqrt(wt) - 3))
+    # beyond Giles' fit (erfcinv of tiny numbers): erfc(x) ~ exp(-x^2) / (x sqrt(pi)), solved once
+    x = jnp.where(far, jnp.sqrt(wf - 0.5 * jnp.log(math.pi * (wf - 0.5 * jnp.log(math.pi * wf)))), giles)
+    upper = jnp.greater(a_in, 0.5)
+    log_rest = jnp.log(jnp.where(upper, rest_in, 0.5))
+    for _ in range(_NEWTON_STEPS):
+        log_tail = jnp.log(erfc(x))
+        # exp(x^2) erfc(x) as one exp: both factors alone overflow or underflow far out
+        scaled = jnp.exp(jnp.where(upper, x * x + log_tail, x * x))
+        step = jnp.where(upper, log_tail - log_rest, a_in - jnp.erf(x))
+        x = x + step * scaled * (math.sqrt(math.pi) / 2)
+    return jnp.where(inside, x, jnp.where(jnp.logical_and(jnp.equal(rest, 0), jnp.greater(a, 0)), math.inf, math.nan))
+
+
 def erfinv(y):
     """The inverse of ``erf`` on [-1, 1] (infinite at +-1, NaN outside): Giles' approximation,
     then four Newton steps, on ``log(erfc)`` for ``|y| > 1/2`` so that the tail keeps its digits
-    (relative error about 1e-15 in float64 across (-1, 1)). Its
-    gradient is the composition's, ``sqrt(pi) / 2 * exp(erfinv(y)**2)`` to rounding.
+    (relative error about 1e-15 in float64 across (-1, 1)). Its gradient is the composition's,
+    ``sqrt(pi) / 2 * exp(erfinv(y)**2)`` to rounding.
 
     >>> erfinv(np.array([0.0, 0.5]))
     array([0.        , 0.47693628])
     """
     (y,) = _floats(y)
     a = jnp.where(jnp.less(y, 0), -y, y)  # |y| with slope 1 at 0 (abs's is 0 there)
-    inside = jnp.less(a, 1)
-    a_in = jnp.where(inside, a, 0.5)
-    w = -jnp.log((1 - a_in) * (1 + a_in))
-    central = jnp.less(w, 5)
-    wc, wt = _branches(central, w, 5.0)
-    x = a_in * jnp.where(central, _horner(_GILES_CENTRAL, wc - 2.5), _horner(_GILES_TAIL, jnp.sqrt(wt) - 3))
-    upper = jnp.greater(a_in, 0.5)
-    log_rest = jnp.log(jnp.where(upper, 1 - a_in, 0.5))  # 1 - a is exact for a above 1/2
-    for _ in range(_NEWTON_STEPS):
-        tail = erfc(x)
-        step = jnp.where(upper, (jnp.log(tail) - log_rest) * tail, a_in - jnp.erf(x))
-        x = x + step * (math.sqrt(math.pi) / 2) * jnp.exp(x * x)
-    x = jnp.where(inside, x, jnp.where(jnp.equal(a, 1), math.inf, math.nan))
+    x = _inverse_erf(a, 1 - a)
     return jnp.where(jnp.less(y, 0), -x, x)
+
+
+def erfcinv(y):
+    """The inverse of ``erfc`` on [0, 2]: ``erfinv(1 - y)`` with the digits of small ``y`` kept
+    (``1 - y`` would round them away).
+
+    >>> erfcinv(np.array([1.0, 1e-300]))
+    array([ 0.        , 26.20946996])
+    """
+    (y,) = _floats(y)
+    low = jnp.less_equal(y, 1)  # erfcinv(y) = -erfcinv(2 - y)
+    x = _inverse_erf(jnp.where(low, 1 - y, y - 1), jnp.where(low, y, 2 - y))
+    return jnp.where(low, x, -x)
+
+
+def gammasgn(x):
+    """The sign of ``Gamma(x)``: 1 above 0, alternating between the poles below, the zero's own
+    sign at 0, NaN at the poles and -inf (SciPy's); no gradient.
+
+    >>> gammasgn(np.array([2.0, -0.5, -1.5]))
+    array([ 1., -1.,  1.])
+    """
+    (x,) = _floats(x)
+    f = jnp.floor(x)
+    odd = jnp.not_equal(f - 2 * jnp.floor(f / 2), 0)
+    zero = jnp.equal(x, 0)
+    positive_zero = jnp.greater(1 / jnp.where(zero, x, 1.0), 0)  # -0.0 has 1/x = -inf
+    sign = jnp.where(jnp.greater(x, 0), 1.0, jnp.where(odd, -1.0, 1.0))
+    sign = jnp.where(zero, jnp.where(positive_zero, 1.0, -1.0), sign)
+    undefined = jnp.logical_or(jnp.isnan(x), jnp.logical_and(jnp.less(x, 0), jnp.equal(f, x)))
+    return jnp.stop_gradient(jnp.where(undefined, math.nan, sign))
+
+
+def gamma(x):
+    """``Gamma(x) = gammasgn(x) * exp(gammaln(x))``: infinite at 0, NaN at the other poles (SciPy's).
+
+    >>> gamma(np.array([5.0, 0.5]))
+    array([24.        ,  1.77245385])
+    """
+    (x,) = _floats(x)
+    return gammasgn(x) * jnp.exp(gammaln(x))
+
+
+def rgamma(x):
+    """``1 / Gamma(x)``: 0 at the poles.
+
+    >>> rgamma(np.array([5.0, 0.0]))
+    array([0.04166667, 0.        ])
+    """
+    (x,) = _floats(x)
+    pole = jnp.logical_and(jnp.less_equal(x, 0), jnp.equal(jnp.floor(x), x))
+    return jnp.where(pole, 0.0, gammasgn(jnp.where(pole, 0.5, x)) * jnp.exp(-gammaln(x)))
+
+
+def betaln(a, b):
+    """``log|B(a, b)|`` = ``gammaln(a) + gammaln(b) - gammaln(a + b)``.
+
+    >>> betaln(np.array([1.0]), np.array([1.0]))
+    array([0.])
+    """
+    a, b = _floats(a, b)
+    return gammaln(a) + gammaln(b) - gammaln(a + b)
+
+
+def beta(a, b):
+    """``B(a, b) = Gamma(a) Gamma(b) / Gamma(a + b)``, through ``betaln`` and the signs.
+
+    >>> beta(np.array([2.0]), np.array([3.0]))
+    array([0.08333333])
+    """
+    a, b = _floats(a, b)
+    return gammasgn(a) * gammasgn(b) * gammasgn(a + b) * jnp.exp(betaln(a, b))
+
+
+def multigammaln(a, d):
+    """The multivariate log-gamma ``log Gamma_d(a)``: ``d (d - 1) / 4 log(pi)`` plus ``gammaln(a - j / 2)``
+    for ``j < d`` (SciPy's, for a Python int ``d``).
+
+    >>> multigammaln(np.array([3.0]), 2)
+    array([1.55019499])
+    """
+    if not isinstance(d, numbers.Integral) or d < 1:
+        raise TraceError(f"multigammaln: d must be a positive Python int, got {d!r} (at {user_frame()})")
+    (a,) = _floats(a)
+    return d * (d - 1) / 4 * math.log(math.pi) + sum(gammaln(a - j / 2) for j in range(d))
+
+
+# Bernoulli numbers B_2, B_4, ..., B_14: the asymptotic series of the polygamma functions.
+_BERNOULLI = (1 / 6, -1 / 30, 1 / 42, -1 / 30, 5 / 66, -691 / 2730, 7 / 6)
+
+
+def polygamma(n, x):
+    """The ``n``-th derivative of ``digamma`` (a Python int ``n >= 0``): ``digamma`` for 0, else
+    the recurrence up to ``x + 10 + 2n`` and the asymptotic series there (float64's precision for
+    ``x > -10``; poles at 0, -1, ...).
+
+    >>> polygamma(1, np.array([1.0]))  # pi^2 / 6
+    array([1.64493407])
+    """
+    if isinstance(n, np.ndarray) and n.size == 1 and n.dtype.kind in "iu":
+        n = int(n.flat[0])
+    if not isinstance(n, numbers.Integral) or n < 0:
+        raise TraceError(f"polygamma: n must be a Python int >= 0 on traced arrays, got {n!r} (at {user_frame()})")
+    (x,) = _floats(x)
+    if n == 0:
+        return digamma(x)
+    shift, n = 10 + 2 * int(n), int(n)
+    z = x + shift
+    series = math.factorial(n - 1) / z ** n + math.factorial(n) / (2 * z ** (n + 1))
+    for k, b in enumerate(_BERNOULLI, start=1):
+        series = series + b * math.factorial(2 * k + n - 1) / math.factorial(2 * k) / z ** (2 * k + n)
+    near = sum(1 / (x + k) ** (n + 1) for k in range(shift))
+    return (-1) ** (n + 1) * (series + math.factorial(n) * near)
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
@@ -236,8 +364,8 @@ def log_softmax(x, axis=None):
     return x - logsumexp(x, axis=axis, keepdims=True)
 
 
-UFUNC_NAMES = ("expit", "log_expit", "logit", "erf", "erfc", "erfinv", "gammaln", "digamma", "psi", "xlogy",
-               "xlog1py", "ndtr", "log_ndtr")
+UFUNC_NAMES = ("expit", "log_expit", "logit", "erf", "erfc", "erfinv", "erfcinv", "gammaln", "digamma", "psi",
+               "gamma", "gammasgn", "rgamma", "beta", "betaln", "xlogy", "xlog1py", "ndtr", "log_ndtr")
 _ufuncs = {}
 
 
