@@ -125,15 +125,20 @@ def install(device="numpy"):
     modules = {"autograd.numpy": np_module, "autograd.numpy.random": numpy.random,
                "autograd.numpy.linalg": numpy.linalg, "autograd.numpy.fft": numpy.fft}
     scipy_pairs = {"special": "jitgrad.scipy.special", "stats": "jitgrad.scipy.stats",
-                   "linalg": "jitgrad.scipy.linalg", "signal": None, "integrate": None, "misc": None}
+                   "linalg": "jitgrad.scipy.linalg", "signal": "jitgrad.scipy.signal", "integrate": None, "misc": None}
     scipy_module = types.ModuleType("autograd.scipy")
     for sub, ours in scipy_pairs.items():
         theirs = importlib.import_module(f"scipy.{sub}")
         merged = _merged(f"autograd.scipy.{sub}", importlib.import_module(ours), theirs) if ours else theirs
         modules[f"autograd.scipy.{sub}"] = merged
         setattr(scipy_module, sub, merged)
-    stats = modules["autograd.scipy.stats"]
+    stats, ours = modules["autograd.scipy.stats"], importlib.import_module("jitgrad.scipy.stats")
     for dist in ("norm", "t", "multivariate_normal", "bernoulli", "poisson", "gamma", "beta", "chi2", "dirichlet"):
+        if isinstance(getattr(ours, dist, None), types.SimpleNamespace):  # jitgrad's methods over SciPy's (rvs, ...)
+            theirs = getattr(importlib.import_module("scipy.stats"), dist)
+            merged = types.SimpleNamespace(**{k: getattr(theirs, k) for k in dir(theirs) if not k.startswith("_")})
+            vars(merged).update(vars(getattr(ours, dist)))
+            setattr(stats, dist, merged)
         if hasattr(stats, dist):
             modules[f"autograd.scipy.stats.{dist}"] = getattr(stats, dist)
     modules["autograd.scipy"] = scipy_module

@@ -136,7 +136,9 @@ def eigh(a, UPLO="L"):  # noqa: N803 (NumPy's name)
         raise TraceError(f"eigh: UPLO must be 'L' or 'U', got {UPLO!r} at {user_frame()}")
     (a,) = _matrices("eigh", a)
     n = a.shape[-1]
-    both = bind("eigh", _from_triangle(a, lower=UPLO == "L"))
+    # LAPACK reads the triangle NumPy's does (its eigenvectors' signs depend on which)
+    symmetric = _from_triangle(a, lower=UPLO == "L")
+    both = bind("eigh", symmetric) if UPLO == "L" else bind("eigh", symmetric, lower=False)
     return EighResult(both[..., n, :], both[..., :n, :])
 
 

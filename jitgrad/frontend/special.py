@@ -251,14 +251,19 @@ def gamma(x):
 
 
 def rgamma(x):
-    """``1 / Gamma(x)``: 0 at the poles.
+    """``1 / Gamma(x)``: 0 at the poles, where its gradient is ``(-1)^n n!`` at ``-n``.
 
     >>> rgamma(np.array([5.0, 0.0]))
     array([0.04166667, 0.        ])
     """
     (x,) = _floats(x)
     pole = jnp.logical_and(jnp.less_equal(x, 0), jnp.equal(jnp.floor(x), x))
-    return jnp.where(pole, 0.0, gammasgn(jnp.where(pole, 0.5, x)) * jnp.exp(-gammaln(x)))
+    away = jnp.where(pole, 0.5, x)  # (the branch not taken stays finite, and so does its gradient)
+    value = jnp.where(pole, 0.0, gammasgn(away) * jnp.exp(-gammaln(away)))
+    # 1/Gamma crosses 0 at -n with slope (-1)^n n!: carried by a term whose value is exactly 0
+    odd = jnp.not_equal(x - 2 * jnp.floor(x / 2), 0)
+    slope = jnp.where(pole, jnp.where(odd, -1.0, 1.0) * jnp.exp(gammaln(1 - jnp.where(pole, x, 0.0))), 0.0)
+    return value + (x - jnp.stop_gradient(x)) * jnp.stop_gradient(slope)
 
 
 def betaln(a, b):

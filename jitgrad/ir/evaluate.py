@@ -93,8 +93,8 @@ def _slogdet(a):
     return np.stack([sign, logabs], axis=-1)
 
 
-def _eigh(a):
-    w, v = np.linalg.eigh(a)
+def _eigh(a, *, lower=True):
+    w, v = np.linalg.eigh(a, "L" if lower else "U")
     return np.concatenate([v, w[..., None, :]], axis=-2)
 
 

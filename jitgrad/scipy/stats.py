@@ -10,6 +10,7 @@ import types
 
 import numpy as np
 
+from ..errors import ShapeError, user_frame
 from ..frontend import linalg
 from ..frontend import numpy_api as jnp
 from ..frontend import special
@@ -88,7 +89,19 @@ def _mvn_logpdf(x, mean=None, cov=1, allow_singular=False):
     return jnp.reshape(logp, centered.shape[:-1])
 
 
-multivariate_normal = types.SimpleNamespace(logpdf=_mvn_logpdf, pdf=_with_exp(_mvn_logpdf, "pdf"))
+def _mvn_entropy(mean=None, cov=1):
+    """The differential entropy ``(k log(2 pi e) + log det cov) / 2``, by the Cholesky factor."""
+    (cov,) = special._floats(cov)
+    if cov.ndim < 2:
+        k = 1 if mean is None else int(np.size(mean)) if not hasattr(mean, "shape") else (mean.shape or (1,))[-1]
+        cov = jnp.multiply(jnp.broadcast_to(cov, (k,)), np.eye(k))
+    k = cov.shape[-1]
+    half_logdet = jnp.sum(jnp.log(jnp.diagonal(linalg.cholesky(cov))))
+    return 0.5 * k * (1 + _LOG_2PI) + half_logdet
+
+
+multivariate_normal = types.SimpleNamespace(logpdf=_mvn_logpdf, pdf=_with_exp(_mvn_logpdf, "pdf"),
+                                            entropy=_mvn_entropy)
 
 
 def _bernoulli_logpmf(k, p, loc=0):
@@ -130,3 +143,36 @@ def _beta_logpdf(x, a, b, loc=0, scale=1):
 
 
 beta = types.SimpleNamespace(logpdf=_beta_logpdf, pdf=_with_exp(_beta_logpdf, "pdf"))
+
+
+def _chi2_logpdf(x, df, loc=0, scale=1):
+    """The chi-squared log-density with ``df`` degrees of freedom."""
+    y, scale = _standardized(x, loc, scale)
+    (df,) = special._floats(df)
+    half = df / 2
+    logp = special.xlogy(half - 1, y) - y / 2 - special.gammaln(half) - half * math.log(2) - jnp.log(scale)
+    return _outside(jnp.less(y, 0), logp)
+
+
+chi2 = types.SimpleNamespace(logpdf=_chi2_logpdf, pdf=_with_exp(_chi2_logpdf, "pdf"))
+
+
+def _dirichlet_logpdf(x, alpha):
+    """The Dirichlet log-density, SciPy's layout: the components along ``x``'s first axis (``K``,
+    or ``K - 1`` with the last one ``1 - sum``), points along the second. Traced ``x`` is not
+    checked to lie in the simplex (SciPy raises ValueError there)."""
+    x, alpha = special._floats(x, alpha)
+    if alpha.ndim != 1:
+        raise ShapeError(f"dirichlet: alpha must be a vector, got shape {alpha.shape} (at {user_frame()})")
+    k = alpha.shape[0]
+    if x.ndim == 0 or x.shape[0] not in (k, k - 1):
+        raise ShapeError(f"dirichlet: x of shape {x.shape} needs {k} or {k - 1} entries along its first axis for "
+                         f"alpha of shape {alpha.shape} (at {user_frame()})")
+    if x.shape[0] == k - 1:
+        x = jnp.concatenate([x, 1 - jnp.sum(x, axis=0, keepdims=True)], axis=0)
+    log_beta = jnp.sum(special.gammaln(alpha)) - special.gammaln(jnp.sum(alpha))
+    weights = jnp.reshape(alpha - 1, (k,) + (1,) * (x.ndim - 1))
+    return jnp.sum(special.xlogy(weights, x), axis=0) - log_beta
+
+
+dirichlet = types.SimpleNamespace(logpdf=_dirichlet_logpdf, pdf=_with_exp(_dirichlet_logpdf, "pdf"))
