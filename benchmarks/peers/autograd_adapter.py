@@ -49,6 +49,14 @@ def make_jvp(fun, x):
     return lambda v: push(x, v)
 
 
+def _curried(core):
+    """autograd's public form of ``make_vjp``/``make_jvp``: ``(fun, argnum)`` then the arguments."""
+    def operator(fun, argnum=0):
+        return lambda *args, **kwargs: core(_argnum_fn(fun, argnum, args, kwargs), args[argnum])
+    operator.__name__ = core.__name__
+    return operator
+
+
 def _argnum_fn(fun, argnum, args, kwargs):
     """``fun`` as a function of its argument ``argnum`` alone, the others fixed."""
     def unary(x):
@@ -102,6 +110,16 @@ def hessian(fun, argnum=0):
     return jacobian(grad(fun, argnum), argnum)
 
 
+def hessian_vector_product(fun, argnum=0):
+    """autograd's ``hessian_vector_product``: ``H v`` as the gradient of ``grad(fun) . v``."""
+    def hvp(*args, vector, **kwargs):
+        def inner(*a):
+            g = jg.grad(lambda *b: fun(*b, **kwargs), argnums=argnum)(*a)
+            return numpy.sum(g * vector)
+        return _on_device(jg.grad(inner, argnums=argnum))(*args)
+    return hvp
+
+
 def _merged(name, primary, fallback):
     """A module with ``primary``'s names over ``fallback``'s."""
     module = types.ModuleType(name)
@@ -148,8 +166,10 @@ def install(device="numpy"):
         setattr(sys.modules[parent], child, module)
     np_module.random, np_module.linalg, np_module.fft = numpy.random, numpy.linalg, numpy.fft
     operators = {"grad": grad, "value_and_grad": value_and_grad, "elementwise_grad": elementwise_grad,
-                 "jacobian": jacobian, "hessian": hessian, "make_vjp": make_vjp, "make_jvp": make_jvp}
-    for module in (autograd, autograd.core, test_util):
-        for name, fn in operators.items():
-            if hasattr(module, name):
-                setattr(module, name, fn)
+                 "jacobian": jacobian, "hessian": hessian, "hessian_vector_product": hessian_vector_product,
+                 "make_vjp": _curried(make_vjp),
+                 "make_jvp": _curried(make_jvp)}
+    for name, fn in operators.items():
+        setattr(autograd, name, fn)
+    for module in (autograd.core, test_util):  # the checker's (fun, x) forms
+        module.make_vjp, module.make_jvp = make_vjp, make_jvp

@@ -99,9 +99,8 @@ def main():
     src = pathlib.Path(args.examples).resolve()
     out = pathlib.Path(args.out or __import__("tempfile").mkdtemp(prefix="ported-"))
     out.mkdir(parents=True, exist_ok=True)
-    for helper in ("data.py", "data_mnist.py"):
-        if (src / helper).exists():
-            (out / helper).write_text(port((src / helper).read_text()))
+    for path in src.glob("*.py"):  # every one: examples import each other (and read their own text)
+        (out / path.name).write_text(port(path.read_text()))
     env = dict(os.environ, MPLBACKEND="Agg", PYTHONPATH=os.pathsep.join(
         [str(HERE), str(HERE.parents[1]), os.environ.get("PYTHONPATH", "")]))
     files = sorted(p for p in src.glob("*.py") if p.name != "__init__.py")
@@ -113,7 +112,6 @@ def main():
             print(f"{path.name:36} skipped: {SKIPPED[path.name]}")
             continue
         ported = out / path.name
-        ported.write_text(port(path.read_text()))
         ok, printed, error, seconds = _run(ported, out, env, args.timeout)
         base_ok, base_printed, _, base_seconds = _run(path, src, dict(env, PYTHONPATH=str(src)), args.timeout)
         diff = agreement(printed, base_printed) if ok and base_ok else None

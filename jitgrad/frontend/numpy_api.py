@@ -43,9 +43,10 @@ def result_type(*xs):
     xs = [_from_sequence(x) for x in xs]
     for x in xs:
         if isinstance(x, (str, bytes)) or (isinstance(x, np.ndarray) and x.dtype.kind in "OUSV"):
-            raise TypeError(f"unsupported operand {x!r}: jitgrad computes on numeric arrays only")
+            raise TraceError(f"unsupported operand {x!r} (at {user_frame()}): jitgrad computes on numeric arrays only")
         if isinstance(x, complex) or (hasattr(x, "dtype") and np.dtype(x.dtype).kind == "c"):
-            raise TypeError("complex numbers are not supported")
+            raise TraceError(f"complex numbers are not supported (at {user_frame()}): jitgrad computes on real "
+                             "arrays; write the real and imaginary parts as two real arrays")
     strong = [x.dtype for x in xs if not _is_weak(x)]
     weak = [_weak_sample(x) for x in xs if _is_weak(x)]
     return np.result_type(*strong, *weak) if strong else np.result_type(*[type(w)(1) for w in weak])
