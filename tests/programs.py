@@ -430,6 +430,9 @@ if sp is not None:
         "digamma": Op(sp.digamma, POS), "expit": Op(sp.expit), "log_expit": Op(sp.log_expit),
         "logit": Op(sp.logit, PROB), "ndtr": Op(sp.ndtr), "log_ndtr": Op(sp.log_ndtr),
         "xlogy": Op(sp.xlogy, (None, POS), B), "xlog1py": Op(sp.xlog1py, (None, POS), B),
+        "gammainc": Op(sp.gammainc, (POS, POS), B), "gammaincc": Op(sp.gammaincc, (POS, POS), B),
+        "betainc": Op(lambda a, x: sp.betainc(a, 2.5, x), (POS, PROB), B), "erfcinv": Op(sp.erfcinv, PROB),
+        "gamma": Op(sp.gamma, POS), "rgamma": Op(sp.rgamma, POS),
         "logsumexp": Op(jsp.logsumexp, params=reduce_params), "softmax": Op(jsp.softmax, params=lambda draw, s: {
             "axis": _axis(draw, len(s))}),
     })

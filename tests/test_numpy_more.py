@@ -296,3 +296,17 @@ def test_errors_name_the_op_and_the_line(call, error, match):
     with pytest.raises(error, match=match) as info:
         jit(call)(A)
     assert "test_numpy_more.py" in str(info.value)
+
+
+def test_reshape_and_ravel_in_fortran_order():
+    x = np.arange(24.0).reshape(2, 3, 4)
+    cases = [lambda v: np.reshape(v, (4, -1), order="F"), lambda v: v.reshape((6, 4), order="F"),
+             lambda v: np.ravel(v, order="F"), lambda v: np.ravel(v, "K"), lambda v: np.reshape(v, 24, order="A"),
+             lambda v: np.reshape(v[0, 0], (2, 2), order="F")]
+    for f in cases:
+        np.testing.assert_array_equal(jit(f)(x), f(x))
+    w = rng.standard_normal(24)
+    g = jg.grad(lambda v: np.sum(np.ravel(v, order="F") * w))(x)
+    np.testing.assert_array_equal(g, np.reshape(w, (2, 3, 4), order="F"))
+    with pytest.raises(jg.TraceError, match="order must be"):
+        jit(lambda v: np.reshape(v, 24, order="X"))(x)

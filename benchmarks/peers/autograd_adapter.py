@@ -111,8 +111,11 @@ def hessian(fun, argnum=0):
 
 
 def hessian_vector_product(fun, argnum=0):
-    """autograd's ``hessian_vector_product``: ``H v`` as the gradient of ``grad(fun) . v``."""
-    def hvp(*args, vector, **kwargs):
+    """autograd's ``hessian_vector_product``: ``hvp(*args, vector) = H v``, the gradient of
+    ``grad(fun) . v`` (the vector is the last positional argument)."""
+    def hvp(*args, **kwargs):
+        args, vector = args[:-1], args[-1]
+
         def inner(*a):
             g = jg.grad(lambda *b: fun(*b, **kwargs), argnums=argnum)(*a)
             return numpy.sum(g * vector)

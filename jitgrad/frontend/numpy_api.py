@@ -647,8 +647,8 @@ def _sort_method(self, *args, **kwargs):
 def reshape(a, newshape=None, order="C", *, shape=None):
     x = asarray(a)
     newshape = shape if newshape is None else newshape
-    if order != "C":
-        raise TraceError(f"reshape: only order='C' is supported (at {user_frame()})")
+    if order not in ("C", "F", "A"):
+        raise TraceError(f"reshape: order must be 'C', 'F' or 'A', got {order!r} (at {user_frame()})")
     newshape = (newshape,) if isinstance(newshape, numbers.Integral) else tuple(int(d) for d in newshape)
     if newshape.count(-1) > 1:
         _shape_error("reshape", "can only specify one unknown dimension", x.shape, newshape)
@@ -659,11 +659,13 @@ def reshape(a, newshape=None, order="C", *, shape=None):
         newshape = tuple(x.size // known if d == -1 else d for d in newshape)
     if math.prod(newshape) != x.size:
         _shape_error("reshape", f"cannot reshape array of size {x.size} into shape {newshape}", x.shape)
-    return x if newshape == x.shape else bind("reshape", x, shape=newshape)
+    if order == "F" and x.ndim > 1 or order == "F" and len(newshape) > 1:  # first index fastest: C order reversed
+        return transpose(reshape(transpose(x), newshape[::-1]))
+    return x if newshape == x.shape else bind("reshape", x, shape=newshape)  # ('A': a traced array has no layout)
 
 
 def ravel(a, order="C"):
-    return reshape(a, (-1,), order)
+    return reshape(a, (-1,), "C" if order == "K" else order)
 
 
 def transpose(a, axes=None):
