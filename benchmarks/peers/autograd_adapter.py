@@ -123,6 +123,14 @@ def hessian_vector_product(fun, argnum=0):
     return hvp
 
 
+def check_grads(*args, **kwargs):
+    """autograd's own ``check_grads``, on jitgrad's transforms (installs the adapter first)."""
+    if not getattr(sys.modules.get("autograd.numpy"), "_jitgrad_adapter", False):
+        install(DEVICE)
+    import autograd.test_util
+    return autograd.test_util.check_grads(*args, **kwargs)
+
+
 def _merged(name, primary, fallback):
     """A module with ``primary``'s names over ``fallback``'s."""
     module = types.ModuleType(name)
@@ -143,6 +151,7 @@ def install(device="numpy"):
     import autograd.test_util as test_util
 
     np_module = _merged("autograd.numpy", numpy, types.ModuleType("empty"))
+    np_module._jitgrad_adapter = True
     modules = {"autograd.numpy": np_module, "autograd.numpy.random": numpy.random,
                "autograd.numpy.linalg": numpy.linalg, "autograd.numpy.fft": numpy.fft}
     scipy_pairs = {"special": "jitgrad.scipy.special", "stats": "jitgrad.scipy.stats",

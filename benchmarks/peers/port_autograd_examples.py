@@ -46,6 +46,7 @@ def port_line(line):
         (r"^(\s*)from autograd\.numpy(\.\w+)? import (.*)", r"\1from numpy\2 import \3"),
         (r"^(\s*)import autograd\.scipy\.stats\.(\w+) as (\w+)", r"\1from jitgrad.scipy.stats import \2 as \3"),
         (r"^(\s*)from autograd\.scipy\.(\w+) import (.*)", r"\1from jitgrad.scipy.\2 import \3"),
+        (r"^(\s*)from autograd\.test_util import (.*)", r"\1from autograd_adapter import \2"),
     ]
     for pattern, replacement in rules:
         if re.match(pattern, line):
