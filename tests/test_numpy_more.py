@@ -302,6 +302,7 @@ def test_reshape_and_ravel_in_fortran_order():
     x = np.arange(24.0).reshape(2, 3, 4)
     cases = [lambda v: np.reshape(v, (4, -1), order="F"), lambda v: v.reshape((6, 4), order="F"),
              lambda v: np.ravel(v, order="F"), lambda v: np.ravel(v, "K"), lambda v: np.reshape(v, 24, order="A"),
+             lambda v: np.reshape(v, (3, 8), order=None),
              lambda v: np.reshape(v[0, 0], (2, 2), order="F")]
     for f in cases:
         np.testing.assert_array_equal(jit(f)(x), f(x))

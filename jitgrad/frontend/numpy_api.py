@@ -647,6 +647,7 @@ def _sort_method(self, *args, **kwargs):
 def reshape(a, newshape=None, order="C", *, shape=None):
     x = asarray(a)
     newshape = shape if newshape is None else newshape
+    order = "C" if order is None else order  # (NumPy's default spelled out)
     if order not in ("C", "F", "A"):
         raise TraceError(f"reshape: order must be 'C', 'F' or 'A', got {order!r} (at {user_frame()})")
     newshape = (newshape,) if isinstance(newshape, numbers.Integral) else tuple(int(d) for d in newshape)
