@@ -465,6 +465,10 @@ NUMPY_MORE = [
     C("pad_modes-wrap", lambda x: np.pad(x, 5, mode="wrap"), A34),
     C("pad_modes-reflect", lambda x: np.pad(x, ((4, 1), (2, 7)), "reflect"), A34),
     C("pad_modes-symmetric", lambda x: np.pad(x, 3, "symmetric"), A234),
+    C("pad_modes-linear_ramp", lambda x: np.pad(x, ((1, 2), (3, 0)), "linear_ramp", end_values=(1.5, -2.0)), A34),
+    C("pad_modes-mean", lambda x: np.pad(x, 2, "mean", stat_length=((1, 2), (3, 9))), A34),
+    C("pad_modes-maximum", lambda x: np.pad(x, (1, 2), "maximum"), A234, dom=SPREAD),
+    C("pad_modes-minimum", lambda x: np.pad(x, 2, "minimum", stat_length=2), A34, dom=SPREAD),
     C("ptp", lambda x: np.ptp(x, axis=1), A34, dom=SPREAD),
     C("std_one_element", lambda x: np.std(x[:, :1], axis=1) + np.std(x[:1, :1]), A34),
     C("stack_kwargs-concatenate", lambda x: np.concatenate([x, x], axis=1, dtype=np.float32, casting="same_kind"),
@@ -480,8 +484,22 @@ NUMPY_MORE = [
       ref=lambda x: np.dot(x, np.array([x[0, 0], 1.0, 2.0, x[1, 1]], x.dtype))),
 ]
 
+try:
+    import scipy.special as sp
+except ImportError:  # SciPy is optional; its ufuncs are the oracle of these rows
+    sp = None
+PROB = lambda x: 0.5 + 0.45 * np.tanh(x)  # noqa: E731
+# SciPy's special functions, which reach jitgrad as ufuncs on traced arrays (SPEC 6.3).
+SPECIAL = [] if sp is None else [
+    C("scipy-erf", sp.erf, A34), C("scipy-erfc", sp.erfc, A34), C("scipy-erfinv", sp.erfinv, A34, dom=UNIT),
+    C("scipy-gammaln", sp.gammaln, A34, dom=POS), C("scipy-digamma", sp.digamma, A34, dom=POS),
+    C("scipy-expit", sp.expit, A34), C("scipy-log_expit", sp.log_expit, A34), C("scipy-logit", sp.logit, A34, dom=PROB),
+    C("scipy-ndtr", sp.ndtr, A34), C("scipy-log_ndtr", sp.log_ndtr, A34),
+    C("scipy-xlogy", sp.xlogy, A34, (4,), dom=(None, POS)), C("scipy-xlog1py", sp.xlog1py, A34, (4,), dom=(None, POS)),
+]
+
 ALL = UNARY + BINARY + LOGICAL + SELECTION + REDUCTIONS + LINALG + SHAPE + INDEXING + CREATION + NN + METHODS + \
-    OPERATORS + DTYPE_MIX + NUMPY_MORE
+    OPERATORS + DTYPE_MIX + NUMPY_MORE + SPECIAL
 GRAD = [p for p in ALL if p.values[0].grad]
 
 

@@ -351,6 +351,94 @@ REGISTRY = {
                       params=array_split_params),
     "pad_mode": Op(np.pad, params=pad_mode_params),
 }
+
+
+# --------------------------------------------------------------------------- linalg and SciPy's special functions
+
+# Matrices built from an operand's last axis (n <= 3 entries), conditioned by construction: a
+# diagonal 2, 4, 6 plus a rank-1 term of trace <= 0.9, so eigenvalues (and singular values) stay
+# distinct, >= 1.1 apart from each other and from 0.
+def _diagonal(n):
+    return np.diag(2.0 * np.arange(1, n + 1))
+
+
+def spd(x):
+    """A symmetric positive definite matrix with distinct eigenvalues."""
+    t = 0.3 * np.tanh(x)
+    return _diagonal(x.shape[-1]) + t[..., :, None] * t[..., None, :]
+
+
+def general(x):
+    """A well-conditioned matrix that is not symmetric."""
+    return _diagonal(x.shape[-1]) + (0.3 * np.tanh(x))[..., :, None] * (0.3 * np.sin(x))[..., None, :]
+
+
+def _rows_then_matrix(x):
+    """(..., m, n) with singular values within 0.9 of 2, 4, 6: ``np.eye(m, n)`` weights plus a
+    bounded perturbation."""
+    m, n = x.shape[-2:]
+    return np.eye(m, n) * (2.0 * np.arange(1, n + 1)) + 0.3 * np.tanh(x)
+
+
+def _signed(v):
+    """Eigenvectors with a positive first row (LAPACK's sign is arbitrary; this one is smooth)."""
+    return v * np.sign(v[..., :1, :])
+
+
+def vector_params(draw, shape):
+    return {} if shape and shape[-1] else None
+
+
+def matrix_norm_params(draw, shape):
+    return {"ord": draw(st.sampled_from(["fro", "nuc", 2, -2, 1, -1, np.inf]))} if len(shape) >= 2 and all(
+        shape[-2:]) else None
+
+
+def _triangular_solve(x, lower, trans):
+    from jitgrad.scipy.linalg import solve_triangular
+    a = np.tril(general(x)) if lower else np.triu(general(x))
+    return solve_triangular(a, np.cos(x)[..., None], lower=lower, trans=trans)
+
+
+LINALG = {
+    "cholesky": Op(lambda x: np.linalg.cholesky(spd(x)), params=vector_params),
+    "eigh_values": Op(lambda x: np.linalg.eigh(spd(x))[0], params=vector_params),
+    "eigh_vectors": Op(lambda x: _signed(np.linalg.eigh(spd(x))[1]), params=vector_params),
+    "solve": Op(lambda x: np.linalg.solve(general(x), np.cos(x)[..., None]), params=vector_params),
+    "inv": Op(lambda x: np.linalg.inv(general(x)), params=vector_params),
+    "det": Op(lambda x: np.linalg.det(general(x)), params=vector_params),
+    "slogdet": Op(lambda x: np.linalg.slogdet(general(x))[1], params=vector_params),
+    "matrix_power": Op(lambda x, n: np.linalg.matrix_power(general(x) / 4, n), params=lambda draw, s: dict(
+        n=draw(st.integers(-2, 3))) if vector_params(draw, s) is not None else None),
+    "matrix_norm": Op(lambda x, ord: np.linalg.norm(_rows_then_matrix(x), ord, axis=(-2, -1)),
+                      params=matrix_norm_params),
+    "solve_triangular": Op(_triangular_solve, params=lambda draw, s: dict(
+        lower=draw(st.booleans()), trans=draw(st.integers(0, 1))) if vector_params(draw, s) is not None else None),
+}
+REGISTRY.update(LINALG)
+_BEFORE_SPECIAL = set(REGISTRY)
+
+try:
+    import scipy.special as sp
+except ImportError:  # SciPy is optional: its ufuncs are the oracle here
+    sp = None
+if sp is not None:
+    from jitgrad.scipy import special as jsp
+    PROB = lambda x: 0.5 + 0.45 * np.tanh(x)  # in (0.05, 0.95)  # noqa: E731
+    REGISTRY.update({
+        "erf": Op(sp.erf), "erfc": Op(sp.erfc), "erfinv": Op(sp.erfinv, UNIT), "gammaln": Op(sp.gammaln, POS),
+        "digamma": Op(sp.digamma, POS), "expit": Op(sp.expit), "log_expit": Op(sp.log_expit),
+        "logit": Op(sp.logit, PROB), "ndtr": Op(sp.ndtr), "log_ndtr": Op(sp.log_ndtr),
+        "xlogy": Op(sp.xlogy, (None, POS), B), "xlog1py": Op(sp.xlog1py, (None, POS), B),
+        "gammainc": Op(sp.gammainc, (POS, POS), B), "gammaincc": Op(sp.gammaincc, (POS, POS), B),
+        "betainc": Op(lambda a, x: sp.betainc(a, 2.5, x), (POS, PROB), B), "erfcinv": Op(sp.erfcinv, PROB),
+        "gamma": Op(sp.gamma, POS), "rgamma": Op(sp.rgamma, POS),
+        "logsumexp": Op(jsp.logsumexp, params=reduce_params), "softmax": Op(jsp.softmax, params=lambda draw, s: {
+            "axis": _axis(draw, len(s))}),
+    })
+
+SPECIAL = sorted(set(REGISTRY) - set(LINALG) - set(_BEFORE_SPECIAL))
+
 # Intentionally not in the registry:
 # - comparisons, logical ops, argmax/argmin on their own: their outputs are bool/int, so they appear
 #   inside ``where_*`` and ``at_arg*`` above instead of as a link of a float chain;
@@ -393,7 +481,9 @@ def _broadcastable(a, b):
 
 
 @st.composite
-def programs(draw, max_steps=5):
+def programs(draw, max_steps=5, linalg=True, only=None):
+    """Random programs; ``linalg=False`` leaves out the ``LINALG`` ops (for a device without a
+    linalg library), ``only`` draws from those op names alone."""
     # Structure comes from a hypothesis-controlled Random (still shrinkable): sampled_from and small
     # integers would strongly favor the first op names, rank 0 and one-step programs.
     rnd = draw(st.randoms(use_true_random=False))
@@ -405,9 +495,10 @@ def programs(draw, max_steps=5):
         shapes.append(tuple(1 if rnd.random() < 0.2 else d for d in s))
     program = Program(shapes, [], draw(st.integers(0, 2 ** 32 - 1)))
     pool = [np.shape(x) for x in program.inputs()]
+    names = sorted(only or (set(REGISTRY) if linalg else set(REGISTRY) - set(LINALG)))
     for _ in range(rnd.randint(1, max_steps)):
         for _ in range(20):  # retry until an op applies to the drawn operands
-            name = rnd.choice(sorted(REGISTRY))
+            name = rnd.choice(names)
             op = REGISTRY[name]
             last = len(pool) - 1
             if op.arity == 1:

@@ -144,6 +144,38 @@ def _pad_adjoint(width, mode):
     return np.bincount(index.ravel(), weights=np.pad(A, width, mode).ravel(), minlength=A.size).reshape(A.shape)
 
 
+PAD_VALUE_MODES = [(w, mode, kwargs) for w in [2, ((1, 3), (0, 2))] for mode, kwargs in [
+    ("linear_ramp", {}), ("linear_ramp", {"end_values": (1.5, -2)}), ("linear_ramp", {"end_values": ((1, 2), (3, 4))}),
+    ("maximum", {}), ("minimum", {"stat_length": 2}), ("mean", {}), ("mean", {"stat_length": ((1, 2), (3, 9))})]]
+
+
+@pytest.mark.parametrize("width,mode,kwargs", PAD_VALUE_MODES,
+                         ids=[f"{m}-{w!r}-{k}".replace(" ", "") for w, m, k in PAD_VALUE_MODES])
+def test_pad_value_modes_match_numpy(width, mode, kwargs):
+    f = lambda x: np.pad(x, width, mode, **kwargs)  # noqa: E731
+    for x in (A, np.arange(-5, 7).reshape(A.shape) * 3):  # integer arrays: NumPy's rounding
+        got, expected = jit(f)(x), f(x)
+        assert got.dtype == expected.dtype
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+    g = jg.grad(lambda x: np.sum(np.sin(f(x))))(A)
+    assert np.allclose(g, _finite_difference(lambda x: np.sum(np.sin(f(x))), A), rtol=1e-6, atol=1e-8)
+
+
+def test_pad_empty_is_zeros_around_the_array():
+    got = jit(lambda x: np.pad(x, 1, "empty"))(A)
+    assert got.shape == np.pad(A, 1, "empty").shape
+    np.testing.assert_array_equal(got[1:-1, 1:-1], A)
+
+
+def _finite_difference(f, x, eps=1e-6):
+    g = np.zeros_like(x)
+    for i in np.ndindex(x.shape):
+        d = np.zeros_like(x)
+        d[i] = eps
+        g[i] = (f(x + d) - f(x - d)) / (2 * eps)
+    return g
+
+
 @pytest.mark.parametrize("call,error,match", [
     (lambda x: np.pad(x, -1), jg.ShapeError, "negative"),
     (lambda x: np.pad(x, 1.5), jg.TraceError, "integral"),
@@ -151,6 +183,10 @@ def _pad_adjoint(width, mode):
     (lambda x: np.pad(x, 1, constant_values=x[0, 0]), jg.TraceError, "not traced values"),
     (lambda x: np.pad(x, 1, "median"), jg.TraceError, "mode 'median' is not supported"),
     (lambda x: np.pad(x[:0], 1, "edge"), jg.ShapeError, "empty axis"),
+    (lambda x: np.pad(x, 1, "reflect", reflect_type="odd"), jg.TraceError, "reflect_type='even' only"),
+    (lambda x: np.pad(x, 1, "edge", end_values=2), jg.TraceError, "mode 'edge' takes none"),
+    (lambda x: np.pad(x, 1, "mean", stat_length=0), jg.ShapeError, "stat_length of 0"),
+    (lambda x: np.pad(x, 1, np.pad), jg.TraceError, "is not supported"),
 ])
 def test_pad_errors(call, error, match):
     with pytest.raises(error, match=match) as info:
@@ -260,3 +296,18 @@ def test_errors_name_the_op_and_the_line(call, error, match):
     with pytest.raises(error, match=match) as info:
         jit(call)(A)
     assert "test_numpy_more.py" in str(info.value)
+
+
+def test_reshape_and_ravel_in_fortran_order():
+    x = np.arange(24.0).reshape(2, 3, 4)
+    cases = [lambda v: np.reshape(v, (4, -1), order="F"), lambda v: v.reshape((6, 4), order="F"),
+             lambda v: np.ravel(v, order="F"), lambda v: np.ravel(v, "K"), lambda v: np.reshape(v, 24, order="A"),
+             lambda v: np.reshape(v, (3, 8), order=None),
+             lambda v: np.reshape(v[0, 0], (2, 2), order="F")]
+    for f in cases:
+        np.testing.assert_array_equal(jit(f)(x), f(x))
+    w = rng.standard_normal(24)
+    g = jg.grad(lambda v: np.sum(np.ravel(v, order="F") * w))(x)
+    np.testing.assert_array_equal(g, np.reshape(w, (2, 3, 4), order="F"))
+    with pytest.raises(jg.TraceError, match="order must be"):
+        jit(lambda v: np.reshape(v, 24, order="X"))(x)

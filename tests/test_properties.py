@@ -19,13 +19,27 @@ from hypothesis import strategies as st
 
 import jitgrad as jg
 from tests.helpers import leaves, numerical_grad
-from tests.programs import (REGISTRY, SETTINGS, Program, close, matches_reference, programs, scalar_loss,
-                            weights)
+from tests.programs import (LINALG, REGISTRY, SETTINGS, SPECIAL, Program, close, matches_reference, programs,
+                            scalar_loss, weights)
+
+# Linear algebra and SciPy's special functions are a small part of the registry: these programs
+# are drawn from them alone (with every property below), as well as with everything else.
+LIBRARY_PROGRAMS = programs(max_steps=3, only=sorted(LINALG) + SPECIAL + ["add", "multiply", "sum", "transpose"])
 
 
 @SETTINGS
 @given(programs())
 def test_gradients_match_finite_differences(program):
+    check_finite_differences(program)
+
+
+@SETTINGS
+@given(LIBRARY_PROGRAMS)
+def test_linalg_and_special_gradients_match_finite_differences(program):
+    check_finite_differences(program)
+
+
+def check_finite_differences(program):
     xs = program.inputs()
     f = scalar_loss(program, weights(program, xs))
     argnums = tuple(range(len(xs)))
@@ -39,6 +53,16 @@ def test_gradients_match_finite_differences(program):
 @SETTINGS
 @given(programs())
 def test_jvp_is_transpose_of_vjp(program):
+    check_jvp_vjp(program)
+
+
+@SETTINGS
+@given(LIBRARY_PROGRAMS)
+def test_linalg_and_special_jvp_is_transpose_of_vjp(program):
+    check_jvp_vjp(program)
+
+
+def check_jvp_vjp(program):
     xs = program.inputs()
     rng = np.random.default_rng(program.seed + 2)
     vs = [rng.standard_normal(x.shape) for x in xs]
@@ -56,6 +80,16 @@ def test_jvp_is_transpose_of_vjp(program):
 @SETTINGS
 @given(programs(), st.sampled_from([np.float64, np.float32]))
 def test_compiled_matches_numpy(program, dtype):
+    check_compiled_matches_numpy(program, dtype)
+
+
+@SETTINGS
+@given(LIBRARY_PROGRAMS, st.sampled_from([np.float64, np.float32]))
+def test_linalg_and_special_compiled_match_numpy(program, dtype):
+    check_compiled_matches_numpy(program, dtype)
+
+
+def check_compiled_matches_numpy(program, dtype):
     xs = program.inputs(dtype)
     got = jg.jit(program, device="numpy")(*xs)
     with np.errstate(all="ignore"):
@@ -102,6 +136,12 @@ CPU_EXAMPLES = int(os.environ.get("JITGRAD_CPU_PROPERTY_EXAMPLES", 12))  # each 
 def test_cpu_backend_matches_reference(program, dtype):
     """Differential: random programs compiled by the Numba backend against the reference backend,
     values and gradients."""
+    matches_reference(program, dtype, "cpu")
+
+
+@settings(max_examples=max(CPU_EXAMPLES // 2, 1), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(LIBRARY_PROGRAMS, st.sampled_from([np.float64, np.float32]))
+def test_cpu_backend_matches_reference_on_linalg_and_special(program, dtype):
     matches_reference(program, dtype, "cpu")
 
 

@@ -3,7 +3,13 @@ batched over the rest, as NumPy batches.
 
 Factorizations and solves are ``ops.LINALG`` primitives (LAPACK through NumPy on the CPU);
 ``inv``, ``det``, ``norm`` and ``matrix_power`` are compositions. ``cholesky`` and ``eigh``
-read a symmetric matrix: as JAX, they symmetrize their input, so their gradients are symmetric.
+read one triangle of their input, as NumPy's (the lower unless told otherwise), so their values
+are NumPy's for any input and their gradients lie in that triangle.
+
+A matrix LAPACK rejects (``solve``/``inv`` of a singular matrix, ``cholesky`` of one that is
+not positive definite) gives NaN, on every device, where NumPy raises ``LinAlgError``: compiled
+code and GPUs cannot raise from inside a program, and one program must give one answer
+everywhere (JAX also gives NaN). Check ``np.isnan`` on the result where such input can occur.
 """
 import collections
 import numbers
@@ -33,8 +39,11 @@ def _swap(x):
     return jnp.swapaxes(x, -1, -2)
 
 
-def _symmetric(x):
-    return (x + _swap(x)) * 0.5
+def _from_triangle(x, lower):
+    """The symmetric matrix that the lower (or upper) triangle of ``x`` describes: what LAPACK
+    reads of ``x``, so that the gradient goes where the value came from."""
+    tri = jnp.tril if lower else jnp.triu
+    return tri(x) + _swap(tri(x, -1 if lower else 1))
 
 
 def _right_side(name, a, b):
@@ -55,6 +64,7 @@ def _right_side(name, a, b):
 
 def solve(a, b):
     """``x`` with ``a @ x == b`` (LAPACK's gesv). Gradient: ``gb = solve(a.T, g)``, ``ga = -gb x.T``.
+    A singular ``a`` gives NaN (NumPy raises LinAlgError; see the module's docstring).
 
     >>> solve(np.eye(2) * 2, np.ones(2))
     array([0.5, 0.5])
@@ -64,7 +74,7 @@ def solve(a, b):
 
 
 def inv(a):
-    """``solve(a, I)``.
+    """``solve(a, I)``: NaN for a singular ``a``, where NumPy raises LinAlgError.
 
     >>> inv(np.eye(2) * 4)
     array([[0.25, 0.  ],
@@ -101,27 +111,34 @@ def det(a):
 
 def cholesky(a, upper=False):
     """The lower factor ``L`` of the symmetric positive definite ``a = L @ L.T`` (the upper one,
-    ``L.T``, with ``upper=True``). A matrix that is not positive definite raises NumPy's LinAlgError.
+    ``L.T``, with ``upper=True``), from the lower triangle of ``a`` (the upper with ``upper=True``),
+    as NumPy's. A matrix that is not positive definite gives NaN, on every device, where NumPy
+    raises LinAlgError.
 
     >>> cholesky(np.eye(2) * 4)
     array([[2., 0.],
            [0., 2.]])
     """
     (a,) = _matrices("cholesky", a)
-    lower = bind("cholesky", _symmetric(a))
+    lower = bind("cholesky", _from_triangle(a, lower=not upper))
     return _swap(lower) if upper else lower
 
 
 def eigh(a, UPLO="L"):  # noqa: N803 (NumPy's name)
-    """``(w, v)``: eigenvalues ascending and eigenvectors (columns) of the symmetric ``a``. The
-    gradient is JAX's, defined for distinct eigenvalues.
+    """``(w, v)``: eigenvalues ascending and eigenvectors (columns) of the symmetric matrix that
+    the lower triangle of ``a`` describes (the upper with ``UPLO='U'``), as NumPy's. The gradient
+    is JAX's, defined for distinct eigenvalues.
 
     >>> eigh(np.diag([2.0, 1.0]))[0]
     array([1., 2.])
     """
+    if UPLO not in ("L", "U"):
+        raise TraceError(f"eigh: UPLO must be 'L' or 'U', got {UPLO!r} at {user_frame()}")
     (a,) = _matrices("eigh", a)
     n = a.shape[-1]
-    both = bind("eigh", _symmetric(a))
+    # LAPACK reads the triangle NumPy's does (its eigenvectors' signs depend on which)
+    symmetric = _from_triangle(a, lower=UPLO == "L")
+    both = bind("eigh", symmetric) if UPLO == "L" else bind("eigh", symmetric, lower=False)
     return EighResult(both[..., n, :], both[..., :n, :])
 
 
@@ -131,7 +148,7 @@ def eigvalsh(a, UPLO="L"):  # noqa: N803
     >>> eigvalsh(np.diag([2.0, 1.0]))
     array([1., 2.])
     """
-    return eigh(a)[0]
+    return eigh(a, UPLO)[0]
 
 
 def matrix_power(a, n):
@@ -180,14 +197,35 @@ def _matrix_norm(x, ord, axes, keepdims):  # noqa: A002
     elif ord in (np.inf, -np.inf):
         sums = jnp.sum(jnp.absolute(x), axis=cols, keepdims=True)
         out = (jnp.max if ord == np.inf else jnp.min)(sums, axis=rows, keepdims=True)
+    elif ord in ("nuc", 2, -2):
+        out = _singular_value_norm(x, ord, axes)
     else:
-        raise TraceError(f"linalg.norm: ord={ord!r} for matrices (singular values) is not supported on traced "
-                         f"arrays (at {user_frame()}); supported: None, 'fro', 1, -1, inf, -inf")
+        raise TraceError(f"linalg.norm: ord={ord!r} is not a matrix norm (at {user_frame()}); NumPy's are None, "
+                         "'fro', 'nuc', 1, -1, 2, -2, inf, -inf")
     return out if keepdims else jnp.squeeze(out, axis=axes)
+
+
+def _singular_value_norm(x, ord, axes):  # noqa: A002
+    """The nuclear norm (the singular values' sum) or the largest (2) or smallest (-2) singular
+    value, as square roots of the eigenvalues of ``xᵀx`` (or ``x xᵀ``, the smaller), kept with
+    size-1 axes at ``axes``. Their gradients are right where the singular values are distinct and
+    nonzero (a zero one has an infinite derivative); a singular value below ``sqrt(eps)`` times
+    the largest loses its digits to the squaring."""
+    rows, cols = axes
+    x = jnp.moveaxis(x, (rows, cols), (-2, -1))
+    gram = jnp.matmul(_swap(x), x) if x.shape[-1] <= x.shape[-2] else jnp.matmul(x, _swap(x))
+    squares = jnp.maximum(eigvalsh(gram), 0.0)  # rounding can leave a zero one slightly negative
+    if ord == "nuc":
+        out = jnp.sum(jnp.sqrt(squares), axis=-1)
+    else:
+        out = jnp.sqrt(squares[..., -1] if ord == 2 else squares[..., 0])
+    return jnp.expand_dims(out, tuple(sorted(a % (out.ndim + 2) for a in axes)))
 
 
 def norm(x, ord=None, axis=None, keepdims=False):  # noqa: A002 (NumPy's name)
     """NumPy's vector and matrix norms, as compositions (the 2-norm's gradient at 0 is NaN, as JAX's).
+    The matrix norms of singular values (``'nuc'``, ``2``, ``-2``) come from ``eigvalsh`` of
+    ``xᵀx``: their gradients hold for distinct nonzero singular values.
 
     >>> norm(np.array([3.0, 4.0]))
     array(5.)

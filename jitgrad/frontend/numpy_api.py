@@ -43,9 +43,10 @@ def result_type(*xs):
     xs = [_from_sequence(x) for x in xs]
     for x in xs:
         if isinstance(x, (str, bytes)) or (isinstance(x, np.ndarray) and x.dtype.kind in "OUSV"):
-            raise TypeError(f"unsupported operand {x!r}: jitgrad computes on numeric arrays only")
+            raise TraceError(f"unsupported operand {x!r} (at {user_frame()}): jitgrad computes on numeric arrays only")
         if isinstance(x, complex) or (hasattr(x, "dtype") and np.dtype(x.dtype).kind == "c"):
-            raise TypeError("complex numbers are not supported")
+            raise TraceError(f"complex numbers are not supported (at {user_frame()}): jitgrad computes on real "
+                             "arrays; write the real and imaginary parts as two real arrays")
     strong = [x.dtype for x in xs if not _is_weak(x)]
     weak = [_weak_sample(x) for x in xs if _is_weak(x)]
     return np.result_type(*strong, *weak) if strong else np.result_type(*[type(w)(1) for w in weak])
@@ -646,8 +647,9 @@ def _sort_method(self, *args, **kwargs):
 def reshape(a, newshape=None, order="C", *, shape=None):
     x = asarray(a)
     newshape = shape if newshape is None else newshape
-    if order != "C":
-        raise TraceError(f"reshape: only order='C' is supported (at {user_frame()})")
+    order = "C" if order is None else order  # (NumPy's default spelled out)
+    if order not in ("C", "F", "A"):
+        raise TraceError(f"reshape: order must be 'C', 'F' or 'A', got {order!r} (at {user_frame()})")
     newshape = (newshape,) if isinstance(newshape, numbers.Integral) else tuple(int(d) for d in newshape)
     if newshape.count(-1) > 1:
         _shape_error("reshape", "can only specify one unknown dimension", x.shape, newshape)
@@ -658,11 +660,13 @@ def reshape(a, newshape=None, order="C", *, shape=None):
         newshape = tuple(x.size // known if d == -1 else d for d in newshape)
     if math.prod(newshape) != x.size:
         _shape_error("reshape", f"cannot reshape array of size {x.size} into shape {newshape}", x.shape)
-    return x if newshape == x.shape else bind("reshape", x, shape=newshape)
+    if order == "F" and x.ndim > 1 or order == "F" and len(newshape) > 1:  # first index fastest: C order reversed
+        return transpose(reshape(transpose(x), newshape[::-1]))
+    return x if newshape == x.shape else bind("reshape", x, shape=newshape)  # ('A': a traced array has no layout)
 
 
 def ravel(a, order="C"):
-    return reshape(a, (-1,), order)
+    return reshape(a, (-1,), "C" if order == "K" else order)
 
 
 def transpose(a, axes=None):
@@ -1032,9 +1036,11 @@ _INDEX_MODES = ("edge", "wrap", "reflect", "symmetric")
 
 
 def pad(array, pad_width, mode="constant", **kwargs):
-    """``np.pad`` in modes ``constant`` (``constant_values``: a number, a pair, or a pair per axis)
-    and ``edge``, ``wrap``, ``reflect``, ``symmetric`` (``reflect_type="even"``), with every
-    ``pad_width`` form NumPy takes.
+    """``np.pad`` in every NumPy mode but ``median`` and a callable: ``constant``
+    (``constant_values``: a number, a pair, or a pair per axis), ``empty`` (zeros), ``edge``,
+    ``wrap``, ``reflect`` and ``symmetric`` (``reflect_type="even"``), ``linear_ramp``
+    (``end_values``) and ``maximum``, ``minimum``, ``mean`` (``stat_length``), with every
+    ``pad_width`` form NumPy takes. Gradients flow to the elements each pad value came from.
 
     >>> jnp.pad(np.array([1.0, 2.0]), (1,), "edge")
     array([1., 1., 2., 2.])
@@ -1043,20 +1049,83 @@ def pad(array, pad_width, mode="constant", **kwargs):
     widths = _pairs("pad_width", pad_width, x.ndim, integral=True)
     if (widths < 0).any():
         _shape_error("pad", f"pad_width {np.asarray(pad_width).tolist()} can't contain negative values", x.shape)
-    if mode == "constant":
-        _no_kwargs({k: v for k, v in kwargs.items() if k != "constant_values"}, "pad")
+    allowed = _PAD_KWARGS.get(mode if isinstance(mode, str) else None)
+    if allowed is None:
+        raise TraceError(f"pad: mode {mode!r} is not supported on traced arrays (at {user_frame()}); supported: "
+                         f"{', '.join(map(repr, _PAD_KWARGS))}" + (" (for 'median', sort the array: np.sort, then "
+                                                                   "take the middle)" if mode == "median" else ""))
+    if set(kwargs) - allowed or kwargs.get("reflect_type", "even") != "even":
+        raise TraceError(f"pad: unsupported arguments {kwargs} for mode {mode!r} (at {user_frame()}); mode "
+                         f"{mode!r} takes {', '.join(sorted(allowed)) or 'none'}" +
+                         (" (reflect_type='even' only)" if "reflect_type" in allowed else ""))
+    if mode in ("constant", "empty"):
         return _pad_constant(x, widths, _pairs("constant_values", kwargs.get("constant_values", 0), x.ndim, False))
-    if mode not in _INDEX_MODES:
-        raise TraceError(f"pad: mode {mode!r} is not supported (at {user_frame()}); supported: 'constant', "
-                         f"{', '.join(map(repr, _INDEX_MODES))}")
-    if kwargs.get("reflect_type", "even") != "even" or set(kwargs) - {"reflect_type"}:
-        raise TraceError(f"pad: unsupported arguments {kwargs} for mode {mode!r} (at {user_frame()})")
     for ax, (lo, hi) in enumerate(widths):
         if (lo or hi) and x.shape[ax] == 0:
             _shape_error("pad", f"can't extend empty axis {ax} using modes other than 'constant' or 'empty'", x.shape)
-        if lo or hi:
-            x = take(x, np.pad(np.arange(x.shape[ax]), (int(lo), int(hi)), mode), axis=ax)
+    if mode in _INDEX_MODES:
+        for ax, (lo, hi) in enumerate(widths):
+            if lo or hi:
+                x = take(x, np.pad(np.arange(x.shape[ax]), (int(lo), int(hi)), mode), axis=ax)
+        return x
+    if mode == "linear_ramp":
+        ends = _pairs("end_values", kwargs.get("end_values", 0), x.ndim, False)
+        return _pad_sides(x, widths, lambda x, ax, side, width: _ramp(x, ax, side, width, ends[ax, side]))
+    stat_length = kwargs.get("stat_length")
+    lengths = None if stat_length is None else _pairs("stat_length", stat_length, x.ndim, True)
+    return _pad_sides(x, widths, lambda x, ax, side, width: _pad_statistic(x, ax, side, width, mode, lengths))
+
+
+# The keyword arguments each mode takes (NumPy's).
+_PAD_KWARGS = {"constant": {"constant_values"}, "empty": set(), "edge": set(), "wrap": set(),
+               "reflect": {"reflect_type"}, "symmetric": {"reflect_type"}, "linear_ramp": {"end_values"},
+               "maximum": {"stat_length"}, "minimum": {"stat_length"}, "mean": {"stat_length"}}
+
+
+def _pad_sides(x, widths, side_values):
+    """Pad axis by axis, each side with ``side_values(x, axis, side, width)``: the statistics of
+    a later axis see the earlier axes' padding, as NumPy's."""
+    for ax, pair in enumerate(widths):
+        parts = [x]
+        for side, width in enumerate(int(w) for w in pair):
+            if width:
+                values = side_values(x, ax, side, width)
+                parts.insert(2 * side, values)  # before x for side 0, after it for side 1
+        x = concatenate(parts, axis=ax) if len(parts) > 1 else x
     return x
+
+
+def _ramp(x, ax, side, width, end):
+    """``width`` values from ``end`` towards the edge of ``x`` on ``side`` of axis ``ax``, the
+    edge's value itself excluded (NumPy's ``linspace(end, edge, width, endpoint=False)``)."""
+    n = x.shape[ax]
+    edge = _take_range(x, ax, 0, 1) if side == 0 else _take_range(x, ax, n - 1, n)
+    steps = np.arange(width) / width if side == 0 else np.arange(width - 1, -1, -1) / width
+    fractions = np.reshape(steps, [width if i == ax else 1 for i in range(x.ndim)])
+    values = (edge - end) * fractions + end
+    return _integral_like(values, x.dtype, floor)
+
+
+def _pad_statistic(x, ax, side, width, mode, lengths):
+    """The max, min or mean of the ``stat_length`` elements of ``x`` nearest ``side`` of axis
+    ``ax`` (all of the axis by default), repeated ``width`` times."""
+    n = x.shape[ax]
+    length = n if lengths is None else builtins.min(int(lengths[ax, side]), n)
+    if length == 0:
+        _shape_error("pad", f"stat_length of 0 yields no value for padding axis {ax}", x.shape)
+    chunk = _take_range(x, ax, 0, length) if side == 0 else _take_range(x, ax, n - length, n)
+    if mode == "mean":
+        value = _integral_like(mean(chunk, axis=ax, keepdims=True), x.dtype, rint)
+    else:
+        value = (max if mode == "maximum" else min)(chunk, axis=ax, keepdims=True)
+    return broadcast_to(value, tuple(width if i == ax else d for i, d in enumerate(x.shape)), "pad")
+
+
+def _integral_like(values, dtype, rounding):
+    """``values`` in ``dtype``, rounded as NumPy's ``pad`` rounds them for an integer array."""
+    if is_float(values.dtype) and not is_float(dtype):
+        values = rounding(values)
+    return values.astype(dtype) if values.dtype != dtype else values
 
 
 def _pad_constant(x, widths, values):

@@ -65,13 +65,36 @@ def _triangular_solve(a, b, *, lower, transpose):
     return out
 
 
+def _nan_where_rejected(fn, result_shape):
+    """``fn`` on a batch of matrices, with NaN for each matrix LAPACK rejects (singular, not
+    positive definite) where NumPy raises LinAlgError: the same answer on every device (compiled
+    code and GPUs fill NaN, as JAX does), and the other matrices of the batch keep theirs."""
+    @functools.wraps(fn)
+    def call(a, *rest, **params):
+        try:
+            with np.errstate(all="ignore"):
+                return fn(a, *rest, **params)
+        except np.linalg.LinAlgError:
+            pass
+        shape = result_shape(a, *rest)
+        out = np.full(a.shape[:-2] + shape, np.nan, dtype=a.dtype)
+        for i in np.ndindex(a.shape[:-2]):
+            try:
+                with np.errstate(all="ignore"):
+                    out[i] = fn(a[i], *(x[i] for x in rest), **params)
+            except np.linalg.LinAlgError:
+                pass
+        return out
+    return call
+
+
 def _slogdet(a):
     sign, logabs = np.linalg.slogdet(a)
     return np.stack([sign, logabs], axis=-1)
 
 
-def _eigh(a):
-    w, v = np.linalg.eigh(a)
+def _eigh(a, *, lower=True):
+    w, v = np.linalg.eigh(a, "L" if lower else "U")
     return np.concatenate([v, w[..., None, :]], axis=-2)
 
 
@@ -172,8 +195,10 @@ IMPLS = {
     "argmax": lambda x, *, axis: np.argmax(x, axis=axis), "argmin": lambda x, *, axis: np.argmin(x, axis=axis),
     "cumsum": lambda x, *, axis: np.cumsum(x, axis=axis, dtype=x.dtype),
     "argsort": lambda x, *, axis: np.argsort(x, axis=axis, kind="stable").astype(np.int64, copy=False),
-    "cholesky": np.linalg.cholesky, "triangular_solve": _triangular_solve, "solve": np.linalg.solve,
-    "slogdet": _slogdet, "eigh": _eigh,
+    "cholesky": _nan_where_rejected(np.linalg.cholesky, lambda a: a.shape[-2:]),
+    "triangular_solve": _nan_where_rejected(_triangular_solve, lambda a, b: b.shape[-2:]),
+    "solve": _nan_where_rejected(np.linalg.solve, lambda a, b: b.shape[-2:]), "slogdet": _slogdet,
+    "eigh": _nan_where_rejected(_eigh, lambda a: (a.shape[-1] + 1, a.shape[-1])),
     "expand": lambda x, *, shape: np.broadcast_to(x, shape), "reshape": lambda x, *, shape: x.reshape(shape),
     "transpose": lambda x, *, perm: x.transpose(perm),
     "slice": lambda x, *, starts, limits, strides: x[tuple(map(slice, starts, limits, strides))],

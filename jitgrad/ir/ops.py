@@ -128,7 +128,7 @@ def _square(op, a, *others):
     return a.shape[-1]
 
 
-def _factor(op, a):
+def _factor(op, a, *, lower=True):  # (eigh: the triangle LAPACK reads)
     n = _square(op, a)
     extra = {"cholesky": (n, n), "slogdet": (2,), "eigh": (n + 1, n)}[op]
     return a.shape[:-2] + extra, a.dtype, False

@@ -25,5 +25,5 @@ def eigh(a, lower=True, eigvals_only=False):
     >>> eigh(np.diag([2.0, 1.0]), eigvals_only=True)
     array([1., 2.])
     """
-    w, v = _eigh(a)
+    w, v = _eigh(a, "L" if lower else "U")
     return w if eigvals_only else (w, v)

@@ -168,7 +168,7 @@ def _slogdet_vjp(g, out, a):
     return (np.expand_dims(g[..., 1], (-1, -2)) * bind("solve", _swap(a), _identity(a)),)
 
 
-def _eigh_vjp(g, out, a):
+def _eigh_vjp(g, out, a, *, lower=True):
     # JAX's rule for distinct eigenvalues: V (diag(gw) + F * (V^T gV)) V^T, F_ij = 1 / (w_j - w_i)
     # off the diagonal; symmetrized, as the input is.
     n = a.shape[-1]

@@ -231,15 +231,29 @@ class _Matmul(_LibraryStep):
         return True
 
 
+def _factored_or_nan(cp, lower):
+    """NaN for each matrix cuSOLVER could not factor (it stops at a non-positive pivot, where
+    NumPy raises LinAlgError): what the other devices give (``ir/evaluate.py``)."""
+    factored = cp.all(cp.diagonal(lower, 0, -2, -1) > 0, axis=-1)
+    return cp.where(factored[..., None, None], lower, cp.nan)
+
+
+def _finite_or_nan(cp, x):
+    """NaN for each solution of a singular system (cuSOLVER divides by its zero pivot)."""
+    return cp.where(cp.all(cp.isfinite(x), axis=(-2, -1))[..., None, None], x, cp.nan)
+
+
 class _Linalg(_LibraryStep):
     """A factorization or solve (``ops.LINALG``): CuPy's cuSOLVER on the call's stream; without
     CuPy, an error when the program is built."""
-    CALLS = {"cholesky": lambda cp, a: cp.linalg.cholesky(a), "solve": lambda cp, a, b: cp.linalg.solve(a, b),
-             "triangular_solve": lambda cp, a, b, lower, transpose: cp.linalg.solve(
+    CALLS = {"cholesky": lambda cp, a: _factored_or_nan(cp, cp.linalg.cholesky(a)),
+             "solve": lambda cp, a, b: _finite_or_nan(cp, cp.linalg.solve(a, b)),
+             "triangular_solve": lambda cp, a, b, lower, transpose: _finite_or_nan(cp, cp.linalg.solve(
                  (cp.tril(a) if lower else cp.triu(a)).swapaxes(-1, -2) if transpose else
-                 (cp.tril(a) if lower else cp.triu(a)), b),
+                 (cp.tril(a) if lower else cp.triu(a)), b)),
              "slogdet": lambda cp, a: cp.stack(cp.linalg.slogdet(a), axis=-1),
-             "eigh": lambda cp, a: (lambda w, v: cp.concatenate([v, w[..., None, :]], axis=-2))(*cp.linalg.eigh(a))}
+             "eigh": lambda cp, a, lower=True: (lambda w, v: cp.concatenate([v, w[..., None, :]], axis=-2))(
+                 *cp.linalg.eigh(a, "L" if lower else "U"))}
 
     def __init__(self, kernel, cupy):
         super().__init__(kernel)
