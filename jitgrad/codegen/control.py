@@ -113,7 +113,7 @@ def _stages(program):
         nodes = [n for n in program.nodes if level[id(n)] == k and n.op not in ops.CONTROL + ops.TUPLES
                  and n.op not in ops.LEAVES]
         if nodes:
-            steps.append(_Piece(program, nodes, level, f"{program.name}_{len(steps)}"))
+            steps.append(_Piece(program, nodes, f"{program.name}_{len(steps)}"))
         steps += [n for n in program.nodes if level[id(n)] == k and n.op in ops.CONTROL]
     return steps
 
@@ -170,7 +170,7 @@ class _Piece:
     """The loop-free ``nodes`` of one stage as a program of their own: its inputs are the values
     they read from earlier stages, its outputs the values later stages (or the results) read."""
 
-    def __init__(self, program, nodes, level, name):
+    def __init__(self, program, nodes, name):
         inside = {id(n) for n in nodes}
         later = {id(a) for n in program.nodes if id(n) not in inside for a in n.args} | \
             {id(o) for o in program.outputs}
