@@ -83,8 +83,9 @@ class BackgroundCompile:
         self.what, self.done, self.error, self.functions = what, False, None, 0
         self.start, self.processes, self._killed = time.perf_counter(), [], False
         self._payload, self._lock = pickle.dumps(program), threading.Lock()
+        self._slots = _JOBS  # (the semaphore this job takes a slot of, and gives it back to)
         _running.add(self)
-        if _JOBS.acquire(blocking=False):
+        if self._slots.acquire(blocking=False):
             self._launch()  # (an OSError here: the caller compiles in-process)
         else:  # as many jobs at once as there are slots; the others wait their turn
             threading.Thread(target=self._queued, daemon=True, name="jitgrad-compile-queue").start()
@@ -101,7 +102,7 @@ class BackgroundCompile:
         except OSError:
             self.kill()
             _running.discard(self)
-            _JOBS.release()
+            self._slots.release()
             raise
         self._left = count
         for process in self.processes:
@@ -109,9 +110,9 @@ class BackgroundCompile:
                              name="jitgrad-compile").start()
 
     def _queued(self):
-        _JOBS.acquire()
+        self._slots.acquire()
         if self._killed:
-            _JOBS.release()
+            self._slots.release()
             return
         try:
             self._launch()
@@ -152,7 +153,7 @@ class BackgroundCompile:
             say(logging.INFO, f"compiled {self.what} in the background: {self.functions} functions in "
                               f"{len(self.processes)} processes, {elapsed:.1f} s")
         _running.discard(self)
-        _JOBS.release()
+        self._slots.release()
         self.done = True
 
     def kill(self):
