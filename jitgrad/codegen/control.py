@@ -11,7 +11,7 @@ import numpy as np
 
 from ..ir import ops
 from ..ir.evaluate import branch_index
-from ..ir.graph import Node, Program
+from ..ir.graph import Node, Program, body_programs
 from ..runtime import arrays
 
 
@@ -33,7 +33,7 @@ class Staged:
             if isinstance(step, _Piece):
                 step.executable = compile(step.program)
             else:
-                for body in _bodies(step):
+                for body in body_programs(step):
                     if id(body) not in self._bodies:
                         self._bodies[id(body)] = (body, Staged(body, compile, to_device) if has_control(body)
                                                   else compile(body))
@@ -69,7 +69,7 @@ class Staged:
             if isinstance(step, _Piece):
                 parts.append(f"# piece {step.program.name}\n{step.executable.source}")
             else:
-                bodies = _bodies(step)
+                bodies = body_programs(step)
                 parts.append(f"# {step.op}, run by the host over the compiled {', '.join(b.name for b in bodies)}:\n"
                              + "\n".join(f"# {b.name}\n{self.body(b).source}" for b in bodies))
         return "\n\n".join(parts)
@@ -100,12 +100,6 @@ class Staged:
         return results
 
 
-def _bodies(node):
-    """The programs a control-flow node runs."""
-    found = [node.params[k] for k in ("cond_body", "body") if k in node.params]
-    return found + list(node.params.get("branches", ()))
-
-
 def _stages(program):
     """The program's pieces (``_Piece``) and control-flow nodes, in the order they run."""
     steps, level = [], _levels(program)
@@ -126,7 +120,7 @@ def loop_free_programs(program):
         if isinstance(step, _Piece):
             found.append(step.program)
             continue
-        for body in _bodies(step):
+        for body in body_programs(step):
             if id(body) not in seen:
                 seen.add(id(body))
                 found += loop_free_programs(body) if has_control(body) else [body]

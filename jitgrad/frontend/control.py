@@ -135,8 +135,6 @@ def scan(f, init, xs=None, length=None, reverse=False):
 
 
 def _elements(out, count):
-    if isinstance(out, tuple):
-        return list(out)
     return [bind("element", out, index=k) for k in range(count)]
 
 

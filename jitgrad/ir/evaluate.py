@@ -145,7 +145,7 @@ def run_program(program, args):
     return [env[id(o)] for o in program.outputs]
 
 
-def _scan(*args, body, num_consts, num_carry, length, reverse):
+def _scan(*args, body, num_consts, num_carry, length, reverse, types=None):
     consts, carry = list(args[:num_consts]), list(args[num_consts:num_consts + num_carry])
     xs = args[num_consts + num_carry:]
     ys = [np.empty((length,) + y.shape, y.dtype) for y in body.outputs[num_carry:]]
@@ -157,13 +157,17 @@ def _scan(*args, body, num_consts, num_carry, length, reverse):
     return tuple(carry + ys)
 
 
-def _while(*args, cond_body, body, num_cond_consts, num_body_consts):
+def _while(*args, cond_body, body, num_cond_consts, num_body_consts, types=None):
     cond_consts = list(args[:num_cond_consts])
     body_consts = list(args[num_cond_consts:num_cond_consts + num_body_consts])
     carry = list(args[num_cond_consts + num_body_consts:])
     while run_program(cond_body, cond_consts + carry)[0]:
         carry = run_program(body, body_consts + carry)
     return tuple(carry)
+
+
+def _cond(index, *xs, branches, types=None):
+    return tuple(run_program(branches[branch_index(index, len(branches))], xs))
 
 
 def branch_index(index, count):
@@ -173,8 +177,8 @@ def branch_index(index, count):
 
 IMPLS = {
     "scan": _scan, "while": _while,
-    "cond": lambda index, *xs, branches: tuple(run_program(branches[branch_index(index, len(branches))], xs)),
-    "checkpoint": lambda *xs, body: tuple(run_program(body, xs)),
+    "cond": _cond,
+    "checkpoint": lambda *xs, body, types=None: tuple(run_program(body, xs)),
     "element": lambda values, *, index: values[index],
     "exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "sqrt": np.sqrt,
     "cbrt": np.cbrt, "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin,
@@ -212,8 +216,6 @@ IMPLS = {
 
 def run_op(op, args, params):
     """Execute one primitive on concrete arrays (eager mode and constant folding)."""
-    if "types" in params:  # (a tuple node's types: its rule's result, not an input of it)
-        params = {k: v for k, v in params.items() if k != "types"}
     with np.errstate(all="ignore"):
         result = IMPLS[op](*args, **params)
     return result if isinstance(result, tuple) else np.asarray(result)

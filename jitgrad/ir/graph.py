@@ -160,9 +160,7 @@ class Program:
             if locations and n.where:
                 line = f"{line:<60}  # {n.where}"
             lines.append(line)
-            for k in _BODY_PARAMS:
-                for body in _programs(n.params.get(k)):
-                    lines.append(body.text(locations, indent + "      "))
+            lines += [body.text(locations, indent + "      ") for body in body_programs(n)]
         operands = iter(self.outputs[len(self.results):])
         for e in self.effects:
             args = [names[id(next(operands))] for _ in range(e.count)]
@@ -212,7 +210,10 @@ class Program:
 _BODY_PARAMS = ("cond_body", "body", "branches")
 
 
-def _programs(value):
-    if isinstance(value, Program):
-        return [value]
-    return list(value) if isinstance(value, tuple) and value and isinstance(value[0], Program) else []
+def body_programs(node):
+    """The programs a control-flow node holds (its condition and body, or its branches)."""
+    found = []
+    for k in _BODY_PARAMS:
+        value = node.params.get(k)
+        found += [value] if isinstance(value, Program) else list(value or ())
+    return found

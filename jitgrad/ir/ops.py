@@ -13,7 +13,7 @@ import operator
 import numpy as np
 
 from ..errors import IRError, ShapeError, user_frame
-from .graph import TUPLE, Node, Program
+from .graph import TUPLE, Node, Program, body_programs
 
 # Elementwise ops, by the dtypes they take and give.
 UNARY_FLOAT = ("exp", "expm1", "log", "log1p", "sqrt", "cbrt", "sin", "cos", "tan", "asin", "acos",
@@ -51,6 +51,8 @@ LEAVES = ("input", "const")
 # Control flow: ops that run programs held in their params (a loop's body, a conditional's
 # branches, a checkpointed function) and give several values (a tuple node), which ``element``
 # takes apart. Backends never see them: ``codegen/control.py`` runs them around compiled pieces.
+# Their rules give the values' types, which ``make`` keeps as the param ``types``; the rules and
+# implementations take that param back and ignore it, so a node's params rebuild it unchanged.
 CONTROL = ("scan", "while", "cond", "checkpoint")
 TUPLES = ("element",)
 ALL = ELEMENTWISE + REDUCE + ARGREDUCE + ALONG_AXIS + LINALG + VIEWS + LAYOUT + ("matmul",) + INDEXED + CONTROL + \
@@ -245,7 +247,7 @@ def _expect(op, what, got, want, *args):
         _fail(op, f"{what} {show(got)} do not match {show(want)}", *args)
 
 
-def _scan(op, *args, body, num_consts, num_carry, length, reverse):
+def _scan(op, *args, body, num_consts, num_carry, length, reverse, types=None):
     consts, init, xs = args[:num_consts], args[num_consts:num_consts + num_carry], args[num_consts + num_carry:]
     if any(x.ndim == 0 or x.shape[0] != length for x in xs):
         _fail(op, f"every scanned array needs a leading axis of the length {length}", *xs)
@@ -256,7 +258,7 @@ def _scan(op, *args, body, num_consts, num_carry, length, reverse):
     return _types(init) + ys, TUPLE, False
 
 
-def _while(op, *args, cond_body, body, num_cond_consts, num_body_consts):
+def _while(op, *args, cond_body, body, num_cond_consts, num_body_consts, types=None):
     init = args[num_cond_consts + num_body_consts:]
     _expect(op, "the condition's inputs", _types(cond_body.inputs), _types(args[:num_cond_consts] + init), *args)
     _expect(op, "the condition's result", _types(cond_body.outputs), (((), np.dtype(np.bool_)),), *args)
@@ -265,7 +267,7 @@ def _while(op, *args, cond_body, body, num_cond_consts, num_body_consts):
     return _types(init), TUPLE, False
 
 
-def _cond(op, index, *operands, branches):
+def _cond(op, index, *operands, branches, types=None):
     if index.shape != () or not (np.issubdtype(index.dtype, np.integer) or index.dtype == np.bool_):
         _fail(op, "the predicate must be a scalar bool or integer", index)
     for branch in branches:
@@ -274,7 +276,7 @@ def _cond(op, index, *operands, branches):
     return _types(branches[0].outputs), TUPLE, False
 
 
-def _checkpoint(op, *args, body):
+def _checkpoint(op, *args, body, types=None):
     _expect(op, "the function's inputs", _types(body.inputs), _types(args), *args)
     return _types(body.outputs), TUPLE, False
 
@@ -342,7 +344,7 @@ def plain(value):
 
 def make(op, args=(), **params):
     """Build a node after checking its operands with the op's rule (raises ``ShapeError``)."""
-    params = {k: plain(v) for k, v in params.items() if k != "types"}
+    params = {k: plain(v) for k, v in params.items()}
     shape, dtype, weak = RULES[op](op, *args, **params)
     if dtype == TUPLE:  # the rule gave the values' types
         shape, params["types"] = (), plain(shape)
@@ -373,22 +375,16 @@ def verify(program, after="a pass"):
             fail(node, f"unknown op {node.op!r}")
         if node.op == "input":
             continue
-        params = {k: v for k, v in node.params.items() if k != "types"}
         try:
-            shape, dtype, _ = RULES[node.op](node.op, *node.args, **params)
+            shape, dtype, _ = RULES[node.op](node.op, *node.args, **node.params)
         except (ShapeError, TypeError) as exc:
             fail(node, f"its rule rejects its operands ({exc})")
         if dtype == TUPLE:
             if plain(shape) != node.params.get("types"):
                 fail(node, f"its rule gives the values {shape}, the node says {node.type}")
-            for body in _bodies(node):
+            for body in body_programs(node):
                 verify(body, f"{after} (in the {node.op}'s {body.name})")
         elif tuple(shape) != node.shape or np.dtype(dtype) != node.dtype:
             fail(node, f"its rule gives {dtype}{list(shape)}, the node says {node.type}")
     return program
 
-
-def _bodies(node):
-    """The programs a control-flow node holds."""
-    found = [node.params[k] for k in ("cond_body", "body") if k in node.params]
-    return found + list(node.params.get("branches", ()))

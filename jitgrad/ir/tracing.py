@@ -100,7 +100,6 @@ def bind(op, *args, **params):
         if op == "element":  # (a tuple of arrays: a control-flow op's results)
             return args[0][params["index"]]
         arrays = [np.asarray(a) for a in args]
-        params = {k: v for k, v in params.items() if k != "types"}
         ops.RULES[op](op, *[Node("input", (), {}, a.shape, a.dtype) for a in arrays], **params)
         return run_op(op, arrays, params)
     return Tracer(trace, ops.make(op, [trace.lift(a) for a in args], **params))

@@ -353,8 +353,7 @@ def _zeros(shape, dtype, like):
 def _scan_forward(node, args):
     """The forward scan of a scan that will be differentiated: it also stacks the residuals."""
     lin = _linearized(node.params["body"], node.params["num_consts"], node.params["num_carry"])
-    params = {k: v for k, v in node.params.items() if k not in ("body", "types")}
-    return bind("scan", *args, body=lin.forward, **params)
+    return bind("scan", *args, **{**node.params, "body": lin.forward})
 
 
 def _scan_vjp(g, out, *args, body, num_consts, num_carry, length, reverse, types):
@@ -484,10 +483,7 @@ def _backward_pass(program, args, cotangents, wrt, effects):
 
 def zeros_for(node, like=()):
     """A zero value shaped like ``node`` (while tracing, a broadcast of one constant)."""
-    trace = innermost_trace(like)
-    if trace is None:
-        return np.zeros(node.shape, node.dtype)
-    return np.broadcast_to(trace.const(np.zeros((), node.dtype)), node.shape)
+    return _zeros(node.shape, node.dtype, like)
 
 
 def jvp_pass(program, args, tangents):

@@ -180,10 +180,9 @@ def _prune_scans(program):
             keep = list(range(carries)) + sorted(k for k in used.get(id(n), ()) if k >= carries)
             if len(keep) < len(body.outputs):
                 renumber[id(n)] = {old: new for new, old in enumerate(keep)}
-                params = {k: v for k, v in n.params.items() if k not in ("body", "types")}
+                pruned = Program(body.inputs, [body.outputs[k] for k in keep], body.name)
                 with location(n.where):
-                    memo[id(n)] = ops.make("scan", args, body=Program(body.inputs, [body.outputs[k] for k in keep],
-                                                                      body.name), **params)
+                    memo[id(n)] = ops.make("scan", args, **{**n.params, "body": pruned})
                 continue
         if n.op == "element" and id(n.args[0]) in renumber:
             with location(n.where):
@@ -197,16 +196,15 @@ def _prune_scans(program):
 
 def _simplified_bodies(params, rewrite):
     """A control-flow op's params with its body programs simplified (the same dict if none changed)."""
-    new = {}
+    new, changed = {}, False
     for k, v in params.items():
-        if isinstance(v, Program):
-            new[k] = _sweep(v, rewrite)
-        elif isinstance(v, tuple) and v and isinstance(v[0], Program):
-            new[k] = tuple(_sweep(b, rewrite) for b in v)
-    if all(new[k].text(False) == params[k].text(False) if isinstance(new[k], Program) else
-           all(a.text(False) == b.text(False) for a, b in zip(new[k], params[k])) for k in new):
-        return params
-    return {**params, **new}
+        if isinstance(v, Program) or isinstance(v, tuple) and v and isinstance(v[0], Program):
+            old = [v] if isinstance(v, Program) else list(v)
+            swept = [_sweep(b, rewrite) for b in old]
+            # nodes are immutable: a body whose outputs are the same nodes is the same body
+            changed |= any(any(a is not b for a, b in zip(s.outputs, o.outputs)) for s, o in zip(swept, old))
+            new[k] = swept[0] if isinstance(v, Program) else tuple(swept)
+    return {**params, **new} if changed else params
 
 
 def _sweep(program, rewrite):
