@@ -117,9 +117,7 @@ class BackgroundCompile:
         try:
             self._launch()
         except OSError as e:
-            self.error = str(e)
-            say(logging.WARNING, f"compiling {self.what} in the background failed ({e}); it keeps running on "
-                                 "the interpreter")
+            self._failed(e)
             self.done = True
 
     def _wait(self, process, payload):
@@ -134,18 +132,22 @@ class BackgroundCompile:
             with self._lock:
                 self.functions += len(made)
         except Exception as e:  # a failed compile must never fail the program: the interpreter goes on
-            with self._lock:
-                first, self.error = self.error is None, self.error or str(e)
-            if first:
-                say(logging.WARNING, f"compiling {self.what} in the background failed ({e}); it keeps running on "
-                                     "the interpreter (JITGRAD_COMPILE=sync compiles in-process)")
-                self.kill()
+            self._failed(e)
         finally:
             with self._lock:
                 self._left -= 1
                 last = self._left == 0
             if last:
                 self._finish()
+
+    def _failed(self, e):
+        """Say once that the compile failed, and stop the other workers."""
+        with self._lock:
+            first, self.error = self.error is None, self.error or str(e)
+        if first:
+            say(logging.WARNING, f"compiling {self.what} in the background failed ({e}); it keeps running on "
+                                 "the interpreter (JITGRAD_COMPILE=sync compiles in-process)")
+            self.kill()
 
     def _finish(self):
         elapsed = time.perf_counter() - self.start
@@ -159,7 +161,7 @@ class BackgroundCompile:
     def kill(self):
         self._killed = True
         if not self.processes and not self.done:  # still queued: it never starts
-            self.error, self.done = "stopped before it started", True
+            self.error, self.done = self.error or "stopped before it started", True
             _running.discard(self)
         for process in list(self.processes):
             try:
