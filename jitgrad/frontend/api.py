@@ -274,6 +274,7 @@ class _Compiled:
             self.program.verify(after="simplification")
         self.executable = _executable(self.program, device)
         self.out_def, self.device = traced.out_def, device
+        self.run = _runner(self.executable, self.out_def, self.program)  # leaves in, the result's structure out
 
 
 def _executable(program, device):
@@ -330,10 +331,7 @@ class Jitted:
         if run is not None:
             return run(*args)
         compiled, leaves = self._compiled(args)
-        outputs = compiled.executable(*leaves)
-        if compiled.program.effects:
-            replay_effects(compiled.program, outputs)  # the host's part of the program: debug_print
-        return unflatten(compiled.out_def, outputs)
+        return compiled.run(*leaves)
 
     def _fast_key(self, args):
         """(device setting, then each argument's type, shape and dtype) when every argument is a
@@ -384,7 +382,7 @@ class Jitted:
             # all of them in native byte order (to_array has converted others, and checked the dtypes)
             if fast_key is not None and (device == "cuda" or all(type(a) is np.ndarray for a in args)) \
                     and all(a.dtype.isnative for a in args):
-                self._fast[fast_key] = _fast_call(compiled.executable, compiled.out_def, compiled.program)
+                self._fast[fast_key] = compiled.run
         return compiled, leaves
 
     @property
@@ -428,7 +426,7 @@ def static_key(value):
     return kind, value  # (unhashable values fail when the key is hashed, with a clear error)
 
 
-def _fast_call(executable, out_def, program):
+def _runner(executable, out_def, program):
     build = builder(out_def)
     if not program.effects:
         return lambda *args: build(executable(*args))
