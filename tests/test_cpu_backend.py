@@ -227,20 +227,41 @@ def test_unrolled_loop_becomes_small_shared_kernels():
     assert len({f.symbol for f in executable._natives}) < len(loops) / 2  # chunks repeat: one compile
 
 
+def test_pads_fuse_into_a_loop_split_at_their_edges():
+    """The gradient of slices along the last axis (an LSTM's gates) sums pads of them: one loop
+    kernel, its inner loop in pieces between the pads' edges, each piece reading without clamps."""
+    def loss(z):
+        a, b, c = z[:, :4], z[:, 4:8], z[:, 8:]
+        return np.sum(np.tanh(a) * b + np.sin(c) ** 2)
+
+    z = rng.standard_normal((3, 12))
+    f = jg.jit_grad(loss, device="cpu")
+    value, grad = f(z)
+    ref_value, ref_grad = jg.jit_grad(loss, device="numpy")(z)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-13)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-13)
+    lowered = f.lower(z)
+    assert "library: pad" not in lowered.source
+    assert "range(0, 4)" in lowered.source and "range(4, 8)" in lowered.source and "min(max(" not in lowered.source
+
+
 def test_lift_makes_sizes_and_constants_parameters():
     """Sizes above ``INLINE_INT_MAX`` and float constants become parameters, one per value;
-    buffer positions, small integers, divisors and moduli stay in the code."""
+    buffer positions, small integers, divisors and moduli, and offsets in a subscript's last
+    (contiguous) index stay in the code."""
     from jitgrad.codegen.numba_cpu.compile import lift
     code = ("    in0 = carray(args[20], (64, 1000), np.float32)\n"
             "    for i0 in range(64):\n"
             "        t0 = in0[i0, (i0 * 3) // 1000 % 700] * np.float32(0.5) - np.float32(-0.5) + 1000\n"
-            "        t1 = i0 & 0xFF")
+            "        t1 = i0 & 0xFF\n"
+            "        t2 = in0[(i0 + 300), min(max((i0 - 400), 0), 599)]")
     lifted, sizes, values = lift(code)
-    assert sizes == [64, 1000] and values == [0.5]
+    assert sizes == [64, 1000, 300] and values == [0.5]
     assert lifted == ("    in0 = carray(args[20], (n0, n1), np.float32)\n"
                       "    for i0 in range(n0):\n"
                       "        t0 = in0[i0, (i0 * 3) // 1000 % 700] * np.float32(v0) - np.float32(-v0) + n1\n"
-                      "        t1 = i0 & 0xFF")
+                      "        t1 = i0 & 0xFF\n"
+                      "        t2 = in0[(i0 + n2), min(max((i0 - 400), 0), 599)]")
 
 
 def _natives(f, *args):

@@ -59,6 +59,39 @@ def test_scan_compiled_on_the_cpu(cpu_rnn_grad):
         close(g, r, 1e-12, "gradient")
 
 
+@pytest.mark.parametrize("length", [0, 1, 5])
+def test_a_scan_on_the_cpu_is_a_compiled_loop(length):
+    """The CPU runs the loop in compiled code: carries in place (a 0-d one, one passed through,
+    a pytree), scanned inputs read and outputs stacked where they lie, forward and reversed."""
+    def loss(w, h0, xs, reverse):
+        def step(carry, x):
+            h, count, fixed = carry
+            h = np.tanh(h @ w + x["a"] * fixed)
+            return (h, count + np.sum(h), fixed), (h * x["b"], np.sum(h))
+        (h, count, _), (hs, sums) = jg.lax.scan(step, (h0, 0.0, 2.0 * h0), xs, reverse=reverse)
+        return np.sum(h) + count + np.sum(hs * hs) + np.sum(sums * np.arange(length))
+
+    h0 = RNG.standard_normal((2, 3))  # (a batch: a vector's matmul reshapes it, a Python step: host loop)
+    xs = {"a": RNG.standard_normal((length, 2, 3)), "b": RNG.standard_normal((length, 2, 3))}
+    for reverse in (False, True):
+        f = jg.jit(jg.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3, device="cpu")
+        value, grads = f(W, h0, xs, reverse)
+        ref_value, ref_grads = jg.jit(jg.value_and_grad(loss, argnums=(0, 1, 2)), static_argnums=3,
+                                      device="numpy")(W, h0, xs, reverse)
+        close(value, ref_value, 1e-12, "value")
+        for g, r in zip(_leaves(grads), _leaves(ref_grads)):
+            close(g, r, 1e-12, "gradient")
+        assert f.lower(W, h0, xs, reverse).source.count("a compiled loop") == 2  # forward and backward
+
+
+def _leaves(tree):
+    if isinstance(tree, dict):
+        return [leaf for k in sorted(tree) for leaf in _leaves(tree[k])]
+    if isinstance(tree, (tuple, list)):
+        return [leaf for t in tree for leaf in _leaves(t)]
+    return [tree]
+
+
 def test_scan_second_order_and_forward_mode_equal_the_unrolled_loop():
     def hessian_norm(loss):
         return lambda w: np.sum(jg.grad(loss)(w, H0, XS) ** 2)

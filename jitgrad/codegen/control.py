@@ -1,6 +1,7 @@
 """Programs with control flow (``ops.CONTROL``) on any backend: the host runs the loops and
 conditionals, and everything between them, and every body, is a loop-free program the backend
-compiles as usual.
+compiles as usual. A backend whose executable has ``scan`` runs a scan's whole loop itself (the
+CPU, in compiled code: ``numba_cpu/steps.py``).
 
 A program is cut into stages: stage ``k`` is a *piece* (the loop-free ops whose operands are
 ready once the control-flow ops of stages before ``k`` have run) followed by the control-flow
@@ -36,7 +37,7 @@ class Staged:
                 for body in body_programs(step):
                     if id(body) not in self._bodies:
                         self._bodies[id(body)] = (body, Staged(body, compile, to_device) if has_control(body)
-                                                  else compile(body))
+                                                  else compile(_compiled_body(step, body)))
         self.peak_bytes = None
 
     def body(self, program):
@@ -70,7 +71,11 @@ class Staged:
                 parts.append(f"# piece {step.program.name}\n{step.executable.source}")
             else:
                 bodies = body_programs(step)
-                parts.append(f"# {step.op}, run by the host over the compiled {', '.join(b.name for b in bodies)}:\n"
+                runs = "run by the host over the compiled"
+                if step.op == "scan" and getattr(self.body(bodies[0]), "runs_scan", lambda *_: False)(
+                        step.params["num_consts"], step.params["num_carry"]):
+                    runs = "a compiled loop (no Python per iteration) over"
+                parts.append(f"# {step.op}, {runs} {', '.join(b.name for b in bodies)}:\n"
                              + "\n".join(f"# {b.name}\n{self.body(b).source}" for b in bodies))
         return "\n\n".join(parts)
 
@@ -123,8 +128,24 @@ def loop_free_programs(program):
         for body in body_programs(step):
             if id(body) not in seen:
                 seen.add(id(body))
-                found += loop_free_programs(body) if has_control(body) else [body]
+                found += loop_free_programs(body) if has_control(body) else [_compiled_body(step, body)]
     return found
+
+
+def _compiled_body(node, body):
+    """The program compiled for ``body`` of control-flow ``node``. A scan's returns each output
+    as a value of its own, which a kernel writes: a value returned twice, or a view of another,
+    is copied (``stop_gradient``, the identity), so that a compiled loop can have the kernels
+    write every output in place (a carry in its buffer, a stacked value in its row)."""
+    if node.op != "scan":
+        return body
+    seen, outputs = set(), []
+    for o in body.outputs:
+        if id(o) in seen or o.op in ops.VIEWS:
+            o = ops.make("stop_gradient", (o,))
+        seen.add(id(o))
+        outputs.append(o)
+    return Program(body.inputs, outputs, body.name)
 
 
 def _value(env, node):
@@ -200,6 +221,10 @@ def _scan(staged, node, args):
     p = node.params
     body, n_consts, n_carry = staged.body(p["body"]), p["num_consts"], p["num_carry"]
     consts, carry, xs = args[:n_consts], args[n_consts:n_consts + n_carry], args[n_consts + n_carry:]
+    compiled = getattr(body, "scan", None)  # a backend that runs the whole loop in compiled code
+    done = compiled(consts, carry, xs, p["length"], p["reverse"]) if compiled else None
+    if done is not None:
+        return done
     on_gpu = any(arrays.on_gpu(a) for a in args)
     if on_gpu:
         from numba import cuda

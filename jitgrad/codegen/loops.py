@@ -31,8 +31,10 @@ def index(names):
 class Body:
     """Emits scalar temporaries for (node, index) pairs, iteratively (deep chains are fine)."""
 
-    def __init__(self, kernel, buffers, target, chunked=None, scratch=()):
+    def __init__(self, kernel, buffers, target, chunked=None, scratch=(), bounds=None):
         self.kernel, self.buffers, self.target = kernel, buffers, target  # buffers: id(node) -> argument name
+        self.bounds = bounds  # loop index -> (start, stop), in one piece of a loop split at pads' edges
+        self.edges = set()  # (loop index, edge) of the pads read (``scalar_ops.pad_edges``)
         self.chunked = chunked  # in a chunked full reduction: the names read through chunk slices
         self.scratch = set(scratch)  # names of row scratch arrays, indexed by the reduced axes only
         self.lines, self.cache, self.count = [], {}, 0
@@ -55,10 +57,15 @@ class Body:
             if node.op == "iota":
                 self.cache[key] = scalar_ops.iota_value(node, idx)
                 continue
-            if node.op in scalar_ops.VIEW_INDEX:
-                src = (node.args[0], scalar_ops.VIEW_INDEX[node.op](node, idx))
+            if node.op in ops.PADDING:
+                self.edges.update(scalar_ops.pad_edges(node, idx))
+                if 0 in node.args[0].shape or scalar_ops.pad_index(node, idx, self.bounds)[1] is False:
+                    self.cache[key] = scalar_ops.pad_fill(node)  # (nothing to read here)
+                    continue
+            if node.op in scalar_ops.VIEW_INDEX or node.op in ops.PADDING:
+                src = (node.args[0], self._view_index(node, idx))
                 if (id(src[0]), src[1]) in self.cache:
-                    self.cache[key] = self.cache[(id(src[0]), src[1])]
+                    self.cache[key] = self._padded(node, idx, self.cache[(id(src[0]), src[1])])
                 elif ready:
                     raise AssertionError("view source missing")
                 else:
@@ -76,6 +83,18 @@ class Body:
                 self.cache[key] = self._temp(self.target.expression(node, args))
             self.computed[key] = node
         return self.cache[(id(root), idx)]
+
+    def _view_index(self, node, idx):
+        if node.op in ops.PADDING:
+            return scalar_ops.pad_index(node, idx, self.bounds)[0]
+        return scalar_ops.VIEW_INDEX[node.op](node, idx)
+
+    def _padded(self, node, idx, value):
+        """A view's element is its operand's; a pad's, where it lies inside the operand."""
+        if node.op not in ops.PADDING:
+            return value
+        condition = scalar_ops.pad_index(node, idx, self.bounds)[1]
+        return value if condition is None else self._temp(f"{value} if {condition} else {scalar_ops.pad_fill(node)}")
 
     def ref(self, name, idx):
         """``name[idx]``. In a chunked full reduction a buffer indexed by ``i0`` first is read
@@ -128,16 +147,32 @@ def read_back(step, buffers, stores):
                    (o.op in ops.REDUCE or step.kind == Kind.ROW))
 
 
-def phase(step, kernel, buffers, stores, target, accumulator=None, chunked=None, scratch=None):
+def phase(step, kernel, buffers, stores, target, accumulator=None, chunked=None, scratch=None, bounds=None):
     """(accumulator inits, loop body, reductions) of one pass over the reduced axes.
     ``accumulator(j, r)`` names where reduction ``j`` accumulates (default: scalar ``acc{j}``);
-    ``chunked``: see ``Body``; ``scratch``: see ``phase_parts``."""
+    ``chunked``: see ``Body``; ``scratch``: see ``phase_parts``; ``bounds``: see ``Body``."""
     inits, values, effects, reductions = phase_parts(step, kernel, buffers, stores, target, accumulator, chunked,
-                                                     scratch=scratch)
+                                                     scratch=scratch, bounds=bounds)
     return inits, values + effects, reductions
 
 
-def phase_parts(step, kernel, buffers, stores, target, accumulator=None, chunked=None, copies=None, scratch=None):
+def pad_pieces(step, kernel, buffers, target, axis):
+    """The ranges ``(start, stop)`` to split the loop over ``axis`` into, at the edges of the pads
+    ``step`` reads along it (inside a piece each pad's edge test is decided: no clamped, scalar
+    loads, and the loop vectorizes); None where it reads none."""
+    body = Body(kernel, dict(buffers), target)
+    for o in step.outputs:
+        body.value(o.args[0] if o.op in ops.REDUCE else o, tuple(f"i{a}" for a in range(len(kernel.shape))))
+    extent = kernel.shape[axis]
+    edges = sorted({e for i, e in body.edges if i == f"i{axis}" and 0 < e < extent})
+    if not edges:
+        return None
+    cuts = [0] + edges + [extent]
+    return list(zip(cuts, cuts[1:]))
+
+
+def phase_parts(step, kernel, buffers, stores, target, accumulator=None, chunked=None, copies=None, scratch=None,
+                bounds=None):
     """``phase`` with the loop body in two parts: the values it loads and computes, then its
     effects (stores, accumulations). ``copies``: the index variables (a tuple, one name per
     axis) of each copy of the body, for a loop step over several elements (default: one copy,
@@ -147,7 +182,7 @@ def phase_parts(step, kernel, buffers, stores, target, accumulator=None, chunked
     compute."""
     copies = copies or [tuple(f"i{a}" for a in range(len(kernel.shape)))]
     scratch = scratch or []
-    body = Body(kernel, buffers, target, chunked, scratch=[s for *_, s in scratch])
+    body = Body(kernel, buffers, target, chunked, scratch=[s for *_, s in scratch], bounds=bounds)
     reductions = [o for o in step.outputs if o.op in ops.REDUCE]
     accumulator = accumulator or (lambda j, r: f"acc{j}")
     inner = []

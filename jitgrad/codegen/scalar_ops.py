@@ -202,4 +202,46 @@ def _reshape(node, idx):
     return tuple(out)
 
 
+def pad_index(node, idx, bounds=None):
+    """``(operand index, condition)`` of a pad at ``idx``: the element comes from the operand where
+    the condition holds (None: everywhere; False: nowhere, it is the fill value), else it is the
+    fill value. Where that is decided at run time the index is clamped into the operand, so the
+    load is always in bounds (and its value unused). ``bounds`` maps a loop index to the range
+    ``(start, stop)`` it runs over, where the code is one piece of a loop split at the pad's edges
+    (``pad_edges``): there each edge test is decided, and the index needs no clamp."""
+    p, src, bounds = node.params, node.args[0].shape, bounds or {}
+    out, conditions = [], []
+    for i, lo, hi, interior, n in zip(idx, p["lo"], p["hi"], p["interior"], src):
+        if lo == hi == interior == 0:
+            out.append(i)
+            continue
+        j = f"({i} - {lo})" if lo else i
+        if interior:
+            step = interior + 1
+            conditions.append(f"{j} >= 0 and {j} % {step} == 0 and {j} // {step} < {n}")
+            out.append(f"min(max({j} // {step}, 0), {n - 1})")
+        elif i in bounds:
+            start, stop = bounds[i]
+            if stop <= lo or start >= lo + n:
+                return tuple(out), False
+            assert lo <= start and stop <= lo + n, "a loop piece straddles a pad's edge"
+            out.append(j)
+        else:
+            conditions.append(f"{lo} <= {i} < {lo + n}" if lo else f"{i} < {n}")
+            out.append(f"min(max({j}, 0), {n - 1})" if lo else f"min({i}, {n - 1})")
+    return tuple(out), " and ".join(f"({c})" for c in conditions) or None
+
+
+def pad_edges(node, idx):
+    """``(loop index, edge)`` pairs: where a loop index that indexes a pad's axis directly crosses
+    the operand's edges (axes without interior padding)."""
+    p, src = node.params, node.args[0].shape
+    return [(i, edge) for i, lo, hi, interior, n in zip(idx, p["lo"], p["hi"], p["interior"], src)
+            if (lo or hi) and not interior and i.isidentifier() for edge in (lo, lo + n)]
+
+
+def pad_fill(node):
+    return literal(np.asarray(node.params["value"]).item(), node.dtype)
+
+
 VIEW_INDEX = {"expand": _expand, "transpose": _transpose, "slice": _slice, "rev": _rev, "reshape": _reshape}

@@ -36,7 +36,10 @@ REDUCE = ("reduce_sum", "reduce_max", "reduce_min", "reduce_prod")
 ARGREDUCE = ("argmax", "argmin")
 # Views: index arithmetic on one operand, no arithmetic on values (fused into loops).
 VIEWS = ("expand", "reshape", "transpose", "slice", "rev")
-LAYOUT = ("concat", "pad")  # movement that writes a new array
+# Padding: each element is the operand's (index arithmetic and a bounds test) or the fill value;
+# fused into loops like a view.
+PADDING = ("pad",)
+LAYOUT = ("concat",)  # movement that writes a new array
 INDEXED = ("gather", "scatter_add")  # integer-array indexing and its transpose
 # Along one axis, keeping the shape, each element depending on the whole axis before it (running
 # sums) or all of it (the sorting permutation: sort is a gather at its indices).
@@ -55,8 +58,8 @@ LEAVES = ("input", "const")
 # implementations take that param back and ignore it, so a node's params rebuild it unchanged.
 CONTROL = ("scan", "while", "cond", "checkpoint")
 TUPLES = ("element",)
-ALL = ELEMENTWISE + REDUCE + ARGREDUCE + ALONG_AXIS + LINALG + VIEWS + LAYOUT + ("matmul",) + INDEXED + CONTROL + \
-    TUPLES + LEAVES
+ALL = ELEMENTWISE + REDUCE + ARGREDUCE + ALONG_AXIS + LINALG + VIEWS + PADDING + LAYOUT + ("matmul",) + INDEXED + \
+    CONTROL + TUPLES + LEAVES
 
 
 def is_float(dtype):

@@ -2,7 +2,8 @@
 
 A *loop kernel* is one loop nest over an iteration shape ``shape``, with ``reduce_axes``
 iterated inside and the other ("kept") axes outside. Its body is a DAG of elementwise ops and
-views (expand, reshape, transpose, slice, rev: index arithmetic, never copies); it reads
+views (expand, reshape, transpose, slice, rev: index arithmetic, never copies) and pads (a
+view with a bounds test: outside it, the fill value); it reads
 *buffers* (program inputs, constants, results of earlier kernels) and writes its outputs.
 Inside one iteration of the kept loops the kernel runs *steps* in order:
 
@@ -18,7 +19,7 @@ come out of one pass over the data. Values are recomputed in a later phase rathe
 (memory is the bottleneck, arithmetic is not); reductions and row values are stored.
 
 A *library kernel* is one op that has a better implementation than a loop nest of ours:
-matmul (BLAS), gather/scatter-add, concat, pad, argmax/argmin, and views of buffers that a
+matmul (BLAS), gather/scatter-add, concat, argmax/argmin, and views of buffers that a
 library op reads (a transposed matmul operand is a strided NumPy view, never a copy).
 
 Which nodes become buffers ("realized"): program outputs, library ops and their operands,
@@ -158,7 +159,8 @@ def _realized(program, nodes):
             realized.add(id(n))
         for a in n.args:
             consumers.setdefault(id(a), []).append(n)
-            if n.op in LIBRARY or (n.op == "expand" and not _is_view_of_buffer(a)):
+            # (a broadcast or a pad reads its operand at other indices: computed once, not per read)
+            if n.op in LIBRARY or (n.op in ("expand",) + ops.PADDING and not _is_view_of_buffer(a)):
                 realized.add(id(a))
     # A value read by several consumers is computed once, unless it is a cheap view of a buffer
     # (a broadcast row maximum is read where it lies, never written out at full size) or cheap
@@ -355,6 +357,8 @@ def _reads(root, kernel, realized):
 def _through(node, index, kernel):
     """How the loop's index reaches ``node``'s operand: unchanged ("aligned"), at the current row
     ("row"), somewhere else ("other"); None if that makes the operand unusable here."""
+    if node.op in ops.PADDING:
+        return "other"
     if node.op not in VIEWS:
         return index
     src, dst = node.args[0].shape, node.shape

@@ -5,6 +5,7 @@ programs that share a kernel share its machine code. The entry point (``entry.py
 ``@njit`` function that calls them and BLAS in order; a call costs one compiled call, not a
 Python loop over kernels. Library ops it cannot run are NumPy calls between compiled segments.
 """
+import ctypes
 import threading
 from collections import namedtuple
 from enum import Enum
@@ -276,6 +277,7 @@ class Executable:
         self._natives += [steps_function()] * bool(self._entries) + \
             [pool_function(parallel.WORKER)] * (self._pool_slot is not None)
         self._ready = False
+        self._places = {}  # (constants, carries) of a scan over this body -> _loop_places
 
     def _close_segment(self, writer):
         segment = writer.close()
@@ -378,6 +380,84 @@ class Executable:
             out = [np.array(a) if view else a for a, (_, _, view) in zip(out, self._outputs)]
         return out
 
+
+    def scan(self, consts, carry, xs, length, reverse):
+        """The loop of a ``scan`` over this body, in compiled code (``steps.run_loop``): ``(final
+        carry, stacked outputs)``, the body's outputs written in place, with no Python per
+        iteration; None for a body that cannot run so (a Python step, an output that is a copy)."""
+        places = self._loop_places(len(consts), len(carry))
+        if places is None:
+            return None
+        if not self._ready:
+            self._prepare()
+        n_carry = len(carry)
+        pairs = [(np.array(c, order="C").reshape(c.shape or (1,)), np.empty(c.shape or (1,), c.dtype)) for c in carry]
+        xs = [np.ascontiguousarray(x) for x in xs]
+        consts = [np.ascontiguousarray(c) for c in consts]
+        ys = [np.empty((length,) + o.shape, o.dtype) for o in self.program.outputs[n_carry:]]
+
+        def moving(array):  # (base address, stride) of the array's element k in iteration order
+            stride = array.strides[0] if array.ndim else 0
+            start = array.ctypes.data + (length - 1) * stride if reverse and length else array.ctypes.data
+            return start, -stride if reverse else stride
+
+        rows = []
+        for slot, (kind, i) in enumerate(places):
+            if kind == "const":
+                rows.append([slot, consts[i].ctypes.data, consts[i].ctypes.data, 0])
+            elif kind == "carry":
+                rows.append([slot, pairs[i][0].ctypes.data, pairs[i][1].ctypes.data, 0])
+            elif kind == "xs":
+                start, stride = moving(xs[i])
+                rows.append([slot, start, start, stride])
+            elif i < n_carry:  # a carry's new value: into the buffer the next iteration reads
+                rows.append([slot, pairs[i][1].ctypes.data, pairs[i][0].ctypes.data, 0])
+            else:
+                start, stride = moving(ys[i - n_carry])
+                rows.append([slot, start, start, stride])
+        buffers, table = self._pool()
+        (segment,) = self._runs
+        loop = steps.as_loop(segment.steps, rows, length)
+        _run_steps()(loop.ctypes.data, table.ctypes.data, table.size)
+        if self._progress is not None:  # (no entry point was needed)
+            self._progress, progress = None, self._progress
+            progress.finished("")
+        if self._flags:
+            self._check_indices(buffers)
+        final = [pair[length % 2].reshape(c.shape) for pair, c in zip(pairs, carry)]
+        return tuple(final) + tuple(ys)
+
+    def runs_scan(self, n_consts, n_carry):
+        """Whether ``scan`` runs a loop over this body with ``n_consts`` constants and ``n_carry``
+        carries in compiled code."""
+        return self._loop_places(n_consts, n_carry) is not None
+
+    def _loop_places(self, n_consts, n_carry):
+        """What each argument slot of the body's one segment holds, as ``(kind, index)``: a
+        constant, a carry or a scanned input (the program's inputs, in that order), or an
+        output; None where the body cannot loop in compiled code."""
+        key = (n_consts, n_carry)
+        if key not in self._places:
+            self._places[key] = None
+            if len(self._runs) != 1 or not isinstance(self._runs[0], _Segment) or self._copies:
+                return None
+            n_inputs = len(self.program.inputs)
+            output_at = {position: k for k, (position, _, _) in enumerate(self._outputs)}
+            places = []
+            for position in self._runs[0].positions:
+                if position < n_consts:
+                    places.append(("const", position))
+                elif position < n_consts + n_carry:
+                    places.append(("carry", position - n_consts))
+                elif position < n_inputs:
+                    places.append(("xs", position - n_consts - n_carry))
+                elif position in output_at:
+                    places.append(("out", output_at[position]))
+                else:
+                    return None
+            self._places[key] = places
+        return self._places[key]
+
     def _check_signatures(self, env):
         """Each entry point was compiled for the types of the arrays it gets (a machine code
         loaded for other types would misread them)."""
@@ -397,6 +477,17 @@ class Executable:
                 axis, index = int(flag[1]), int(flag[2])
                 flag[:] = 0
                 raise index_error(self.plan[i].body[0], axis, index)
+
+
+def _run_steps():
+    """``steps.RUN`` as a Python callable (it releases the GIL while it runs)."""
+    global _run
+    if _run is None:
+        _run = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(steps_function().address)
+    return _run
+
+
+_run = None
 
 
 def _flag(axis, index):

@@ -16,7 +16,7 @@ import numpy as np
 from ...ir import ops
 from ...schedule.fuse import Kind
 from .. import scalar_ops
-from ..loops import Body, Target, index, phase, read_back, row
+from ..loops import Body, Target, index, pad_pieces, phase, read_back, row
 
 # Below this many loop iterations threads cost more than they save (and parallel compiles are ~5x
 # slower), so small kernels are plain serial loops.
@@ -109,10 +109,18 @@ def loop_kernel_source(kernel, name):
     scratch = _row_scratch(kernel, buffers)
     row_shape = tuple(shape[a] for a in raxes)
     lines += [f"    {s} = np.empty({row_shape}, np.{n.dtype.type.__name__})" for n, _, s in scratch]
-    for n, a in enumerate(kept):
+    pieces = _pad_pieces(kernel, buffers, blocks)
+    for n, a in enumerate(kept[:-1] if pieces else kept):
         rows = "lo, hi" if n == 0 and blocks else shape[a]
         lines.append("    " * depth + f"for i{a} in range({rows}):")
         depth += 1
+    if pieces:  # the innermost loop in pieces between pads' edges: each a loop of its own
+        last = kept[-1]
+        for start, stop in pieces:
+            _, inner, _ = phase(kernel.steps[0], kernel, buffers, stores, TARGET, bounds={f"i{last}": (start, stop)})
+            lines.append("    " * depth + f"for i{last} in range({start}, {stop}):")
+            lines += ["    " * (depth + 1) + s for s in inner]
+        return "\n".join(lines), inputs
     for step in kernel.steps:
         if step.kind == Kind.ROW:
             lines += ["    " * depth + s for s in row(step, kernel, buffers, stores, TARGET)]
@@ -127,6 +135,15 @@ def loop_kernel_source(kernel, name):
         read_back(step, buffers, stores)
         buffers.update((id(n), s) for n, at, s in scratch if at is step)
     return "\n".join(lines), inputs
+
+
+def _pad_pieces(kernel, buffers, blocks):
+    """For an elementwise kernel (one phase, nothing reduced) that reads pads along its innermost
+    axis: the pieces to split that loop into (``loops.pad_pieces``); else None."""
+    kept = kernel.kept_axes
+    if kernel.reduce_axes or len(kernel.steps) != 1 or not kept or blocks and len(kept) == 1:
+        return None
+    return pad_pieces(kernel.steps[0], kernel, buffers, TARGET, kept[-1])
 
 
 # Ops that cost a phase next to nothing to compute again: a few instructions each, no call

@@ -10,7 +10,12 @@ and calls it: its text depends on the number of arguments alone, so programs who
 have the same types share it, and it compiles in the same time at 5 steps or 500 (an entry
 point of straight-line calls took seconds to compile for an RNN unrolled 50 steps).
 
-The header: ``[count of rows, the pool's table slot (-1: none)]``; then the rows.
+The header: ``[count of rows, the pool's table slot (-1: none), count of places, iterations]``;
+then the rows, then the places. Without places the rows run once. With them they are a loop
+(a compiled ``scan``): before iteration ``k`` each place ``[slot, even, odd, stride]`` puts
+``(even if k is even else odd) + k * stride`` in its table slot, where the entry point would
+write an argument's address: a carry alternates between two buffers, a scanned input or a
+stacked output moves by its stride, a constant stays.
 """
 import numpy as np
 from llvmlite import ir
@@ -23,7 +28,7 @@ from .parallel import call_block, parallel_for
 CALL, PARALLEL, JOIN, COPY, GEMM = range(5)
 MAX_BATCH = 4
 WIDTH = 17 + 4 * MAX_BATCH
-HEADER = 2
+HEADER = 4
 
 
 @intrinsic
@@ -76,12 +81,25 @@ _gemm = njit(_gemm_found if blas.GEMM else _no_gemm)
 
 @njit
 def run_steps(steps_address, table_address, table_size):
-    steps = carray(_int64s(steps_address), (HEADER,))
-    count, pool_slot = steps[0], steps[1]
+    header = carray(_int64s(steps_address), (HEADER,))
+    count, pool_slot, n_places, iterations = header[0], header[1], header[2], header[3]
     rows = carray(_int64s(steps_address + np.uintp(8 * HEADER)), (count, WIDTH))
     table = carray(_int64s(table_address), (table_size,))
     pool = np.uintp(table[pool_slot]) if pool_slot >= 0 else np.uintp(0)
-    for i in range(count):
+    if n_places == 0:
+        _run_rows(rows, table, table_address, pool)
+        return
+    places = carray(_int64s(steps_address + np.uintp(8 * (HEADER + WIDTH * count))), (n_places, 4))
+    for k in range(iterations):
+        for r in range(n_places):
+            place = places[r]
+            table[place[0]] = (place[1] if k % 2 == 0 else place[2]) + k * place[3]
+        _run_rows(rows, table, table_address, pool)
+
+
+@njit
+def _run_rows(rows, table, table_address, pool):
+    for i in range(rows.shape[0]):
         row = rows[i]
         op, fn, args = row[0], np.uintp(table[row[1]]), table_address + np.uintp(8 * row[2])
         if op == CALL:
@@ -114,7 +132,15 @@ def entry_source(name, count):
 def encode(rows, pool_slot):
     """The steps array: the header, then the rows (each padded to ``WIDTH``)."""
     out = np.zeros(HEADER + WIDTH * len(rows), np.int64)
-    out[:HEADER] = len(rows), -1 if pool_slot is None else pool_slot
+    out[:HEADER] = len(rows), -1 if pool_slot is None else pool_slot, 0, 0
     for i, row in enumerate(rows):
         out[HEADER + WIDTH * i:HEADER + WIDTH * i + len(row)] = row
+    return out
+
+
+def as_loop(steps, places, iterations):
+    """``steps`` (from ``encode``) run ``iterations`` times with ``places`` (rows of ``[slot, even,
+    odd, stride]``)."""
+    out = np.concatenate([steps, np.asarray(places, np.int64).ravel()])
+    out[2:HEADER] = len(places), iterations
     return out

@@ -4,7 +4,7 @@ The plan is the CPU backend's (``schedule.fuse.plan``); each loop kernel becomes
 ``@cuda.jit`` kernel (``codegen.py``), compiled once per source text and shared by every
 program that has it. Library kernels: matmul through cuBLAS (called directly, ``cublas.py``;
 through CuPy for layouts that call cannot take), else a shared-memory tiled kernel; gather,
-scatter-add (with atomics), concat, pad, argmax/argmin, cumsum and argsort are kernels of ours.
+scatter-add (with atomics), concat, argmax/argmin, cumsum and argsort are kernels of ours.
 
 Inputs may be NumPy arrays (copied in) or device arrays (anything with
 ``__cuda_array_interface__``: used in place). Results are device arrays when any input was one,
@@ -272,10 +272,10 @@ class _Linalg(_LibraryStep):
 
 
 class _LibraryKernel(_LibraryStep):
-    """A gather, scatter-add (zeroed by a fill kernel first), concat, pad, argmax, argmin, cumsum or
+    """A gather, scatter-add (zeroed by a fill kernel first), concat, argmax, argmin, cumsum or
     argsort: a kernel of its own."""
     MAKERS = {"gather": codegen.gather_source, "scatter_add": codegen.scatter_add_source,
-              "concat": codegen.concat_source, "pad": codegen.pad_source,
+              "concat": codegen.concat_source,
               "argmax": codegen.argreduce_source, "argmin": codegen.argreduce_source,
               "cumsum": codegen.cumsum_source, "argsort": codegen.argsort_source}
 

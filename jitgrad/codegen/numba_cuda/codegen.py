@@ -360,19 +360,6 @@ def concat_source(node):
     return "\n".join([f"def concat({args}):"] + _indent(_grid_loop(node.shape, branches), 1))
 
 
-def pad_source(node):
-    x, p = node.args[0], node.params
-    inner, inside = [], []
-    for a, (lo, step, d) in enumerate(zip(p["lo"], p["interior"], x.shape)):
-        inner.append(f"p{a} = i{a} - {lo}")
-        inside.append(f"p{a} >= 0 and p{a} % {step + 1} == 0 and p{a} // {step + 1} < {d}")
-    src = index(tuple(f"p{a} // {s + 1}" for a, s in enumerate(p["interior"])))
-    value = scalar_ops.literal(np.asarray(p["value"]).item(), node.dtype)
-    cond = " and ".join(inside) or "True"
-    inner.append(f"out[{_out_index(node.shape)}] = x[{src}] if {cond} else {value}")
-    return "\n".join(["def pad(x, out):"] + _indent(_grid_loop(node.shape, inner), 1))
-
-
 def argreduce_source(node):
     """One thread per output: the first index of the max (min), or of the first NaN, like NumPy."""
     axis, x = node.params["axis"], node.args[0]
