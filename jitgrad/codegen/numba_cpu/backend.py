@@ -382,18 +382,23 @@ class Executable:
 
 
     def scan(self, consts, carry, xs, length, reverse):
-        """The loop of a ``scan`` over this body, in compiled code (``steps.run_loop``): ``(final
-        carry, stacked outputs)``, the body's outputs written in place, with no Python per
-        iteration; None for a body that cannot run so (a Python step, an output that is a copy)."""
+        """The loop of a ``scan`` over this body in compiled code (``steps.run_steps`` with places):
+        ``(final carry, stacked outputs)``, every output written in place by the body's kernels
+        (a carry into the buffer the next iteration reads, a stacked one into its row), no Python
+        per iteration; None for a body that cannot run so (a Python step, an output that is a
+        copy)."""
         places = self._loop_places(len(consts), len(carry))
         if places is None:
             return None
         if not self._ready:
             self._prepare()
-        n_carry = len(carry)
-        pairs = [(np.array(c, order="C").reshape(c.shape or (1,)), np.empty(c.shape or (1,), c.dtype)) for c in carry]
-        xs = [np.ascontiguousarray(x) for x in xs]
-        consts = [np.ascontiguousarray(c) for c in consts]
+        n_consts, n_carry = len(consts), len(carry)
+        types = [n.dtype for n in self.program.inputs]
+        shapes = [np.shape(c) or (1,) for c in carry]
+        pairs = [(np.array(c, types[n_consts + i], order="C").reshape(shapes[i]), np.empty(shapes[i], types[n_consts + i]))
+                 for i, c in enumerate(carry)]
+        xs = [np.ascontiguousarray(x, types[n_consts + n_carry + i]) for i, x in enumerate(xs)]
+        consts = [np.ascontiguousarray(c, types[i]) for i, c in enumerate(consts)]
         ys = [np.empty((length,) + o.shape, o.dtype) for o in self.program.outputs[n_carry:]]
 
         def moving(array):  # (base address, stride) of the array's element k in iteration order
@@ -424,7 +429,7 @@ class Executable:
             progress.finished("")
         if self._flags:
             self._check_indices(buffers)
-        final = [pair[length % 2].reshape(c.shape) for pair, c in zip(pairs, carry)]
+        final = [pair[length % 2].reshape(np.shape(c)) for pair, c in zip(pairs, carry)]
         return tuple(final) + tuple(ys)
 
     def runs_scan(self, n_consts, n_carry):
