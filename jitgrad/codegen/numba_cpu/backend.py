@@ -394,9 +394,9 @@ class Executable:
             self._prepare()
         n_consts, n_carry = len(consts), len(carry)
         types = [n.dtype for n in self.program.inputs]
-        shapes = [np.shape(c) or (1,) for c in carry]
-        pairs = [(np.array(c, types[n_consts + i], order="C").reshape(shapes[i]), np.empty(shapes[i], types[n_consts + i]))
-                 for i, c in enumerate(carry)]
+        layouts = [(np.shape(c) or (1,), types[n_consts + i]) for i, c in enumerate(carry)]
+        pairs = [(np.array(c, dtype, order="C").reshape(shape), np.empty(shape, dtype))
+                 for c, (shape, dtype) in zip(carry, layouts)]
         xs = [np.ascontiguousarray(x, types[n_consts + n_carry + i]) for i, x in enumerate(xs)]
         consts = [np.ascontiguousarray(c, types[i]) for i, c in enumerate(consts)]
         ys = [np.empty((length,) + o.shape, o.dtype) for o in self.program.outputs[n_carry:]]
