@@ -277,6 +277,9 @@ def test_scan_on_cuda_keeps_device_arrays_and_equals_the_reference():
     on_device = f(*jg.device_put((W, H0, XS[:3]), "cuda"))
     assert hasattr(on_device[0], "copy_to_host")
     close(on_device[0].copy_to_host(), ref_value, 1e-12, "value from device arrays")
+    staged = f.lower(W, H0, XS[:3]).executable
+    bodies = [executable for _, executable in staged._bodies.values()]
+    assert bodies and all(b.replay is not None for b in bodies)  # each iteration: one replay of a graph
 
 
 def test_a_scan_in_background_mode_compiles_as_one_job_and_switches(monkeypatch, tmp_path):
