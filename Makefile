@@ -27,7 +27,7 @@ demo: $(VENV)/.installed-demo
 
 test: $(VENV)/.installed-test
 	$(PY) -m ruff check .
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=20
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m benchmarks --quick --neighbours

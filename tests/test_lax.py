@@ -300,4 +300,4 @@ def test_a_scan_in_background_mode_compiles_as_one_job_and_switches(monkeypatch,
     assert executable.switched
     close(second[0], first[0], 1e-12, "value")
     close(second[1], first[1], 1e-12, "gradient")
-    assert "run by the host over the compiled body_forward" in f.lower(W, XS).source
+    assert "a compiled loop (no Python per iteration) over body_forward" in f.lower(W, XS).source

@@ -110,6 +110,9 @@ def plan(program):
     copies = {id(o): o for o in program.outputs if o.op in ("input", "const")}
     library_views = {id(a) for n in nodes if n.op in LIBRARY for a in n.args
                      if a.op in VIEWS and _is_view_of_buffer(a, realized)}
+    # A loop reads such a view where its buffer lies (index arithmetic), so that only library ops
+    # read the view: then it folds into them (a gemm's operand), never a copy of its own.
+    in_loops = realized - library_views
     stored = {id(o) for o in program.outputs} | {id(a) for n in nodes if n.op in LIBRARY for a in n.args}
     kernels = []
     for root in roots + list(copies.values()):
@@ -118,14 +121,14 @@ def plan(program):
             kernels[-1].steps.append(Step(Kind.LIBRARY))
             kernels[-1].steps[-1].outputs.append(root)
             continue
-        step = _earlier_step(root, kernels, realized, cuts, id(root) in stored)
+        step = _earlier_step(root, kernels, in_loops, cuts, id(root) in stored)
         if step is None:
             kernels.append(Kernel(Kind.LOOP, *_loop_signature(root)))
             kernels[-1].steps.append(step := Step(Kind.PHASE))
         step.outputs.append(root)
-        next(k for k in reversed(kernels) if step in k.steps).reads |= _buffers_read(root, realized)
+        next(k for k in reversed(kernels) if step in k.steps).reads |= _buffers_read(root, in_loops)
     for kernel in kernels:
-        _fill(kernel, realized)
+        _fill(kernel, in_loops if kernel.kind == Kind.LOOP else realized)
     _mark_stores(program, kernels)
     if checks_on():
         verify_plan(kernels, program)
