@@ -195,6 +195,14 @@ def test_checkpoint_recomputes_and_gives_the_same_gradient():
     assert "= checkpoint" in ir and "def checkpointed_backward" in ir
 
 
+def test_what_the_loop_constants_alone_give_is_computed_once_before_the_loop():
+    """The backward body's gemm reads the transposed weights as a constant made before the loop."""
+    ir = jg.jit(jg.grad(rnn_scan), device="numpy").lower(W, H0, XS).ir
+    backward = ir[ir.index("def body_backward"):]
+    assert "transpose" not in backward[:backward.index("return")]
+    assert "scan %3 " in ir and "%3: f64[3,3] = transpose %0" in ir
+
+
 def test_scan_ir_prints_the_body_under_the_loop_and_verifies():
     program = jg.make_ir(lambda h, xs: jg.lax.scan(lambda h, x: (np.tanh(h + x), h), h, xs))(H0, XS)
     text = program.text()

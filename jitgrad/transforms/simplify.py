@@ -157,7 +157,7 @@ def _one_hot(node, checked):
 
 def simplify(program):
     """A smaller program computing the same outputs (see the module docstring)."""
-    program = _sweep(_prune_scans(program), _rewrite)
+    program = _hoist_invariants(_sweep(_prune_scans(program), _rewrite))
     checked = {tuple(map(id, n.args[1:])) for n in program.nodes if n.op == "gather"}
     if any(_one_hot_labels(n, checked) is not None for n in program.nodes):
         program = _sweep(program, lambda node, args: _one_hot(node, checked) or _rewrite(node, args))
@@ -192,6 +192,81 @@ def _prune_scans(program):
     if not memo:
         return program
     return Program(program.inputs, [memo.get(id(o), o) for o in program.outputs], program.name)
+
+
+def _hoist_invariants(program):
+    """Scans whose bodies no longer compute, at every iteration, what depends on their constants
+    alone: it is computed once before the loop and enters the body as a constant of its own (a
+    backward body's transposed weights become a contiguous array, so its gemms read them
+    untransposed). Only values no larger than the largest constant they derive from move out (a
+    broadcast stays inside: materialized it would cost more than it saves)."""
+    memo = {}
+    for n in program.nodes:
+        args = [memo.get(id(a), a) for a in n.args]
+        hoisted = _hoisted_scan(n, args) if n.op == "scan" else None
+        if hoisted is not None:
+            memo[id(n)] = hoisted
+        elif any(a is not b for a, b in zip(args, n.args)):
+            memo[id(n)] = Node(n.op, args, n.params, n.shape, n.dtype, n.weak, n.where)
+    if not memo:
+        return program
+    return Program(program.inputs, [memo.get(id(o), o) for o in program.outputs], program.name, program.effects)
+
+
+def _hoisted_scan(node, args):
+    """``node`` (a scan on ``args``) with its body's invariant values moved out; None if none."""
+    body, n_consts = node.params["body"], node.params["num_consts"]
+    consts = body.inputs[:n_consts]
+    limit = max((c.size for c in consts), default=0)
+    movable = {id(c) for c in consts}  # the constants, and values computed from them alone
+    for n in body.nodes:
+        if n.op == "const" or n.op not in ops.LEAVES and n.op not in ops.CONTROL + ops.TUPLES and \
+                all(id(a) in movable for a in n.args) and n.size <= limit:
+            movable.add(id(n))
+    readers = [n for n in body.nodes if id(n) not in movable] + list(body.outputs)
+    frontier = {id(a): a for r in readers for a in (r.args if id(r) not in movable else (r,))
+                if id(a) in movable and a.op not in ops.LEAVES}
+    if not frontier:
+        return None
+    outer = {id(c): a for c, a in zip(consts, args)}
+
+    def outside(n):  # the value computed in the enclosing program
+        if id(n) not in outer:
+            for m in _topo(n, outer):
+                outer[id(m)] = m if m.op == "const" else \
+                    Node(m.op, [outer[id(a)] for a in m.args], m.params, m.shape, m.dtype, m.weak, m.where)
+        return outer[id(n)]
+
+    new_inputs = {i: ops.make("input", shape=f.shape, dtype=f.dtype, weak=f.weak) for i, f in frontier.items()}
+    inner = dict(new_inputs)
+    for n in body.nodes:
+        if id(n) not in inner and n.op not in ops.LEAVES:
+            args_in = [inner.get(id(a), a) for a in n.args]
+            if any(a is not b for a, b in zip(args_in, n.args)):
+                inner[id(n)] = Node(n.op, args_in, n.params, n.shape, n.dtype, n.weak, n.where)
+    outputs = [inner.get(id(o), o) for o in body.outputs]
+    read = {id(a) for n in Program([], outputs).nodes for a in n.args} | set(map(id, outputs))
+    kept = [k for k, c in enumerate(consts) if id(c) in read]  # (a constant only hoisted values read goes)
+    hoisted_body = Program([consts[k] for k in kept] + list(new_inputs.values()) + body.inputs[n_consts:],
+                           outputs, body.name)
+    new_args = [args[k] for k in kept] + [outside(f) for f in frontier.values()] + args[n_consts:]
+    with location(node.where):
+        return ops.make("scan", new_args, **{**node.params, "body": hoisted_body,
+                                              "num_consts": len(kept) + len(frontier)})
+
+
+def _topo(node, done):
+    """``node`` and its ancestors not in ``done``, operands first."""
+    order, stack, seen = [], [(node, False)], set()
+    while stack:
+        n, ready = stack.pop()
+        if ready:
+            order.append(n)
+        elif id(n) not in seen and id(n) not in done:
+            seen.add(id(n))
+            stack.append((n, True))
+            stack += [(a, False) for a in n.args]
+    return order
 
 
 def _simplified_bodies(params, rewrite):
