@@ -3,7 +3,7 @@ same loops unrolled in Python, on the reference interpreter and compiled on the 
 errors, and compile-once bodies."""
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 
 import jitgrad as jg
 from jitgrad.errors import GradError, ShapeError, TraceError
@@ -242,6 +242,18 @@ def test_a_python_number_carry_takes_the_bodys_dtype():
 def test_random_bodies_under_scan_equal_the_unrolled_loop(program):
     """A random program as a scan body: the carry enters its first operand, the scanned values
     are its inputs; values and gradients equal the Python loop's to rounding."""
+    _random_scan_equals_the_unrolled_loop(program, "numpy")
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(programs(max_steps=3, linalg=False))
+def test_random_bodies_under_a_compiled_loop_equal_the_unrolled_loop(program):
+    """The same on the CPU, where the scans are loops in compiled code (a few examples: each
+    compiles its bodies)."""
+    _random_scan_equals_the_unrolled_loop(program, "cpu")
+
+
+def _random_scan_equals_the_unrolled_loop(program, device):
     xs = program.inputs()
     steps = [np.stack([x + 0.1 * t for t in range(3)]) for x in xs]
 
@@ -264,7 +276,7 @@ def test_random_bodies_under_scan_equal_the_unrolled_loop(program):
     init = np.zeros(xs[0].shape)
     argnums = tuple(range(len(steps) + 1))
     with np.errstate(all="ignore"):
-        value, grads = jg.jit(jg.value_and_grad(scanned, argnums), device="numpy")(init, *steps)
+        value, grads = jg.jit(jg.value_and_grad(scanned, argnums), device=device)(init, *steps)
         ref_value, ref_grads = jg.value_and_grad(unrolled, argnums)(init, *steps)
     if not np.isfinite(ref_value):
         return
