@@ -260,3 +260,33 @@ def test_a_queued_compile_killed_before_it_starts_leaves_the_interpreter(monkeyp
     assert job.done and job.error and f.wait_compiled(timeout=1)
     np.testing.assert_allclose(f(np.ones(3)), np.cos(np.ones(3)) * 7, rtol=1e-15)
     slots.release()
+
+
+def test_blas_runs_on_one_thread_while_a_background_compile_runs():
+    """Beside the compile workers, BLAS's spinning threads would wait out each other's time
+    slices: the interpreter's (and compiled code's) matmuls run on one thread until the compile
+    is done, and BLAS's own setting is back after each call."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from jitgrad.runtime.tiered import Tiered
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        if not before:
+            pytest.skip("NumPy's BLAS is not one threadpoolctl knows")
+
+        class Job:
+            done, error = False, None
+
+        seen = []
+        tiered = Tiered(lambda: seen.append(blas_threads()), lambda: Job(), lambda: None)
+        tiered()  # the first call: no workers yet
+        job = tiered.job
+        tiered()  # while the job runs
+        job.done = True
+        tiered._build = lambda: (lambda: seen.append(blas_threads()))
+        tiered()  # the job is done: the compiled executable, BLAS as it was
+        assert before == [2] * len(before) and seen == [before, [1] * len(before), before]
+        assert blas_threads() == before

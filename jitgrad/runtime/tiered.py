@@ -5,11 +5,14 @@ between calls, never inside one.
 ``JITGRAD_COMPILE`` chooses: ``background`` (the default) or ``sync`` (compile first, then run:
 the benchmark runner's warm timings and the tests that need compiled code use it).
 """
+import contextlib
 import os
 import threading
+import weakref
 
 from ..errors import JitgradError
 from .progress import warn_once
+from .threads import one_blas_thread
 
 MODES = ("background", "sync")
 
@@ -19,6 +22,14 @@ def compile_mode():
     if mode not in MODES:
         raise JitgradError(f"JITGRAD_COMPILE={mode!r}: expected one of {', '.join(MODES)}")
     return mode
+
+
+_compiling = weakref.WeakSet()  # every Tiered whose background compile may still run
+
+
+def workers_busy():
+    """Whether a background compile of this process is running (its workers hold cores)."""
+    return any(t.job is not None and not t.job.done for t in list(_compiling))
 
 
 class Tiered:
@@ -55,10 +66,12 @@ class Tiered:
         job = self.job
         if job is not None and job.done:
             self.job = None
+            _compiling.discard(self)
             if job.error is None:  # (a failed compile has said so, once: the interpreter goes on)
                 self._current = self.compiled
                 getattr(self._current, "mark_complete", lambda: None)()  # (the workers each built a part)
-        result = self._current(*args)
+        with one_blas_thread() if workers_busy() else contextlib.nullcontext():
+            result = self._current(*args)
         if self._start is not None:
             self._begin()
         return result
@@ -75,6 +88,7 @@ class Tiered:
             return
         try:
             self.job = start()
+            _compiling.add(self)
         except OSError as e:  # no processes to be had (a sandbox, a process limit): compile here
             warn_once("no-workers", f"compiling in-process: no compile worker could start ({e})")
             self._current = self.compiled
