@@ -59,6 +59,7 @@ def trace(fn, args, traced_argnums, name=None):
             call_args[i] = unflatten(treedef, inputs)
         out = fn(*call_args)
         out_leaves, out_def = flatten(out)
+        out_leaves = [jnp.traced_value(leaf) for leaf in out_leaves]  # NumPy's np.array([a, b]) of traced a, b
         for j, leaf in enumerate(out_leaves):
             if not isinstance(leaf, Tracer):
                 _leaf_value(leaf, f"output {j}")

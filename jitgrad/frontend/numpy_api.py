@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ShapeError, TraceError, user_frame  # noqa: F401  (ShapeError: used by nn too)
 from ..ir.ops import is_float
-from ..ir.tracing import Tracer, bind, innermost_trace
+from ..ir.tracing import OBJECT_LOOP_METHODS, Tracer, bind, innermost_trace
 
 # --------------------------------------------------------------------------- values and dtypes
 
@@ -60,13 +60,18 @@ def cast(x, dtype):
 
 
 def _holds_tracer(x):
+    if isinstance(x, np.ndarray):
+        return x.dtype == object and builtins.any(map(_holds_tracer, x.flat))
     return isinstance(x, Tracer) or (isinstance(x, (list, tuple)) and builtins.any(map(_holds_tracer, x)))
 
 
 def _from_sequence(x):
     """A (nested) list or tuple as an array, as NumPy reads one; one that holds traced values is
     stacked (``np.array([a, b])`` is ``np.stack([a, b])``), Python numbers in it taking the
-    dtype of the traced values (weak, as in JAX). Anything else is returned as it is."""
+    dtype of the traced values (weak, as in JAX). So is an object array of traced values (what
+    NumPy's own ``np.array([a, b])`` makes). Anything else is returned as it is."""
+    if isinstance(x, np.ndarray) and x.dtype == object and _holds_tracer(x):
+        return _from_object_array(x)
     if not isinstance(x, (list, tuple)):
         return x
     if not _holds_tracer(x):
@@ -82,6 +87,67 @@ def _from_sequence(x):
                          f"(at {user_frame()})")
     dtype = result_type(*items)
     return stack([cast(e, dtype) if isinstance(e, Tracer) else np.asarray(e, dtype) for e in items])
+
+
+# --------------------------------------------------------------------------- NumPy's own np.array of traced values
+
+# Splitting a traced array into one traced value per element costs a node each: past this size the
+# conversion fails with advice instead of building a huge program.
+OBJECT_ARRAY_LIMIT = 4096
+
+
+class _Element(Tracer):
+    """One element of a traced array that NumPy converted (``np.array([x, y])`` with ``x`` traced
+    asks ``x.__array__`` for an ndarray): it remembers where it came from, so an object array
+    holding all of ``x``'s elements in order becomes ``x`` again rather than a stack of them."""
+    __slots__ = ("source", "index")
+
+    def __init__(self, element, source, index):
+        super().__init__(element._trace, element.node)
+        self.source, self.index = source, index
+
+
+def _object_array(self):
+    """``Tracer.__array__``'s result: an object array of ``self``'s shape holding its elements."""
+    out = np.empty(self.shape, dtype=object)
+    if self.ndim == 0:
+        out[()] = self
+        return out
+    if self.size > OBJECT_ARRAY_LIMIT:
+        self._concrete("np.array/np.asarray of a large traced array",
+                       "It already is an array: drop the conversion. To build one array of traced values, "
+                       "use np.stack / np.concatenate, or jitgrad.numpy.array.")
+    flat = reshape(self, (self.size,))
+    for i in range(self.size):
+        out.flat[i] = _Element(getitem(flat, i), self, i)
+    return out
+
+
+def _from_object_array(x):
+    """An object array holding traced values (and numbers) as one traced array: its elements stacked,
+    or the traced arrays they came from where a block holds all of one, in order."""
+    whole = _whole_source(x)
+    if whole is not None:
+        return whole
+    if x.ndim == 0:
+        return x[()]
+    return _from_sequence([_from_object_array(row) if isinstance(row, np.ndarray) else row for row in x])
+
+
+def _whole_source(x):
+    first = x.flat[0] if x.size else None
+    if not isinstance(first, _Element) or first.source.size != x.size:
+        return None
+    if builtins.all(isinstance(e, _Element) and e.source is first.source and e.index == i
+                    for i, e in enumerate(x.flat)):
+        return reshape(first.source, x.shape)
+    return None
+
+
+def traced_value(x):
+    """``x``, or the one traced array an object array of traced values stands for (a function's
+    result made by NumPy's own ``np.array([a, b])``)."""
+    return _from_object_array(x) if isinstance(x, np.ndarray) and x.dtype == object and _holds_tracer(x) else x
 
 
 def _shapes_of(items):
@@ -1654,14 +1720,20 @@ _METHODS = {
     "flatten": ravel, "squeeze": squeeze, "swapaxes": swapaxes, "repeat": repeat, "copy": copy,
     "astype": lambda self, dtype, **kw: cast(self, dtype), "diagonal": diagonal, "trace": trace,
     "take": take, "cumsum": cumsum, "cumprod": cumprod, "argsort": argsort, "sort": _sort_method,
+    # traced arrays are real (complex is refused where it enters); np.var of an object array calls these
+    "conjugate": positive, "conj": positive,
 }
 
 Tracer.__array_ufunc__ = _array_ufunc
+Tracer._object_array = _object_array
+OBJECT_LOOP_METHODS.update({ufunc.__name__: fn for ufunc, fn in UFUNCS.items() if ufunc.nin == 1})
 Tracer.__array_function__ = _array_function
 Tracer.reshape = _reshape_method
 Tracer.transpose = _transpose_method
 Tracer.T = property(lambda self: transpose(self))
 Tracer.mT = property(lambda self: swapaxes(self, -1, -2))
+Tracer.real = property(positive)
+Tracer.imag = property(zeros_like)
 for _name, _fn in _OPERATORS.items():
     setattr(Tracer, _name, _fn)
 for _name, _fn in _METHODS.items():
