@@ -245,6 +245,15 @@ def test_numpys_own_array_of_a_whole_traced_array_is_that_array():
     assert jg.grad(lambda a: np.sum(np.array([a, a * 1.0]) * 2))(np.float32(3.0)).dtype == np.float32
 
 
+def test_numpys_own_array_of_traced_values_enters_jit_and_loop_bodies():
+    def f(x):
+        inner = jg.jit(lambda v: np.sum(v ** 2))(np.array([x, 2 * x]))  # an argument
+        c, ys = jg.lax.scan(lambda c, y: (c + y, np.array([c, y])), 0.0, np.array([x, x * 3]))  # a body's result
+        return inner + c + np.sum(ys)  # 5 x^2 + 4 x + 5 x
+
+    assert jg.grad(f)(1.5) == pytest.approx(24.0, rel=1e-14)
+
+
 @pytest.mark.parametrize("call", [lambda x: np.mean([x, x]), lambda x: np.max(np.array([x[0], x[1]])),
                                   lambda x: np.array([x, x], dtype=np.float32)])
 def test_numpy_reducing_its_own_array_of_traced_values_says_to_stack(call):

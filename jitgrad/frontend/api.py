@@ -40,6 +40,7 @@ class Traced:
 
 
 def _leaf_value(leaf, where):
+    leaf = jnp.traced_value(leaf)  # an object array of traced values (NumPy's own np.array([a, b]))
     return leaf if isinstance(leaf, Tracer) else to_array(leaf, where)
 
 
@@ -59,10 +60,7 @@ def trace(fn, args, traced_argnums, name=None):
             call_args[i] = unflatten(treedef, inputs)
         out = fn(*call_args)
         out_leaves, out_def = flatten(out)
-        out_leaves = [jnp.traced_value(leaf) for leaf in out_leaves]  # NumPy's np.array([a, b]) of traced a, b
-        for j, leaf in enumerate(out_leaves):
-            if not isinstance(leaf, Tracer):
-                _leaf_value(leaf, f"output {j}")
+        out_leaves = [_leaf_value(leaf, f"output {j}") for j, leaf in enumerate(out_leaves)]
         program = t.program(out_leaves, name=name or getattr(fn, "__name__", "f").replace("<lambda>", "f"))
     if checks_on():
         program.verify(after="tracing (and the transforms traced into it)")

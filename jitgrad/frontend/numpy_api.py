@@ -93,7 +93,7 @@ def _from_sequence(x):
 
 # Splitting a traced array into one traced value per element costs a node each: past this size the
 # conversion fails with advice instead of building a huge program.
-OBJECT_ARRAY_LIMIT = 4096
+OBJECT_ARRAY_LIMIT = 1024
 
 
 class _Element(Tracer):
