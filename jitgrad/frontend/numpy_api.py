@@ -125,13 +125,15 @@ def _object_array(self):
 
 def _from_object_array(x):
     """An object array holding traced values (and numbers) as one traced array: its elements stacked,
-    or the traced arrays they came from where a block holds all of one, in order."""
+    or the traced arrays they came from where a block holds all of one, in order. NumPy made it, so
+    its numbers are strong, as in NumPy's ``np.array([np.float32(1), 2.0])`` (float64)."""
     whole = _whole_source(x)
     if whole is not None:
         return whole
     if x.ndim == 0:
-        return x[()]
-    return _from_sequence([_from_object_array(row) if isinstance(row, np.ndarray) else row for row in x])
+        return x[()] if isinstance(x[()], Tracer) else np.asarray(x[()])
+    return _from_sequence([_from_object_array(row) if isinstance(row, np.ndarray) else
+                           row if isinstance(row, Tracer) else np.asarray(row) for row in x])
 
 
 def _whole_source(x):
@@ -761,6 +763,18 @@ def moveaxis(a, source, destination):
     for d, s in sorted(zip(dst, src)):
         perm.insert(d, s)
     return transpose(x, perm)
+
+
+def rollaxis(a, axis, start=0):
+    """``np.rollaxis``: ``axis`` moved to before ``start`` (NumPy's older ``moveaxis``)."""
+    x = asarray(a)
+    axis = axis_index(axis, x.ndim, "rollaxis")
+    start = start + x.ndim if start < 0 else start
+    if not 0 <= start <= x.ndim:
+        _shape_error("rollaxis", f"start {start} is out of range for {x.ndim} dimensions", x.shape)
+    order = [i for i in range(x.ndim) if i != axis]
+    order.insert(start - (axis < start), axis)
+    return transpose(x, order)
 
 
 def expand_dims(a, axis):
@@ -1566,6 +1580,31 @@ def full(shape, fill_value, dtype, like=()):
         np.asarray(fill_value, dtype)), dtype), shape)
 
 
+def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0, *, device=None):
+    """``np.linspace``; with traced endpoints, NumPy's formula ``start + i * step`` (the last
+    value ``stop`` itself), so both endpoints get gradients."""
+    start, stop = _from_sequence(start), _from_sequence(stop)
+    if innermost_trace([start, stop]) is None:
+        return np.linspace(start, stop, num, endpoint, retstep, dtype, axis)
+    num = operator.index(num)
+    if num < 0:
+        raise ShapeError(f"linspace: the number of samples {num} is negative (at {user_frame()})")
+    kind = result_type(start, stop, 1.0)
+    start, stop = cast(start, kind), cast(stop, kind)
+    div = num - 1 if endpoint else num
+    delta = subtract(stop, start)
+    rank = builtins.max(ndim(start), ndim(stop))
+    steps = np.arange(num, dtype=kind).reshape((-1,) + (1,) * rank)
+    step = divide(delta, div) if div > 0 else multiply(delta, np.nan)
+    y = add(multiply(steps, step if div > 0 else delta), start)
+    if endpoint and num > 1:
+        y = concatenate([y[:-1], expand_dims(broadcast_to(stop, y.shape[1:]), 0)])
+    y = moveaxis(y, 0, axis) if axis != 0 else y
+    if dtype is not None:
+        y = cast(floor(y) if np.dtype(dtype).kind in "iu" else y, dtype)
+    return (y, step) if retstep else y
+
+
 def full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
     return full(np.shape(a) if shape is None else shape, fill_value, dtype or result_type(a), (a,))
 
@@ -1635,7 +1674,8 @@ FUNCTIONS = {
     np.round: round, np.around: round, np.matmul: matmul, np.dot: dot, np.vdot: vdot, np.inner: inner,
     np.outer: outer, np.tensordot: tensordot, np.einsum: einsum, np.trace: trace, np.diagonal: diagonal,
     np.reshape: reshape, np.ravel: ravel, np.transpose: transpose, np.swapaxes: swapaxes,
-    np.moveaxis: moveaxis, np.expand_dims: expand_dims, np.squeeze: squeeze, np.broadcast_to: broadcast_to,
+    np.moveaxis: moveaxis, np.rollaxis: rollaxis, np.expand_dims: expand_dims, np.squeeze: squeeze,
+    np.broadcast_to: broadcast_to,
     np.concatenate: concatenate, np.stack: stack, np.hstack: hstack, np.vstack: vstack, np.split: split,
     np.tile: tile, np.repeat: repeat, np.flip: flip, np.pad: pad, np.take: take, np.atleast_1d: atleast_1d,
     np.atleast_2d: atleast_2d, np.zeros_like: zeros_like, np.ones_like: ones_like, np.full_like: full_like,
@@ -1645,7 +1685,7 @@ FUNCTIONS = {
     np.append: append, np.column_stack: column_stack, np.dstack: dstack, np.atleast_3d: atleast_3d,
     np.array_split: array_split, np.hsplit: hsplit, np.vsplit: vsplit, np.dsplit: dsplit, np.flipud: flipud,
     np.fliplr: fliplr, np.rot90: rot90, np.kron: kron, np.diff: diff, np.cross: cross, np.select: select,
-    np.nan_to_num: nan_to_num, np.sinc: sinc, np.ptp: ptp,
+    np.nan_to_num: nan_to_num, np.sinc: sinc, np.ptp: ptp, np.linspace: linspace,
 }
 LINALG_FUNCTIONS = {}  # np.linalg's, filled by frontend/linalg.py (not in jitgrad.numpy's top namespace)
 if hasattr(np, "row_stack"):  # deprecated in NumPy 2.0; it calls np.vstack, so it only needs a jnp name
