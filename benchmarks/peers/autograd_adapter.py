@@ -161,6 +161,7 @@ def install(device="numpy"):
 
     np_module = _merged("autograd.numpy", numpy, types.ModuleType("empty"))
     np_module._jitgrad_adapter = True
+    np_module.__version__ = numpy.__version__  # (_merged copies no dunder names)
     modules = {"autograd.numpy": np_module, "autograd.numpy.random": numpy.random,
                "autograd.numpy.linalg": numpy.linalg, "autograd.numpy.fft": numpy.fft}
     scipy_pairs = {"special": "jitgrad.scipy.special", "stats": "jitgrad.scipy.stats",
