@@ -254,6 +254,14 @@ def test_numpys_own_array_of_traced_values_enters_jit_and_loop_bodies():
     assert jg.grad(f)(1.5) == pytest.approx(24.0, rel=1e-14)
 
 
+def test_real_parts_of_traced_arrays_are_themselves():  # (NumPy's np.var of an object array calls these)
+    x = np.array([0.5, -1.5])
+    real, imag, conj = jit(lambda x: (x.real * 2, x.imag + 1, x.conjugate() - x.conj()))(x)
+    np.testing.assert_array_equal(real, 2 * x), np.testing.assert_array_equal(imag, [1.0, 1.0])
+    np.testing.assert_array_equal(conj, [0.0, 0.0])
+    np.testing.assert_array_equal(jg.grad(lambda x: np.sum(x.real ** 2 + x.imag))(x), 2 * x)
+
+
 @pytest.mark.parametrize("call", [lambda x: np.mean([x, x]), lambda x: np.max(np.array([x[0], x[1]])),
                                   lambda x: np.array([x, x], dtype=np.float32)])
 def test_numpy_reducing_its_own_array_of_traced_values_says_to_stack(call):
