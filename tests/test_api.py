@@ -327,6 +327,8 @@ def test_cotangents_and_tangents_are_read_by_their_values_structure():
         pull({"a": [1.0, 2.0, 3.0]})
     with pytest.raises(jg.ShapeError, match="vjp cotangent structure"):
         pull({"a": ([1.0], 2.0)})  # a tuple where the output has a list
+    # a list holding traced values where the primal is one array: stacked (here under grad)
+    assert jg.grad(lambda a: jg.jvp(lambda v: np.sum(v ** 2), ([1.0, 2.0],), ([a, 1.0],))[1])(3.0) == 2.0
 
 
 def test_jvp_pytree_primals_and_vjp_consistency():

@@ -203,7 +203,9 @@ def _flatten_as(tree, expected_def):
     """(leaves, treedef) of a cotangent or tangent, read by the structure of the value it goes with
     (so ``[1.0, 2.0]`` is two leaves for an output ``[a, b]``); its own structure if it differs."""
     leaves = flatten_like(tree, expected_def)
-    return (leaves, expected_def) if leaves is not None else flatten(tree)
+    if leaves is None:
+        return flatten(tree)
+    return [jnp.asarray(leaf) if isinstance(leaf, (list, tuple)) else leaf for leaf in leaves], expected_def
 
 
 def _check_like(leaves, treedef, nodes, expected_def, what):

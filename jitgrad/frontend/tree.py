@@ -36,19 +36,17 @@ def _walk(x, leaves):
 def flatten_like(tree, treedef):
     """``tree``'s leaves read by another value's structure ``treedef`` (a cotangent's by its output's, a
     tangent's by its primal's): where ``treedef`` has a list of leaves, a list of numbers is that many
-    leaves, and where it has a leaf, a (nested) list of numbers is one array. ``None`` when ``tree``
-    does not have that structure."""
+    leaves, and where it has a leaf, a list or tuple is one leaf (for the caller to read as one array).
+    ``None`` when ``tree`` does not have that structure."""
     leaves = []
     return leaves if _walk_like(tree, treedef, leaves) else None
 
 
 def _walk_like(x, d, leaves):
     kind = d[0]
-    if kind == "leaf":
-        if isinstance(x, (tuple, list, dict)) and not _numeric_list(x):
-            return False
-        leaves.append(np.asarray(x) if isinstance(x, list) else x)
-        return True
+    if kind == "leaf":  # (a list or tuple here is one array, which the caller makes of it)
+        leaves.append(x)
+        return not isinstance(x, dict)
     if kind == "none":
         return x is None
     if kind == "dict":
