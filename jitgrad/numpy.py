@@ -21,7 +21,7 @@ abs = absolute  # noqa: A001,F821
 float32, float64, int32, int64, bool_ = _np.float32, _np.float64, _np.int32, _np.int64, _np.bool_
 pi, e, inf, nan, newaxis = _np.pi, _np.e, _np.inf, _np.nan, None
 # Creation functions build constants: NumPy's own are exactly right.
-zeros, ones, full, arange, eye, linspace = _np.zeros, _np.ones, _np.full, _np.arange, _np.eye, _np.linspace
+zeros, ones, full, arange, eye = _np.zeros, _np.ones, _np.full, _np.arange, _np.eye
 empty = _np.zeros
 # np.linalg's functions under jnp.linalg (they are not top-level names in NumPy)
 linalg = __import__("types").SimpleNamespace(**{_f.__name__: _fn for _f, _fn in _LINALG.items()})

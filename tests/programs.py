@@ -101,6 +101,11 @@ def moveaxis_params(draw, shape):
     return {"source": draw(st.integers(-n, n - 1)), "destination": draw(st.integers(-n, n - 1))} if n else None
 
 
+def rollaxis_params(draw, shape):
+    n = len(shape)
+    return {"axis": draw(st.integers(-n, n - 1)), "start": draw(st.integers(-n, n))} if n else None
+
+
 def expand_params(draw, shape):
     n = len(shape)
     return {"axis": draw(st.integers(-n - 1, n))} if n < 4 else None
@@ -350,6 +355,13 @@ REGISTRY = {
     "array_split": Op(lambda x, sections, axis, part: np.array_split(x, sections, axis=axis)[part],
                       params=array_split_params),
     "pad_mode": Op(np.pad, params=pad_mode_params),
+    "rollaxis": Op(np.rollaxis, params=rollaxis_params),
+    "linspace": Op(lambda a, b, num, endpoint: np.linspace(a, b, num, endpoint),
+                   arity=B, params=lambda draw, a, b: {"num": draw(st.integers(0, 4)),
+                                                       "endpoint": draw(st.booleans())}),
+    # NumPy's own np.array/np.asarray of traced values: object arrays that jitgrad stacks back
+    "numpy_array": Op(lambda x: np.array([x, np.sin(x)])),
+    "numpy_asarray_ufunc": Op(lambda x: np.exp(np.asarray(x)) * x, SQUASH),
 }
 
 

@@ -317,6 +317,20 @@ def test_jvp_multiple_primals_pytree_outputs():
     np.testing.assert_allclose(tan[1]["t"][0], np.sum(ty))
 
 
+def test_cotangents_and_tangents_are_read_by_their_values_structure():
+    # a list of numbers is one array as an argument, but as the cotangent of an output [a, b] it is two
+    _, pull = jg.vjp(lambda x: {"a": [x, x * x]}, 1.5)
+    assert pull({"a": [1.0, 2.0]})[0] == pytest.approx(7.0)
+    out, tan = jg.jvp(lambda a, b: np.append(a, b), ([1.0, 2.0, 3.0], 4.0), ([1.0, 0.0, 0.0], 1.0))
+    np.testing.assert_array_equal(tan, [1.0, 0.0, 0.0, 1.0])
+    with pytest.raises(jg.ShapeError, match="vjp cotangent structure"):
+        pull({"a": [1.0, 2.0, 3.0]})
+    with pytest.raises(jg.ShapeError, match="vjp cotangent structure"):
+        pull({"a": ([1.0], 2.0)})  # a tuple where the output has a list
+    # a list holding traced values where the primal is one array: stacked (here under grad)
+    assert jg.grad(lambda a: jg.jvp(lambda v: np.sum(v ** 2), ([1.0, 2.0],), ([a, 1.0],))[1])(3.0) == 2.0
+
+
 def test_jvp_pytree_primals_and_vjp_consistency():
     def f(p):
         return np.tanh(p["a"] @ p["b"])

@@ -246,6 +246,25 @@ def test_multivariate_normal():
     np.testing.assert_allclose(jg.grad(loss)(cov), expected, rtol=1e-6, atol=1e-8)
 
 
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+def test_multivariate_normal_allow_singular_is_scipys_pseudo_density(device):
+    cov = np.diag([1.0, 2.0, 0.0, 0.0])  # variance only along the first two axes
+    mean = np.concatenate([RNG.normal(size=2), np.zeros(2)])
+    x = np.stack([np.concatenate([RNG.normal(size=2), np.zeros(2)]), np.ones(4)])  # the second is off the support
+    ours = jg.jit(lambda v, m: jst.multivariate_normal.logpdf(v, m, cov, allow_singular=True), device=device)
+    np.testing.assert_allclose(ours(x, mean), ss.multivariate_normal.logpdf(x, mean, cov, allow_singular=True),
+                               rtol=1e-13)
+    pdf = lambda v, m: ss.multivariate_normal.pdf(np.concatenate([v[:2], m[2:]]), m, cov, allow_singular=True)  # noqa: E731,E501
+    for argnum in (0, 1):
+        g = jg.jit(jg.grad(lambda v, m: jst.multivariate_normal.pdf(np.concatenate([v[:2], m[2:]]), m, cov,
+                                                                    allow_singular=True), argnum), device=device)
+        np.testing.assert_allclose(g(x[0], mean), numerical_grad(pdf, [x[0], mean], argnum), rtol=1e-6, atol=1e-10)
+    spd = SPD[0]  # a nonsingular cov: the same density and gradient as without allow_singular
+    loss = lambda c, singular: jst.multivariate_normal.logpdf(x[1], mean, c, allow_singular=singular)  # noqa: E731
+    np.testing.assert_allclose(loss(spd, True), ss.multivariate_normal.logpdf(x[1], mean, spd), rtol=1e-12)
+    np.testing.assert_allclose(jg.grad(loss)(spd, True), jg.grad(loss)(spd, False), rtol=1e-6, atol=1e-9)
+
+
 @pytest.mark.parametrize("call, instead", [
     (lambda x: sp.logsumexp(x), "jitgrad.scipy.special.logsumexp"),
     (lambda x: ss.norm.logpdf(x), "jitgrad.scipy.stats.norm.logpdf"),

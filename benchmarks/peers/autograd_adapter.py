@@ -66,17 +66,26 @@ def _argnum_fn(fun, argnum, args, kwargs):
     return unary
 
 
+def _scalar_output(fun, kwargs):
+    """``fun`` with a size-1 result as a 0-d one: autograd's ``grad`` takes any output of size 1,
+    jitgrad's (like JAX's) a scalar, so a port writes the ``.reshape(())`` this adds."""
+    def scalar(*args):
+        y = fun(*args, **kwargs)
+        return numpy.reshape(y, ()) if numpy.ndim(y) and numpy.size(y) == 1 else y
+    return scalar
+
+
 def grad(fun, argnum=0):
     """autograd's ``grad`` (``argnum`` may be a tuple)."""
     def grad_f(*args, **kwargs):
-        return _on_device(jg.grad(lambda *a: fun(*a, **kwargs), argnums=argnum))(*args)
+        return _on_device(jg.grad(_scalar_output(fun, kwargs), argnums=argnum))(*args)
     return grad_f
 
 
 def value_and_grad(fun, argnum=0):
     """autograd's ``value_and_grad``."""
     def value_and_grad_f(*args, **kwargs):
-        return _on_device(jg.value_and_grad(lambda *a: fun(*a, **kwargs), argnums=argnum))(*args)
+        return _on_device(jg.value_and_grad(_scalar_output(fun, kwargs), argnums=argnum))(*args)
     return value_and_grad_f
 
 
@@ -152,6 +161,7 @@ def install(device="numpy"):
 
     np_module = _merged("autograd.numpy", numpy, types.ModuleType("empty"))
     np_module._jitgrad_adapter = True
+    np_module.__version__ = numpy.__version__  # (_merged copies no dunder names)
     modules = {"autograd.numpy": np_module, "autograd.numpy.random": numpy.random,
                "autograd.numpy.linalg": numpy.linalg, "autograd.numpy.fft": numpy.fft}
     scipy_pairs = {"special": "jitgrad.scipy.special", "stats": "jitgrad.scipy.stats",

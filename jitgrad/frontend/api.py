@@ -19,7 +19,7 @@ from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
 from ..transforms.simplify import simplify
 from . import frozen_noise, numpy_api as jnp
 from ..ir.tracing import Tracer, eval_program, is_tracing, new_trace, replay_effects
-from .tree import builder, flatten, leaf_count, to_array, unflatten
+from .tree import builder, flatten, flatten_like, leaf_count, to_array, unflatten
 
 
 # --------------------------------------------------------------------------- tracing a function
@@ -40,6 +40,7 @@ class Traced:
 
 
 def _leaf_value(leaf, where):
+    leaf = jnp.traced_value(leaf)  # an object array of traced values (NumPy's own np.array([a, b]))
     return leaf if isinstance(leaf, Tracer) else to_array(leaf, where)
 
 
@@ -59,9 +60,7 @@ def trace(fn, args, traced_argnums, name=None):
             call_args[i] = unflatten(treedef, inputs)
         out = fn(*call_args)
         out_leaves, out_def = flatten(out)
-        for j, leaf in enumerate(out_leaves):
-            if not isinstance(leaf, Tracer):
-                _leaf_value(leaf, f"output {j}")
+        out_leaves = [_leaf_value(leaf, f"output {j}") for j, leaf in enumerate(out_leaves)]
         program = t.program(out_leaves, name=name or getattr(fn, "__name__", "f").replace("<lambda>", "f"))
     if checks_on():
         program.verify(after="tracing (and the transforms traced into it)")
@@ -167,7 +166,7 @@ def vjp(f, *primals):
     outputs = eval_program(traced.program, traced.args)
 
     def vjp_fn(cotangents):
-        ct_leaves, ct_def = flatten(cotangents)
+        ct_leaves, ct_def = _flatten_as(cotangents, traced.out_def)
         _check_like(ct_leaves, ct_def, traced.program.outputs, traced.out_def, "vjp cotangent")
         wrt = list(range(len(traced.leaves)))
         _, grads = backward_pass(traced.program, traced.args, ct_leaves, wrt, effects=False)
@@ -192,12 +191,21 @@ def jvp(f, primals, tangents):
     if len(primals) != len(tangents):
         raise ShapeError(f"jvp: {len(primals)} primals but {len(tangents)} tangents")
     traced = trace(f, primals, range(len(primals)))
-    tan_leaves, tan_def = flatten(tangents)
-    _check_like(tan_leaves, tan_def, traced.program.inputs[:len(traced.leaves)], ("tuple", tuple(
-        traced.in_defs[i] for i in range(len(primals)))), "jvp tangent")
+    primal_def = ("tuple", tuple(traced.in_defs[i] for i in range(len(primals))))
+    tan_leaves, tan_def = _flatten_as(tangents, primal_def)
+    _check_like(tan_leaves, tan_def, traced.program.inputs[:len(traced.leaves)], primal_def, "jvp tangent")
     tan_leaves = [t if is_float(n.dtype) else None for t, n in zip(tan_leaves, traced.program.inputs)]
     outs, jv = jvp_pass(traced.program, traced.args, tan_leaves + [None] * len(traced.captured))
     return unflatten(traced.out_def, outs), unflatten(traced.out_def, jv)
+
+
+def _flatten_as(tree, expected_def):
+    """(leaves, treedef) of a cotangent or tangent, read by the structure of the value it goes with
+    (so ``[1.0, 2.0]`` is two leaves for an output ``[a, b]``); its own structure if it differs."""
+    leaves = flatten_like(tree, expected_def)
+    if leaves is None:
+        return flatten(tree)
+    return [jnp.asarray(leaf) if isinstance(leaf, (list, tuple)) else leaf for leaf in leaves], expected_def
 
 
 def _check_like(leaves, treedef, nodes, expected_def, what):

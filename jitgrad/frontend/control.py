@@ -15,10 +15,12 @@ from ..errors import ShapeError, TraceError, user_frame
 from ..ir import ops
 from ..ir.graph import Program
 from ..ir.tracing import Tracer, bind, is_tracing, new_trace
+from .numpy_api import traced_value
 from .tree import flatten, leaf_count, to_array, unflatten
 
 
 def _value(leaf, what):
+    leaf = traced_value(leaf)  # an object array of traced values (NumPy's own np.array([a, b]))
     return leaf if isinstance(leaf, Tracer) else to_array(leaf, what)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import ShapeError, TraceError, user_frame  # noqa: F401  (ShapeError: used by nn too)
 from ..ir.ops import is_float
-from ..ir.tracing import Tracer, bind, innermost_trace
+from ..ir.tracing import OBJECT_LOOP_METHODS, Tracer, bind, innermost_trace
 
 # --------------------------------------------------------------------------- values and dtypes
 
@@ -60,13 +60,18 @@ def cast(x, dtype):
 
 
 def _holds_tracer(x):
+    if isinstance(x, np.ndarray):
+        return x.dtype == object and builtins.any(map(_holds_tracer, x.flat))
     return isinstance(x, Tracer) or (isinstance(x, (list, tuple)) and builtins.any(map(_holds_tracer, x)))
 
 
 def _from_sequence(x):
     """A (nested) list or tuple as an array, as NumPy reads one; one that holds traced values is
     stacked (``np.array([a, b])`` is ``np.stack([a, b])``), Python numbers in it taking the
-    dtype of the traced values (weak, as in JAX). Anything else is returned as it is."""
+    dtype of the traced values (weak, as in JAX). So is an object array of traced values (what
+    NumPy's own ``np.array([a, b])`` makes). Anything else is returned as it is."""
+    if isinstance(x, np.ndarray) and x.dtype == object and _holds_tracer(x):
+        return _from_object_array(x)
     if not isinstance(x, (list, tuple)):
         return x
     if not _holds_tracer(x):
@@ -82,6 +87,69 @@ def _from_sequence(x):
                          f"(at {user_frame()})")
     dtype = result_type(*items)
     return stack([cast(e, dtype) if isinstance(e, Tracer) else np.asarray(e, dtype) for e in items])
+
+
+# --------------------------------------------------------------------------- NumPy's own np.array of traced values
+
+# Splitting a traced array into one traced value per element costs a node each: past this size the
+# conversion fails with advice instead of building a huge program.
+OBJECT_ARRAY_LIMIT = 1024
+
+
+class _Element(Tracer):
+    """One element of a traced array that NumPy converted (``np.array([x, y])`` with ``x`` traced
+    asks ``x.__array__`` for an ndarray): it remembers where it came from, so an object array
+    holding all of ``x``'s elements in order becomes ``x`` again rather than a stack of them."""
+    __slots__ = ("source", "index")
+
+    def __init__(self, element, source, index):
+        super().__init__(element._trace, element.node)
+        self.source, self.index = source, index
+
+
+def _object_array(self):
+    """``Tracer.__array__``'s result: an object array of ``self``'s shape holding its elements."""
+    out = np.empty(self.shape, dtype=object)
+    if self.ndim == 0:
+        out[()] = self
+        return out
+    if self.size > OBJECT_ARRAY_LIMIT:
+        self._concrete("np.array/np.asarray of a large traced array",
+                       "It already is an array: drop the conversion. To build one array of traced values, "
+                       "use np.stack / np.concatenate, or jitgrad.numpy.array.")
+    flat = reshape(self, (self.size,))
+    for i in range(self.size):
+        out.flat[i] = _Element(getitem(flat, i), self, i)
+    return out
+
+
+def _from_object_array(x):
+    """An object array holding traced values (and numbers) as one traced array: its elements stacked,
+    or the traced arrays they came from where a block holds all of one, in order. NumPy made it, so
+    its numbers are strong, as in NumPy's ``np.array([np.float32(1), 2.0])`` (float64)."""
+    whole = _whole_source(x)
+    if whole is not None:
+        return whole
+    if x.ndim == 0:
+        return x[()] if isinstance(x[()], Tracer) else np.asarray(x[()])
+    return _from_sequence([_from_object_array(row) if isinstance(row, np.ndarray) else
+                           row if isinstance(row, Tracer) else np.asarray(row) for row in x])
+
+
+def _whole_source(x):
+    first = x.flat[0] if x.size else None
+    if not isinstance(first, _Element) or first.source.size != x.size:
+        return None
+    if builtins.all(isinstance(e, _Element) and e.source is first.source and e.index == i
+                    for i, e in enumerate(x.flat)):
+        return reshape(first.source, x.shape)
+    return None
+
+
+def traced_value(x):
+    """``x``, or the one traced array an object array of traced values stands for (a function's
+    result made by NumPy's own ``np.array([a, b])``)."""
+    return _from_object_array(x) if isinstance(x, np.ndarray) and x.dtype == object and _holds_tracer(x) else x
 
 
 def _shapes_of(items):
@@ -695,6 +763,18 @@ def moveaxis(a, source, destination):
     for d, s in sorted(zip(dst, src)):
         perm.insert(d, s)
     return transpose(x, perm)
+
+
+def rollaxis(a, axis, start=0):
+    """``np.rollaxis``: ``axis`` moved to before ``start`` (NumPy's older ``moveaxis``)."""
+    x = asarray(a)
+    axis = axis_index(axis, x.ndim, "rollaxis")
+    start = start + x.ndim if start < 0 else start
+    if not 0 <= start <= x.ndim:
+        _shape_error("rollaxis", f"start {start} is out of range for {x.ndim} dimensions", x.shape)
+    order = [i for i in range(x.ndim) if i != axis]
+    order.insert(start - (axis < start), axis)
+    return transpose(x, order)
 
 
 def expand_dims(a, axis):
@@ -1500,6 +1580,31 @@ def full(shape, fill_value, dtype, like=()):
         np.asarray(fill_value, dtype)), dtype), shape)
 
 
+def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis=0, *, device=None):
+    """``np.linspace``; with traced endpoints, NumPy's formula ``start + i * step`` (the last
+    value ``stop`` itself), so both endpoints get gradients."""
+    start, stop = _from_sequence(start), _from_sequence(stop)
+    if innermost_trace([start, stop]) is None:
+        return np.linspace(start, stop, num, endpoint, retstep, dtype, axis)
+    num = operator.index(num)
+    if num < 0:
+        raise ShapeError(f"linspace: the number of samples {num} is negative (at {user_frame()})")
+    kind = result_type(start, stop, 1.0)
+    start, stop = cast(start, kind), cast(stop, kind)
+    div = num - 1 if endpoint else num
+    delta = subtract(stop, start)
+    rank = builtins.max(ndim(start), ndim(stop))
+    steps = np.arange(num, dtype=kind).reshape((-1,) + (1,) * rank)
+    step = divide(delta, div) if div > 0 else multiply(delta, np.nan)
+    y = add(multiply(steps, step if div > 0 else delta), start)
+    if endpoint and num > 1:
+        y = concatenate([y[:-1], expand_dims(broadcast_to(stop, y.shape[1:]), 0)])
+    y = moveaxis(y, 0, axis) if axis != 0 else y
+    if dtype is not None:
+        y = cast(floor(y) if np.dtype(dtype).kind in "iu" else y, dtype)
+    return (y, step) if retstep else y
+
+
 def full_like(a, fill_value, dtype=None, order="K", subok=True, shape=None):
     return full(np.shape(a) if shape is None else shape, fill_value, dtype or result_type(a), (a,))
 
@@ -1569,7 +1674,8 @@ FUNCTIONS = {
     np.round: round, np.around: round, np.matmul: matmul, np.dot: dot, np.vdot: vdot, np.inner: inner,
     np.outer: outer, np.tensordot: tensordot, np.einsum: einsum, np.trace: trace, np.diagonal: diagonal,
     np.reshape: reshape, np.ravel: ravel, np.transpose: transpose, np.swapaxes: swapaxes,
-    np.moveaxis: moveaxis, np.expand_dims: expand_dims, np.squeeze: squeeze, np.broadcast_to: broadcast_to,
+    np.moveaxis: moveaxis, np.rollaxis: rollaxis, np.expand_dims: expand_dims, np.squeeze: squeeze,
+    np.broadcast_to: broadcast_to,
     np.concatenate: concatenate, np.stack: stack, np.hstack: hstack, np.vstack: vstack, np.split: split,
     np.tile: tile, np.repeat: repeat, np.flip: flip, np.pad: pad, np.take: take, np.atleast_1d: atleast_1d,
     np.atleast_2d: atleast_2d, np.zeros_like: zeros_like, np.ones_like: ones_like, np.full_like: full_like,
@@ -1579,7 +1685,7 @@ FUNCTIONS = {
     np.append: append, np.column_stack: column_stack, np.dstack: dstack, np.atleast_3d: atleast_3d,
     np.array_split: array_split, np.hsplit: hsplit, np.vsplit: vsplit, np.dsplit: dsplit, np.flipud: flipud,
     np.fliplr: fliplr, np.rot90: rot90, np.kron: kron, np.diff: diff, np.cross: cross, np.select: select,
-    np.nan_to_num: nan_to_num, np.sinc: sinc, np.ptp: ptp,
+    np.nan_to_num: nan_to_num, np.sinc: sinc, np.ptp: ptp, np.linspace: linspace,
 }
 LINALG_FUNCTIONS = {}  # np.linalg's, filled by frontend/linalg.py (not in jitgrad.numpy's top namespace)
 if hasattr(np, "row_stack"):  # deprecated in NumPy 2.0; it calls np.vstack, so it only needs a jnp name
@@ -1654,14 +1760,20 @@ _METHODS = {
     "flatten": ravel, "squeeze": squeeze, "swapaxes": swapaxes, "repeat": repeat, "copy": copy,
     "astype": lambda self, dtype, **kw: cast(self, dtype), "diagonal": diagonal, "trace": trace,
     "take": take, "cumsum": cumsum, "cumprod": cumprod, "argsort": argsort, "sort": _sort_method,
+    # traced arrays are real (complex is refused where it enters); np.var of an object array calls these
+    "conjugate": positive, "conj": positive,
 }
 
 Tracer.__array_ufunc__ = _array_ufunc
+Tracer._object_array = _object_array
+OBJECT_LOOP_METHODS.update({ufunc.__name__: fn for ufunc, fn in UFUNCS.items() if ufunc.nin == 1})
 Tracer.__array_function__ = _array_function
 Tracer.reshape = _reshape_method
 Tracer.transpose = _transpose_method
 Tracer.T = property(lambda self: transpose(self))
 Tracer.mT = property(lambda self: swapaxes(self, -1, -2))
+Tracer.real = property(positive)
+Tracer.imag = property(zeros_like)
 for _name, _fn in _OPERATORS.items():
     setattr(Tracer, _name, _fn)
 for _name, _fn in _METHODS.items():

@@ -33,6 +33,29 @@ def _walk(x, leaves):
     return ("leaf",)
 
 
+def flatten_like(tree, treedef):
+    """``tree``'s leaves read by another value's structure ``treedef`` (a cotangent's by its output's, a
+    tangent's by its primal's): where ``treedef`` has a list of leaves, a list of numbers is that many
+    leaves, and where it has a leaf, a list or tuple is one leaf (for the caller to read as one array).
+    ``None`` when ``tree`` does not have that structure."""
+    leaves = []
+    return leaves if _walk_like(tree, treedef, leaves) else None
+
+
+def _walk_like(x, d, leaves):
+    kind = d[0]
+    if kind == "leaf":  # (a list or tuple here is one array, which the caller makes of it)
+        leaves.append(x)
+        return not isinstance(x, dict)
+    if kind == "none":
+        return x is None
+    if kind == "dict":
+        return isinstance(x, dict) and sorted(x) == list(d[1]) and all(
+            _walk_like(x[k], c, leaves) for k, c in zip(d[1], d[2]))
+    return type(x).__name__ == kind and len(x) == len(d[1]) and all(
+        _walk_like(v, c, leaves) for v, c in zip(x, d[1]))
+
+
 def unflatten(treedef, leaves):
     return _build(treedef, iter(leaves))
 

@@ -204,6 +204,23 @@ def _scipy_caller():
     return name, instead, where
 
 
+def _object_loop_hint():
+    """Advice when NumPy's own code asks for a traced value's concrete value: it is computing
+    element by element on an object array that NumPy built from traced values (``np.max(np.array([a,
+    b]))``, ``np.mean([a, b])``), which only arithmetic survives."""
+    frame = sys._getframe(3)  # (this, _concrete, the dunder method, its caller)
+    if not _module(frame).startswith("numpy"):
+        return ""
+    return (" Here NumPy is computing element by element on an array it built from traced values (np.array"
+            "([a, b]) or a list given to a NumPy function): make that array with np.stack([a, b]) or "
+            "jitgrad.numpy.array([a, b]) so it is one traced array.")
+
+
+# NumPy's ufunc loops over object arrays call each element's method named after the ufunc
+# (np.exp(a) calls a[i].exp()): frontend/numpy_api.py registers its unary ufuncs here.
+OBJECT_LOOP_METHODS = {}
+
+
 class Tracer:
     """An array whose value is not known yet. Supports the NumPy protocols, operators,
     methods and attributes a NumPy user writes; see ``numpy_api`` for the operations."""
@@ -237,7 +254,7 @@ class Tracer:
     # Concretization: the value does not exist while tracing.
     def _concrete(self, what, hint):
         raise TraceError(f"{what} needs the value of a traced array {self.node.type}, which does not "
-                         f"exist while tracing (at {user_frame()}). {hint}")
+                         f"exist while tracing (at {user_frame()}). {hint}{_object_loop_hint()}")
 
     def __bool__(self):
         self._concrete("Python control flow on a traced value (`if`, `while`, `and`/`or`, bool())",
@@ -262,7 +279,7 @@ class Tracer:
     def tolist(self):
         self._concrete(".tolist()", "Return the array from the function and convert it outside.")
 
-    def __array__(self, *args, **kwargs):
+    def __array__(self, dtype=None, copy=None):
         scipy_call = _scipy_caller()
         if scipy_call:
             name, instead, where = scipy_call
@@ -271,15 +288,19 @@ class Tracer:
                       "NumPy operations.")
             raise TraceError(f"{name} converts its input with np.asarray, so it cannot take a traced array "
                              f"{self.node.type} (at {where}). {advice}")
-        # NumPy calls this for np.asarray(x) and for each traced element of a list it converts
-        # (np.array([a, b]), np.mean([a, b])); neither reaches __array_function__, so say both fixes.
-        self._concrete("np.asarray/np.array (conversion to a concrete ndarray)",
-                       "If it is one traced array, it already is an array: drop the conversion. If it is in a "
-                       "list that NumPy converts (np.array([a, b]), or a list passed to a NumPy function such as "
-                       "np.mean([a, b])), stack the list instead: np.stack([a, b]), or jitgrad.numpy.array([a, b]), "
-                       "which takes nested lists and Python numbers among the traced values.")
+        # NumPy calls this for np.asarray(x), np.array(x), and for each traced element of a list it
+        # converts (np.array([a, b]), np.sum([a, b])); none reaches __array_function__. An ndarray can
+        # hold a traced value only as an object: frontend/numpy_api.py gives an object array of this
+        # value's elements, which jitgrad stacks back into one traced array wherever it meets one.
+        if dtype is None or np.dtype(dtype) == object:
+            return self._object_array()
+        self._concrete(f"np.array/np.asarray with dtype={np.dtype(dtype)} (or {np.dtype(dtype)}(x))",
+                       f"Convert the traced array itself: x.astype(np.{np.dtype(dtype)}); for a list, "
+                       f"jitgrad.numpy.array([a, b], dtype=np.{np.dtype(dtype)}).")
 
     def __getattr__(self, name):
+        if name in OBJECT_LOOP_METHODS:
+            return lambda *args: OBJECT_LOOP_METHODS[name](self, *args)
         if hasattr(np.ndarray, name) and not name.startswith("__"):
             raise TraceError(f"x.{name} is not supported on traced arrays (at {user_frame()}); write it with "
                              "the supported NumPy operations (see jitgrad.numpy)")

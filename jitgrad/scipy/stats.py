@@ -85,7 +85,8 @@ t = types.SimpleNamespace(logpdf=_t_logpdf, pdf=_with_exp(_t_logpdf, "pdf"), cdf
 
 def _mvn_logpdf(x, mean=None, cov=1, allow_singular=False):
     """The multivariate normal log-density over ``x``'s last axis, by the Cholesky factor of
-    ``cov`` (a matrix, or a number: a multiple of the identity)."""
+    ``cov`` (a matrix, or a number: a multiple of the identity); with ``allow_singular``, by its
+    eigendecomposition, as SciPy's (a singular ``cov`` without it gives NaN where SciPy raises)."""
     x, = special._floats(x)
     k = x.shape[-1] if x.ndim else 1
     x = jnp.reshape(x, (1,)) if x.ndim == 0 else x
@@ -93,12 +94,33 @@ def _mvn_logpdf(x, mean=None, cov=1, allow_singular=False):
     (cov,) = special._floats(cov)
     if cov.ndim < 2:  # SciPy: a number, or the diagonal
         cov = jnp.multiply(jnp.broadcast_to(cov, (k,)), np.eye(k))
-    lower = linalg.cholesky(cov)
     rows = jnp.reshape(centered, (-1, k))
+    logp = _mvn_rows_pseudo(rows, cov) if allow_singular else _mvn_rows(rows, cov)
+    return jnp.reshape(logp, centered.shape[:-1])
+
+
+def _mvn_rows(rows, cov):
+    lower = linalg.cholesky(cov)
     z = linalg.solve_triangular(lower, jnp.swapaxes(rows, 0, 1), lower=True)
     half_logdet = jnp.sum(jnp.log(jnp.diagonal(lower)))
-    logp = -0.5 * jnp.sum(z * z, axis=0) - half_logdet - 0.5 * k * _LOG_2PI
-    return jnp.reshape(logp, centered.shape[:-1])
+    return -0.5 * jnp.sum(z * z, axis=0) - half_logdet - 0.5 * cov.shape[-1] * _LOG_2PI
+
+
+def _mvn_rows_pseudo(rows, cov):
+    """SciPy's density for a positive semidefinite ``cov`` (``scipy.stats._multivariate._PSD``): on
+    the eigenvectors whose eigenvalues pass SciPy's cutoff, the pseudo-inverse, pseudo-determinant
+    and rank; ``-inf`` off the support (rows with a component in the null space)."""
+    s, u = linalg.eigh(cov)
+    factor = 1e3 if s.dtype == np.float32 else 1e6  # SciPy's _eigvalsh_to_eps
+    eps = factor * np.finfo(s.dtype).eps * jnp.max(jnp.absolute(s))
+    kept = s > eps
+    safe = jnp.where(kept, s, 1.0)  # (both where's: no inf or NaN in the dropped ones' gradients)
+    whiten = u * jnp.where(kept, 1.0 / jnp.sqrt(safe), 0.0)
+    log_pdet = jnp.sum(jnp.where(kept, jnp.log(safe), 0.0))
+    maha = jnp.sum(jnp.square(rows @ whiten), axis=-1)
+    logp = -0.5 * (jnp.sum(kept) * _LOG_2PI + log_pdet + maha)
+    residual = jnp.sqrt(jnp.sum(jnp.square(rows @ (u * ~kept)), axis=-1))
+    return _outside(~(residual < eps), logp)
 
 
 def _mvn_entropy(mean=None, cov=1):
