@@ -217,7 +217,6 @@ def test_background_compiles_queue_beyond_the_job_slots(monkeypatch, tmp_path):
     """Many functions traced in a row start at most ``JITGRAD_COMPILE_JOBS`` compiles at once (a
     test suite on the CPU device started two workers per signature, hundreds at a time); the
     others wait their turn and still switch."""
-    import threading
 
     import numpy as np
 
@@ -226,7 +225,7 @@ def test_background_compiles_queue_beyond_the_job_slots(monkeypatch, tmp_path):
 
     monkeypatch.setenv("JITGRAD_COMPILE", "background")
     monkeypatch.setenv("JITGRAD_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(worker, "_JOBS", threading.BoundedSemaphore(1))
+    monkeypatch.setattr(worker, "_JOBS", worker._Slots(1))
     fs = [jg.jit(lambda x, k=k: np.sin(x) * (k + 2), device="cpu") for k in range(3)]
     for f in fs:
         f(np.linspace(0, 1, 5))
@@ -235,12 +234,12 @@ def test_background_compiles_queue_beyond_the_job_slots(monkeypatch, tmp_path):
     for f in fs:
         assert f.wait_compiled(timeout=300)
     assert all(job.error is None for job in jobs)
+    assert not worker._JOBS.waiting and worker._JOBS.free == 1  # the slot is back; no thread waited
     np.testing.assert_allclose(fs[2](np.linspace(0, 1, 5)), np.sin(np.linspace(0, 1, 5)) * 4, rtol=1e-12)
     assert next(iter(fs[2]._cache.values())).executable.switched
 
 
 def test_a_queued_compile_killed_before_it_starts_leaves_the_interpreter(monkeypatch, tmp_path):
-    import threading
 
     import numpy as np
 
@@ -249,17 +248,16 @@ def test_a_queued_compile_killed_before_it_starts_leaves_the_interpreter(monkeyp
 
     monkeypatch.setenv("JITGRAD_COMPILE", "background")
     monkeypatch.setenv("JITGRAD_CACHE_DIR", str(tmp_path))
-    slots = threading.BoundedSemaphore(1)
-    slots.acquire()  # every slot busy
-    monkeypatch.setattr(worker, "_JOBS", slots)
+    monkeypatch.setattr(worker, "_JOBS", worker._Slots(0))  # every slot busy
     f = jg.jit(lambda x: np.cos(x) * 7, device="cpu")
+    threads = threading.active_count()
     f(np.ones(3))
     job = next(iter(f._cache.values())).executable.job
     assert job.processes == [] and not job.done
+    assert threading.active_count() == threads  # a waiting job holds no thread
     job.kill()
     assert job.done and job.error and f.wait_compiled(timeout=1)
     np.testing.assert_allclose(f(np.ones(3)), np.cos(np.ones(3)) * 7, rtol=1e-15)
-    slots.release()
 
 
 def test_blas_runs_on_one_thread_while_a_background_compile_runs():

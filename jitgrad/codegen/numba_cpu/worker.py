@@ -18,6 +18,7 @@ cache's atomic writes keep one whole copy; at exit running workers are killed (n
 is ever visible: writes are renames).
 """
 import atexit
+import collections
 import logging
 import os
 import pickle
@@ -40,7 +41,39 @@ def _job_slots():
     return max(1, int(setting)) if setting and setting.isdigit() else 2
 
 
-_JOBS = threading.BoundedSemaphore(_job_slots())
+class _Slots:
+    """At most ``count`` compile jobs run at once. The others wait in a queue, with no thread of
+    their own (a process tracing hundreds of functions in a row ran out of threads when each
+    waiting job held one): the job that ends starts the next."""
+
+    def __init__(self, count):
+        self.free, self.waiting, self._lock = count, collections.deque(), threading.Lock()
+
+    def take(self, job):
+        """Whether ``job`` may start now (it holds a slot); else it waits its turn."""
+        with self._lock:
+            if self.free:
+                self.free -= 1
+                return True
+            self.waiting.append(job)
+            return False
+
+    def give_back(self):
+        """The slot goes to the first waiting job that was not stopped, or back to the pool."""
+        while True:
+            with self._lock:
+                job = None
+                while self.waiting and job is None:
+                    job = self.waiting.popleft()
+                    job = None if job._killed else job
+                if job is None:
+                    self.free += 1
+                    return
+            if job._launch_queued():
+                return
+
+
+_JOBS = _Slots(_job_slots())
 
 
 def ready(program):
@@ -83,12 +116,14 @@ class BackgroundCompile:
         self.what, self.done, self.error, self.functions = what, False, None, 0
         self.start, self.processes, self._killed = time.perf_counter(), [], False
         self._payload, self._lock = pickle.dumps(program), threading.Lock()
-        self._slots = _JOBS  # (the semaphore this job takes a slot of, and gives it back to)
+        self._slots = _JOBS  # (the slots this job takes one of, and gives it back to)
         _running.add(self)
-        if self._slots.acquire(blocking=False):
-            self._launch()  # (an OSError here: the caller compiles in-process)
-        else:  # as many jobs at once as there are slots; the others wait their turn
-            threading.Thread(target=self._queued, daemon=True, name="jitgrad-compile-queue").start()
+        if self._slots.take(self):
+            try:
+                self._launch()
+            except OSError:  # (the caller compiles in-process)
+                self._slots.give_back()
+                raise
 
     def _launch(self):
         package_root = str(Path(__file__).resolve().parents[3])  # jitgrad importable from where it was
@@ -102,23 +137,22 @@ class BackgroundCompile:
         except OSError:
             self.kill()
             _running.discard(self)
-            self._slots.release()
             raise
         self._left = count
         for process in self.processes:
             threading.Thread(target=self._wait, args=(process, self._payload), daemon=True,
                              name="jitgrad-compile").start()
 
-    def _queued(self):
-        self._slots.acquire()
-        if self._killed:
-            self._slots.release()
-            return
+    def _launch_queued(self):
+        """Start a job that waited for a slot (it holds one now); False if it could not start
+        (it has failed, and the slot is free again)."""
         try:
             self._launch()
+            return True
         except OSError as e:
             self._failed(e)
             self.done = True
+            return False
 
     def _wait(self, process, payload):
         try:
@@ -155,8 +189,8 @@ class BackgroundCompile:
             say(logging.INFO, f"compiled {self.what} in the background: {self.functions} functions in "
                               f"{len(self.processes)} processes, {elapsed:.1f} s")
         _running.discard(self)
-        self._slots.release()
         self.done = True
+        self._slots.give_back()
 
     def kill(self):
         self._killed = True
