@@ -359,8 +359,9 @@ REGISTRY = {
     "linspace": Op(lambda a, b, num, endpoint: np.linspace(a, b, num, endpoint),
                    arity=B, params=lambda draw, a, b: {"num": draw(st.integers(0, 4)),
                                                        "endpoint": draw(st.booleans())}),
-    # NumPy's own np.array/np.asarray of traced values: object arrays that jitgrad stacks back
-    "numpy_array": Op(lambda x: np.array([x, np.sin(x)])),
+    # NumPy's own np.array/np.asarray of traced values: object arrays that jitgrad stacks back where
+    # it meets them (here jitgrad.numpy.asarray: NumPy's own functions on them are sharp bits)
+    "numpy_array": Op(lambda x: jg.numpy.asarray(np.array([x, np.sin(x)]))),
     "numpy_asarray_ufunc": Op(lambda x: np.exp(np.asarray(x)) * x, SQUASH),
 }
 
