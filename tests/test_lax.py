@@ -152,7 +152,13 @@ def taylor_sine(x):
 
 @pytest.mark.parametrize("device", ["numpy", "cpu"])
 def test_while_loop_runs_until_its_condition_fails(device):
-    close(jg.jit(taylor_sine, device=device)(1.1), np.sin(1.1), 1e-14, "value")
+    f = jg.jit(taylor_sine, device=device)
+    close(f(1.1), np.sin(1.1), 1e-14, "value")
+    if device == "cpu":  # the body, then the condition: one step the compiled loop repeats
+        assert "# while, a compiled loop (no Python per iteration)" in f.lower(1.1).source
+        count = jg.jit(lambda n, x: jg.lax.fori_loop(0, n, lambda i, v: v * 1.5 + i, x), device=device)
+        for n, want in [(0, 1.0), (1, 1.5), (5, 23.96875)]:  # (the condition false at once: no step)
+            close(count(n, np.ones(3)), np.full(3, want), 1e-15, f"fori_loop to {n}")
 
 
 def test_while_loop_forward_mode_and_its_reverse_mode_error():

@@ -30,14 +30,18 @@ class Staged:
         self.program, self._compile, self._to_device = program, compile, to_device
         self._steps = _stages(program)  # pieces (_Piece) and control-flow nodes, in order
         self._bodies = {}  # id(body program) -> (it, its executable): each compiled once
+        self._while_steps = {}  # id(while node) -> the executable of while_step(it), where it loops compiled
         for step in self._steps:
             if isinstance(step, _Piece):
                 step.executable = compile(step.program)
-            else:
-                for body in body_programs(step):
-                    if id(body) not in self._bodies:
-                        self._bodies[id(body)] = (body, Staged(body, compile, to_device) if has_control(body)
-                                                  else compile(_compiled_body(step, body)))
+                continue
+            for body in body_programs(step):
+                if id(body) not in self._bodies:
+                    self._bodies[id(body)] = (body, Staged(body, compile, to_device) if has_control(body)
+                                              else compile(_compiled_body(step, body)))
+            if step.op == "while" and hasattr(self.body(step.params["body"]), "while_loop") and \
+                    not any(map(has_control, body_programs(step))):
+                self._while_steps[id(step)] = compile(while_step(step))
         self.peak_bytes = None
 
     def body(self, program):
@@ -45,7 +49,8 @@ class Staged:
         return self._bodies[id(program)][1]
 
     def executables(self):
-        return [s.executable for s in self._steps if isinstance(s, _Piece)] + [e for _, e in self._bodies.values()]
+        return [s.executable for s in self._steps if isinstance(s, _Piece)] + \
+            [e for _, e in self._bodies.values()] + list(self._while_steps.values())
 
     def mark_complete(self):
         """(After a background compile: each executable records itself complete in the disk cache.)"""
@@ -72,12 +77,24 @@ class Staged:
             else:
                 bodies = body_programs(step)
                 runs = "run by the host over the compiled"
-                if step.op == "scan" and getattr(self.body(bodies[0]), "runs_scan", lambda *_: False)(
-                        step.params["num_consts"], step.params["num_carry"]):
+                if self._compiled_loop(step):
                     runs = "a compiled loop (no Python per iteration) over"
                 parts.append(f"# {step.op}, {runs} {', '.join(b.name for b in bodies)}:\n"
                              + "\n".join(f"# {b.name}\n{self.body(b).source}" for b in bodies))
         return "\n\n".join(parts)
+
+    def _compiled_loop(self, node):
+        """Whether loop ``node`` runs in compiled code (a scan's body, or a while's step, that the
+        backend can loop over: ``runs_scan``)."""
+        p = node.params
+        if node.op == "scan":
+            executable, counts = self.body(p["body"]), (p["num_consts"], p["num_carry"])
+        elif node.op == "while" and id(node) in self._while_steps:
+            executable = self._while_steps[id(node)]
+            counts = (p["num_cond_consts"] + p["num_body_consts"], len(p["types"]))
+        else:
+            return False
+        return getattr(executable, "runs_scan", lambda *_: False)(*counts)
 
     @property
     def compiling(self):
@@ -129,23 +146,52 @@ def loop_free_programs(program):
             if id(body) not in seen:
                 seen.add(id(body))
                 found += loop_free_programs(body) if has_control(body) else [_compiled_body(step, body)]
+        if step.op == "while" and not any(map(has_control, body_programs(step))):
+            found.append(while_step(step))  # (a background compile is the CPU's: it loops compiled)
     return found
 
 
+def while_step(node):
+    """A while loop's step as one program, for a backend that runs the whole loop in compiled
+    code: the body on the carry, then the condition on the new carry as its last output. Its
+    inputs are the while's operands, in order: the condition's constants, the body's, the carry."""
+    p = node.params
+    cond, body, n_cond = p["cond_body"], p["body"], p["num_cond_consts"]
+    cond_consts = [ops.make("input", shape=n.shape, dtype=n.dtype, weak=n.weak) for n in cond.inputs[:n_cond]]
+    body_inputs = [ops.make("input", shape=n.shape, dtype=n.dtype, weak=n.weak) for n in body.inputs]
+    carry = _inline(body, body_inputs)
+    flag = _inline(cond, cond_consts + carry)
+    return _distinct_outputs(Program(cond_consts + body_inputs, carry + flag, f"{body.name}_step"))
+
+
+def _inline(program, args):
+    """``program``'s outputs computed from ``args`` (nodes) in place of its inputs."""
+    memo = {id(i): a for i, a in zip(program.inputs, args)}
+    for n in program.nodes:
+        if id(n) not in memo:
+            new_args = [memo.get(id(a), a) for a in n.args]
+            memo[id(n)] = n if all(a is b for a, b in zip(new_args, n.args)) else \
+                Node(n.op, new_args, n.params, n.shape, n.dtype, n.weak, n.where)
+    return [memo.get(id(o), o) for o in program.outputs]
+
+
 def _compiled_body(node, body):
-    """The program compiled for ``body`` of control-flow ``node``. A scan's returns each output
-    as a value of its own, which a kernel writes: a value returned twice, or a view of another,
-    is copied (``stop_gradient``, the identity), so that a compiled loop can have the kernels
-    write every output in place (a carry in its buffer, a stacked value in its row)."""
-    if node.op != "scan":
-        return body
+    """The program compiled for ``body`` of control-flow ``node``: a scan's with distinct outputs."""
+    return _distinct_outputs(body) if node.op == "scan" else body
+
+
+def _distinct_outputs(program):
+    """``program`` returning each output as a value of its own, which a kernel writes: a value
+    returned twice or a view of another is copied (``stop_gradient``, the identity), so
+    that a compiled loop can have the kernels write every output in place (a carry in its
+    buffer, a stacked value in its row)."""
     seen, outputs = set(), []
-    for o in body.outputs:
+    for o in program.outputs:
         if id(o) in seen or o.op in ops.VIEWS:
             o = ops.make("stop_gradient", (o,))
         seen.add(id(o))
         outputs.append(o)
-    return Program(body.inputs, outputs, body.name)
+    return Program(program.inputs, outputs, program.name)
 
 
 def _value(env, node):
@@ -246,9 +292,16 @@ def _while(staged, node, args):
     test, body = staged.body(p["cond_body"]), staged.body(p["body"])
     n_test, n_body = p["num_cond_consts"], p["num_body_consts"]
     test_consts, body_consts, carry = args[:n_test], args[n_test:n_test + n_body], args[n_test + n_body:]
-    while bool(arrays.to_host(test(*test_consts, *carry)[0])):
+    if not bool(arrays.to_host(test(*test_consts, *carry)[0])):
+        return tuple(carry)
+    fused = staged._while_steps.get(id(node))  # (a backend that runs the whole loop in compiled code)
+    done = fused.while_loop(args[:n_test + n_body], carry) if fused is not None else None
+    if done is not None:
+        return done
+    while True:
         carry = body(*body_consts, *carry)
-    return tuple(carry)
+        if not bool(arrays.to_host(test(*test_consts, *carry)[0])):
+            return tuple(carry)
 
 
 def _cond(staged, node, args):

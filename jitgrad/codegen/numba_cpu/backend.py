@@ -387,6 +387,15 @@ class Executable:
         (a carry into the buffer the next iteration reads, a stacked one into its row), no Python
         per iteration; None for a body that cannot run so (a Python step, an output that is a
         copy)."""
+        return self._loop(consts, carry, xs, length, reverse)
+
+    def while_loop(self, consts, carry):
+        """The loop of a ``while`` in compiled code, this being its step (``control.while_step``:
+        the body, then the condition on the new carry as a last output): ``(final carry)`` once the
+        condition is false, the caller having checked it on the first carry; None as ``scan``."""
+        return self._loop(consts, carry, [], None, False)
+
+    def _loop(self, consts, carry, xs, length, reverse):
         places = self._loop_places(len(consts), len(carry))
         if places is None:
             return None
@@ -399,7 +408,10 @@ class Executable:
                  for c, (shape, dtype) in zip(carry, layouts)]
         xs = [np.ascontiguousarray(x, types[n_consts + n_carry + i]) for i, x in enumerate(xs)]
         consts = [np.ascontiguousarray(c, types[i]) for i, c in enumerate(consts)]
-        ys = [np.empty((length,) + o.shape, o.dtype) for o in self.program.outputs[n_carry:]]
+        if length is None:  # a while loop: its one other output is the flag
+            ys, flag = [], np.zeros(1, np.bool_)
+        else:
+            ys, flag = [np.empty((length,) + o.shape, o.dtype) for o in self.program.outputs[n_carry:]], None
 
         def moving(array):  # (base address, stride) of the array's element k in iteration order
             stride = array.strides[0] if array.ndim else 0
@@ -417,19 +429,23 @@ class Executable:
                 rows.append([slot, start, start, stride])
             elif i < n_carry:  # a carry's new value: into the buffer the next iteration reads
                 rows.append([slot, pairs[i][1].ctypes.data, pairs[i][0].ctypes.data, 0])
+            elif flag is not None:
+                rows.append([slot, flag.ctypes.data, flag.ctypes.data, 0])
             else:
                 start, stride = moving(ys[i - n_carry])
                 rows.append([slot, start, start, stride])
         buffers, table = self._pool()
         (segment,) = self._runs
-        loop = steps.as_loop(segment.steps, rows, length)
+        loop = steps.as_loop(segment.steps, rows, 1 << 62 if length is None else length,
+                             0 if flag is None else flag.ctypes.data)
         _run_steps()(loop.ctypes.data, table.ctypes.data, table.size)
         if self._progress is not None:  # (no entry point was needed)
             self._progress, progress = None, self._progress
             progress.finished("")
         if self._flags:
             self._check_indices(buffers)
-        final = [pair[length % 2].reshape(np.shape(c)) for pair, c in zip(pairs, carry)]
+        done = int(loop[steps.HEADER - 1])
+        final = [pair[done % 2].reshape(np.shape(c)) for pair, c in zip(pairs, carry)]
         return tuple(final) + tuple(ys)
 
     def runs_scan(self, n_consts, n_carry):

@@ -10,12 +10,14 @@ and calls it: its text depends on the number of arguments alone, so programs who
 have the same types share it, and it compiles in the same time at 5 steps or 500 (an entry
 point of straight-line calls took seconds to compile for an RNN unrolled 50 steps).
 
-The header: ``[count of rows, the pool's table slot (-1: none), count of places, iterations]``;
-then the rows, then the places. Without places the rows run once. With them they are a loop
-(a compiled ``scan``): before iteration ``k`` each place ``[slot, even, odd, stride]`` puts
-``(even if k is even else odd) + k * stride`` in its table slot, where the entry point would
-write an argument's address: a carry alternates between two buffers, a scanned input or a
-stacked output moves by its stride, a constant stays.
+The header: ``[count of rows, the pool's table slot (-1: none), count of places, iterations,
+flag address (0: none), iterations run]``; then the rows, then the places. Without places the
+rows run once. With them they are a loop (a compiled ``scan`` or ``while``): before iteration
+``k`` each place ``[slot, even, odd, stride]`` puts ``(even if k is even else odd) + k * stride``
+in its table slot, where the entry point would write an argument's address: a carry alternates
+between two buffers, a scanned input or a stacked output moves by its stride, a constant stays.
+With a flag (a bool the rows write: a while loop's condition on the new carry), the loop stops
+after the iteration that leaves it false; the last header word says how many iterations ran.
 """
 import numpy as np
 from llvmlite import ir
@@ -28,7 +30,7 @@ from .parallel import call_block, parallel_for
 CALL, PARALLEL, JOIN, COPY, GEMM = range(5)
 MAX_BATCH = 4
 WIDTH = 17 + 4 * MAX_BATCH
-HEADER = 4
+HEADER = 6
 
 
 @intrinsic
@@ -37,6 +39,14 @@ def _int64s(typingctx, address):
     def codegen(context, builder, signature, args):
         return builder.inttoptr(args[0], ir.IntType(64).as_pointer())
     return types.CPointer(types.int64)(types.uintp), codegen
+
+
+@intrinsic
+def _bools(typingctx, address):
+    """The bools (bytes) at ``address``, as a pointer ``carray`` can view."""
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], ir.IntType(8).as_pointer())
+    return types.CPointer(types.boolean)(types.uintp), codegen
 
 
 @intrinsic
@@ -90,11 +100,15 @@ def run_steps(steps_address, table_address, table_size):
         _run_rows(rows, table, table_address, pool)
         return
     places = carray(_int64s(steps_address + np.uintp(8 * (HEADER + WIDTH * count))), (n_places, 4))
+    flag = carray(_bools(np.uintp(header[4])), (1,)) if header[4] else carray(_bools(steps_address), (1,))
     for k in range(iterations):
         for r in range(n_places):
             place = places[r]
             table[place[0]] = (place[1] if k % 2 == 0 else place[2]) + k * place[3]
         _run_rows(rows, table, table_address, pool)
+        header[5] = k + 1
+        if header[4] and not flag[0]:
+            return
 
 
 @njit
@@ -132,15 +146,15 @@ def entry_source(name, count):
 def encode(rows, pool_slot):
     """The steps array: the header, then the rows (each padded to ``WIDTH``)."""
     out = np.zeros(HEADER + WIDTH * len(rows), np.int64)
-    out[:HEADER] = len(rows), -1 if pool_slot is None else pool_slot, 0, 0
+    out[:HEADER] = len(rows), -1 if pool_slot is None else pool_slot, 0, 0, 0, 0
     for i, row in enumerate(rows):
         out[HEADER + WIDTH * i:HEADER + WIDTH * i + len(row)] = row
     return out
 
 
-def as_loop(steps, places, iterations):
+def as_loop(steps, places, iterations, flag=0):
     """``steps`` (from ``encode``) run ``iterations`` times with ``places`` (rows of ``[slot, even,
-    odd, stride]``)."""
+    odd, stride]``), or until the bool at address ``flag`` is false after an iteration."""
     out = np.concatenate([steps, np.asarray(places, np.int64).ravel()])
-    out[2:HEADER] = len(places), iterations
+    out[2:HEADER] = len(places), iterations, flag, 0
     return out
