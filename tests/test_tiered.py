@@ -131,11 +131,12 @@ def test_two_processes_compiling_one_program(tmp_path):
 
 def test_exit_does_not_wait_for_a_running_compile(tmp_path):
     env = {**os.environ, "JITGRAD_CACHE_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "JITGRAD_COMPILE": "background",
-           "EXIT_AT_ONCE": "1"}
+           "EXIT_AT_ONCE": "1", "JITGRAD_LOG": ""}
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert time.perf_counter() - start < 5  # (the worker alone takes longer than that to compile)
+    assert "failed" not in result.stderr  # (workers stopped at exit are not a failure to report)
     time.sleep(0.5)
     for worker in json.loads(result.stdout)["workers"]:
         assert not Path(f"/proc/{worker}").exists() or "zombie" in Path(f"/proc/{worker}/status").read_text().lower()

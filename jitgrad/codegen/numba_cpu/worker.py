@@ -166,7 +166,10 @@ class BackgroundCompile:
             with self._lock:
                 self.functions += len(made)
         except Exception as e:  # a failed compile must never fail the program: the interpreter goes on
-            self._failed(e)
+            if _exiting:  # (stopped at exit: nothing to report)
+                self.error = self.error or "stopped at exit"
+            else:
+                self._failed(e)
         finally:
             with self._lock:
                 self._left -= 1
@@ -204,9 +207,14 @@ class BackgroundCompile:
                 pass
 
 
+_exiting = False
+
+
 @atexit.register
 def _stop_workers():
     """Kill the workers still compiling: exit must not wait for them (their files are whole or absent)."""
+    global _exiting
+    _exiting = True
     for job in list(_running):
         job.kill()
 
