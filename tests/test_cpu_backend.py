@@ -307,3 +307,19 @@ def test_a_gradient_summed_over_many_steps_reads_a_bounded_number_of_buffers():
         assert max(reads) == MAX_INPUTS
         compiled.append({function.symbol for function in executable._natives})
     assert len(compiled[1] - compiled[0]) <= 3  # (the last chunks of the sums)
+
+
+def test_a_loop_runs_small_gemms_on_one_blas_thread():
+    """A compiled loop whose body's gemms are small runs them on one BLAS thread (spinning
+    threads beside a busy core cost more than they save at that size); large ones keep BLAS's."""
+    from jitgrad.codegen.numba_cpu import backend, steps
+
+    def table(*gemms):
+        rows = [[steps.GEMM, 0, 0, 0, m, n, k] + [0] * 9 + [len(batch)] + [x for b in batch for x in (b, 0, 0, 0)]
+                for m, n, k, batch in gemms]
+        return steps.encode(rows + [[steps.CALL, 0, 0]], None)
+
+    assert backend._small_gemms(table((32, 512, 128, ())))
+    assert not backend._small_gemms(table((32, 512, 128, ()), (1024, 1024, 1024, ())))
+    assert not backend._small_gemms(table((32, 512, 128, (1000,))))  # batched: a large product
+    assert not backend._small_gemms(steps.encode([[steps.CALL, 0, 0]], None))  # no gemm: nothing to limit
