@@ -12,7 +12,7 @@ import numpy as np
 
 from ..ir import ops
 from ..ir.evaluate import branch_index
-from ..ir.graph import Node, Program, body_programs
+from ..ir.graph import Node, Program, body_programs, substitute
 from ..runtime import arrays
 
 
@@ -85,7 +85,7 @@ class Staged:
 
     def _compiled_loop(self, node):
         """Whether loop ``node`` runs in compiled code (a scan's body, or a while's step, that the
-        backend can loop over: ``runs_scan``)."""
+        backend can loop over: ``runs_loop``)."""
         p = node.params
         if node.op == "scan":
             executable, counts = self.body(p["body"]), (p["num_consts"], p["num_carry"])
@@ -94,7 +94,7 @@ class Staged:
             counts = (p["num_cond_consts"] + p["num_body_consts"], len(p["types"]))
         else:
             return False
-        return getattr(executable, "runs_scan", lambda *_: False)(*counts)
+        return getattr(executable, "runs_loop", lambda *_: False)(*counts)
 
     @property
     def compiling(self):
@@ -159,20 +159,9 @@ def while_step(node):
     cond, body, n_cond = p["cond_body"], p["body"], p["num_cond_consts"]
     cond_consts = [ops.make("input", shape=n.shape, dtype=n.dtype, weak=n.weak) for n in cond.inputs[:n_cond]]
     body_inputs = [ops.make("input", shape=n.shape, dtype=n.dtype, weak=n.weak) for n in body.inputs]
-    carry = _inline(body, body_inputs)
-    flag = _inline(cond, cond_consts + carry)
+    carry = substitute(body.outputs, {id(i): a for i, a in zip(body.inputs, body_inputs)})
+    flag = substitute(cond.outputs, {id(i): a for i, a in zip(cond.inputs, cond_consts + carry)})
     return _distinct_outputs(Program(cond_consts + body_inputs, carry + flag, f"{body.name}_step"))
-
-
-def _inline(program, args):
-    """``program``'s outputs computed from ``args`` (nodes) in place of its inputs."""
-    memo = {id(i): a for i, a in zip(program.inputs, args)}
-    for n in program.nodes:
-        if id(n) not in memo:
-            new_args = [memo.get(id(a), a) for a in n.args]
-            memo[id(n)] = n if all(a is b for a, b in zip(new_args, n.args)) else \
-                Node(n.op, new_args, n.params, n.shape, n.dtype, n.weak, n.where)
-    return [memo.get(id(o), o) for o in program.outputs]
 
 
 def _compiled_body(node, body):

@@ -103,6 +103,18 @@ def toposort(outputs, is_leaf=None):
     return order
 
 
+def substitute(outputs, replace):
+    """``outputs`` with the nodes ``replace`` maps (by id) replaced, every node that reads a
+    replaced one rebuilt on the new operands, and the others shared unchanged."""
+    memo = dict(replace)
+    for n in toposort(outputs, lambda n: id(n) in replace):
+        if id(n) not in memo:
+            args = [memo.get(id(a), a) for a in n.args]
+            memo[id(n)] = n if all(a is b for a, b in zip(args, n.args)) else \
+                Node(n.op, args, n.params, n.shape, n.dtype, n.weak, n.where)
+    return [memo[id(o)] for o in outputs]
+
+
 class Effect:
     """What the host does with some of a program's values after a call, in program order: an
     effect ``kind`` (``debug_print``, whose host side ``tracing.HOST_EFFECTS`` holds) with its

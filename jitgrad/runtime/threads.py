@@ -23,7 +23,7 @@ def _blas():
     return controller if controller.lib_controllers else None
 
 
-def one_blas_thread():
-    """A context in which BLAS runs on the calling thread alone."""
-    blas = _blas()
+def one_blas_thread(limit=True):
+    """A context in which BLAS runs on the calling thread alone (with ``limit``; else as it is)."""
+    blas = _blas() if limit else None
     return contextlib.nullcontext() if blas is None else blas.limit(limits=1)

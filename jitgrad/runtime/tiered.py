@@ -5,7 +5,6 @@ between calls, never inside one.
 ``JITGRAD_COMPILE`` chooses: ``background`` (the default) or ``sync`` (compile first, then run:
 the benchmark runner's warm timings and the tests that need compiled code use it).
 """
-import contextlib
 import os
 import threading
 import weakref
@@ -70,7 +69,7 @@ class Tiered:
             if job.error is None:  # (a failed compile has said so, once: the interpreter goes on)
                 self._current = self.compiled
                 getattr(self._current, "mark_complete", lambda: None)()  # (the workers each built a part)
-        with one_blas_thread() if workers_busy() else contextlib.nullcontext():
+        with one_blas_thread(workers_busy()):
             result = self._current(*args)
         if self._start is not None:
             self._begin()

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import location
 from ..ir import ops
 from ..ir.evaluate import run_op
-from ..ir.graph import Node, Program
+from ..ir.graph import Node, Program, substitute
 
 
 def uniform_value(node):
@@ -233,45 +233,17 @@ def _hoisted_scan(node, args):
                 if id(a) in movable and a.op not in ops.LEAVES}
     if not frontier:
         return None
-    outer = {id(c): a for c, a in zip(consts, args)}
-
-    def outside(n):  # the value computed in the enclosing program
-        if id(n) not in outer:
-            for m in _topo(n, outer):
-                outer[id(m)] = m if m.op == "const" else \
-                    Node(m.op, [outer[id(a)] for a in m.args], m.params, m.shape, m.dtype, m.weak, m.where)
-        return outer[id(n)]
-
     new_inputs = {i: ops.make("input", shape=f.shape, dtype=f.dtype, weak=f.weak) for i, f in frontier.items()}
-    inner = dict(new_inputs)
-    for n in body.nodes:
-        if id(n) not in inner and n.op not in ops.LEAVES:
-            args_in = [inner.get(id(a), a) for a in n.args]
-            if any(a is not b for a, b in zip(args_in, n.args)):
-                inner[id(n)] = Node(n.op, args_in, n.params, n.shape, n.dtype, n.weak, n.where)
-    outputs = [inner.get(id(o), o) for o in body.outputs]
+    outputs = substitute(body.outputs, new_inputs)
     read = {id(a) for n in Program([], outputs).nodes for a in n.args} | set(map(id, outputs))
     kept = [k for k, c in enumerate(consts) if id(c) in read]  # (a constant only hoisted values read goes)
     hoisted_body = Program([consts[k] for k in kept] + list(new_inputs.values()) + body.inputs[n_consts:],
                            outputs, body.name)
-    new_args = [args[k] for k in kept] + [outside(f) for f in frontier.values()] + args[n_consts:]
+    outside = substitute(list(frontier.values()), {id(c): a for c, a in zip(consts, args)})  # computed before
+    new_args = [args[k] for k in kept] + outside + args[n_consts:]
     with location(node.where):
         return ops.make("scan", new_args, **{**node.params, "body": hoisted_body,
                                               "num_consts": len(kept) + len(frontier)})
-
-
-def _topo(node, done):
-    """``node`` and its ancestors not in ``done``, operands first."""
-    order, stack, seen = [], [(node, False)], set()
-    while stack:
-        n, ready = stack.pop()
-        if ready:
-            order.append(n)
-        elif id(n) not in seen and id(n) not in done:
-            seen.add(id(n))
-            stack.append((n, True))
-            stack += [(a, False) for a in n.args]
-    return order
 
 
 def _simplified_bodies(params, rewrite):

@@ -5,7 +5,6 @@ programs that share a kernel share its machine code. The entry point (``entry.py
 ``@njit`` function that calls them and BLAS in order; a call costs one compiled call, not a
 Python loop over kernels. Library ops it cannot run are NumPy calls between compiled segments.
 """
-import contextlib
 import ctypes
 import threading
 from collections import namedtuple
@@ -382,7 +381,6 @@ class Executable:
             out = [np.array(a) if view else a for a, (_, _, view) in zip(out, self._outputs)]
         return out
 
-
     def scan(self, consts, carry, xs, length, reverse):
         """The loop of a ``scan`` over this body in compiled code (``steps.run_steps`` with places):
         ``(final carry, stacked outputs)``, every output written in place by the body's kernels
@@ -440,7 +438,7 @@ class Executable:
         (segment,) = self._runs
         loop = steps.as_loop(segment.steps, rows, 1 << 62 if length is None else length,
                              0 if flag is None else flag.ctypes.data)
-        with one_blas_thread() if _small_gemms(segment.steps) else contextlib.nullcontext():
+        with one_blas_thread(self._small_gemms):
             _run_steps()(loop.ctypes.data, table.ctypes.data, table.size)
         if self._progress is not None:  # (no entry point was needed)
             self._progress, progress = None, self._progress
@@ -451,9 +449,9 @@ class Executable:
         final = [pair[done % 2].reshape(np.shape(c)) for pair, c in zip(pairs, carry)]
         return tuple(final) + tuple(ys)
 
-    def runs_scan(self, n_consts, n_carry):
-        """Whether ``scan`` runs a loop over this body with ``n_consts`` constants and ``n_carry``
-        carries in compiled code."""
+    def runs_loop(self, n_consts, n_carry):
+        """Whether ``scan`` (or ``while_loop``) runs a loop over this program with ``n_consts``
+        constants and ``n_carry`` carries in compiled code."""
         return self._loop_places(n_consts, n_carry) is not None
 
     def _loop_places(self, n_consts, n_carry):
@@ -480,6 +478,7 @@ class Executable:
                 else:
                     return None
             self._places[key] = places
+            self._small_gemms = _small_gemms(self._runs[0].steps)
         return self._places[key]
 
     def _check_signatures(self, env):
