@@ -39,11 +39,6 @@ class Traced:
         return [arrays.to_host(v) if arrays.on_gpu(v) else v for v in self.leaves] + self.captured
 
 
-def _leaf_value(leaf, where):
-    leaf = jnp.traced_value(leaf)  # an object array of traced values (NumPy's own np.array([a, b]))
-    return leaf if isinstance(leaf, Tracer) else to_array(leaf, where)
-
-
 def trace(fn, args, traced_argnums, name=None):
     """Trace ``fn(*args)``; arguments in ``traced_argnums`` become inputs, others pass through as-is."""
     leaves, in_defs = [], {}
@@ -52,7 +47,7 @@ def trace(fn, args, traced_argnums, name=None):
         for i in traced_argnums:
             arg_leaves, treedef = flatten(args[i])
             in_defs[i] = treedef
-            values = [_leaf_value(leaf, f"argument {i}") for leaf in arg_leaves]
+            values = [jnp.leaf_value(leaf, f"argument {i}") for leaf in arg_leaves]
             inputs = [t.new_input(v.shape, v.dtype, _is_python_scalar(leaf) or
                                   (isinstance(v, Tracer) and v.node.weak))
                       for v, leaf in zip(values, arg_leaves)]
@@ -60,7 +55,7 @@ def trace(fn, args, traced_argnums, name=None):
             call_args[i] = unflatten(treedef, inputs)
         out = fn(*call_args)
         out_leaves, out_def = flatten(out)
-        out_leaves = [_leaf_value(leaf, f"output {j}") for j, leaf in enumerate(out_leaves)]
+        out_leaves = [jnp.leaf_value(leaf, f"output {j}") for j, leaf in enumerate(out_leaves)]
         program = t.program(out_leaves, name=name or getattr(fn, "__name__", "f").replace("<lambda>", "f"))
     if checks_on():
         program.verify(after="tracing (and the transforms traced into it)")

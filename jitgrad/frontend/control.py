@@ -15,13 +15,8 @@ from ..errors import ShapeError, TraceError, user_frame
 from ..ir import ops
 from ..ir.graph import Program
 from ..ir.tracing import Tracer, bind, is_tracing, new_trace
-from .numpy_api import traced_value
-from .tree import flatten, leaf_count, to_array, unflatten
-
-
-def _value(leaf, what):
-    leaf = traced_value(leaf)  # an object array of traced values (NumPy's own np.array([a, b]))
-    return leaf if isinstance(leaf, Tracer) else to_array(leaf, what)
+from .numpy_api import leaf_value
+from .tree import flatten, leaf_count, unflatten
 
 
 def _weak(leaf, value):
@@ -44,7 +39,7 @@ class _Body:
                 start += count
             out = fn(*trees)
             self.out_leaves, self.out_def = flatten(out)
-            outputs = [t.lift(leaf if isinstance(leaf, Tracer) else _value(leaf, f"{name}'s result"))
+            outputs = [t.lift(leaf if isinstance(leaf, Tracer) else leaf_value(leaf, f"{name}'s result"))
                        for leaf in self.out_leaves]
         if t.effects:
             raise TraceError(f"jitgrad.debug_print inside a {name} of a jitgrad.lax loop or conditional is not "
@@ -60,7 +55,7 @@ class _Body:
 
 def _leaves(tree, what):
     leaves, treedef = flatten(tree)
-    values = [_value(leaf, what) for leaf in leaves]
+    values = [leaf_value(leaf, what) for leaf in leaves]
     return leaves, values, treedef
 
 

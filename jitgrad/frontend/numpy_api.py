@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import ShapeError, TraceError, user_frame  # noqa: F401  (ShapeError: used by nn too)
 from ..ir.ops import is_float
 from ..ir.tracing import OBJECT_LOOP_METHODS, Tracer, bind, innermost_trace
+from .tree import to_array
 
 # --------------------------------------------------------------------------- values and dtypes
 
@@ -150,6 +151,13 @@ def traced_value(x):
     """``x``, or the one traced array an object array of traced values stands for (a function's
     result made by NumPy's own ``np.array([a, b])``)."""
     return _from_object_array(x) if isinstance(x, np.ndarray) and x.dtype == object and _holds_tracer(x) else x
+
+
+def leaf_value(leaf, where):
+    """A pytree leaf jitgrad computes on (an argument, a result, a loop's carry): a traced array,
+    or the user's value as an exact array (``InputError`` naming ``where`` if it cannot be)."""
+    leaf = traced_value(leaf)
+    return leaf if isinstance(leaf, Tracer) else to_array(leaf, where)
 
 
 def _shapes_of(items):
