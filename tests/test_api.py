@@ -566,6 +566,22 @@ def test_simplify_keeps_nan_semantics():
     np.testing.assert_array_equal(np.isnan(out), [True, False, True])
 
 
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+def test_batched_matmul_with_one_matrix_is_one_flat_matmul(device):
+    """A batch times one matrix (a convolution's patches times its filters) and its gradients are
+    2-d matmuls: the weight's gradient contracts over the batch instead of summing a batch of
+    products; the values and gradients are those of the batched program."""
+    def loss(w, v, x):
+        return np.sum(np.tanh(x @ w)) + np.sum(np.swapaxes(v @ np.swapaxes(x, -1, -2), -1, -2) ** 2)
+
+    r = rng(3)
+    w, v, x = r.standard_normal((5, 3)), r.standard_normal((2, 5)), r.standard_normal((6, 7, 4, 5))
+    g = jg.jit(jg.grad(loss, argnums=(0, 1, 2)), device=device)
+    matmuls = [n for n in g.lower(w, v, x).program.nodes if n.op == "matmul"]
+    assert matmuls and all(n.ndim == 2 for n in matmuls)
+    check_grad(loss, (w, v, x), argnums=(0, 1, 2), device=device)
+
+
 # --------------------------------------------------------------------------- deep programs
 
 def test_ten_thousand_op_loop():

@@ -134,3 +134,17 @@ def test_nan_and_inf_propagate_as_in_numpy():
         assert_same(jg.jit(g, device="numpy")(x), g(x))
     infs = np.array([-np.inf, np.inf, -np.inf])
     assert_same(jg.jit(np.logaddexp, device="numpy")(infs, infs), np.logaddexp(infs, infs))
+
+
+def test_reference_concat_and_window_reductions_are_numpys_bitwise():
+    """The reference's faster paths (a concat written a few rows at a time, a max pool's window
+    reduced as strided slices) give NumPy's own results, bit for bit."""
+    from jitgrad.ir.evaluate import IMPLS
+    r = np.random.default_rng(0)
+    image = r.standard_normal((64, 28, 28))
+    patches = [image[:, i:i + 24, j:j + 24, None] for i in range(5) for j in range(5)]
+    np.testing.assert_array_equal(IMPLS["concat"](*patches, axis=3), np.concatenate(patches, axis=3))
+    x = r.standard_normal((16, 6, 2, 6, 3, 8)).astype(np.float32) * 1e3
+    for op, fn in (("reduce_sum", np.sum), ("reduce_max", np.max), ("reduce_min", np.min)):
+        for axes in ((2, 4), (0, 2), (1,)):
+            np.testing.assert_array_equal(IMPLS[op](x, axes=axes), fn(x, axis=axes))

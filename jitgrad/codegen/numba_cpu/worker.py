@@ -100,10 +100,16 @@ def start(program):
 
 
 def workers():
-    """How many processes share a compile: ``$JITGRAD_COMPILE_WORKERS``, else 2 where there are
-    two cores or more (each pays Numba's start-up, about a second, so more rarely pays off)."""
+    """How many processes share a compile: ``$JITGRAD_COMPILE_WORKERS``, else one fewer than the
+    cores, at most 2 (each pays Numba's start-up, about a second, so more rarely pays
+    off). The user's process keeps a core for the interpreter: two workers beside it on two
+    cores made both it and the compile slower (benchmarks/TRAINING.md)."""
     setting = os.environ.get("JITGRAD_COMPILE_WORKERS")
-    return max(1, int(setting)) if setting and setting.isdigit() else min(2, os.cpu_count() or 1)
+    return max(1, int(setting)) if setting and setting.isdigit() else max(1, min(2, _cores() - 1))
+
+
+def _cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class BackgroundCompile:
