@@ -1099,6 +1099,111 @@ def diff(a, n=1, axis=-1, prepend=np._NoValue, append=np._NoValue):
     return x
 
 
+def gradient(f, *varargs, axis=None, edge_order=1):
+    """``np.gradient``: central differences inside, one-sided ones (of ``edge_order`` 1 or 2) at
+    the ends, with NumPy's formulas for scalar spacings and for coordinates (1-d arrays; traced
+    coordinates always take the non-uniform formula). One array per axis, or one for one axis."""
+    x = asarray(f)
+    x = x if x.dtype.kind == "f" else cast(x, np.float64)
+    axes = tuple(range(x.ndim)) if axis is None else tuple(
+        axis_index(a, x.ndim, "gradient") for a in (axis if isinstance(axis, (tuple, list)) else (axis,)))
+    if not varargs:
+        spacings = [1.0] * len(axes)
+    elif len(varargs) == 1 and ndim(varargs[0]) == 0:
+        spacings = list(varargs) * len(axes)
+    elif len(varargs) == len(axes):
+        spacings = [_gradient_spacing(d, x.shape[a]) for d, a in zip(varargs, axes)]
+    else:
+        raise TraceError(f"gradient: {len(varargs)} spacings for {len(axes)} axes (at {user_frame()})")
+    if edge_order not in (1, 2):
+        raise TraceError(f"gradient: edge_order must be 1 or 2, not {edge_order!r} (at {user_frame()})")
+    outs = [_gradient_along(x, a, dx, edge_order) for a, dx in zip(axes, spacings)]
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _gradient_spacing(distances, length):
+    """A scalar spacing, or the differences of 1-d coordinates (a scalar where they are uniform)."""
+    if ndim(distances) == 0:
+        return distances
+    if ndim(distances) != 1 or shape(distances)[0] != length:
+        raise TraceError(f"gradient: coordinates must be 1-d of the axis' length {length}, got shape "
+                         f"{shape(distances)} (at {user_frame()})")
+    if isinstance(distances, Tracer):
+        return diff(cast(distances, np.float64) if distances.dtype.kind != "f" else distances)
+    steps = np.diff(np.asarray(distances, np.float64 if np.asarray(distances).dtype.kind in "iub" else None))
+    return steps[0] if (steps == steps[0]).all() else steps
+
+
+def _gradient_along(x, axis, dx, edge_order):
+    n = x.shape[axis]
+    if n < edge_order + 1:
+        _shape_error("gradient", f"at least {edge_order + 1} elements are needed along axis {axis}", x.shape)
+
+    def at(lo, hi=None):
+        return _take_range(x, axis, lo % n, (lo % n + 1) if hi is None else hi)
+
+    def coef(v):  # per-position coefficients, along ``axis``
+        return reshape(v, tuple(-1 if i == axis else 1 for i in range(x.ndim)))
+
+    # (coefficients with Python's operators: NumPy's types for Python, NumPy and traced spacings)
+    uniform = ndim(dx) == 0
+    if uniform:
+        inner = (at(2, n) - at(0, n - 2)) / (2.0 * dx)
+    else:
+        dx1, dx2 = dx[:-1], dx[1:]
+        a, b, c = -dx2 / (dx1 * (dx1 + dx2)), (dx2 - dx1) / (dx1 * dx2), dx1 / (dx2 * (dx1 + dx2))
+        inner = coef(a) * at(0, n - 2) + coef(b) * at(1, n - 1) + coef(c) * at(2, n)
+    if edge_order == 1:
+        first = (at(1) - at(0)) / (dx if uniform else dx[0])
+        last = (at(-1) - at(-2)) / (dx if uniform else dx[-1])
+    else:
+        if uniform:
+            a0, b0, c0, a1, b1, c1 = -1.5 / dx, 2.0 / dx, -0.5 / dx, 0.5 / dx, -2.0 / dx, 1.5 / dx
+        else:
+            d1, d2 = dx[0], dx[1]
+            a0, b0, c0 = -(2.0 * d1 + d2) / (d1 * (d1 + d2)), (d1 + d2) / (d1 * d2), -d1 / (d2 * (d1 + d2))
+            d1, d2 = dx[-2], dx[-1]
+            a1, b1, c1 = d2 / (d1 * (d1 + d2)), -(d2 + d1) / (d1 * d2), (2.0 * d2 + d1) / (d2 * (d1 + d2))
+        first = a0 * at(0) + b0 * at(1) + c0 * at(2)
+        last = a1 * at(-3) + b1 * at(-2) + c1 * at(-1)
+    return cast(concatenate([first, inner, last], axis=axis), x.dtype)  # (NumPy's result has f's type)
+
+
+def real(val):
+    """``np.real``: traced arrays are real (complex values are refused where they enter), so the
+    array itself; likewise ``np.real_if_close`` and ``np.conj``."""
+    return asarray(val)
+
+
+def real_if_close(a, tol=100):
+    return asarray(a)
+
+
+def imag(val):
+    """``np.imag`` of a real array: zeros."""
+    return zeros_like(val)
+
+
+def angle(z, deg=False):
+    """``np.angle`` of a real array: 0 or pi (of -0.0 too), as ``arctan2(0, x)``; its gradient is
+    0 (a step)."""
+    x = asarray(z)
+    phase = stop_gradient(arctan2(zeros_like(x), x if x.dtype.kind == "f" else cast(x, np.float64)))
+    return multiply(phase, 180 / np.pi) if deg else phase
+
+
+def partition(a, kth, axis=-1, kind="introselect", order=None):
+    """``np.partition``: every element at or before each ``kth`` position no larger than those
+    after it. The result is ``a`` sorted along ``axis``, which is such a partition on every device
+    (NumPy leaves the order within each side unspecified)."""
+    return sort(a, axis=axis, order=order)
+
+
+def argpartition(a, kth, axis=-1, kind="introselect", order=None):
+    """``np.argpartition``: the indices that sort ``a`` (a partition, see ``partition``)."""
+    return argsort(a, axis=axis, order=order)
+
+
 def _pairs(name, values, ndim, integral):
     """NumPy's ``pad`` argument forms as one (before, after) pair per axis: a scalar, ``(n,)``,
     ``(before, after)``, ``((before, after),)`` or one pair per axis."""
@@ -1671,6 +1776,7 @@ UFUNCS = {
     np.degrees: degrees, np.floor: floor, np.ceil: ceil, np.rint: rint, np.isnan: isnan, np.isinf: isinf,
     # ndarray @ Tracer arrives as the matmul ufunc
     np.isfinite: isfinite, np.matmul: matmul, np.floor_divide: floor_divide, np.remainder: remainder,
+    np.conjugate: positive,  # (traced arrays are real)
 }
 UFUNC_REDUCE = {np.add: sum, np.multiply: prod, np.maximum: max, np.minimum: min}
 UFUNC_ACCUMULATE = {np.add: cumsum, np.multiply: cumprod}  # (axis 0 unless given, as NumPy's accumulate)
@@ -1693,7 +1799,9 @@ FUNCTIONS = {
     np.append: append, np.column_stack: column_stack, np.dstack: dstack, np.atleast_3d: atleast_3d,
     np.array_split: array_split, np.hsplit: hsplit, np.vsplit: vsplit, np.dsplit: dsplit, np.flipud: flipud,
     np.fliplr: fliplr, np.rot90: rot90, np.kron: kron, np.diff: diff, np.cross: cross, np.select: select,
-    np.nan_to_num: nan_to_num, np.sinc: sinc, np.ptp: ptp, np.linspace: linspace,
+    np.nan_to_num: nan_to_num, np.sinc: sinc, np.ptp: ptp, np.linspace: linspace, np.gradient: gradient,
+    np.real: real, np.imag: imag, np.real_if_close: real_if_close, np.angle: angle, np.partition: partition,
+    np.argpartition: argpartition,
 }
 LINALG_FUNCTIONS = {}  # np.linalg's, filled by frontend/linalg.py (not in jitgrad.numpy's top namespace)
 if hasattr(np, "row_stack"):  # deprecated in NumPy 2.0; it calls np.vstack, so it only needs a jnp name
