@@ -27,10 +27,13 @@ class Executable:
                 lines.append(f"    {name} = c{i}  # const {node.type}")
                 continue
             args = [names[id(a)] for a in node.args]
-            args += [f"{k}={v!r}" for k, v in sorted(node.params.items())]
-            if id(node) in into:
-                args.append(f"out={names[id(into[id(node)])]}")
-            lines.append(f"    {name} = {node.op}({', '.join(args)})")
+            if node.op in _VIEW_TEXT:  # (views as NumPy users write them: no call per view)
+                lines.append(f"    {name} = {args[0]}{_VIEW_TEXT[node.op](**node.params)}")
+            else:
+                args += [f"{k}={v!r}" for k, v in sorted(node.params.items())]
+                if id(node) in into:
+                    args.append(f"out={names[id(into[id(node)])]}")
+                lines.append(f"    {name} = {node.op}({', '.join(args)})")
             if id(node) in dies:
                 lines.append(f"    del {', '.join(names[id(n)] for n in dies[id(node)])}")
         inputs = ", ".join(names[id(n)] for n in program.inputs)
@@ -91,6 +94,14 @@ def _lifetimes(program):
                 break
     return dies, into
 
+
+def _slice_text(starts, limits, strides):
+    return "[" + ", ".join(f"{a}:{b}" + (f":{c}" if c != 1 else "") for a, b, c in zip(starts, limits, strides)) + \
+        ("," if len(starts) == 1 else "") + "]"
+
+
+_VIEW_TEXT = {"slice": _slice_text, "reshape": lambda shape: f".reshape({shape!r})",
+              "transpose": lambda perm: f".transpose({perm!r})"}
 
 # Ops whose NumPy implementation is a ufunc (takes ``out=``), ops that return a new array of their
 # own, and ops that return a view of their first operand.
