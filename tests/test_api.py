@@ -566,7 +566,7 @@ def test_simplify_keeps_nan_semantics():
     np.testing.assert_array_equal(np.isnan(out), [True, False, True])
 
 
-@pytest.mark.parametrize("device", ["numpy", "cpu"])
+@pytest.mark.parametrize("device", ["numpy", "cpu", "cuda"])  # cuda: the simulator in CI
 def test_batched_matmul_with_one_matrix_is_one_flat_matmul(device):
     """A batch times one matrix (a convolution's patches times its filters) and its gradients are
     2-d matmuls: the weight's gradient contracts over the batch instead of summing a batch of
