@@ -16,5 +16,6 @@ from .version import __version__  # noqa: F401
 
 
 __all__ = ["jit_grad", "jit", "grad", "value_and_grad", "jvp", "vjp", "make_ir", "Lowered", "device_put",
-           "stop_gradient", "checkpoint", "debug_print", "numpy", "nn", "lax", "optim", "random", "scipy", "flatten_util",
+           "stop_gradient", "checkpoint", "debug_print", "numpy", "nn", "lax", "optim", "random", "scipy",
+           "flatten_util",
            "JitgradError", "ShapeError", "TraceError", "GradError", "InputError", "JitgradWarning"]
