@@ -94,3 +94,24 @@ def test_nan_and_inf_propagate_silently(recwarn):
     x[::7] = -1.0
     got = _compare(lambda x: np.sum(np.log(x) * np.sqrt(x)), x)
     assert np.isnan(got[0]) and not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+
+
+def test_the_interpreter_concats_gate_gradients_and_sums_weight_gradients_in_one_matmul():
+    """An unrolled recurrence's gradient as the interpreter runs it: the gate slices' pads and
+    their sum are one concat, the weight gradient summed over the steps is one matmul; its
+    values are the reference's."""
+    def f(w, x):
+        h, total = np.zeros((3, 2)), 0.0
+        for t in range(4):
+            z = np.concatenate([x[t], h], axis=1) @ w
+            h = np.tanh(z[:, :2]) * (1.0 / (1.0 + np.exp(-z[:, 2:])))
+            total = total + np.sum(h ** 2)
+        return total
+
+    w, x = rng.standard_normal((5, 4)), rng.standard_normal((4, 3, 3))
+    program = _program(f, w, x)
+    interpreter = blocked.interpreter(program)
+    ops = [n.op for n in interpreter.program.nodes]
+    assert "pad" not in ops and any(n.op == "matmul" and n.args[0].shape[1] == 12 for n in interpreter.program.nodes)
+    for got, want in zip(interpreter(w, x), numpy_ref.Executable(program)(w, x)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)

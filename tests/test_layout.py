@@ -6,7 +6,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "jitgrad"
 # bottom to top; a module's layer is its first folder under jitgrad/ (or its own name at the top)
 LAYERS = [("errors", "version"), ("runtime",), ("ir",), ("transforms",), ("schedule",), ("codegen",),
-          ("frontend",), ("__init__", "nn", "numpy", "dask", "scipy", "debug", "optim", "random", "lax")]
+          ("frontend",),
+          ("__init__", "nn", "numpy", "dask", "scipy", "debug", "optim", "random", "lax", "flatten_util")]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 BACKENDS = ("numba_cpu", "numba_cuda")
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..ir import ops
 from ..ir.evaluate import IMPLS
+from ..transforms.simplify import for_interpreter
 from . import numpy_ref
 
 BLOCK = 1 << 16  # elements per block (float32: 256 KB per temporary, in L2)
@@ -30,9 +31,9 @@ ROW, SMALL, PARTIAL, TAIL = "row", "small", "partial", "tail"
 
 def interpreter(program):
     """The fastest interpreter for ``program``: ``Blocked`` where it qualifies, else the
-    reference backend's ``Executable``."""
+    reference backend's ``Executable`` (of the program rewritten for it: ``for_interpreter``)."""
     kinds = _classify(program)
-    return Blocked(program, kinds) if kinds else numpy_ref.Executable(program)
+    return Blocked(program, kinds) if kinds else numpy_ref.Executable(for_interpreter(program))
 
 
 def _classify(program):

@@ -229,6 +229,87 @@ def simplify(program):
     return program
 
 
+def for_interpreter(program):
+    """``program`` rewritten for the interpreter, which runs one NumPy call per node: each sum of
+    zero pads of pieces side by side along one axis (the gradient of an LSTM's four gate slices)
+    is the concat of the pieces, zeros filling the gaps; each sum of 2-d matmuls (a weight's
+    gradient summed over an unrolled loop's steps) is one matmul of the concatenated operands.
+    The compiled backends keep the pads, which fuse into the loop that reads them, and the sums,
+    which fuse the adds and need no concat (a NumPy step between compiled segments)."""
+    memo = {}
+    for n in program.nodes:
+        args = [memo.get(id(a), a) for a in n.args]
+        with location(n.where):
+            better = _concat_of_pads(n, args) or _one_matmul_of_sum(n, args)
+        if better is not None:
+            memo[id(n)] = better
+        elif any(a is not b for a, b in zip(args, n.args)):
+            memo[id(n)] = Node(n.op, args, n.params, n.shape, n.dtype, n.weak, n.where)
+    if not memo:
+        return program
+    return Program(program.inputs, [memo.get(id(o), o) for o in program.outputs], program.name, program.effects)
+
+
+def _concat_of_pads(node, args):
+    if node.op != "add" or any(a.shape != node.shape or a.dtype != node.dtype for a in args):
+        return None
+    pieces = [_side_by_side(a) for a in args]
+    if None in pieces or pieces[0][0] != pieces[1][0]:
+        return None
+    axis, spans = pieces[0][0], sorted(pieces[0][1] + pieces[1][1], key=lambda span: span[0])
+    if any(a[1] > b[0] for a, b in zip(spans, spans[1:])):
+        return None  # (overlapping pieces add up)
+    parts, at = [], 0
+    for start, stop, value in spans + [(node.shape[axis], node.shape[axis], None)]:
+        if start > at:  # a gap: zeros
+            gap = tuple(start - at if i == axis else d for i, d in enumerate(node.shape))
+            parts.append(ops.make("expand", [ops.const(np.zeros((1,) * node.ndim, node.dtype))], shape=gap))
+        if value is not None:
+            parts.append(value)
+        at = stop
+    return ops.make("concat", parts, axis=axis)
+
+
+def _one_matmul_of_sum(node, args):
+    """``x1.T @ g1 + x2.T @ g2`` (2-d) as ``[x1; x2].T @ [g1; g2]``: a weight's gradient summed
+    over steps, as one product over all their rows."""
+    if node.op != "add" or node.ndim != 2 or any(a.op != "matmul" or a.shape != node.shape for a in args):
+        return None
+    lefts = [p for a in args for p in _pieces(a.args[0], 1)]
+    if not all(p.op == "transpose" for p in lefts):
+        return None  # (only weight gradients: a forward step's x @ w + h @ u would concat the weights)
+    left = _transposed(ops.make("concat", [p.args[0] for p in lefts], axis=0), (1, 0))
+    return ops.make("matmul", [left, ops.make("concat", [p for a in args for p in _pieces(a.args[1], 0)], axis=0)])
+
+
+def _pieces(x, axis):
+    """The operands of a concat of ``x`` along 2-d ``axis``: a concat's own (a transposed concat's
+    transposed), else ``x``."""
+    if x.op == "concat" and x.params["axis"] == axis:
+        return list(x.args)
+    if x.op == "transpose" and x.args[0].op == "concat" and x.args[0].params["axis"] == 1 - axis:
+        return [_transposed(p, (1, 0)) for p in x.args[0].args]
+    return [x]
+
+
+def _side_by_side(x):
+    """(axis, [(start, stop, piece)]) if ``x`` is a zero pad along one axis of one piece, or a
+    concat along one axis whose pieces that are not zeros are listed; else None."""
+    if x.op == "pad" and x.params["value"] == 0 and not any(x.params["interior"]):
+        axes = [i for i, (lo, hi) in enumerate(zip(x.params["lo"], x.params["hi"])) if lo or hi]
+        if len(axes) == 1:
+            lo = x.params["lo"][axes[0]]
+            return axes[0], [(lo, lo + x.args[0].shape[axes[0]], x.args[0])]
+    if x.op == "concat":
+        axis, at, spans = x.params["axis"], 0, []
+        for piece in x.args:
+            if not _is(piece, 0):
+                spans.append((at, at + piece.shape[axis], piece))
+            at += piece.shape[axis]
+        return axis, spans
+    return None
+
+
 def _prune_scans(program):
     """Scans without the stacked outputs nothing reads (their bodies then lose what computed them):
     a gradient's backward scan stacks the cotangents of every scanned input, differentiated or not."""
