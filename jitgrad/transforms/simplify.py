@@ -236,11 +236,17 @@ def for_interpreter(program):
     gradient summed over an unrolled loop's steps) is one matmul of the concatenated operands.
     The compiled backends keep the pads, which fuse into the loop that reads them, and the sums,
     which fuse the adds and need no concat (a NumPy step between compiled segments)."""
+    return _rebuild(program, lambda node, args: _concat_of_pads(node, args) or _one_matmul_of_sum(node, args))
+
+
+def _rebuild(program, replace):
+    """``program`` with each node for which ``replace(node, new args)`` gives a node replaced by
+    it (at the node's source line), and the nodes that read replaced ones rebuilt."""
     memo = {}
     for n in program.nodes:
         args = [memo.get(id(a), a) for a in n.args]
         with location(n.where):
-            better = _concat_of_pads(n, args) or _one_matmul_of_sum(n, args)
+            better = replace(n, args)
         if better is not None:
             memo[id(n)] = better
         elif any(a is not b for a, b in zip(args, n.args)):
@@ -348,17 +354,7 @@ def _hoist_invariants(program):
     inside: materialized it would cost more than it saves), and values of literals alone stay
     (written into the body's code: a kernel that read them from buffers instead lost its
     vectorization, an LSTM cell 25 us a call against 164)."""
-    memo = {}
-    for n in program.nodes:
-        args = [memo.get(id(a), a) for a in n.args]
-        hoisted = _hoisted_scan(n, args) if n.op == "scan" else None
-        if hoisted is not None:
-            memo[id(n)] = hoisted
-        elif any(a is not b for a, b in zip(args, n.args)):
-            memo[id(n)] = Node(n.op, args, n.params, n.shape, n.dtype, n.weak, n.where)
-    if not memo:
-        return program
-    return Program(program.inputs, [memo.get(id(o), o) for o in program.outputs], program.name, program.effects)
+    return _rebuild(program, lambda node, args: _hoisted_scan(node, args) if node.op == "scan" else None)
 
 
 def _hoisted_scan(node, args):
