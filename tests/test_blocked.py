@@ -115,3 +115,22 @@ def test_the_interpreter_concats_gate_gradients_and_sums_weight_gradients_in_one
     assert "pad" not in ops and any(n.op == "matmul" and n.args[0].shape[1] == 12 for n in interpreter.program.nodes)
     for got, want in zip(interpreter(w, x), numpy_ref.Executable(program)(w, x)):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+
+
+def test_the_reference_leaves_broadcasts_to_numpy_where_its_readers_broadcast():
+    """An expand read only by elementwise ufuncs whose other operand has the full shape is the
+    unexpanded value (NumPy broadcasts it); one that is an output, or whose reader has no full
+    operand, stays an expand. The values are the same either way."""
+    def f(x, b):
+        z = x - np.max(x, axis=1, keepdims=True)  # broadcast by the subtraction
+        return np.sum(np.exp(z)) + np.sum(np.broadcast_to(b, x.shape).astype(np.float32)), b + np.zeros_like(x)
+
+    x, b = rng.standard_normal((5, 3)), rng.standard_normal((1, 3))
+    program = jg.make_ir(f)(x, b)
+    executable = numpy_ref.Executable(program)
+    expands = [n for n in program.nodes if n.op == "expand"]
+    assert "its readers broadcast it" in executable.source and expands
+    assert len(expands) > executable.source.count("its readers broadcast it")  # (some stay)
+    for got, want in zip(executable(x, b), f(x, b)):
+        assert got.shape == np.shape(want)
+        np.testing.assert_allclose(got, want, rtol=1e-12)

@@ -18,6 +18,7 @@ class Executable:
         self.program = program
         names, lines, scope = {}, [], dict(IMPLS)
         dies, into = _lifetimes(program)
+        implicit = _implicit_broadcasts(program)
         for i, node in enumerate(program.nodes):
             names[id(node)] = name = f"v{i}"
             if node.op == "input":
@@ -27,7 +28,9 @@ class Executable:
                 lines.append(f"    {name} = c{i}  # const {node.type}")
                 continue
             args = [names[id(a)] for a in node.args]
-            if node.op in _VIEW_TEXT:  # (views as NumPy users write them: no call per view)
+            if id(node) in implicit:
+                lines.append(f"    {name} = {args[0]}  # expand: its readers broadcast it")
+            elif node.op in _VIEW_TEXT:  # (views as NumPy users write them: no call per view)
                 lines.append(f"    {name} = {args[0]}{_VIEW_TEXT[node.op](**node.params)}")
             else:
                 args += [f"{k}={v!r}" for k, v in sorted(node.params.items())]
@@ -66,6 +69,21 @@ class Executable:
             taken.add(id(v))
             out.append(v)
         return out
+
+
+def _implicit_broadcasts(program):
+    """The ``expand`` nodes NumPy's own broadcasting can stand for: each reader is an elementwise
+    ufunc with another operand of the full shape (so its result keeps that shape), and the value is
+    no output. ``np.broadcast_to`` costs more than the small ops it feeds."""
+    readers = {}
+    for n in program.nodes:
+        for a in n.args:
+            readers.setdefault(id(a), []).append(n)
+    outputs = {id(o) for o in program.outputs}
+    return {id(n) for n in program.nodes if n.op == "expand" and id(n) not in outputs and id(n) in readers
+            and all(r.op in _UFUNCS and r.shape == n.shape
+                    and any(a is not n and a.shape == n.shape and a.op != "expand" for a in r.args)
+                    for r in readers[id(n)])}
 
 
 def _lifetimes(program):
