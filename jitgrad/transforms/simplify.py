@@ -281,21 +281,21 @@ def _one_matmul_of_sum(node, args):
     over steps, as one product over all their rows."""
     if node.op != "add" or node.ndim != 2 or any(a.op != "matmul" or a.shape != node.shape for a in args):
         return None
-    lefts = [p for a in args for p in _pieces(a.args[0], 1)]
-    if not all(p.op == "transpose" for p in lefts):
+    rows = [_stacked(a.args[0].args[0]) if _is_transpose(a.args[0]) else None for a in args]
+    if None in rows:
         return None  # (only weight gradients: a forward step's x @ w + h @ u would concat the weights)
-    left = _transposed(ops.make("concat", [p.args[0] for p in lefts], axis=0), (1, 0))
-    return ops.make("matmul", [left, ops.make("concat", [p for a in args for p in _pieces(a.args[1], 0)], axis=0)])
+    left = ops.make("transpose", [ops.make("concat", rows[0] + rows[1], axis=0)], perm=(1, 0))
+    return ops.make("matmul", [left, ops.make("concat", _stacked(args[0].args[1]) + _stacked(args[1].args[1]),
+                                              axis=0)])
 
 
-def _pieces(x, axis):
-    """The operands of a concat of ``x`` along 2-d ``axis``: a concat's own (a transposed concat's
-    transposed), else ``x``."""
-    if x.op == "concat" and x.params["axis"] == axis:
-        return list(x.args)
-    if x.op == "transpose" and x.args[0].op == "concat" and x.args[0].params["axis"] == 1 - axis:
-        return [_transposed(p, (1, 0)) for p in x.args[0].args]
-    return [x]
+def _is_transpose(x):
+    return x.op == "transpose" and x.params["perm"] == (1, 0)
+
+
+def _stacked(x):
+    """The pieces of a concat of ``x`` along axis 0: a concat's own, else ``x``."""
+    return list(x.args) if x.op == "concat" and x.params["axis"] == 0 else [x]
 
 
 def _side_by_side(x):
