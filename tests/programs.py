@@ -67,6 +67,11 @@ def extremum_params(draw, shape):  # max/min need a non-empty reduction
     return p if _count(shape, p["axis"]) > 0 else None
 
 
+def _softmax_params(draw, shape):  # SciPy's softmax, like max, needs a non-empty reduction
+    axis = _axis(draw, len(shape))
+    return {"axis": axis} if _count(shape, axis) > 0 else None
+
+
 def var_params(draw, shape):
     # Zero variance is a genuine singularity of std's gradient: reduce over at least 2 elements.
     p = reduce_params(draw, shape)
@@ -446,8 +451,7 @@ if sp is not None:
         "gammainc": Op(sp.gammainc, (POS, POS), B), "gammaincc": Op(sp.gammaincc, (POS, POS), B),
         "betainc": Op(lambda a, x: sp.betainc(a, 2.5, x), (POS, PROB), B), "erfcinv": Op(sp.erfcinv, PROB),
         "gamma": Op(sp.gamma, POS), "rgamma": Op(sp.rgamma, POS),
-        "logsumexp": Op(jsp.logsumexp, params=reduce_params), "softmax": Op(jsp.softmax, params=lambda draw, s: {
-            "axis": _axis(draw, len(s))}),
+        "logsumexp": Op(jsp.logsumexp, params=reduce_params), "softmax": Op(jsp.softmax, params=_softmax_params),
     })
 
 SPECIAL = sorted(set(REGISTRY) - set(LINALG) - set(_BEFORE_SPECIAL))

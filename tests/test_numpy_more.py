@@ -346,3 +346,10 @@ def test_reshape_and_ravel_in_fortran_order():
     np.testing.assert_array_equal(g, np.reshape(w, (2, 3, 4), order="F"))
     with pytest.raises(jg.TraceError, match="order must be"):
         jit(lambda v: np.reshape(v, 24, order="X"))(x)
+
+
+def test_numpys_own_array_of_an_empty_traced_array_is_an_empty_array_of_its_dtype():
+    """(Found by the property test: np.repeat(x, 0) then np.array gave an object array.)"""
+    f = jit(lambda x: np.sum(jg.numpy.asarray(np.array([np.repeat(x, 0), np.sin(x[:0])]))) + np.sum(x))
+    assert f(np.ones(2, np.float32)).dtype == np.float32
+    np.testing.assert_array_equal(jg.grad(lambda x: np.sum(np.array(x[:0])) + np.sum(x))(np.ones(2)), [1.0, 1.0])

@@ -124,6 +124,8 @@ def test_special_python_level_functions():
     np.testing.assert_allclose(jsp.log_softmax(x, axis=0), sp.log_softmax(x, axis=0))
     g = jg.grad(lambda v: jsp.logsumexp(v))(x)
     np.testing.assert_allclose(g, sp.softmax(x), rtol=1e-12)
+    empty = np.zeros((2, 0))  # an empty sum: -inf, as SciPy's (found by the property test)
+    np.testing.assert_array_equal(jg.jit(lambda v: jsp.logsumexp(v, axis=1))(empty), sp.logsumexp(empty, axis=1))
 
 
 def test_binary_and_python_level_special_functions():

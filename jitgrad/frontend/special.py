@@ -427,8 +427,11 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False):
     """
     (a,) = _floats(a)
     axes = jnp.normalize_axes(axis, a.ndim, "logsumexp")
-    m = jnp.stop_gradient(jnp.max(a, axis=axes, keepdims=True))
-    m = jnp.where(jnp.isfinite(m), m, 0.0)
+    if math.prod(a.shape[i] for i in axes) == 0:  # an empty sum: log 0 = -inf, as SciPy's (no max to shift by)
+        m = jnp.zeros_like(jnp.sum(a, axis=axes, keepdims=True))
+    else:
+        m = jnp.stop_gradient(jnp.max(a, axis=axes, keepdims=True))
+        m = jnp.where(jnp.isfinite(m), m, 0.0)
     e = jnp.exp(a - m) if b is None else jnp.multiply(b, jnp.exp(a - m))
     total = jnp.sum(e, axis=axes, keepdims=True)
     sign = jnp.sign(total)

@@ -292,6 +292,8 @@ class Tracer:
         # converts (np.array([a, b]), np.sum([a, b])); none reaches __array_function__. An ndarray can
         # hold a traced value only as an object: frontend/numpy_api.py gives an object array of this
         # value's elements, which jitgrad stacks back into one traced array wherever it meets one.
+        if self.node.size == 0:  # (no elements: no value to wait for, and its dtype is known)
+            return np.zeros(self.shape, self.dtype if dtype is None else dtype)
         if dtype is None or np.dtype(dtype) == object:
             return self._object_array()
         self._concrete(f"np.array/np.asarray with dtype={np.dtype(dtype)} (or {np.dtype(dtype)}(x))",
