@@ -1130,7 +1130,8 @@ def _gradient_spacing(distances, length):
                          f"{shape(distances)} (at {user_frame()})")
     if isinstance(distances, Tracer):
         return diff(cast(distances, np.float64) if distances.dtype.kind != "f" else distances)
-    steps = np.diff(np.asarray(distances, np.float64 if np.asarray(distances).dtype.kind in "iub" else None))
+    coordinates = np.asarray(distances)
+    steps = np.diff(coordinates.astype(np.float64) if coordinates.dtype.kind in "iub" else coordinates)
     return steps[0] if (steps == steps[0]).all() else steps
 
 
@@ -1188,7 +1189,7 @@ def angle(z, deg=False):
     """``np.angle`` of a real array: 0 or pi (of -0.0 too), as ``arctan2(0, x)``; its gradient is
     0 (a step)."""
     x = asarray(z)
-    phase = stop_gradient(arctan2(zeros_like(x), x if x.dtype.kind == "f" else cast(x, np.float64)))
+    phase = stop_gradient(arctan2(zeros_like(x), x))
     return multiply(phase, 180 / np.pi) if deg else phase
 
 

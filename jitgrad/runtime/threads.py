@@ -10,6 +10,7 @@ read first), and only for the duration of jitgrad's call.
 """
 import contextlib
 import functools
+import os
 
 
 @functools.cache
@@ -27,3 +28,8 @@ def one_blas_thread(limit=True):
     """A context in which BLAS runs on the calling thread alone (with ``limit``; else as it is)."""
     blas = _blas() if limit else None
     return contextlib.nullcontext() if blas is None else blas.limit(limits=1)
+
+
+def cores():
+    """The cores this process may run on (its CPU affinity, where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -323,27 +323,23 @@ def _prune_scans(program):
     for n in program.nodes:
         if n.op == "element":
             used.setdefault(id(n.args[0]), set()).add(n.params["index"])
-    memo, renumber = {}, {}
-    for n in program.nodes:
-        args = [memo.get(id(a), a) for a in n.args]
-        carries = n.params.get("num_carry", 0)
-        if n.op == "scan" and len(used.get(id(n), ())) < len(n.params["types"]) - carries:
-            body = n.params["body"]
-            keep = list(range(carries)) + sorted(k for k in used.get(id(n), ()) if k >= carries)
-            if len(keep) < len(body.outputs):
-                renumber[id(n)] = {old: new for new, old in enumerate(keep)}
-                pruned = Program(body.inputs, [body.outputs[k] for k in keep], body.name)
-                with location(n.where):
-                    memo[id(n)] = ops.make("scan", args, **{**n.params, "body": pruned})
-                continue
-        if n.op == "element" and id(n.args[0]) in renumber:
-            with location(n.where):
-                memo[id(n)] = ops.make("element", args, index=renumber[id(n.args[0])][n.params["index"]])
-        elif any(a is not b for a, b in zip(args, n.args)):
-            memo[id(n)] = Node(n.op, args, n.params, n.shape, n.dtype, n.weak, n.where)
-    if not memo:
-        return program
-    return Program(program.inputs, [memo.get(id(o), o) for o in program.outputs], program.name)
+    renumber = {}  # id(pruned scan) -> {old output index: new}
+
+    def prune(n, args):
+        if n.op == "element" and id(args[0]) in renumber:
+            return ops.make("element", args, index=renumber[id(args[0])][n.params["index"]])
+        if n.op != "scan":
+            return None
+        carries, body = n.params["num_carry"], n.params["body"]
+        keep = list(range(carries)) + sorted(k for k in used.get(id(n), ()) if k >= carries)
+        if len(keep) == len(body.outputs):
+            return None
+        smaller = Program(body.inputs, [body.outputs[k] for k in keep], body.name)
+        pruned = ops.make("scan", args, **{**n.params, "body": smaller})
+        renumber[id(pruned)] = {old: new for new, old in enumerate(keep)}
+        return pruned
+
+    return _rebuild(program, prune)
 
 
 def _hoist_invariants(program):

@@ -14,6 +14,7 @@ import threading
 
 import numpy as np
 
+from ...runtime.threads import cores
 from . import parallel
 
 
@@ -24,10 +25,7 @@ def default_threads():
             return max(1, int(setting))
         except ValueError:
             raise ValueError(f"JITGRAD_NUM_THREADS must be a whole number of threads, not {setting!r}") from None
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return cores()
 
 
 class Pool:

@@ -100,14 +100,13 @@ def run_steps(steps_address, table_address, table_size):
         _run_rows(rows, table, table_address, pool)
         return
     places = carray(_int64s(steps_address + np.uintp(8 * (HEADER + WIDTH * count))), (n_places, 4))
-    flag = carray(_bools(np.uintp(header[4])), (1,)) if header[4] else carray(_bools(steps_address), (1,))
     for k in range(iterations):
         for r in range(n_places):
             place = places[r]
             table[place[0]] = (place[1] if k % 2 == 0 else place[2]) + k * place[3]
         _run_rows(rows, table, table_address, pool)
         header[5] = k + 1
-        if header[4] and not flag[0]:
+        if header[4] and not carray(_bools(np.uintp(header[4])), (1,))[0]:
             return
 
 

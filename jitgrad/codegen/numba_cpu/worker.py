@@ -30,6 +30,7 @@ from pathlib import Path
 
 from ...runtime import cache
 from ...runtime.progress import say
+from ...runtime.threads import cores
 
 _running = set()
 
@@ -105,11 +106,7 @@ def workers():
     off). The user's process keeps a core for the interpreter: two workers beside it on two
     cores made both it and the compile slower (benchmarks/TRAINING.md)."""
     setting = os.environ.get("JITGRAD_COMPILE_WORKERS")
-    return max(1, int(setting)) if setting and setting.isdigit() else max(1, min(2, _cores() - 1))
-
-
-def _cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, int(setting)) if setting and setting.isdigit() else max(1, min(2, cores() - 1))
 
 
 class BackgroundCompile:
