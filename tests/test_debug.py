@@ -114,3 +114,14 @@ def test_cuda_prints_device_values(capsys):
     for x in (np.array([1.0, 2.0]), jg.device_put(np.array([3.0, 4.0]), "cuda")):
         f(x)
         assert capsys.readouterr().out == f"x + 1 = {np.asarray(jg.device_put(x, 'cpu')) + 1}\n"
+
+
+def test_a_print_beside_a_pruned_scan_still_prints(capsys):
+    """(Simplify prunes a backward scan's unread outputs; it dropped the program's effects too.)"""
+    def f(x, ys):
+        jg.debug_print("x0 {}", x[0])
+        carry, _ = jg.lax.scan(lambda c, y: (c * y, c + y), x, ys)
+        return np.sum(carry)
+
+    jg.jit(jg.grad(f), device="numpy")(np.ones(2), np.ones((3, 2)))
+    assert capsys.readouterr().out == "x0 1.0\n"
