@@ -3,8 +3,8 @@
 Each optimizer (``sgd``, ``adam``, ``adamw``, ``rmsprop``) has ``init(params)``, its state for a
 pytree of parameters, and ``update(grads, state, params) -> (params, state)``. The update of all
 parameters is one compiled call per signature: a ``jit`` of the whole update over the flattened
-leaves, so on ``"cpu"`` fusion sweeps the parameters in a few kernels instead of a Python loop of
-calls. The learning rate is a float or a schedule, a function of the step count (0 at the first
+leaves. On ``"cpu"`` that update is one kernel (a *sweep*) over every leaf of a float dtype, one
+parallel loop over all the parameters' elements, not a kernel per leaf. The learning rate is a float or a schedule, a function of the step count (0 at the first
 update, as in optax). The state keeps the count on the host; the schedule runs there and its value
 enters the compiled update as a traced scalar, so a changing rate never retraces. (Inside a traced
 function the count is traced too, and the schedule is traced with it: the schedules here are NumPy

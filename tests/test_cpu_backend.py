@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import jitgrad as jg
-from jitgrad.schedule.fuse import plan
+from jitgrad.schedule.fuse import plan, sweeps
 from tests.cases import ALL, CASES, _xent
 from tests.helpers import assert_same, scalarize
 
@@ -225,6 +225,25 @@ def test_unrolled_loop_becomes_small_shared_kernels():
     loops = list(executable.loop_sources.values())
     assert max(len(k.body) for k in executable.plan) <= 400
     assert len({f.symbol for f in executable._natives}) < len(loops) / 2  # chunks repeat: one compile
+
+
+def test_neighbouring_elementwise_kernels_of_one_body_are_one_sweep():
+    """Independent elementwise kernels with one body (an update of each of several arrays) run as
+    one kernel over all their elements, each part at its own shape, read in place through
+    reshapes, with its own scalars; a one-element part reads its operands either way. A kernel of
+    another body or dtype is a kernel of its own."""
+    def update(a, b, c, d, e, lr, lr2):
+        a = a.reshape(40, 30)
+        return (a - lr * np.tanh(a) / 3, b - lr2 * np.tanh(b) / 3, c - lr * np.tanh(c) / 3,
+                d - lr * np.tanh(d * 2) / 3, e - lr * np.exp(e) / 3, (e * 2).astype(np.float32))
+
+    rng = np.random.default_rng(0)
+    args = (rng.random(1200), rng.random(50), rng.random(()), rng.random(9), rng.random(7), 0.5, 0.25)
+    lowered = jg.jit(update, device="cpu").lower(*args)
+    assert len(lowered.kernels) == 3 and lowered.source.count("# sweep") == 1
+    assert "of 3 parts: (40, 30), (50,), ()" in lowered.source
+    assert_same(jg.jit(update, device="cpu")(*args), jg.jit(update, device="numpy")(*args), rtol=1e-12)
+    assert [len(k.parts or [k]) for k in sweeps(plan(lowered.program))] == [3, 1, 1]
 
 
 def test_pads_fuse_into_a_loop_split_at_their_edges():

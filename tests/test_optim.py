@@ -196,14 +196,35 @@ def cpu_adam():
 def test_cpu_sweeps_each_parameter_in_one_kernel(cpu_adam):
     rng = np.random.default_rng(3)
     params, grads_seq = tree(rng, np.float32), [tree(rng, np.float32) for _ in range(3)]
-    kernels = cpu_adam.lower(grads_seq[0], cpu_adam.init(params), params).kernels
-    assert len(kernels) == len(leaves(params))  # one pass per leaf: grads, params, moments in; params, moments out
+    lowered = cpu_adam.lower(grads_seq[0], cpu_adam.init(params), params)
+    assert len(lowered.kernels) == 1  # one sweep: each leaf's grads, params, moments in; params, moments out
+    assert "sweep" in lowered.source and "of 3 parts: (3, 2), (2,), ()" in lowered.source
     got, _ = run(cpu_adam, params, grads_seq)
     ref, _ = run(jg.optim.adam(jg.optim.cosine_decay_schedule(0.01, 5), device=D), params, grads_seq)
     for g, r in zip(leaves(got), leaves(ref)):
         assert g.dtype == np.float32
         np.testing.assert_allclose(g, r, rtol=1e-6)
     assert cpu_adam.compiled.cache_size == 1
+
+
+def test_cpu_sweep_of_many_leaves_in_parallel_blocks():
+    """Leaves of two dtypes: one sweep each. Enough elements for the thread pool, leaves larger
+    than a block: every block of every part is run, and only once."""
+    rng = np.random.default_rng(5)
+    shapes = [(300, 100), (7,), (), (50, 41), (20000,), (3, 1, 2)]
+    params = [rng.standard_normal(s).astype(np.float32 if k % 3 == 1 else np.float64) for k, s in enumerate(shapes)]
+    grads_seq = [[rng.standard_normal(p.shape).astype(p.dtype) for p in params] for _ in range(2)]
+    opt = jg.optim.rmsprop(0.01, momentum=0.9, device="cpu")
+    lowered = opt.lower(grads_seq[0], opt.init(params), params)
+    assert len(lowered.kernels) == 2 and lowered.source.count("def kernel") == 2
+    assert "lo, hi" in lowered.source  # the float64 sweep runs in blocks on the thread pool
+    got, state = run(opt, params, grads_seq)
+    ref, ref_state = run(jg.optim.rmsprop(0.01, momentum=0.9, device=D), params, grads_seq)
+    for slot in (None, "square_avg", "momentum"):
+        for g, r in zip(state[slot] if slot else got, ref_state[slot] if slot else ref):
+            assert g.dtype == r.dtype and g.shape == r.shape
+            tolerance = {"rtol": 1e-5, "atol": 1e-6} if g.dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-15}
+            np.testing.assert_allclose(g, r, **tolerance)
 
 
 def test_whole_training_step_under_jit():

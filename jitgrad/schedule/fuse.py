@@ -31,11 +31,12 @@ merged greedily, in program order, into the latest kernel that iterates over the
 has its rows) and reads nothing it cannot see yet, looking back past kernels whose results the
 root does not read; otherwise they start a new kernel.
 """
+import math
 from enum import Enum
 
 from ..errors import IRError, checks_on
 from ..ir import ops
-from ..ir.graph import toposort
+from ..ir.graph import Node, params_key, toposort
 from ..ir.ops import LIBRARY, VIEWS
 
 # Bounds on one kernel, so an unrolled loop becomes many small kernels instead of one huge one:
@@ -76,6 +77,7 @@ class Kernel:
         self.kind, self.shape, self.reduce_axes = kind, tuple(shape), tuple(reduce_axes)
         self.steps, self.body, self.inputs, self.stores = [], [], [], []
         self.reads = set()  # ids of the buffers its outputs read (while planning; ``inputs`` after)
+        self.parts = None  # a sweep's kernels (``sweeps``)
 
     @property
     def outputs(self):
@@ -397,3 +399,161 @@ def _mark_stores(program, kernels):
     for kernel in kernels:
         kernel.stores = [o for s in kernel.steps for o in s.outputs
                          if id(o) in needed or o.op in ops.REDUCE or s.kind == Kind.ROW]
+
+
+# --------------------------------------------------------------------------- sweeps
+
+class Part:
+    """One kernel of a sweep, over its ``size`` elements as one flat run. ``outputs`` are its
+    stores as nodes of shape ``(size,)`` (or 0-d), computed from ``leaves``: buffers read in
+    place at the flat index (``in_place``: the kernel's full-shape inputs) and 0-d stand-ins for
+    the one-element buffers it broadcasts. ``arguments`` is what it passes: the buffer of each
+    leaf, then its stores. ``key`` is its structure; ``loose_key`` the structure without the
+    broadcasts, which is all a one-element part must share with the others (whether it reads an
+    operand as a scalar or in place is the same there)."""
+
+    def __init__(self, kernel):
+        self.kernel, self.size = kernel, kernel_size(kernel)
+        self._body = set(map(id, kernel.body))
+        self._flat, self._buffer_of, self.in_place = {}, {}, set()  # _buffer_of: id(leaf) -> its buffer
+        self.outputs = [self._flat_node(o) for o in kernel.stores]
+        order = toposort(self.outputs, lambda n: id(n) in self._buffer_of)
+        self.leaves = [n for n in order if id(n) in self._buffer_of]
+        self.arguments = [self._buffer_of[id(n)] for n in self.leaves] + list(kernel.stores)
+        self.key, self.loose_key = self._key(order, strict=True), self._key(order, strict=False)
+
+    def _flat_node(self, node):
+        """``node`` (of the kernel's shape) as a flat node; ValueError if its value at a flat
+        index is not an elementwise function of its buffers there and of scalars."""
+        if id(node) in self._flat:
+            return self._flat[id(node)]
+        if node.size == 1 and (id(node) not in self._body or node.op in VIEWS):
+            flat = self._scalar(node)  # (a one-element kernel's operands: read as scalars)
+        elif id(node) not in self._body:
+            if node.size != self.size or node.op == "const":
+                raise ValueError("a buffer read other than in place")
+            flat = node
+            self._buffer_of[id(node)] = node
+            self.in_place.add(id(node))
+        elif node.op in VIEWS and node.args[0].size == 1:
+            flat = Node("expand", (self._scalar(node.args[0]),), {"shape": (self.size,)}, (self.size,), node.dtype)
+        elif node.op == "reshape" and node.size == node.args[0].size:  # (C order: the flat index is the same)
+            flat = self._flat_node(node.args[0])
+        elif node.op in ops.ELEMENTWISE and node.op != "iota" and node.shape == self.kernel.shape:
+            flat = Node(node.op, [self._flat_node(a) for a in node.args], node.params,
+                        (self.size,) if self.size > 1 else (), node.dtype, where=node.where)
+        else:
+            raise ValueError(f"{node.op} is not elementwise at the flat index")
+        self._flat[id(node)] = flat
+        return flat
+
+    def _scalar(self, node):
+        """One-element ``node`` as a 0-d node: a stand-in for its buffer, a literal, or the
+        elementwise ops that compute it from those."""
+        if id(node) in self._flat:
+            return self._flat[id(node)]
+        if node.op == "const":
+            flat = Node("const", (), {"value": node.params["value"].reshape(())}, (), node.dtype)
+        elif id(node) not in self._body:
+            flat = Node("input", (), {}, (), node.dtype)
+            self._buffer_of[id(flat)] = node
+        elif node.op in VIEWS and node.args[0].size == 1:
+            flat = self._scalar(node.args[0])
+        elif node.op in ops.ELEMENTWISE and node.op != "iota":
+            flat = Node(node.op, [self._scalar(a) for a in node.args], node.params, (), node.dtype, where=node.where)
+        else:
+            raise ValueError(f"{node.op} in a scalar")
+        self._flat[id(node)] = flat
+        return flat
+
+    def _key(self, order, strict):
+        """What parts must share to run as one body: ops, params (but sizes), dtypes, which
+        operand is which (leaves by their order of first use); strictly, also which values are
+        scalars (their broadcasts, the leaves read as scalars)."""
+        number, key = {}, []
+        for n in order:
+            if n.op == "expand" and not strict:
+                number[id(n)] = number[id(n.args[0])]
+                continue
+            number[id(n)] = len(key)
+            leaf = id(n) in self._buffer_of
+            key.append((n.op if not leaf else "leaf", n.dtype.str, strict and (n.shape != () or id(n) in self.in_place),
+                        params_key(n.params) if n.op == "const" or not (leaf or n.op == "expand") else (),
+                        tuple(number[id(a)] for a in n.args) if not leaf else ()))
+        return tuple(key) + (tuple(number[id(o)] for o in self.outputs),)
+
+
+def kernel_size(kernel):
+    return math.prod(kernel.shape)
+
+
+def _part(kernel):
+    """``kernel`` as a ``Part`` if it can join a sweep: one elementwise pass over a non-empty
+    shape, every value at an index computed from its buffers at that index and from scalars."""
+    if kernel.kind != Kind.LOOP or kernel.reduce_axes or len(kernel.steps) != 1 or not kernel.stores \
+            or kernel_size(kernel) == 0:
+        return None
+    body = set(map(id, kernel.body))
+    if any(id(o) not in body for o in kernel.stores):
+        return None  # (a copy of an input)
+    try:
+        return Part(kernel)
+    except ValueError:
+        return None
+
+
+def sweeps(kernels):
+    """``kernels`` with each group of independent kernels of one structure, next to each other in
+    the plan and each an elementwise pass (``Part``), merged into one *sweep*: a loop kernel of
+    ``shape`` (total size,) whose ``parts`` run one after another at their own sizes and buffers.
+    An optimizer's update of every parameter leaf is then one kernel, one parallel region, instead
+    of one per leaf. Only neighbours merge, so no kernel moves away from what it reads."""
+    out, run = [], []  # run: (index in out, part) of the elementwise kernels since the last other one
+    for kernel in kernels:
+        part = _part(kernel)
+        if part is None:
+            out += _merged(run)
+            out.append(kernel)
+            run = []
+        else:
+            run.append(part)
+    return out + _merged(run)
+
+
+def _merged(parts):
+    """The kernels of ``parts`` (a run of neighbours, in order), those of one key merged into one
+    sweep where the last of them was, while no part reads what an earlier one of its group wrote.
+    A one-element part joins a group by ``loose_key``."""
+    groups, open_groups, group_of = {}, {}, {}  # id(part) -> its group; loose key -> open group; id(store) -> group
+    for part in parts:
+        for n in part.kernel.inputs:
+            written = group_of.get(id(n))
+            if written is not None and open_groups.get(written.key) is written:
+                del open_groups[written.key]
+        group = open_groups.get(part.loose_key)
+        if group is None or part.size > 1 and group.strict not in (None, part.key):
+            group = open_groups[part.loose_key] = _Group(part.loose_key)
+        group.parts.append(part)
+        if part.size > 1:
+            group.strict = part.key
+        groups[id(part)] = group
+        group_of.update((id(o), group) for o in part.kernel.stores)
+    return [p.kernel if len(g.parts) == 1 else _sweep(g.parts)
+            for p, g in ((p, groups[id(p)]) for p in parts) if p is g.parts[-1]]
+
+
+class _Group:
+    def __init__(self, key):
+        self.key, self.strict, self.parts = key, None, []  # strict: the key of its parts of several elements
+
+
+def _sweep(parts):
+    kernel = Kernel(Kind.LOOP, (sum(p.size for p in parts),))
+    # the first part of several elements leads: the others run its body (it knows the scalars)
+    kernel.parts = sorted(parts, key=lambda p: p.size == 1)
+    kernel.steps = [Step(Kind.PHASE)]
+    kernel.steps[0].outputs = [o for p in parts for o in p.kernel.outputs]
+    kernel.body = [n for p in parts for n in p.kernel.body]
+    kernel.inputs = list({id(n): n for p in parts for n in p.kernel.inputs}.values())
+    kernel.stores = [o for p in parts for o in p.kernel.stores]
+    return kernel

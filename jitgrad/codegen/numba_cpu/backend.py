@@ -20,11 +20,11 @@ from ...runtime import cache
 from ...runtime.threads import one_blas_thread
 from ...runtime.progress import CompileProgress
 from ...schedule.buffers import allocated, plan_buffers
-from ...schedule.fuse import Kind, plan
+from ...schedule.fuse import Kind, plan, sweeps
 from ..loops import index_error, indexed_source, serial_loop
 from . import parallel, steps
-from .codegen import loop_kernel_source, partials, row_blocks
-from .compile import cached, compile_entry, compile_kernel, pool_function, steps_function, thread_pool
+from .codegen import loop_kernel_source, partials, row_blocks, sweep_blocks, sweep_source
+from .compile import cached, compile_entry, compile_kernel, compile_sweep, pool_function, steps_function, thread_pool
 from .entry import gemm_operands, gemm_step
 from .memory import RECYCLED_BYTES, result
 
@@ -158,7 +158,7 @@ class Executable:
 
     def __init__(self, program):
         self.program = program
-        self.plan = plan(program)
+        self.plan = sweeps(plan(program))
         self._slots, self.peak_bytes = plan_buffers(self.plan, program)
         kinds, stored = _step_kinds(self.plan, program)
         self._place(program, kinds)
@@ -254,14 +254,7 @@ class Executable:
 
         for i, (k, kind) in enumerate(zip(self.plan, kinds)):
             if kind in (Run.LOOP, Run.INDEXED):
-                source, buffers, positions = self._kernel_parts(i, k, kind, where)
-                function, parameters = compile_kernel(source, buffers)
-                named = ", ".join(f"{'sizes' if a.dtype.kind == 'i' else 'values'} {a.tolist()}" for a in parameters)
-                self.loop_sources[i] = f"# shape class {function.symbol}: {named}\n{source}" if parameters else source
-                for array in parameters:
-                    positions.append(len(self.names))
-                    self.names.append(f"p{len(self._parameters)}")
-                    self._parameters.append(array)
+                function, positions = self._compiled_kernel(i, k, kind, where)
                 self._natives.append(function)
                 writer.call_kernel(i, self._natives[-1], positions,
                                    row_blocks(k) if kind == Run.LOOP else None, i in self._partials)
@@ -279,6 +272,12 @@ class Executable:
             [pool_function(parallel.WORKER)] * (self._pool_slot is not None)
         self._ready = False
         self._places = {}  # (constants, carries) of a scan over this body -> _loop_places
+
+    def _parameter(self, array):
+        """The position of a kernel's read-only parameter array (sizes, constants, a sweep's blocks)."""
+        self.names.append(f"p{len(self._parameters)}")
+        self._parameters.append(array)
+        return len(self.names) - 1
 
     def _close_segment(self, writer):
         segment = writer.close()
@@ -324,6 +323,22 @@ class Executable:
             if function not in shared:
                 progress.kernel_done()
         self._progress, self._ready = progress, True
+
+    def _compiled_kernel(self, i, k, kind, where):
+        """(compiled function, environment positions of its arguments) of kernel ``i``: a loop
+        kernel (its sizes and constants as parameters), a sweep (its table of blocks first), a
+        gather or a scatter-add. Its source goes to ``loop_sources``."""
+        if k.parts:
+            source, arguments = sweep_source(k, f"kernel{i}")
+            function = compile_sweep(source)
+            sizes = ", ".join(str(p.kernel.shape) for p in k.parts)
+            self.loop_sources[i] = f"# sweep {function.symbol} of {len(k.parts)} parts: {sizes}\n{source}"
+            return function, [self._parameter(sweep_blocks(k))] + [where(n) for part in arguments for n in part]
+        source, buffers, positions = self._kernel_parts(i, k, kind, where)
+        function, parameters = compile_kernel(source, buffers)
+        named = ", ".join(f"{'sizes' if a.dtype.kind == 'i' else 'values'} {a.tolist()}" for a in parameters)
+        self.loop_sources[i] = f"# shape class {function.symbol}: {named}\n{source}" if parameters else source
+        return function, positions + [self._parameter(array) for array in parameters]
 
     def _kernel_parts(self, i, k, kind, where):
         """(source, the buffers it takes, their positions in the environment) of compiled kernel

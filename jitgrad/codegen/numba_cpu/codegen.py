@@ -14,7 +14,7 @@ import re
 import numpy as np
 
 from ...ir import ops
-from ...schedule.fuse import Kind
+from ...schedule.fuse import Kernel, Kind, Step
 from .. import scalar_ops
 from ..loops import Body, Target, index, pad_pieces, phase, read_back, row
 
@@ -48,8 +48,10 @@ def _leading(kernel):
 
 def row_blocks(kernel):
     """The rows ``parallel_for`` splits into blocks, for a kernel large enough for threads whose
-    rows are independent (its source then takes ``lo, hi``): the first kept axis, or a full
-    reduction's chunks (``_chunk_partials``); else None."""
+    rows are independent (its source then takes ``lo, hi``): the first kept axis, a full
+    reduction's chunks (``_chunk_partials``), or a sweep's blocks; else None."""
+    if kernel.parts and math.prod(kernel.shape) >= PARALLEL_MIN_SIZE:
+        return int(sweep_blocks(kernel)[0])
     if math.prod(kernel.shape) < PARALLEL_MIN_SIZE or _leading(kernel) and kernel.kept_axes[0] != 0:
         return None
     if not kernel.kept_axes:
@@ -260,3 +262,47 @@ def _leading_reduction(kernel, buffers, stores):
     return lines
 
 
+
+
+SWEEP_BLOCK = 1 << 13  # elements per block of a sweep: a few per thread in a parameter of 1e5
+
+
+def sweep_blocks(kernel):
+    """The blocks of sweep ``kernel`` (``fuse.sweeps``) as its table: their count, then ``(part,
+    start, stop)`` of each, every part cut into blocks of at most ``SWEEP_BLOCK`` elements."""
+    rows = [(k, start, min(start + SWEEP_BLOCK, part.size))
+            for k, part in enumerate(kernel.parts) for start in range(0, part.size, SWEEP_BLOCK)]
+    return np.array([len(rows)] + [v for r in rows for v in r], np.int64)
+
+
+def sweep_source(kernel, name):
+    """(source, argument nodes of each part) of sweep ``kernel``: a C function of ``args``, the
+    block table (``sweep_blocks``) then each part's buffers, scalars and stores, that runs blocks
+    ``lo:hi`` (all of them when the sweep is too small for threads). Every part runs the first
+    part's body (they share its ``key``) on its own buffers, flat: a vectorized loop per block."""
+    first = kernel.parts[0]
+    flat = Kernel(Kind.LOOP, (first.size,))
+    flat.steps = [Step(Kind.PHASE)]
+    flat.steps[0].outputs = first.outputs
+    buffers = {id(n): f"in{k}" if id(n) in first.in_place else f"s{k}" for k, n in enumerate(first.leaves)}
+    stores = {id(o): f"out{k}" for k, o in enumerate(first.outputs)}
+    chunked = set()
+    _, inner, _ = phase(flat.steps[0], flat, buffers, stores, TARGET, chunked=chunked)
+    per_part = len(buffers) + len(stores)
+    views = [(buffers[id(n)], n.dtype, "stop" if id(n) in first.in_place else "1") for n in first.leaves] + \
+        [(stores[id(o)], o.dtype, "stop") for o in first.outputs]
+    rows = row_blocks(kernel) is not None
+    lines = [f"def {name}(args, lo, hi):" if rows else f"def {name}(args):",
+             "    table = carray(args[0], (1,), np.int64)",
+             "    table = carray(args[0], (1 + 3 * table[0],), np.int64)"]
+    if not rows:
+        lines.append("    lo, hi = 0, table[0]")
+    lines += ["    for b in range(lo, hi):",
+              "        part, start, stop = table[1 + 3 * b], table[2 + 3 * b], table[3 + 3 * b]",
+              f"        at = 1 + part * {per_part}"]
+    lines += [f"        {v} = carray(args[at + {k}], ({size},), np.{dtype.type.__name__})"
+              for k, (v, dtype, size) in enumerate(views)]
+    lines += [f"        c_{v} = {v}[start:stop]" for v in sorted(chunked)]
+    lines.append("        for j in range(stop - start):")
+    lines += ["            " + line for line in inner]
+    return "\n".join(lines), [p.arguments for p in kernel.parts]

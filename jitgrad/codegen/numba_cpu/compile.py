@@ -67,12 +67,25 @@ def compile_kernel(source, args):
             unpack += f"    {name} = carray(args[{len(params) + len(extra)}], ({len(numbers)},), np.{dtype.__name__})\n"
             unpack += "".join(f"    {prefix}{k} = {name}[{k}]\n" for k in range(len(numbers)))
             extra.append(np.array(numbers, dtype))
+    return _c_function(unpack + code, rows), extra
+
+
+def compile_sweep(source):
+    """The compiled function of a sweep's ``source`` (``codegen.sweep_source``), which reads its
+    buffers from ``args`` itself: shared by every sweep of the same body, whatever its parts'
+    sizes and number."""
+    head, body = source.split("\n", 1)
+    return _c_function(body, head.endswith("lo, hi):"))
+
+
+def _c_function(body, rows):
+    """``body`` as the C function ``kernel(args)``, or ``kernel(args, lo, hi)`` over ``rows``."""
     flags = "{" + ", ".join(map(repr, sorted(FASTMATH))) + "}"
     options = f"fastmath={flags}, error_model='numpy'"
     signature, call = (("void(CPointer(voidptr), int64, int64)", "args, lo, hi") if rows
                        else ("void(CPointer(voidptr))", "args"))
     wrapper = f"@cfunc('{signature}', " + options + f")\ndef kernel({call}):\n"
-    return _once(_Native, f"{KERNEL_HEADER}\n{wrapper}{unpack}{code}\n", "kernel"), extra
+    return _once(_Native, f"{KERNEL_HEADER}\n{wrapper}{body}\n", "kernel")
 
 
 # Integers up to this stay in a kernel's code: a tiny extent's loop unrolls, and a small
