@@ -4,11 +4,11 @@ Each optimizer (``sgd``, ``adam``, ``adamw``, ``rmsprop``) has ``init(params)``,
 pytree of parameters, and ``update(grads, state, params) -> (params, state)``. The update of all
 parameters is one compiled call per signature: a ``jit`` of the whole update over the flattened
 leaves. On ``"cpu"`` that update is one kernel (a *sweep*) over every leaf of a float dtype, one
-parallel loop over all the parameters' elements, not a kernel per leaf. The learning rate is a float or a schedule, a function of the step count (0 at the first
-update, as in optax). The state keeps the count on the host; the schedule runs there and its value
-enters the compiled update as a traced scalar, so a changing rate never retraces. (Inside a traced
-function the count is traced too, and the schedule is traced with it: the schedules here are NumPy
-code that works either way.)
+parallel loop over all the parameters' elements, not a kernel per leaf. The learning rate is a
+float or a schedule, a function of the step count (0 at the first update, as in optax). The state
+keeps the count on the host; the schedule runs there and its value enters the compiled update as a
+traced scalar, so a changing rate never retraces. (Inside a traced function the count is traced
+too, and the schedule is traced with it: the schedules here are NumPy code that works either way.)
 
 >>> import numpy as np, jitgrad as jg
 >>> opt = jg.optim.adam(1e-3, device="numpy")

@@ -1,5 +1,5 @@
-"""The CPU backend's entry point: one compiled call per program, BLAS inside it, the NumPy
-fallback between compiled segments, and its disk cache in a new process."""
+"""The CPU backend's compiled call: one per program, BLAS inside it, the NumPy fallback between
+compiled segments, and its disk cache in a new process."""
 import os
 import re
 import subprocess
@@ -14,7 +14,8 @@ import jitgrad as jg
 from jitgrad.codegen.numba_cpu import blas
 from jitgrad.codegen.numba_cpu.backend import _PythonStep, _Segment
 from jitgrad.codegen.numba_cpu.codegen import PARALLEL_MIN_SIZE
-from jitgrad.codegen.numba_cpu.compile import steps_function
+from jitgrad.codegen.numba_cpu.compile import enter_function, steps_function
+from jitgrad.runtime import cache
 
 ROOT = Path(__file__).resolve().parents[1]
 rng = np.random.default_rng(1)
@@ -46,7 +47,7 @@ def test_mlp_is_one_compiled_call_with_gemm_inside(dtype):
     runs = lowered.executable._runs
     assert len(runs) == 1 and isinstance(runs[0], _Segment)
     letter = "s" if dtype == np.float32 else "d"
-    assert "def entry(" in lowered.source and lowered.source.count(f"{letter}gemm(") == 5
+    assert "# segment:" in lowered.source and lowered.source.count(f"{letter}gemm(") == 5
     assert ".T" not in lowered.source and "transpose" in lowered.source  # transposes are gemm flags
 
 
@@ -165,15 +166,16 @@ def _run(cache_dir):
     return [float(v) for v in numbers], compiled == "1"
 
 
-def test_new_process_loads_the_entry_point_from_the_cache(tmp_path):
+def test_new_process_loads_the_compiled_code_from_the_cache(tmp_path):
     first, compiled = _run(tmp_path)
     assert compiled
-    entries = [p for p in tmp_path.glob("*/o_*.bin") if b"entry" in p.read_bytes().split(b"\n", 1)[0]]
-    assert len(entries) == 2
+    hashes = {cache.source_hash(f.module_source) for f in (steps_function(), enter_function())}
+    shared = [p for p in tmp_path.glob("*/o_*.bin") if p.read_bytes().split(b" ", 2)[1].decode() in hashes]
+    assert len(shared) == 2  # run_steps and enter
     again, compiled = _run(tmp_path)
-    assert again == first and not compiled  # every kernel, the driver and the entry points loaded
-    for f in entries:
-        f.write_bytes(f.read_bytes()[:-10])  # truncated machine code of the entry points only
+    assert again == first and not compiled  # every kernel, the driver, run_steps and enter loaded
+    for f in shared:
+        f.write_bytes(f.read_bytes()[:-10])  # truncated machine code of those two only
     rebuilt, compiled = _run(tmp_path)
     assert rebuilt == first and compiled
 
@@ -189,9 +191,11 @@ def test_programs_share_compiled_kernels():
     assert len(symbols[0]) == 1 and symbols[0] < symbols[1]
 
 
-def test_the_entry_point_does_not_grow_with_the_program():
-    """A segment's entry point only hands its arrays to ``run_steps``: an RNN unrolled 3 or 12
-    steps has one entry point, compiled once for both (its steps are data)."""
+def test_a_program_compiles_nothing_but_its_kernels():
+    """A segment's steps are data, entered through one C function every program shares: an RNN
+    unrolled 12 steps compiles about as many functions as one unrolled 3, and an update of 80
+    arrays (one sweep; an entry point of its own took Numba seconds at this many arguments)
+    compiles one kernel."""
     def rnn(wx, wh, xs):
         h = np.tanh(xs[0] @ wx)
         for t in range(1, xs.shape[0]):
@@ -199,7 +203,7 @@ def test_the_entry_point_does_not_grow_with_the_program():
         return np.sum(h * h)
 
     wx, wh = rng.standard_normal((3, 4)), rng.standard_normal((4, 4)) * 0.3
-    entries = []
+    natives = []
     for steps in (3, 12):
         xs = rng.standard_normal((steps, 2, 3))
         f = jg.jit_grad(rnn, argnums=(0, 1), device="cpu")
@@ -209,8 +213,16 @@ def test_the_entry_point_does_not_grow_with_the_program():
         np.testing.assert_allclose(dwx, expected[1][0], rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(dwh, expected[1][1], rtol=1e-10, atol=1e-12)
         (executable,) = [c.executable for c in f._cache.values()]
-        entries += executable._entries
-    assert len(entries) == 2 and entries[0] is entries[1]
+        natives.append({fn.symbol for fn in executable._natives})
+    shared = {steps_function().symbol, enter_function().symbol}
+    assert shared <= natives[0] & natives[1] and len(natives[1]) <= len(natives[0]) + 2  # (8 and 10 here)
+
+    arrays = [rng.standard_normal((k + 1, 3)) for k in range(80)]
+    update = jg.jit(lambda *a: [x - 0.1 * np.tanh(x) for x in a], device="cpu")
+    for x, new in zip(arrays, update(*arrays)):
+        np.testing.assert_allclose(new, x - 0.1 * np.tanh(x), rtol=1e-12)
+    executable = update.lower(*arrays).executable
+    assert len({fn.symbol for fn in executable._natives} - shared) == 1 and len(executable._runs) == 1
 
 
 def test_parallel_kernels_match_reference():

@@ -3,7 +3,7 @@ import ctypes
 
 import numpy as np
 import pytest
-from numba import carray, cfunc, njit
+from numba import carray, cfunc
 
 from jitgrad.codegen.numba_cpu import native
 
@@ -15,12 +15,6 @@ def _double(x, n):
         a[i] *= 2.0
 
 
-@njit
-def _scale(x, out, k):
-    for i in range(x.size):
-        out[i] = x[i] * k
-
-
 def test_a_c_function_round_trips():
     symbols, code = native.machine_code(_double)
     address = native.load(symbols, code)
@@ -28,15 +22,6 @@ def test_a_c_function_round_trips():
     x = np.arange(5.0)
     ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int64)(address)(x.ctypes.data, x.size)
     np.testing.assert_array_equal(x, np.arange(5.0) * 2)
-
-
-def test_an_njit_function_round_trips_through_its_cpython_wrapper():
-    x, out = np.arange(4.0), np.zeros(4)
-    _scale(x, out, 3.0)  # compiles it for one signature
-    loaded = native.load_python(*native.python_machine_code(_scale))
-    out[:] = 0
-    assert loaded(x, out, 0.5) is None
-    np.testing.assert_array_equal(out, x * 0.5)
 
 
 def test_a_missing_symbol_is_an_error_not_a_crash():

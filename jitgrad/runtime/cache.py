@@ -1,7 +1,7 @@
 """The disk cache for generated code (SPEC 4, 6.6): trust nothing found on disk.
 
-CPU kernels and entry points are kept as object code (``save_object``/``load_object``) in files
-named by the hash of their generated source. Each file starts with the whole key it was written
+CPU kernels and the functions that run them are kept as object code (``save_object``/``load_object``)
+in files named by the hash of their generated source. Each file starts with the whole key it was written
 for (the format, the full source hash, the versions key, the hash of the code that follows) and
 is loaded only when every part matches what the caller asks for: a file copied or renamed from
 another entry, damaged, or left by another jitgrad is a miss, discarded and rebuilt. CUDA kernel

@@ -1,9 +1,11 @@
-"""``device="cpu"``: the fusion plan run as one compiled entry point per program.
+"""``device="cpu"``: the fusion plan run as one compiled call per program.
 
 Each loop kernel is compiled on its own and cached by its source text (``compile.py``), so
-programs that share a kernel share its machine code. The entry point (``entry.py``) is a serial
-``@njit`` function that calls them and BLAS in order; a call costs one compiled call, not a
-Python loop over kernels. Library ops it cannot run are NumPy calls between compiled segments.
+programs that share a kernel share its machine code. A program's steps are data (``steps.py``):
+a table of kernel calls and BLAS gemms (``entry.py``) that one C function shared by every
+program runs in order, so a call costs one C call, not a Python loop over kernels, and a
+program compiles nothing but its kernels. Library ops compiled code cannot run are NumPy calls
+between compiled segments.
 """
 import ctypes
 import threading
@@ -24,17 +26,17 @@ from ...schedule.fuse import Kind, plan, sweeps
 from ..loops import index_error, indexed_source, serial_loop
 from . import parallel, steps
 from .codegen import loop_kernel_source, partials, row_blocks, sweep_blocks, sweep_source
-from .compile import cached, compile_entry, compile_kernel, compile_sweep, pool_function, steps_function, thread_pool
+from .compile import cached, compile_kernel, compile_sweep, enter_function, pool_function, steps_function, thread_pool
 from .entry import gemm_operands, gemm_step
 from .memory import RECYCLED_BYTES, result
 
 
-class _EntryWriter:
+class _SegmentWriter:
     """Writes a program's segments (runs of compiled steps between Python steps) as tables of
-    steps (``steps.py``) and their entry points. A kernel gets the addresses of its buffers as a
-    run of the per-thread table ``buffers``: constants' and intermediates' are filled once
-    (``table`` holds their environment positions), its arguments' (inputs, results) copied there
-    by a step from the first slots, where the segment's entry point writes them at each call."""
+    steps (``steps.py``) and their listings. A kernel gets the addresses of its buffers as a run
+    of the per-thread table ``buffers``: constants' and intermediates' are filled once (``table``
+    holds their environment positions), its arguments' (inputs, results) copied there by a step
+    from the first slots, where ``steps.enter`` puts them at each call."""
 
     def __init__(self, names, table_start, single):
         self.names, self.table_start, self.single = names, table_start, single
@@ -47,7 +49,7 @@ class _EntryWriter:
 
     def address(self, position):
         """``(table slot, its name in the listing)`` of the array at ``position``: an argument of
-        the segment's entry point is ``("arg", position)`` until ``close`` numbers them."""
+        the segment is ``("arg", position)`` until ``close`` numbers them."""
         if position < self.table_start:
             self._used.add(position)
             return ("arg", position), self.names[position]
@@ -90,24 +92,22 @@ class _EntryWriter:
         self._lines.append(line)
 
     def close(self):
-        """``(listing, entry point source, function name, environment positions it takes, steps)``
-        of the segment written since the last close; None if it is empty. The entry point's text
-        depends only on how many arrays it takes."""
+        """``(environment positions of its arguments, steps)`` of the segment written since the
+        last close (its listing to ``sources``); None if it is empty."""
         if not self._rows:
             return None
         params = sorted(self._used)
         local = {p: j for j, p in enumerate(params)}  # an argument's slot: its place among them
         rows = [[local[v[1]] if isinstance(v, tuple) else v for v in row] for row in self._rows]
-        name = "entry" if self.single else f"entry{len(self.sources)}"
-        source = (f"run_steps = ExternalFunction({steps_function().symbol!r}, void(uintp, uintp, int64))\n\n"
-                  + steps.entry_source("entry", len(params)))
+        name = "segment" if self.single else f"segment{len(self.sources)}"
         declared = [f"# {k} = {symbol}" for k, symbol in self._kernels.items()]
         listing = "\n".join([f"# {name}: the steps it runs (steps.py), on its arguments "
-                              f"{', '.join(self.names[p] for p in params)} and the table `buffers`:"]
-                             + declared + ["#     " + line for line in self._lines] + [source])
+                              f"{', '.join(self.names[p] for p in params)} (the table's first slots, "
+                              "``steps.enter``) and the table `buffers`:"]
+                             + declared + ["#     " + line for line in self._lines])
         self.sources.append(listing)
         self._rows, self._lines, self._kernels, self._used = [], [], {}, set()
-        return source, params, steps.encode(rows, self.pool_slot)
+        return params, steps.encode(rows, self.pool_slot)
 
     def _use_pool(self):
         """The pool's address goes in a table slot, once."""
@@ -117,14 +117,34 @@ class _EntryWriter:
 
 
 class _Segment:
-    """One compiled call: the entry point on its arrays in the environment, this thread's table
-    of buffer addresses and the segment's steps."""
+    """One compiled call: ``steps.enter`` on the segment's arrays in the environment, this thread's
+    table of buffer addresses and the segment's steps (a C call through ctypes, which releases the
+    GIL while it runs)."""
 
-    def __init__(self, fn, positions, steps):
-        self.fn, self.positions, self.steps = fn, positions, steps
+    def __init__(self, positions, step_table, types):
+        self.positions, self.steps, self._steps_address = positions, step_table, step_table.ctypes.data
+        self.types = types  # (dtype, rank) of each array its kernels were compiled for, checked at the first call
 
-    def __call__(self, env, table):
-        self.fn(*[env[i] for i in self.positions], table, self.steps)
+    def __call__(self, env, table, table_address):
+        if self.types is not None:
+            self._check([env[i] for i in self.positions])
+        if steps.DATA_OFFSET >= 0:  # the arrays themselves: enter reads their data addresses
+            for slot, i in enumerate(self.positions):
+                table[slot] = id(env[i])
+            count = len(self.positions)
+        else:
+            for slot, i in enumerate(self.positions):
+                table[slot] = env[i].ctypes.data
+            count = 0
+        _enter()(self._steps_address, table_address, table.size, count)
+
+    def _check(self, arrays):
+        """Each array is a C-contiguous ndarray of the dtype and rank the kernels were compiled
+        for (they would misread another)."""
+        types, self.types = self.types, None
+        given = [(np.dtype(a.dtype).str, max(a.ndim, 1)) for a in arrays]
+        if checks_on() and (given != types or not all(type(a) is np.ndarray and a.flags.c_contiguous for a in arrays)):
+            raise IRError(f"a segment compiled for arrays {types} was called with {given}")
 
 
 class _PythonStep:
@@ -133,7 +153,7 @@ class _PythonStep:
     def __init__(self, kernel, position):
         self.kernel, self.position = kernel, position
 
-    def __call__(self, env, table):
+    def __call__(self, env, table, table_address):
         values = {}
         with np.errstate(all="ignore"):
             for n in self.kernel.body:
@@ -149,7 +169,7 @@ class _PythonStep:
 
 
 class Executable:
-    """A program planned into kernels and run by one compiled entry point on NumPy buffers.
+    """A program planned into kernels and run by one compiled call on NumPy buffers.
 
     Results are fresh arrays for each call: small ones from NumPy, large ones (``RECYCLED_BYTES``)
     in buffers the caller has let go of (``_Recycled``). Intermediates live in pool slots planned
@@ -182,14 +202,13 @@ class Executable:
         for i, k in enumerate(self.plan):
             text = self.loop_sources.get(i) or "\n".join(f"# library: {n.op} -> {n.type}" for n in k.body)
             parts.append(f"# kernel {i}: {k!r}\n{text}")
-        return "\n\n".join(parts + [f"# entry point\n{s}" for s in self.entry_sources])
+        return "\n\n".join(parts + self.segment_sources)
 
     def _place(self, program, kinds):
         """Give every array a call touches a position in the environment list: first those
-        passed to the entry point as arrays (inputs, fresh results, values Python steps
-        compute), then those it reaches through a table of addresses kept per thread
-        (constants, pooled intermediates): an entry point with hundreds of array arguments
-        would take seconds to compile."""
+        given to a segment at each call (inputs, fresh results, values Python steps compute),
+        then those it reaches through the table of addresses kept per thread (constants, pooled
+        intermediates), filled once."""
         self.position, self.names = {}, []
 
         def place(key, name):
@@ -210,7 +229,7 @@ class Executable:
             place(id(o), f"v{len(self.names)}")
         self._unset = [None] * len(computed)
         self.table_start = len(self.names)
-        # (dtype, ndim) of each array the entry points may take: C-contiguous, 0-d as 1-element
+        # (dtype, ndim) of each array a segment may take: C-contiguous, 0-d as 1-element
         arrays = [(n.dtype, n.ndim) for n in program.inputs] + [(d, len(s)) for s, d in self._results] + \
                  [(o.dtype, o.ndim) for o in computed]
         self._arg_types = [(np.dtype(d).str, max(ndim, 1)) for d, ndim in arrays]
@@ -244,10 +263,10 @@ class Executable:
 
     def _build(self, kinds, stored):
         """Loop kernels (and gathers, scatter-adds) compiled one by one; runs of compiled steps
-        become entry points (``_EntryWriter``), with Python steps between them."""
+        become segments (``_SegmentWriter``), with Python steps between them."""
         self.loop_sources, self._runs, self._parameters = {}, [], []
-        writer = _EntryWriter(self.names, self.table_start, single=Run.PYTHON not in kinds)
-        self._natives = []  # every compiled function the entry points call
+        writer = _SegmentWriter(self.names, self.table_start, single=Run.PYTHON not in kinds)
+        self._natives = []  # every compiled function a call runs
 
         def where(node, written=False):
             return self.position[("copy", id(node)) if written and node.op in ops.LEAVES else id(node)]
@@ -265,10 +284,10 @@ class Executable:
                 self._close_segment(writer)
                 self._runs.append(_PythonStep(k, self.position))
         self._close_segment(writer)
-        self.entry_sources = writer.sources
+        self.segment_sources = writer.sources
         self._table, self._functions, self._pool_slot = writer.table, writer.functions, writer.pool_slot
-        self._entries = [run.fn for run in self._runs if isinstance(run, _Segment)]
-        self._natives += [steps_function()] * bool(self._entries) + \
+        segments = any(isinstance(run, _Segment) for run in self._runs)
+        self._natives += [steps_function(), enter_function()] * segments + \
             [pool_function(parallel.WORKER)] * (self._pool_slot is not None)
         self._ready = False
         self._places = {}  # (constants, carries) of a scan over this body -> _loop_places
@@ -282,41 +301,38 @@ class Executable:
     def _close_segment(self, writer):
         segment = writer.close()
         if segment is not None:
-            source, params, step_table = segment
-            types = [self._arg_types[i] for i in params] + [(np.dtype(np.uintp).str, 1), (np.dtype(np.int64).str, 1)]
-            self._runs.append(_Segment(compile_entry(source, "entry", types), params, step_table))
+            params, step_table = segment
+            self._runs.append(_Segment(params, step_table, [self._arg_types[i] for i in params]))
 
     def build(self, shard=0, shards=1):
         """Load or compile the functions the executable calls, as its first call would: all of
-        them, or (one of ``shards`` compile workers) share ``shard`` of them. Shard 0 takes
-        ``run_steps`` and the entry points (which call it by symbol); the kernels are dealt out
-        to the others first. A whole build records the program as complete in the disk cache."""
-        runs = [f for f in self._natives if f is steps_function()]
-        kernels = list(dict.fromkeys(f for f in self._natives if f is not steps_function()))
-        mine = (runs + self._entries if shard == 0 else []) + kernels[(shard - 1) % shards::shards]
+        them, or (one of ``shards`` compile workers) share ``shard`` of them. Shard 0 takes the
+        functions every program shares (``run_steps``, ``enter``, the pool's worker); the kernels
+        are dealt out to the others first. A whole build records the program as complete in the
+        disk cache."""
+        shared = _shared()
+        kernels = list(dict.fromkeys(f for f in self._natives if f not in shared))
+        mine = ([f for f in self._natives if f in shared] if shard == 0 else []) + \
+            kernels[(shard - 1) % shards::shards]
         for function in mine:
-            if function in self._entries:
-                if not cached(function):
-                    function.compile()
-            else:
-                function.address  # noqa: B018 (loads or compiles it)
+            function.address  # noqa: B018 (loads or compiles it)
         if shards == 1:
             self.mark_complete()
 
     def at_hand(self):
         """Whether the machine code of every function the executable calls is loaded, received
         or in the disk cache."""
-        return all(cached(f) for f in self._natives + self._entries)
+        return all(cached(f) for f in self._natives)
 
     def mark_complete(self):
         """Record in the disk cache that every function of this program is stored there."""
-        cache.mark_program(self.program.content_hash(), [f.module_source for f in self._natives + self._entries])
+        cache.mark_program(self.program.content_hash(), [f.module_source for f in self._natives])
 
     def _prepare(self):
-        """Load (or compile) every function before the first call: an entry point's machine code
-        calls ``run_steps`` by symbol. Progress counts the program's own kernels."""
+        """Load (or compile) every function before the first call. Progress counts the program's
+        own kernels."""
         signature = ", ".join(n.type for n in self.program.inputs)
-        shared = {steps_function(), pool_function(parallel.WORKER)}
+        shared = _shared()
         progress = CompileProgress(f"{self.program.name}({signature})", sum(f not in shared for f in self._natives))
         for function in self._natives:
             function.address  # noqa: B018 (loads or compiles it)
@@ -370,24 +386,22 @@ class Executable:
                 table[slot] = kernel.address
             if self._pool_slot is not None:
                 table[self._pool_slot] = thread_pool().address
-            pool = self._pools.buffers = (buffers, table)
+            pool = self._pools.buffers = (buffers, table, table.ctypes.data)
         return pool
 
     def __call__(self, *args):
         if not self._ready:
             self._prepare()
-        buffers, table = self._pool()
+        buffers, table, table_address = self._pool()
         # Compiled code reads C-contiguous arrays (0-d as 1-element); results are fresh arrays.
         env = [*map(np.ascontiguousarray, args), *map(result, self._results, self._recycled), *self._unset, *buffers]
         for run in self._runs:
-            run(env, table)
-        if self._progress is not None:  # the first call compiled (or loaded) the entry point too
+            run(env, table, table_address)
+        if self._progress is not None:
             self._progress, progress = None, self._progress
-            if any(f.compiled_here for f in self._natives + self._entries):
+            if any(f.compiled_here for f in self._natives):
                 self.mark_complete()
-            if checks_on():
-                self._check_signatures(env)
-            progress.finished(" and the entry point")
+            progress.finished("")
         if self._flags:
             self._check_indices(buffers)
         # Results are fresh, writeable arrays: never the caller's inputs, our constants or views.
@@ -449,13 +463,13 @@ class Executable:
             else:
                 start, stride = moving(ys[i - n_carry])
                 rows.append([slot, start, start, stride])
-        buffers, table = self._pool()
+        buffers, table, table_address = self._pool()
         (segment,) = self._runs
         loop = steps.as_loop(segment.steps, rows, 1 << 62 if length is None else length,
                              0 if flag is None else flag.ctypes.data)
         with one_blas_thread(self._small_gemms):
-            _run_steps()(loop.ctypes.data, table.ctypes.data, table.size)
-        if self._progress is not None:  # (no entry point was needed)
+            _run_steps()(loop.ctypes.data, table_address, table.size)
+        if self._progress is not None:
             self._progress, progress = None, self._progress
             progress.finished("")
         if self._flags:
@@ -496,16 +510,6 @@ class Executable:
             self._small_gemms = _small_gemms(self._runs[0].steps)
         return self._places[key]
 
-    def _check_signatures(self, env):
-        """Each entry point was compiled for the types of the arrays it gets (a machine code
-        loaded for other types would misread them)."""
-        for run in self._runs:
-            if isinstance(run, _Segment):
-                given = [(np.dtype(env[i].dtype).str, env[i].ndim) for i in run.positions]
-                if given + [(np.dtype(np.uintp).str, 1), (np.dtype(np.int64).str, 1)] != list(run.fn.signature) or \
-                        not all(env[i].flags.c_contiguous for i in run.positions):
-                    raise IRError(f"entry point {run.fn.name} compiled for {run.fn.signature}, called with {given}")
-
     def _check_indices(self, buffers):
         """NumPy's IndexError for an index a gather or scatter-add found out of range (it skipped
         that element), naming the op and the user's line; the flag is cleared for the next call."""
@@ -537,6 +541,23 @@ def _small_gemms(step_table):
     return bool(np.all(sizes <= SMALL_GEMM))
 
 
+def _shared():
+    """The compiled functions every program shares: built by the first compile worker."""
+    return {steps_function(), enter_function(), pool_function(parallel.WORKER)}
+
+
+def _enter():
+    """``steps.ENTER`` as a Python callable (it releases the GIL while it runs)."""
+    global _enter_c
+    if _enter_c is None:
+        _enter_c = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                    ctypes.c_int64)(enter_function().address)
+    return _enter_c
+
+
+_enter_c = None
+
+
 def _run_steps():
     """``steps.RUN`` as a Python callable (it releases the GIL while it runs)."""
     global _run
@@ -557,9 +578,9 @@ class Run(str, Enum):
     """How the CPU runs a kernel of the plan."""
     LOOP = "loop"  # a compiled loop kernel
     INDEXED = "indexed"  # a compiled gather or scatter-add
-    GEMM = "gemm"  # BLAS, called from the entry point
+    GEMM = "gemm"  # BLAS, called from the compiled steps
     FOLD = "fold"  # views that only compiled matmuls read: folded into their gemm calls
-    PYTHON = "python"  # NumPy, between compiled segments of the entry point
+    PYTHON = "python"  # NumPy, between compiled segments
 
 
 def _step_kinds(kernels, program):
@@ -579,7 +600,7 @@ def _step_kinds(kernels, program):
                 views.add(i)
     # A view kernel folds when only gemms, or view kernels that fold themselves, read it: a gemm's
     # operand is then the whole chain of views down to a buffer (``gemm.strided``). Else it runs in
-    # Python, and splits the entry point in two (a compile each).
+    # Python, and splits the compiled steps in two segments.
     readers = {}
     for i, k in enumerate(kernels):
         for n in k.inputs:

@@ -1,6 +1,6 @@
-"""Compiling and caching the CPU's machine code: loop kernels and the thread pool's functions as
-C functions registered under symbols, entry points as ``@njit`` functions; each compiled by
-Numba once and then kept on disk as object code (``native.py``, ``runtime/cache.py``).
+"""Compiling and caching the CPU's machine code: loop kernels, the steps' runner and the thread
+pool's functions, as C functions registered under symbols; each compiled by Numba once and then
+kept on disk as object code (``native.py``, ``runtime/cache.py``).
 """
 import io
 import logging
@@ -41,7 +41,6 @@ _compiled, _lock = {}, threading.Lock()
 
 KERNEL_HEADER = ("import math\n\nimport numpy as np\nfrom numba import carray, cfunc\n\n"
                  "from jitgrad.codegen.numba_cpu import vecmath as vm\n")
-ENTRY_HEADER = "from numba import njit\nfrom numba.types import ExternalFunction, int64, uintp, void\n"
 
 
 def compile_kernel(source, args):
@@ -49,9 +48,8 @@ def compile_kernel(source, args):
     buffers ``args``). The function is shared by every kernel of its shape class: the same code
     but for sizes and constants, which ``lift`` turns into parameters, the int64 and float64
     arrays returned (read at the call from the kernel's last one or two buffer addresses). It is
-    a C function taking the addresses of its C-contiguous buffers as one array, registered under
-    a symbol named by its hash: entry points call it without linking its code into theirs (Numba
-    would optimize and compile a called dispatcher's code again, inside every caller). A kernel
+    a C function taking the addresses of its C-contiguous buffers as one array, named by its
+    hash; ``run_steps`` calls it by its address in the table. A kernel
     over rows ``lo, hi`` (its last two parameters) also takes them, and runs under
     ``parallel_for``."""
     head, body = source.split("\n", 1)
@@ -164,21 +162,19 @@ def pool_function(source):
 
 
 def steps_function():
-    """``steps.RUN``, the C function every segment's entry point calls, compiled once or loaded."""
+    """``steps.RUN``, the C function that runs a segment's steps (a compiled loop's too), compiled
+    once or loaded."""
     return _once(_Native, steps.SOURCE_HEADER + steps.RUN, "kernel")
+
+
+def enter_function():
+    """``steps.ENTER``, the C function every program calls to run a segment on its arrays."""
+    return _once(_Native, steps.SOURCE_HEADER + steps.ENTER, "kernel")
 
 
 def thread_pool():
     """The process's thread pool (``pool.py``), started when a program first needs it."""
     return pool(lambda source: pool_function(source).address)
-
-
-def compile_entry(source, name, signature):
-    """The entry point ``name`` defined in ``source`` (after the kernels it declares), for
-    arguments of ``signature`` (``_Entry``)."""
-    types = ", ".join(f"{d}[{n}d]" for d, n in signature)  # one compile (and cache file) per argument types
-    module_source = f"{ENTRY_HEADER}\n# for {types}\n" + source.replace(f"def {name}(", f"@njit\ndef {name}(") + "\n"
-    return _once(_Entry, module_source, name, tuple(signature))
 
 
 def _once(kind, module_source, *args):
@@ -190,8 +186,8 @@ def _once(kind, module_source, *args):
 
 
 class _Native:
-    """The C function ``name`` defined by ``module_source`` (a kernel, or a thread pool function),
-    registered under a symbol named by the source's hash, by which entry points call it. Its
+    """The C function ``name`` defined by ``module_source`` (a kernel, the steps' runner, or a
+    thread pool function), registered under a symbol named by the source's hash. Its
     machine code is loaded (from a background compile, or the disk cache) or else compiled by
     Numba when its address is first needed: building a program's executable compiles nothing."""
 
@@ -219,39 +215,9 @@ class _Native:
         return address
 
 
-class _Entry:
-    """A program's entry point, an ``@njit`` function for arguments of the types ``signature``
-    names (``(dtype, ndim)`` of each C-contiguous array). Its machine code is loaded (from a
-    background compile, or the disk cache) at its first call, and then called through its
-    CPython wrapper (what Numba's dispatcher calls after matching the types: the executable
-    always passes the types of its signature); else that call compiles it."""
-
-    def __init__(self, module_source, name, signature):
-        self.module_source, self.name, self.signature = module_source, name, signature
-        self.call, self._lock, self.compiled_here = None, threading.Lock(), False
-
-    def __call__(self, *args):
-        if self.call is None:
-            with self._lock:
-                if self.call is None:
-                    self.call = _load(self.module_source, native.load_python) or self.compile()
-        return self.call(*args)
-
-    def compile(self):
-        """The entry point compiled by Numba for ``signature`` (its kernels' symbols must be
-        registered), and stored."""
-        from numba import from_dtype, types
-        _start_numba_target()
-        dispatcher, _ = cache.load_function(self.module_source, self.name, use_disk=False)
-        dispatcher.compile(tuple(types.Array(from_dtype(np.dtype(d)), n, "C") for d, n in self.signature))
-        _store(self.module_source, native.python_machine_code(dispatcher))
-        self.compiled_here = True
-        return dispatcher
-
-
 def cached(function):
-    """Whether ``function``'s (a ``_Native``'s or an ``_Entry``'s) machine code is at hand."""
-    if (getattr(function, "_address", None) or getattr(function, "call", None)) is not None:
+    """Whether ``function``'s (a ``_Native``'s) machine code is at hand."""
+    if getattr(function, "_address", None) is not None:
         return True
     return function.module_source in _received or cache.load_object(function.module_source) is not None
 

@@ -1,13 +1,14 @@
 """The steps of a program's compiled segments that call BLAS: ``gemm`` for matmuls.
 
-A segment's entry point (``steps.py``) takes the inputs and result arrays (allocated by the
-caller through NumPy) and a table of buffer addresses, and runs its steps in order: the loop
-kernels (separately compiled and cached C functions: programs that share a kernel share its
-machine code) and BLAS ``gemm`` for matmuls. A view that feeds a matmul is folded into the ``gemm`` call as an offset, a
-transpose flag, a leading dimension and batch strides, so ``x.T @ y`` copies nothing.
+A segment (``steps.py``) takes the inputs and result arrays (allocated by the caller through
+NumPy) in a table of buffer addresses, and runs its steps in order: the loop kernels
+(separately compiled and cached C functions: programs that share a kernel share its machine
+code) and BLAS ``gemm`` for matmuls. A view that feeds a matmul is folded into the ``gemm`` call
+as an offset, a transpose flag, a leading dimension and batch strides, so ``x.T @ y`` copies
+nothing.
 
 Gathers and scatter-adds are compiled kernels too (``codegen.indexed_source``). A library op
-the entry point cannot run (concat, pad, argmax, an integer or empty matmul, a view BLAS cannot
+compiled steps cannot run (concat, pad, argmax, an integer or empty matmul, a view BLAS cannot
 express, any matmul without a CBLAS) runs in Python with NumPy between compiled *segments*:
 correct always, one compiled call per run of the rest.
 """
@@ -16,7 +17,7 @@ from . import blas, steps
 
 
 def gemm_operands(node, stored):
-    """For a matmul ``node`` the entry point can run: one ``(base, offset, batch strides,
+    """For a matmul ``node`` compiled steps can run: one ``(base, offset, batch strides,
     transpose flag, leading dimension)`` per operand; else None."""
     if node.dtype.name not in blas.GEMM or 0 in node.args[0].shape + node.args[1].shape or \
             node.ndim - 2 > steps.MAX_BATCH:

@@ -1,6 +1,6 @@
 """Machine code of compiled functions, kept on disk and loaded without Numba's compiler.
 
-Numba compiles each kernel and entry point once; its object code is then stored in the disk
+Numba compiles each kernel once (and the few functions every program shares); its object code is then stored in the disk
 cache (``runtime/cache.py``) with the names of the symbols to look up in it. A new process
 loads that object code straight into an LLVM JIT of its own: Numba's own cache loader would
 first set up its whole compiler (its target context's ``refresh``, 0.3 to 0.5 s on the 2-core
@@ -11,9 +11,7 @@ BLAS, the thread pool's ``parallel_for``, other kernels, and libc (the pool's fu
 registers Numba's itself (``_target_machine``), BLAS's are registered by ``blas.py``, the pool's
 and kernels' by the backend; libc's are found in the process.
 """
-import ctypes
 import functools
-import sys
 import threading
 
 import llvmlite.binding as llvm
@@ -28,16 +26,6 @@ def machine_code(cfunc):
     return _object_code(lambda: ((cfunc.native_name,), cfunc._library))
 
 
-def python_machine_code(dispatcher):
-    """``(symbols, object code)`` of an ``@njit`` function compiled for one signature, for
-    ``load_python``: its CPython wrapper (the function Numba's dispatcher calls) and the global
-    that holds its environment."""
-    def parts():
-        (compiled,) = dispatcher.overloads.values()
-        return (compiled.fndesc.llvm_cpython_wrapper_name, compiled.fndesc.env_name), compiled.library
-    return _object_code(parts)
-
-
 def _object_code(parts):
     try:
         symbols, library = parts()
@@ -49,21 +37,6 @@ def _object_code(parts):
 def load(symbols, object_code):
     """The address of the C function ``symbols[0]`` in ``object_code``."""
     return _symbol(_jit(object_code), symbols[0])
-
-
-def load_python(symbols, object_code):
-    """The Python function of an ``@njit`` function's machine code (``python_machine_code``):
-    what Numba's dispatcher calls once it has matched the argument types, so callers must pass
-    exactly the types it was compiled for."""
-    from numba import _dynfunc
-    from numba.core.environment import Environment
-
-    wrapper, env_symbol = symbols
-    engine = _jit(object_code)
-    address = _symbol(engine, wrapper)
-    env = Environment({"__name__": __name__})  # as Numba's get_executable, with no globals to reach
-    ctypes.c_void_p.from_address(engine.get_global_value_address(env_symbol)).value = id(env)
-    return _dynfunc.make_function(sys.modules[__name__], "entry", "a jitgrad entry point", address, env, (engine,))
 
 
 def _jit(object_code):

@@ -238,7 +238,7 @@ def parallel_for(pool, fn, args, rows):
         call_block(fn, args, 0, rows)
 
 
-# The compiled entry points: C functions that generated code and the pool's threads call by address
+# The compiled functions: C functions that compiled steps and the pool's threads call by address
 WORKER = "@cfunc('void(uintp)')\ndef kernel(pool):\n    worker_loop(pool)\n"
 PARALLEL_FOR = ("@cfunc('void(uintp, uintp, uintp, int64)')\ndef kernel(pool, fn, args, rows):\n"
                 "    parallel_for(pool, fn, args, rows)\n")

@@ -4,21 +4,24 @@ A segment of a program's plan (the compiled steps between two Python steps) is a
 steps, one row of ``WIDTH`` int64s each: call a kernel on a run of the buffer table, run one in
 row blocks on the thread pool, join a chunked reduction's partials, copy an address into the
 table, or call BLAS ``gemm`` (with up to ``MAX_BATCH`` batch dimensions). ``run_steps`` walks the
-rows; its machine code is compiled once and cached like a kernel's, for every program. The
-segment's entry point (``entry_source``) only writes its arguments' addresses into the table
-and calls it: its text depends on the number of arguments alone, so programs whose arguments
-have the same types share it, and it compiles in the same time at 5 steps or 500 (an entry
-point of straight-line calls took seconds to compile for an RNN unrolled 50 steps).
+rows; its machine code is compiled once and cached like a kernel's, for every program. A
+segment is entered through ``ENTER``, also one C function for every program: the caller puts
+its arrays (the objects themselves) in the table's first slots, and ``enter`` replaces each by
+its data address, read from the array's C struct, before it runs the steps. So no program
+compiles an entry point of its own: one with hundreds of array arguments (an optimizer's
+update of many leaves) took Numba seconds to compile, longer than all its kernels.
 
 The header: ``[count of rows, the pool's table slot (-1: none), count of places, iterations,
 flag address (0: none), iterations run]``; then the rows, then the places. Without places the
 rows run once. With them they are a loop (a compiled ``scan`` or ``while``): before iteration
 ``k`` each place ``[slot, even, odd, stride]`` puts ``(even if k is even else odd) + k * stride``
-in its table slot, where the entry point would write an argument's address: a carry alternates
-between two buffers, a scanned input or a stacked output moves by its stride, a constant stays.
-With a flag (a bool the rows write: a while loop's condition on the new carry), the loop stops
-after the iteration that leaves it false; the last header word says how many iterations ran.
+in its table slot, where the caller would put an argument: a carry alternates between two
+buffers, a scanned input or a stacked output moves by its stride, a constant stays. With a flag
+(a bool the rows write: a while loop's condition on the new carry), the loop stops after the
+iteration that leaves it false; the last header word says how many iterations ran.
 """
+import ctypes
+
 import numpy as np
 from llvmlite import ir
 from numba import carray, njit, types
@@ -127,19 +130,37 @@ def _run_rows(rows, table, table_address, pool):
             _gemm(row, table, row[1] == 0)
 
 
-# The C function every segment's entry point calls (by symbol): steps, table, table size.
+def _data_offset():
+    """Where an ndarray's C struct holds its data pointer (after the object header: 16 bytes in
+    CPython's usual build), found on two arrays; -1 where it cannot be found (the caller then
+    puts the data addresses in the table itself)."""
+    arrays = [np.zeros(3), np.ones((2, 2), np.float32)]
+    words = [(ctypes.c_uint64 * 8).from_address(id(a)) for a in arrays]
+    for k in range(8):
+        if all(w[k] == a.ctypes.data for w, a in zip(words, arrays)):
+            return 8 * k
+    return -1
+
+
+DATA_OFFSET = _data_offset()
+
+
+@njit
+def enter(steps_address, table_address, table_size, count):
+    """``run_steps`` after replacing each of the table's first ``count`` slots, the address of an
+    ndarray object, by that array's data address."""
+    table = carray(_int64s(table_address), (table_size,))
+    for i in range(count):
+        table[i] = carray(_int64s(np.uintp(table[i] + DATA_OFFSET)), (1,))[0]
+    run_steps(steps_address, table_address, table_size)
+
+
+# The C functions every program calls: steps, table, table size (and for ENTER, how many arrays)
 RUN = ("@cfunc('void(uintp, uintp, int64)')\ndef kernel(steps, table, size):\n"
        "    run_steps(steps, table, size)\n")
-SOURCE_HEADER = "from numba import cfunc\n\nfrom jitgrad.codegen.numba_cpu.steps import run_steps\n\n\n"
-
-
-def entry_source(name, count):
-    """The entry point of a segment with ``count`` array arguments: their addresses into the
-    table's first slots, then ``run_steps``."""
-    params = [f"a{i}" for i in range(count)]
-    lines = [f"buffers[{i}] = {p}.ctypes.data" for i, p in enumerate(params)]
-    lines.append("run_steps(steps.ctypes.data, buffers.ctypes.data, buffers.size)")
-    return "\n".join([f"def {name}({', '.join(params + ['buffers', 'steps'])}):"] + ["    " + line for line in lines])
+ENTER = (f"# arrays' data at byte {DATA_OFFSET}\n@cfunc('void(uintp, uintp, int64, int64)')\n"
+         "def kernel(steps, table, size, count):\n    enter(steps, table, size, count)\n")
+SOURCE_HEADER = "from numba import cfunc\n\nfrom jitgrad.codegen.numba_cpu.steps import enter, run_steps\n\n\n"
 
 
 def encode(rows, pool_slot):
