@@ -14,7 +14,7 @@ import jitgrad as jg
 from jitgrad.codegen.numba_cpu import blas
 from jitgrad.codegen.numba_cpu.backend import _PythonStep, _Segment
 from jitgrad.codegen.numba_cpu.codegen import PARALLEL_MIN_SIZE
-from jitgrad.codegen.numba_cpu.compile import enter_function, steps_function
+from jitgrad.codegen.numba_cpu.compile import enter_function
 from jitgrad.runtime import cache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -169,13 +169,13 @@ def _run(cache_dir):
 def test_new_process_loads_the_compiled_code_from_the_cache(tmp_path):
     first, compiled = _run(tmp_path)
     assert compiled
-    hashes = {cache.source_hash(f.module_source) for f in (steps_function(), enter_function())}
-    shared = [p for p in tmp_path.glob("*/o_*.bin") if p.read_bytes().split(b" ", 2)[1].decode() in hashes]
-    assert len(shared) == 2  # run_steps and enter
+    enter = cache.source_hash(enter_function().module_source)
+    shared = [p for p in tmp_path.glob("*/o_*.bin") if p.read_bytes().split(b" ", 2)[1].decode() == enter]
+    assert len(shared) == 1
     again, compiled = _run(tmp_path)
-    assert again == first and not compiled  # every kernel, the driver, run_steps and enter loaded
+    assert again == first and not compiled  # every kernel, the driver and enter loaded
     for f in shared:
-        f.write_bytes(f.read_bytes()[:-10])  # truncated machine code of those two only
+        f.write_bytes(f.read_bytes()[:-10])  # truncated machine code of enter only
     rebuilt, compiled = _run(tmp_path)
     assert rebuilt == first and compiled
 
@@ -185,8 +185,8 @@ def test_programs_share_compiled_kernels():
     f = jg.jit(lambda x: np.tanh(x) * 3, device="cpu")
     g = jg.jit(lambda y, z: (z * 2, np.tanh(y) * 3), device="cpu")  # tanh(y) * 3 is a kernel of its own
     f(x), g(x, z)
-    run_steps = {steps_function().symbol}  # (every program's entry point calls it)
-    symbols = [set(re.findall(r"jitgrad_k_[0-9a-f]+", source)) - run_steps
+    shared = {enter_function().symbol}  # (every program calls it)
+    symbols = [set(re.findall(r"jitgrad_k_[0-9a-f]+", source)) - shared
                for source in (f.lower(x).source, g.lower(x, z).source)]
     assert len(symbols[0]) == 1 and symbols[0] < symbols[1]
 
@@ -214,7 +214,7 @@ def test_a_program_compiles_nothing_but_its_kernels():
         np.testing.assert_allclose(dwh, expected[1][1], rtol=1e-10, atol=1e-12)
         (executable,) = [c.executable for c in f._cache.values()]
         natives.append({fn.symbol for fn in executable._natives})
-    shared = {steps_function().symbol, enter_function().symbol}
+    shared = {enter_function().symbol}
     assert shared <= natives[0] & natives[1] and len(natives[1]) <= len(natives[0]) + 2  # (8 and 10 here)
 
     arrays = [rng.standard_normal((k + 1, 3)) for k in range(80)]

@@ -508,7 +508,7 @@ def sweeps(kernels):
     ``shape`` (total size,) whose ``parts`` run one after another at their own sizes and buffers.
     An optimizer's update of every parameter leaf is then one kernel, one parallel region, instead
     of one per leaf. Only neighbours merge, so no kernel moves away from what it reads."""
-    out, run = [], []  # run: (index in out, part) of the elementwise kernels since the last other one
+    out, run = [], []  # run: the parts since the last kernel that is none
     for kernel in kernels:
         part = _part(kernel)
         if part is None:

@@ -26,7 +26,7 @@ from ...schedule.fuse import Kind, plan, sweeps
 from ..loops import index_error, indexed_source, serial_loop
 from . import parallel, steps
 from .codegen import loop_kernel_source, partials, row_blocks, sweep_blocks, sweep_source
-from .compile import cached, compile_kernel, compile_sweep, enter_function, pool_function, steps_function, thread_pool
+from .compile import cached, compile_kernel, compile_sweep, enter_function, pool_function, thread_pool
 from .entry import gemm_operands, gemm_step
 from .memory import RECYCLED_BYTES, result
 
@@ -287,7 +287,7 @@ class Executable:
         self.segment_sources = writer.sources
         self._table, self._functions, self._pool_slot = writer.table, writer.functions, writer.pool_slot
         segments = any(isinstance(run, _Segment) for run in self._runs)
-        self._natives += [steps_function(), enter_function()] * segments + \
+        self._natives += [enter_function()] * segments + \
             [pool_function(parallel.WORKER)] * (self._pool_slot is not None)
         self._ready = False
         self._places = {}  # (constants, carries) of a scan over this body -> _loop_places
@@ -307,7 +307,7 @@ class Executable:
     def build(self, shard=0, shards=1):
         """Load or compile the functions the executable calls, as its first call would: all of
         them, or (one of ``shards`` compile workers) share ``shard`` of them. Shard 0 takes the
-        functions every program shares (``run_steps``, ``enter``, the pool's worker); the kernels
+        functions every program shares (``enter``, the pool's worker); the kernels
         are dealt out to the others first. A whole build records the program as complete in the
         disk cache."""
         shared = _shared()
@@ -468,7 +468,7 @@ class Executable:
         loop = steps.as_loop(segment.steps, rows, 1 << 62 if length is None else length,
                              0 if flag is None else flag.ctypes.data)
         with one_blas_thread(self._small_gemms):
-            _run_steps()(loop.ctypes.data, table_address, table.size)
+            _enter()(loop.ctypes.data, table_address, table.size, 0)
         if self._progress is not None:
             self._progress, progress = None, self._progress
             progress.finished("")
@@ -543,7 +543,7 @@ def _small_gemms(step_table):
 
 def _shared():
     """The compiled functions every program shares: built by the first compile worker."""
-    return {steps_function(), enter_function(), pool_function(parallel.WORKER)}
+    return {enter_function(), pool_function(parallel.WORKER)}
 
 
 def _enter():
@@ -556,17 +556,6 @@ def _enter():
 
 
 _enter_c = None
-
-
-def _run_steps():
-    """``steps.RUN`` as a Python callable (it releases the GIL while it runs)."""
-    global _run
-    if _run is None:
-        _run = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)(steps_function().address)
-    return _run
-
-
-_run = None
 
 
 def _flag(axis, index):

@@ -161,14 +161,9 @@ def pool_function(source):
     return _once(_Native, parallel.HEADER + source, "kernel")
 
 
-def steps_function():
-    """``steps.RUN``, the C function that runs a segment's steps (a compiled loop's too), compiled
-    once or loaded."""
-    return _once(_Native, steps.SOURCE_HEADER + steps.RUN, "kernel")
-
-
 def enter_function():
-    """``steps.ENTER``, the C function every program calls to run a segment on its arrays."""
+    """``steps.ENTER``, the C function every program calls to run a segment's steps on its arrays
+    (and a compiled loop's), compiled once or loaded."""
     return _once(_Native, steps.SOURCE_HEADER + steps.ENTER, "kernel")
 
 

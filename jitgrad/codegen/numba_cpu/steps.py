@@ -1,15 +1,15 @@
-"""The steps of a compiled segment, as data: one C function (``RUN``) runs every program.
+"""The steps of a compiled segment, as data: one C function (``ENTER``) runs every program.
 
 A segment of a program's plan (the compiled steps between two Python steps) is a table of
 steps, one row of ``WIDTH`` int64s each: call a kernel on a run of the buffer table, run one in
 row blocks on the thread pool, join a chunked reduction's partials, copy an address into the
 table, or call BLAS ``gemm`` (with up to ``MAX_BATCH`` batch dimensions). ``run_steps`` walks the
-rows; its machine code is compiled once and cached like a kernel's, for every program. A
-segment is entered through ``ENTER``, also one C function for every program: the caller puts
-its arrays (the objects themselves) in the table's first slots, and ``enter`` replaces each by
-its data address, read from the array's C struct, before it runs the steps. So no program
-compiles an entry point of its own: one with hundreds of array arguments (an optimizer's
-update of many leaves) took Numba seconds to compile, longer than all its kernels.
+rows. A segment is entered through ``ENTER``, one C function for every program, compiled once
+and cached like a kernel: the caller puts its arrays (the objects themselves) in the table's
+first slots, and ``enter`` replaces each by its data address, read from the array's C struct,
+before it runs the steps. So no program compiles an entry point of its own: one with hundreds
+of array arguments (an optimizer's update of many leaves) took Numba seconds to compile, longer
+than all its kernels.
 
 The header: ``[count of rows, the pool's table slot (-1: none), count of places, iterations,
 flag address (0: none), iterations run]``; then the rows, then the places. Without places the
@@ -155,12 +155,10 @@ def enter(steps_address, table_address, table_size, count):
     run_steps(steps_address, table_address, table_size)
 
 
-# The C functions every program calls: steps, table, table size (and for ENTER, how many arrays)
-RUN = ("@cfunc('void(uintp, uintp, int64)')\ndef kernel(steps, table, size):\n"
-       "    run_steps(steps, table, size)\n")
+# The C function every program calls: steps, table, table size, how many arrays are in its first slots
 ENTER = (f"# arrays' data at byte {DATA_OFFSET}\n@cfunc('void(uintp, uintp, int64, int64)')\n"
          "def kernel(steps, table, size, count):\n    enter(steps, table, size, count)\n")
-SOURCE_HEADER = "from numba import cfunc\n\nfrom jitgrad.codegen.numba_cpu.steps import enter, run_steps\n\n\n"
+SOURCE_HEADER = "from numba import cfunc\n\nfrom jitgrad.codegen.numba_cpu.steps import enter\n\n\n"
 
 
 def encode(rows, pool_slot):

@@ -5,7 +5,7 @@ each building a share of the program's functions), hands them the program (pickl
 returns at once; threads of ours wait for the answers, so neither the user's thread nor the GIL
 waits on Numba, and the user's process does not even import it until then. A worker builds its
 share of the program's executable as the first call would (``Executable.build``: kernels,
-``run_steps`` and ``enter`` loaded from the disk cache or compiled), stores what it
+``enter`` loaded from the disk cache or compiled), stores what it
 compiles in the disk cache and sends it back as object code (``compile.receive``): the user's
 process then builds the same executable (the same generated code) and loads it in milliseconds,
 with the disk cache off too.
