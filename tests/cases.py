@@ -426,6 +426,8 @@ NUMPY_MORE = [
     C("triu-1d", lambda x: np.triu(x, 1), (3,)),
     C("roll", lambda x: np.roll(x, 5), A34), C("roll-axis", lambda x: np.roll(x, -1, axis=1), A34),
     C("roll-axes", lambda x: np.roll(x, (1, 2), axis=(0, 2)), A234),
+    C("fftshift", np.fft.fftshift, A234), C("fftshift-axes", lambda x: np.fft.fftshift(x, axes=(0, 1)), A34),
+    C("ifftshift", np.fft.ifftshift, (3, 5)), C("ifftshift-axis", lambda x: np.fft.ifftshift(x, 1), A234),
     C("append", lambda x, y: np.append(x, y), A34, (2,)),
     C("append-axis", lambda x, y: np.append(x, y, axis=0), A34, (1, 4)),
     C("column_stack", lambda x, y: np.column_stack([x, y]), (3,), (3, 2)),

@@ -418,8 +418,22 @@ def _triangular_solve(x, lower, trans):
     return solve_triangular(a, np.cos(x)[..., None], lower=lower, trans=trans)
 
 
+def tall(x):
+    """``general(x)`` with one more row: singular values distinct and away from 0."""
+    return np.concatenate([general(x), (0.3 * np.cos(x))[..., None, :]], axis=-2)
+
+
+def _svd_vectors(x, wide):
+    u, s, vh = np.linalg.svd(np.swapaxes(tall(x), -1, -2) if wide else tall(x), full_matrices=False)
+    return np.concatenate([_signed(u), _signed(np.swapaxes(vh, -1, -2)), s[..., None, :]], axis=-2)
+
+
 LINALG = {
     "cholesky": Op(lambda x: np.linalg.cholesky(spd(x)), params=vector_params),
+    "svd_values": Op(lambda x: np.linalg.svd(tall(x), compute_uv=False), params=vector_params),
+    "svd_vectors": Op(_svd_vectors, params=lambda draw, s: dict(wide=draw(st.booleans()))
+                      if vector_params(draw, s) is not None else None),
+    "pinv": Op(lambda x: np.linalg.pinv(tall(x)), params=vector_params),
     "eigh_values": Op(lambda x: np.linalg.eigh(spd(x))[0], params=vector_params),
     "eigh_vectors": Op(lambda x: _signed(np.linalg.eigh(spd(x))[1]), params=vector_params),
     "solve": Op(lambda x: np.linalg.solve(general(x), np.cos(x)[..., None]), params=vector_params),

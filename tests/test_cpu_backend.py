@@ -246,6 +246,22 @@ def test_neighbouring_elementwise_kernels_of_one_body_are_one_sweep():
     assert [len(k.parts or [k]) for k in sweeps(plan(lowered.program))] == [3, 1, 1]
 
 
+def test_a_sweep_part_reads_a_stored_view_in_place():
+    """A buffer an earlier kernel wrote may be any op, a broadcast too: a part reads it in place at
+    the flat index, never as the view it was (found by the property tests)."""
+    from jitgrad.ir import ops
+    from jitgrad.schedule.fuse import Kernel, Kind, Part, Step
+    f64 = np.dtype(np.float64)
+    one, x = ops.make("input", shape=(1,), dtype=f64), ops.make("input", shape=(3,), dtype=f64)
+    stored = ops.make("expand", [one], shape=(3,))  # (written by an earlier kernel)
+    product = ops.make("mul", [stored, x])
+    kernel = Kernel(Kind.LOOP, (3,))
+    kernel.steps, kernel.body, kernel.inputs, kernel.stores = [Step(Kind.PHASE)], [product], [stored, x], [product]
+    kernel.steps[0].outputs = [product]
+    part = Part(kernel)
+    assert [n is stored for n in part.leaves] == [True, False] and part.arguments == [stored, x, product]
+
+
 def test_pads_fuse_into_a_loop_split_at_their_edges():
     """The gradient of slices along the last axis (an LSTM's gates) sums pads of them: one loop
     kernel, its inner loop in pieces between the pads' edges, each piece reading without clamps."""

@@ -21,6 +21,11 @@ RHS = RNG.normal(size=(3, 4, 2))
 W = RNG.normal(size=(3, 4, 4))
 
 
+def _weighted(t):
+    """A loss of every element of ``t`` (whatever its shape), with weights fixed by the shape."""
+    return np.sum(t * np.cos(np.arange(t.size)).reshape(t.shape))
+
+
 def finite_difference(f, x, eps=1e-6):
     return numerical_grad(f, [x], 0, eps)
 
@@ -43,6 +48,10 @@ LINALG = {  # name: (loss of the matrix, whether it reads one triangle, as NumPy
     "solve_triangular": (lambda a: sum(np.sum(jsl.solve_triangular(a[0], RHS[0], lower=lo, trans=t) * RHS[0])
                                        for lo in (True, False) for t in (0, 1)), False),
     "cho_solve": (lambda a: np.sum(jsl.cho_solve(jsl.cho_factor(a[2]), RHS[2]) * RHS[2]), True),
+    "svd": (lambda a: sum(_weighted(t) for t in np.linalg.svd(a)), False),
+    "svd_wide_and_tall": (lambda a: sum(_weighted(t) for t in np.linalg.svd(a[:, :3], full_matrices=False)
+                                        + np.linalg.svd(a[:, :, :2], full_matrices=False)), False),
+    "pinv": (lambda a: _weighted(np.linalg.pinv(a[:, :, 1:])) + _weighted(np.linalg.pinv(a[0])), False),
 }
 
 
@@ -298,8 +307,27 @@ def test_linalg_errors():
         jg.jit(lambda a: np.linalg.norm(a, "max"))(np.eye(3))
     with pytest.raises(jg.TraceError, match="UPLO must be"):
         jg.jit(lambda a: np.linalg.eigh(a, "X"))(np.eye(3))
-    with pytest.raises(jg.TraceError, match="np.linalg.svd is not supported"):
-        jg.jit(lambda a: np.linalg.svd(a))(np.eye(3))
+    with pytest.raises(jg.GradError, match=r"full_matrices=True of a non-square matrix.*test_scipy_linalg.py"):
+        jg.grad(lambda a: np.sum(np.linalg.svd(a)[0]))(np.ones((3, 2)))
+    with pytest.raises(jg.TraceError, match="hermitian=True is not supported"):
+        jg.jit(lambda a: np.linalg.svd(a, hermitian=True))(np.eye(3))
+
+
+def test_svd_pinv_and_rank_match_numpy():
+    """Full and reduced factors, wide, tall and batched; pinv's cutoff; the rank; NaN where LAPACK
+    does not converge."""
+    for shape in [(3, 5), (5, 3), (2, 4, 4), (2, 3, 1)]:
+        a = RNG.normal(size=shape)
+        for full in (True, False):
+            for got, want in zip(jg.jit(lambda x: np.linalg.svd(x, full_matrices=full))(a),
+                                 np.linalg.svd(a, full_matrices=full)):
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(jg.jit(np.linalg.pinv)(a), np.linalg.pinv(a), rtol=1e-12, atol=1e-14)
+    low_rank = np.outer([1.0, 2.0, 3.0], [1.0, -1.0, 2.0, 0.5])
+    np.testing.assert_allclose(jg.jit(np.linalg.pinv)(low_rank), np.linalg.pinv(low_rank), atol=1e-14)
+    np.testing.assert_allclose(jg.jit(lambda x: np.linalg.pinv(x, rcond=0.5))(SPD[0]), np.linalg.pinv(SPD[0], 0.5))
+    assert jg.jit(np.linalg.matrix_rank)(low_rank) == 1 and jg.jit(np.linalg.matrix_rank)(SPD).tolist() == [4] * 3
+    assert np.isnan(jg.jit(lambda x: np.linalg.svd(x, compute_uv=False))(np.full((2, 2), np.nan))).all()
 
 
 def test_cuda_without_cupy_names_the_op_and_suggests_the_cpu():
@@ -336,6 +364,8 @@ def test_cuda_linalg_calls_give_what_the_reference_gives():
     assert np.isnan(factored[1]).all() and np.isnan(IMPLS["cholesky"](-SPD[:1])).all()
     for lower in (True, False):
         np.testing.assert_allclose(calls["eigh"](np, SPD, lower), IMPLS["eigh"](SPD, lower=lower))
+    for full in (True, False):
+        np.testing.assert_allclose(calls["svd"](np, RHS, full), IMPLS["svd"](RHS, full=full))
 
 
 @pytest.mark.parametrize("name", ["expit", "gammaln", "digamma", "erfc", "log_ndtr"])

@@ -24,6 +24,7 @@ from . import numpy_api as jnp
 # NumPy's result types' fields (a tuple, so `w, v = eigh(a)` works as well)
 SlogdetResult = collections.namedtuple("SlogdetResult", ["sign", "logabsdet"])
 EighResult = collections.namedtuple("EighResult", ["eigenvalues", "eigenvectors"])
+SVDResult = collections.namedtuple("SVDResult", ["U", "S", "Vh"])
 
 
 def _matrices(name, *xs):
@@ -149,6 +150,70 @@ def eigvalsh(a, UPLO="L"):  # noqa: N803
     array([1., 2.])
     """
     return eigh(a, UPLO)[0]
+
+
+def svd(a, full_matrices=True, compute_uv=True, hermitian=False):
+    """``(U, S, Vh)`` with ``a = U @ diag(S) @ Vh`` over the last two axes (S descending), or ``S``
+    alone, as NumPy's (LAPACK's gesdd). The gradient is JAX's and autograd's, for distinct
+    nonzero singular values, through ``full_matrices=False`` (or a square ``a``); a non-square
+    ``a``'s full ``U`` or ``Vh`` has columns that are not unique, and no gradient.
+
+    >>> svd(np.diag([1.0, 3.0]), compute_uv=False)
+    array([3., 1.])
+    """
+    if hermitian:
+        raise TraceError(f"svd: hermitian=True is not supported on traced arrays at {user_frame()}: "
+                         "use hermitian=False (the same singular values), or eigh")
+    (a,) = jnp._arrays(*jnp._promote((a,), floats=True)[0])
+    if a.ndim < 2:
+        raise ShapeError(f"svd: needs matrices in the last two axes, got shape {a.shape} at {user_frame()}")
+    m, n = a.shape[-2:]
+    full = bool(full_matrices) and compute_uv and m != n
+    packed = bind("svd", a, full=True) if full else bind("svd", a)
+    k = min(m, n)
+    s = packed[..., :k, m]
+    if not compute_uv:
+        return s
+    u_cols, vh_rows = (m, n) if full else (k, k)
+    return SVDResult(_swap(packed[..., :u_cols, :m]), s, packed[..., :vh_rows, m + 1:])
+
+
+def pinv(a, rcond=None, hermitian=False, *, rtol=None):
+    """The Moore-Penrose pseudo-inverse, as NumPy's: ``V diag(1/s) Uᵀ`` from ``svd``, singular
+    values at most ``rcond`` (or ``rtol``) times the largest taken as zero (default
+    ``max(m, n) * eps``). Its gradient is ``svd``'s (distinct singular values).
+
+    >>> pinv(np.array([[2.0, 0.0], [0.0, 0.0]]))
+    array([[0.5, 0. ],
+           [0. , 0. ]])
+    """
+    (a,) = jnp._arrays(*jnp._promote((a,), floats=True)[0])
+    if rcond is None:
+        rcond = rtol if rtol is not None else max(a.shape[-2:], default=0) * np.finfo(a.dtype).eps
+    u, s, vh = svd(a, full_matrices=False)
+    cutoff = jnp.asarray(rcond)[..., None] * jnp.max(s, axis=-1, keepdims=True)
+    large = s > cutoff
+    s_inv = jnp.where(large, 1 / jnp.where(large, s, 1), 0)
+    return jnp.matmul(_swap(vh), jnp.expand_dims(s_inv, -1) * _swap(u))
+
+
+def matrix_rank(A, tol=None, hermitian=False, *, rtol=None):  # noqa: N803 (NumPy's name)
+    """The number of singular values above ``tol`` (default: ``S.max() * max(m, n) * eps``, or
+    ``rtol`` times the largest), as NumPy's; an integer, so no gradient.
+
+    >>> matrix_rank(np.diag([1.0, 0.0, 2.0]))
+    array(2)
+    """
+    (a,) = jnp._arrays(*jnp._promote((A,), floats=True)[0])
+    if a.ndim < 2:
+        return jnp.asarray(jnp.any(a != 0)).astype(np.int64)
+    s = svd(a, compute_uv=False)
+    if tol is None:
+        scale = rtol if rtol is not None else max(a.shape[-2:]) * np.finfo(a.dtype).eps
+        tol = jnp.max(s, axis=-1, keepdims=True) * scale
+    else:
+        tol = jnp.asarray(tol)[..., None]
+    return jnp.sum(s > tol, axis=-1)
 
 
 def matrix_power(a, n):
@@ -284,5 +349,6 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True):
 jnp.LINALG_FUNCTIONS.update({
     np.linalg.solve: solve, np.linalg.inv: inv, np.linalg.det: det, np.linalg.slogdet: slogdet,
     np.linalg.cholesky: cholesky, np.linalg.eigh: eigh, np.linalg.eigvalsh: eigvalsh, np.linalg.norm: norm,
-    np.linalg.matrix_power: matrix_power,
+    np.linalg.matrix_power: matrix_power, np.linalg.svd: svd, np.linalg.pinv: pinv,
+    np.linalg.matrix_rank: matrix_rank,
 })

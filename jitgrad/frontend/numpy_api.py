@@ -1031,6 +1031,21 @@ def roll(a, shift, axis=None):
     return x
 
 
+def fftshift(x, axes=None):
+    """``np.fft.fftshift``: the zero-frequency term moved to the centre, a ``roll`` by half of
+    each axis (all of them when None); on real arrays, as jitgrad has no complex numbers."""
+    x = asarray(x)
+    axes = tuple(range(x.ndim)) if axes is None else normalize_axes(axes, x.ndim, "fftshift")
+    return roll(x, [x.shape[a] // 2 for a in axes], axes) if axes else x
+
+
+def ifftshift(x, axes=None):
+    """``np.fft.ifftshift``: ``fftshift`` undone (they differ on odd lengths)."""
+    x = asarray(x)
+    axes = tuple(range(x.ndim)) if axes is None else normalize_axes(axes, x.ndim, "ifftshift")
+    return roll(x, [-(x.shape[a] // 2) for a in axes], axes) if axes else x
+
+
 def append(arr, values, axis=None):
     if axis is None:
         return concatenate([ravel(arr), ravel(values)], axis=0)
@@ -1797,6 +1812,7 @@ FUNCTIONS = {
     np.empty_like: zeros_like, np.shape: shape, np.ndim: ndim, np.size: size, np.copy: copy,
     np.result_type: result_type, np.cumsum: cumsum, np.cumprod: cumprod, np.sort: sort, np.argsort: argsort,
     np.take_along_axis: take_along_axis, np.diag: diag, np.triu: triu, np.tril: tril, np.roll: roll,
+    np.fft.fftshift: fftshift, np.fft.ifftshift: ifftshift,
     np.append: append, np.column_stack: column_stack, np.dstack: dstack, np.atleast_3d: atleast_3d,
     np.array_split: array_split, np.hsplit: hsplit, np.vsplit: vsplit, np.dsplit: dsplit, np.flipud: flipud,
     np.fliplr: fliplr, np.rot90: rot90, np.kron: kron, np.diff: diff, np.cross: cross, np.select: select,

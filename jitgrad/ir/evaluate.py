@@ -76,7 +76,7 @@ def _nan_where_rejected(fn, result_shape):
                 return fn(a, *rest, **params)
         except np.linalg.LinAlgError:
             pass
-        shape = result_shape(a, *rest)
+        shape = result_shape(a, *rest, **params)
         out = np.full(a.shape[:-2] + shape, np.nan, dtype=a.dtype)
         for i in np.ndindex(a.shape[:-2]):
             try:
@@ -96,6 +96,23 @@ def _slogdet(a):
 def _eigh(a, *, lower=True):
     w, v = np.linalg.eigh(a, "L" if lower else "U")
     return np.concatenate([v, w[..., None, :]], axis=-2)
+
+
+def pack_svd(xp, u, s, vh, rows):
+    """``svd``'s one result (``ops.LINALG``) from LAPACK's three, in array module ``xp`` (NumPy or
+    CuPy): ``rows`` rows, row j holding U's column j, s_j and Vh's row j (zeros where the
+    factors have fewer)."""
+    m, n, batch = u.shape[-2], vh.shape[-1], s.shape[:-1]
+    out = xp.zeros(batch + (rows, m + 1 + n), dtype=s.dtype)
+    out[..., :u.shape[-1], :m] = xp.swapaxes(u, -1, -2)
+    out[..., :s.shape[-1], m] = s
+    out[..., :vh.shape[-2], m + 1:] = vh
+    return out
+
+
+def _svd(a, *, full=False):
+    m, n = a.shape[-2:]
+    return pack_svd(np, *np.linalg.svd(a, full_matrices=full), max(m, n) if full else min(m, n))
 
 
 def _pad(x, *, lo, hi, interior, value):
@@ -242,9 +259,11 @@ IMPLS = {
     "cumsum": lambda x, *, axis: np.cumsum(x, axis=axis, dtype=x.dtype),
     "argsort": lambda x, *, axis: np.argsort(x, axis=axis, kind="stable").astype(np.int64, copy=False),
     "cholesky": _nan_where_rejected(np.linalg.cholesky, lambda a: a.shape[-2:]),
-    "triangular_solve": _nan_where_rejected(_triangular_solve, lambda a, b: b.shape[-2:]),
+    "triangular_solve": _nan_where_rejected(_triangular_solve, lambda a, b, **_: b.shape[-2:]),
     "solve": _nan_where_rejected(np.linalg.solve, lambda a, b: b.shape[-2:]), "slogdet": _slogdet,
-    "eigh": _nan_where_rejected(_eigh, lambda a: (a.shape[-1] + 1, a.shape[-1])),
+    "eigh": _nan_where_rejected(_eigh, lambda a, **_: (a.shape[-1] + 1, a.shape[-1])),
+    "svd": _nan_where_rejected(_svd, lambda a, full=False: ((max if full else min)(a.shape[-2:]),
+                                                             sum(a.shape[-2:]) + 1)),
     "expand": lambda x, *, shape: np.broadcast_to(x, shape), "reshape": lambda x, *, shape: x.reshape(shape),
     "transpose": lambda x, *, perm: x.transpose(perm),
     "slice": lambda x, *, starts, limits, strides: x[tuple(map(slice, starts, limits, strides))],

@@ -46,8 +46,10 @@ INDEXED = ("gather", "scatter_add")  # integer-array indexing and its transpose
 ALONG_AXIS = ("cumsum", "argsort")
 # Factorizations and solves over the last two axes (LAPACK through NumPy; batched over the rest).
 # One result each: where LAPACK gives two, they are stacked on the last axes (slogdet: (..., 2)
-# as [sign, log|det|]; eigh: (..., n + 1, n), the eigenvectors' n rows, then the eigenvalues).
-LINALG = ("cholesky", "triangular_solve", "solve", "slogdet", "eigh")
+# as [sign, log|det|]; eigh: (..., n + 1, n), the eigenvectors' n rows, then the eigenvalues;
+# svd of (..., m, n): (..., r, m + 1 + n), row j holding U's column j, s_j and Vh's row j, with
+# r = min(m, n), or max(m, n) for full U and Vh, their missing rows zero: ``evaluate.pack_svd``).
+LINALG = ("cholesky", "triangular_solve", "solve", "slogdet", "eigh", "svd")
 # Ops a loop kernel does not fuse: each a step of its own (BLAS, indexed kernels, NumPy calls).
 LIBRARY = ("matmul",) + INDEXED + LAYOUT + ARGREDUCE + ALONG_AXIS + LINALG
 LEAVES = ("input", "const")
@@ -137,6 +139,13 @@ def _factor(op, a, *, lower=True):  # (eigh: the triangle LAPACK reads)
     n = _square(op, a)
     extra = {"cholesky": (n, n), "slogdet": (2,), "eigh": (n + 1, n)}[op]
     return a.shape[:-2] + extra, a.dtype, False
+
+
+def _svd(op, a, *, full=False):
+    if a.ndim < 2 or not is_float(a.dtype):
+        _fail(op, "needs float matrices (..., m, n)", a)
+    m, n = a.shape[-2:]
+    return a.shape[:-2] + ((max if full else min)(m, n), m + 1 + n), a.dtype, False
 
 
 def _solve(op, a, b, *, lower=None, transpose=None):
@@ -316,7 +325,8 @@ def _input(op, *, shape, dtype, weak=False):
 
 RULES = {"select": _select, "cast": _cast, "stop_gradient": lambda op, x: (x.shape, x.dtype, x.weak),
          "argmax": _argreduce, "argmin": _argreduce, "cumsum": _along_axis, "argsort": _along_axis,
-         "cholesky": _factor, "slogdet": _factor, "eigh": _factor, "solve": _solve, "triangular_solve": _solve,
+         "cholesky": _factor, "slogdet": _factor, "eigh": _factor, "svd": _svd, "solve": _solve,
+         "triangular_solve": _solve,
          "expand": _expand, "reshape": _reshape,
          "transpose": _transpose, "slice": _slice, "rev": _rev, "pad": _pad, "concat": _concat,
          "matmul": _matmul, "gather": _gather, "scatter_add": _scatter_add, "const": _const,

@@ -472,11 +472,11 @@ class Part:
         scalars (their broadcasts, the leaves read as scalars)."""
         number, key = {}, []
         for n in order:
-            if n.op == "expand" and not strict:
+            leaf = id(n) in self._buffer_of  # (a leaf may be any op: a buffer an earlier kernel wrote)
+            if n.op == "expand" and not strict and not leaf:
                 number[id(n)] = number[id(n.args[0])]
                 continue
             number[id(n)] = len(key)
-            leaf = id(n) in self._buffer_of
             key.append((n.op if not leaf else "leaf", n.dtype.str, strict and (n.shape != () or id(n) in self.in_place),
                         params_key(n.params) if n.op == "const" or not (leaf or n.op == "expand") else (),
                         tuple(number[id(a)] for a in n.args) if not leaf else ()))

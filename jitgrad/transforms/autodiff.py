@@ -17,7 +17,7 @@ import weakref
 
 import numpy as np
 
-from ..errors import GradError, location
+from ..errors import GradError, location, user_frame
 from ..ir import ops
 from ..ir.graph import Node, Program, toposort
 from ..ir.ops import is_float
@@ -180,6 +180,30 @@ def _eigh_vjp(g, out, a, *, lower=True):
     ga = np.matmul(np.matmul(v, inner), _swap(v))
     return (0.5 * (ga + _swap(ga)),)
 
+def _svd_vjp(g, out, a, *, full=False):
+    # Townsend (2016), as autograd and JAX, for distinct nonzero singular values: the reduced
+    # factorization's U (m, k), s and V (n, k) (a square matrix's full one is the same)
+    m, n = a.shape[-2:]
+    k = min(m, n)
+    if full and m != n:
+        raise GradError(f"svd with full_matrices=True of a non-square matrix {a.shape} has no gradient (its "
+                        f"extra singular vectors are not unique) at {user_frame()}: use full_matrices=False")
+    u, s, v = _swap(out[..., :k, :m]), out[..., :k, m], _swap(out[..., :k, m + 1:])
+    gu, gs, gv = _swap(g[..., :k, :m]), g[..., :k, m], _swap(g[..., :k, m + 1:])
+    eye = np.eye(k, dtype=bool)
+    s_j, s_i = np.expand_dims(s, -2), np.expand_dims(s, -1)
+    f = np.where(eye, 0, 1 / np.where(eye, 1, s_j * s_j - s_i * s_i))  # 1 / (s_j^2 - s_i^2) off the diagonal
+    utgu, vtgv = np.matmul(_swap(u), gu), np.matmul(_swap(v), gv)
+    inner = f * (utgu - _swap(utgu)) * s_j + s_i * (f * (vtgv - _swap(vtgv))) + \
+        np.expand_dims(gs, -1) * np.asarray(eye, dtype=a.dtype)
+    ga = np.matmul(np.matmul(u, inner), _swap(v))
+    if m > n:  # (I - U U^T) gU S^-1 V^T
+        ga = ga + np.matmul((gu - np.matmul(u, utgu)) / s_j, _swap(v))
+    elif n > m:  # U S^-1 gV^T (I - V V^T)
+        ga = ga + np.matmul(u / s_j, _swap(gv - np.matmul(v, vtgv)))
+    return (ga,)
+
+
 VJP = {
     "neg": lambda g, out, x: (-g,),
     "abs": lambda g, out, x: (g * np.sign(x),),
@@ -234,6 +258,7 @@ VJP = {
     "solve": _solve_vjp,
     "slogdet": _slogdet_vjp,
     "eigh": _eigh_vjp,
+    "svd": _svd_vjp,
     "gather": lambda g, out, x, *idx: (bind("scatter_add", g, *idx, shape=x.shape),) + (None,) * len(idx),
     "scatter_add": lambda g, out, u, *idx, shape: (bind("gather", g, *idx),) + (None,) * len(idx),
 }

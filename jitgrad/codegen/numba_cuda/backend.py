@@ -21,7 +21,7 @@ from numba import cuda
 
 from ...errors import JitgradError
 from ...runtime import arrays
-from ...ir.evaluate import IMPLS
+from ...ir.evaluate import IMPLS, pack_svd
 from ...ir.ops import INDEXED, LIBRARY, LINALG, VIEWS
 from ...runtime.progress import CompileProgress
 from ...schedule.buffers import plan_buffers
@@ -253,7 +253,9 @@ class _Linalg(_LibraryStep):
                  (cp.tril(a) if lower else cp.triu(a)), b)),
              "slogdet": lambda cp, a: cp.stack(cp.linalg.slogdet(a), axis=-1),
              "eigh": lambda cp, a, lower=True: (lambda w, v: cp.concatenate([v, w[..., None, :]], axis=-2))(
-                 *cp.linalg.eigh(a, "L" if lower else "U"))}
+                 *cp.linalg.eigh(a, "L" if lower else "U")),
+             "svd": lambda cp, a, full=False: pack_svd(cp, *cp.linalg.svd(a, full_matrices=full),
+                                                        (max if full else min)(a.shape[-2:]))}
 
     def __init__(self, kernel, cupy):
         super().__init__(kernel)
