@@ -331,16 +331,6 @@ def test_cotangents_and_tangents_are_read_by_their_values_structure():
     assert jg.grad(lambda a: jg.jvp(lambda v: np.sum(v ** 2), ([1.0, 2.0],), ([a, 1.0],))[1])(3.0) == 2.0
 
 
-def test_a_ragged_list_of_numbers_is_a_pytree_of_its_items():
-    """[[1.0], 2.0, 1.5] is no array (NumPy refuses it): a list of an array and two numbers."""
-    g = jg.grad(lambda x: x[1:][0] * 3 + np.sum(x[0] * 2))([[1.0], 2.0, 1.5])
-    assert isinstance(g, list) and len(g) == 3
-    np.testing.assert_array_equal(g[0], [2.0])
-    assert float(g[1]) == 3.0 and float(g[2]) == 0.0
-    np.testing.assert_array_equal(jg.grad(lambda x: np.sum(np.asarray(x) ** 2))([[1.0, 2.0], [3.0, 4.0]]),
-                                  [[2.0, 4.0], [6.0, 8.0]])  # a regular one is one array
-
-
 def test_jvp_pytree_primals_and_vjp_consistency():
     def f(p):
         return np.tanh(p["a"] @ p["b"])

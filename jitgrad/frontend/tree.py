@@ -11,20 +11,8 @@ from ..runtime import arrays
 
 
 def _numeric_list(x):
-    """Whether ``x`` is array data: a non-empty list of real numbers, or of such lists of one shape
-    (a ragged one, ``[[1.0], 2.0]``, is a pytree of its items)."""
-    return isinstance(x, list) and _list_shape(x) is not None
-
-
-def _list_shape(x):
-    if not x:
-        return None
-    if all(isinstance(v, numbers.Number) and not isinstance(v, complex) for v in x):
-        return (len(x),)
-    shapes = {_list_shape(v) if isinstance(v, list) else None for v in x}
-    if len(shapes) != 1 or None in shapes:
-        return None
-    return (len(x),) + shapes.pop()
+    return isinstance(x, list) and bool(x) and all(
+        isinstance(v, numbers.Number) and not isinstance(v, complex) or _numeric_list(v) for v in x)
 
 
 def flatten(tree):

@@ -123,10 +123,10 @@ class _Segment:
 
     def __init__(self, positions, step_table, types):
         self.positions, self.steps, self._steps_address = positions, step_table, step_table.ctypes.data
-        self.types = types  # (dtype, rank) of each array its kernels were compiled for, checked at the first call
+        self.types, self._unchecked = types, True  # (dtype, rank) of each array its kernels were compiled for
 
     def __call__(self, env, table, table_address):
-        if self.types is not None:
+        if self._unchecked:
             self._check([env[i] for i in self.positions])
         if steps.DATA_OFFSET >= 0:  # the arrays themselves: enter reads their data addresses
             for slot, i in enumerate(self.positions):
@@ -139,12 +139,13 @@ class _Segment:
         _enter()(self._steps_address, table_address, table.size, count)
 
     def _check(self, arrays):
-        """Each array is a C-contiguous ndarray of the dtype and rank the kernels were compiled
-        for (they would misread another)."""
-        types, self.types = self.types, None
+        """At the first call: each array is a C-contiguous ndarray of the dtype and rank the kernels
+        were compiled for (they would misread another)."""
+        self._unchecked = False
         given = [(np.dtype(a.dtype).str, max(a.ndim, 1)) for a in arrays]
-        if checks_on() and (given != types or not all(type(a) is np.ndarray and a.flags.c_contiguous for a in arrays)):
-            raise IRError(f"a segment compiled for arrays {types} was called with {given}")
+        if checks_on() and (given != self.types or
+                            not all(type(a) is np.ndarray and a.flags.c_contiguous for a in arrays)):
+            raise IRError(f"a segment compiled for arrays {self.types} was called with {given}")
 
 
 class _PythonStep:
