@@ -413,8 +413,10 @@ class Part:
     operand as a scalar or in place is the same there)."""
 
     def __init__(self, kernel):
-        self.kernel, self.size = kernel, kernel_size(kernel)
+        self.kernel, self.size = kernel, math.prod(kernel.shape)
         self._body = set(map(id, kernel.body))
+        if any(id(o) not in self._body for o in kernel.stores):
+            raise ValueError("a copy of an input")
         self._flat, self._buffer_of, self.in_place = {}, {}, set()  # _buffer_of: id(leaf) -> its buffer
         self.outputs = [self._flat_node(o) for o in kernel.stores]
         order = toposort(self.outputs, lambda n: id(n) in self._buffer_of)
@@ -483,19 +485,12 @@ class Part:
         return tuple(key) + (tuple(number[id(o)] for o in self.outputs),)
 
 
-def kernel_size(kernel):
-    return math.prod(kernel.shape)
-
-
 def _part(kernel):
     """``kernel`` as a ``Part`` if it can join a sweep: one elementwise pass over a non-empty
     shape, every value at an index computed from its buffers at that index and from scalars."""
     if kernel.kind != Kind.LOOP or kernel.reduce_axes or len(kernel.steps) != 1 or not kernel.stores \
-            or kernel_size(kernel) == 0:
+            or math.prod(kernel.shape) == 0:
         return None
-    body = set(map(id, kernel.body))
-    if any(id(o) not in body for o in kernel.stores):
-        return None  # (a copy of an input)
     try:
         return Part(kernel)
     except ValueError:

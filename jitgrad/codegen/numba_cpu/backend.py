@@ -116,6 +116,12 @@ class _SegmentWriter:
             self.table.append(-1)
 
 
+# What the caller puts in a segment's first table slots: the arrays themselves, whose data
+# addresses enter reads from their C structs, or (where it cannot find them) the data addresses
+_OBJECTS = steps.DATA_OFFSET >= 0
+_ADDRESS = id if _OBJECTS else (lambda array: array.ctypes.data)
+
+
 class _Segment:
     """One compiled call: ``steps.enter`` on the segment's arrays in the environment, this thread's
     table of buffer addresses and the segment's steps (a C call through ctypes, which releases the
@@ -128,23 +134,18 @@ class _Segment:
     def __call__(self, env, table, table_address):
         if self._unchecked:
             self._check([env[i] for i in self.positions])
-        if steps.DATA_OFFSET >= 0:  # the arrays themselves: enter reads their data addresses
-            for slot, i in enumerate(self.positions):
-                table[slot] = id(env[i])
-            count = len(self.positions)
-        else:
-            for slot, i in enumerate(self.positions):
-                table[slot] = env[i].ctypes.data
-            count = 0
-        _enter()(self._steps_address, table_address, table.size, count)
+        for slot, i in enumerate(self.positions):
+            table[slot] = _ADDRESS(env[i])
+        _enter()(self._steps_address, table_address, table.size, len(self.positions) if _OBJECTS else 0)
 
     def _check(self, arrays):
         """At the first call: each array is a C-contiguous ndarray of the dtype and rank the kernels
         were compiled for (they would misread another)."""
         self._unchecked = False
+        if not checks_on():
+            return
         given = [(np.dtype(a.dtype).str, max(a.ndim, 1)) for a in arrays]
-        if checks_on() and (given != self.types or
-                            not all(type(a) is np.ndarray and a.flags.c_contiguous for a in arrays)):
+        if given != self.types or not all(type(a) is np.ndarray and a.flags.c_contiguous for a in arrays):
             raise IRError(f"a segment compiled for arrays {self.types} was called with {given}")
 
 

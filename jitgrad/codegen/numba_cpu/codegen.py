@@ -51,7 +51,7 @@ def row_blocks(kernel):
     rows are independent (its source then takes ``lo, hi``): the first kept axis, a full
     reduction's chunks (``_chunk_partials``), or a sweep's blocks; else None."""
     if kernel.parts and math.prod(kernel.shape) >= PARALLEL_MIN_SIZE:
-        return int(sweep_blocks(kernel)[0])
+        return sum(-(-part.size // SWEEP_BLOCK) for part in kernel.parts)
     if math.prod(kernel.shape) < PARALLEL_MIN_SIZE or _leading(kernel) and kernel.kept_axes[0] != 0:
         return None
     if not kernel.kept_axes:
