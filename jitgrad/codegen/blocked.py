@@ -33,7 +33,7 @@ def interpreter(program):
     """The fastest interpreter for ``program``: ``Blocked`` where it qualifies, else the
     reference backend's ``Executable`` (of the program rewritten for it: ``for_interpreter``)."""
     kinds = _classify(program)
-    return Blocked(program, kinds) if kinds else numpy_ref.Executable(for_interpreter(program))
+    return Blocked(program, kinds) if kinds else numpy_ref.Executable(for_interpreter(program), recycle=True)
 
 
 def _classify(program):

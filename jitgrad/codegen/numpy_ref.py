@@ -4,7 +4,13 @@
 Written for clarity, not speed: it is the oracle every compiled backend is tested against.
 "Compiling" a program writes it out as straight-line Python that calls those implementations,
 so ``lower(...).source`` shows exactly what runs.
+
+Background mode's interpreter runs the same code with ``recycle=True``: each large intermediate
+is written into a buffer kept from call to call (``out=B[k]``; buffers shared by lifetime), where
+a fresh one is paged in from the OS and given back at every call (a third of a convnet step).
 """
+import math
+
 import numpy as np
 
 from ..ir import ops
@@ -14,11 +20,13 @@ from ..ir.evaluate import IMPLS
 class Executable:
     """A program written out as Python source over ``IMPLS``, then ``exec``-ed."""
 
-    def __init__(self, program):
+    def __init__(self, program, recycle=False):
         self.program = program
-        names, lines, scope = {}, [], dict(IMPLS)
+        names, lines, scope = {}, [], dict(IMPLS, **_INTO)
         dies, into = _lifetimes(program)
         implicit = _implicit_broadcasts(program)
+        slots, self._buffers = _recycled(program, into) if recycle else ({}, [])
+        self._free = []  # sets of buffers no call is using (a call takes one: threads may call at once)
         for i, node in enumerate(program.nodes):
             names[id(node)] = name = f"v{i}"
             if node.op == "input":
@@ -34,12 +42,16 @@ class Executable:
                 lines.append(f"    {name} = {args[0]}{_VIEW_TEXT[node.op](**node.params)}")
             else:
                 args += [f"{k}={v!r}" for k, v in sorted(node.params.items())]
+                call = "reduce_sum_into" if recycle and node.op == "reduce_sum" else node.op
                 if id(node) in into:
                     args.append(f"out={names[id(into[id(node)])]}")
-                lines.append(f"    {name} = {node.op}({', '.join(args)})")
+                elif id(node) in slots:
+                    slot, call = slots[id(node)]
+                    args.append(f"out=B[{slot}]")
+                lines.append(f"    {name} = {call}({', '.join(args)})")
             if id(node) in dies:
                 lines.append(f"    del {', '.join(names[id(n)] for n in dies[id(node)])}")
-        inputs = ", ".join(names[id(n)] for n in program.inputs)
+        inputs = ", ".join([names[id(n)] for n in program.inputs] + (["B"] if self._buffers else []))
         outputs = "".join(f"{names[id(n)]}, " for n in program.outputs)
         scope.update(np=np, dtype=np.dtype, inf=np.inf, nan=np.nan)
         # The user's function name must not shadow an op (a function named ``sign`` calls ``sign``).
@@ -55,12 +67,25 @@ class Executable:
         """The reference backend runs every primitive on its own: one group per op."""
         return [[n] for n in self.program.nodes if n.op not in ("input", "const")]
 
+    def _take_buffers(self):
+        try:
+            return self._free.pop()
+        except IndexError:
+            return [np.empty(shape, dtype) for shape, dtype in self._buffers]
+
     def __call__(self, *args):
         """The results as arrays of their own, as the compiled backends return them: one that is
         an argument, a constant, a view or an earlier result is copied, so that writing into it
         changes nothing else (a constant would change for every later call)."""
         with np.errstate(all="ignore"):
-            values = [np.asarray(v) for v in self._fn(*args)]
+            if self._buffers:
+                buffers = self._take_buffers()
+                try:
+                    values = [np.asarray(v) for v in self._fn(*args, buffers)]
+                finally:
+                    self._free.append(buffers)
+            else:
+                values = [np.asarray(v) for v in self._fn(*args)]
         taken = self._constants | {id(a) for a in args}
         out = []
         for v in values:
@@ -111,6 +136,123 @@ def _lifetimes(program):
                 into[id(node)] = a
                 break
     return dies, into
+
+
+def _recycled(program, into):
+    """({id(node): (buffer index, the call that writes into it)} for each large intermediate,
+    [(shape, dtype) of each buffer]). A buffer serves a later value of its shape and dtype once
+    every value sharing its memory (views of it, results written into it) is dead; outputs and
+    what they view are fresh arrays (the caller keeps them). Not for control flow, whose ops may
+    give back an operand's array."""
+    if any(n.op in ops.CONTROL for n in program.nodes):
+        return {}, []
+    readers, root, end = {}, {}, {}
+    for i, node in enumerate(program.nodes):
+        for a in node.args:
+            readers.setdefault(id(a), []).append(node)
+            end[root[id(a)]] = i
+        source = node.args[0] if node.op in _VIEWS else into.get(id(node))
+        root[id(node)] = root[id(source)] if source is not None else id(node)
+    for o in program.outputs:
+        end[root[id(o)]] = math.inf
+    slots, buffers, free, dying = {}, [], {}, {}
+    for i, node in enumerate(program.nodes):
+        layout = _layout(node, readers) if root[id(node)] == id(node) and end.get(id(node)) != math.inf else None
+        if layout is not None:
+            (shape, call), key = layout, (layout[0], node.dtype.str)
+            if not free.get(key):
+                free[key] = [len(buffers)]
+                buffers.append((shape, node.dtype))
+            slots[id(node)] = slot = free[key].pop(), call
+            dying.setdefault(end.get(id(node), i), []).append((key, slot[0]))
+        for key, index in dying.pop(i, ()):
+            free[key].append(index)
+    return slots, buffers
+
+
+def _layout(node, readers):
+    """(the shape of the kept buffer ``node`` is written into, the call that writes it), or None
+    for a fresh array: small values (NumPy's own allocator serves them well) and ops without an
+    ``out``."""
+    if node.size * node.dtype.itemsize < RECYCLE_BYTES:
+        return None
+    if node.op in _UFUNCS:
+        try:
+            types = IMPLS[node.op].resolve_dtypes(tuple(a.dtype for a in node.args) + (None,))
+        except TypeError:  # (no loop for these types: the call raises as the reference's does)
+            return None
+        return (node.shape, node.op) if types[-1] == node.dtype else None
+    if node.op == "cast":
+        return node.shape, "cast_into"
+    call = node.op + "_into"
+    if call not in _INTO or node.dtype.kind != "f" or any(a.dtype != node.dtype for a in node.args):
+        return None
+    axis = node.params.get("axis")
+    if node.op == "concat" and axis == node.ndim - 1 > 0 and node.shape[axis] <= THIN * len(node.args) \
+            and _read_by_matmuls(node, readers):
+        return (node.shape[axis],) + node.shape[:axis], "concat_axis_first"
+    return node.shape, call
+
+
+def _read_by_matmuls(node, readers):
+    """Whether every reader of ``node``, past reshapes that keep its last axis and transposes, is
+    a matmul (BLAS reads a stack of patches as well transposed)."""
+    for r in readers.get(id(node), ()):
+        if r.op == "transpose" or r.op == "reshape" and r.shape[-1:] == node.shape[-1:]:
+            if not _read_by_matmuls(r, readers):
+                return False
+        elif r.op != "matmul":
+            return False
+    return True
+
+
+def _cast_into(x, *, dtype, out):
+    np.copyto(out, x, casting="unsafe")
+    return out
+
+
+def _matmul_into(a, b, *, out):
+    return np.matmul(a, b, out=out)
+
+
+def _sum_into(x, *, axes, out=None):
+    """``reduce_sum``; over many leading rows of floats (a bias's gradient), one gemv with ones
+    (BLAS: 10x NumPy's reduction over an outer axis)."""
+    axes = tuple(axes)
+    rows = math.prod(x.shape[a] for a in axes)
+    if axes == tuple(range(len(axes))) and rows >= GEMV_ROWS and x.dtype.kind == "f" and x.flags.c_contiguous:
+        sums = np.matmul(_ones(rows, x.dtype), x.reshape(rows, -1), out=None if out is None else out.reshape(-1))
+        return sums.reshape(x.shape[len(axes):])
+    return IMPLS["reduce_sum"](x, axes=axes, out=out)
+
+
+def _ones(count, dtype):
+    key = (count, dtype.str)
+    if key not in _ONES:
+        _ONES[key] = np.ones(count, dtype)
+    return _ONES[key]
+
+
+_ONES = {}
+
+
+def _concat_axis_first(*xs, axis, out):
+    """``concat`` into ``out``, of the result's shape with ``axis`` first (``_layout``: thin
+    pieces, each one block of ``out``); a view with ``axis`` back in place."""
+    at = 0
+    for x in xs:
+        np.copyto(out[at:at + x.shape[axis]], np.moveaxis(x, axis, 0))
+        at += x.shape[axis]
+    return np.moveaxis(out, 0, axis)
+
+
+# The calls that write an op's result into a given array (``out``), by the name the source uses.
+_INTO = {"cast_into": _cast_into, "matmul_into": _matmul_into, "reduce_sum_into": _sum_into,
+         "reduce_max_into": IMPLS["reduce_max"], "reduce_min_into": IMPLS["reduce_min"],
+         "concat_into": IMPLS["concat"], "concat_axis_first": _concat_axis_first}
+RECYCLE_BYTES = 1 << 14  # below this, NumPy's allocator is as fast
+THIN = 4  # a concat whose pieces are at most this wide along its last axis is laid out axis first
+GEMV_ROWS = 1 << 10
 
 
 def _slice_text(starts, limits, strides):

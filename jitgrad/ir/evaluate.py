@@ -153,11 +153,14 @@ def _reduce(fn, ufunc=None):
     """A reduction; with ``ufunc``, a small window (at most ``WINDOW`` elements over axes that are
     not the last: a max pool's 2x2) is reduced as that many strided slices combined elementwise,
     where NumPy's reduction over such axes ran 4x slower. In the same order as NumPy's (which
-    accumulates outer axes in index order): sums are bitwise NumPy's."""
-    def reduce(x, *, axes):
+    accumulates outer axes in index order): sums are bitwise NumPy's. ``out`` (with ``ufunc``):
+    an array of the result's shape and dtype to write it into."""
+    def reduce(x, *, axes, out=None):
         axes = tuple(axes)
         count = math.prod(x.shape[a] for a in axes)
         if ufunc is None or x.ndim - 1 in axes or not 1 < count <= WINDOW or x.size < 4096:
+            if out is not None:
+                return ufunc.reduce(x, axis=axes, out=out)
             return np.asarray(fn(x, axis=axes)).astype(x.dtype, copy=False)
         kept = [slice(None)] * x.ndim
         pieces = []
@@ -165,7 +168,7 @@ def _reduce(fn, ufunc=None):
             for a, i in zip(axes, index):
                 kept[a] = i
             pieces.append(x[tuple(kept)])
-        out = ufunc(pieces[0], pieces[1])
+        out = ufunc(pieces[0], pieces[1], out=out)
         for piece in pieces[2:]:
             ufunc(out, piece, out=out)
         return out
@@ -175,16 +178,17 @@ def _reduce(fn, ufunc=None):
 WINDOW = 16
 
 
-def _concat(*xs, axis):
-    """``np.concatenate``; along an inner axis, large results are written a few leading rows at a
-    time: many thin pieces (an image's 25 shifted patches) written whole each swept the whole
-    result through the cache once per piece (2x slower)."""
+def _concat(*xs, axis, out=None):
+    """``np.concatenate`` (into ``out`` if given); along an inner axis, large results are written a
+    few leading rows at a time: many thin pieces (an image's 25 shifted patches) written whole
+    each swept the whole result through the cache once per piece (2x slower)."""
     rows = xs[0].shape[0] if xs[0].ndim else 0
     row_bytes = sum(x.nbytes for x in xs) // max(rows, 1)
     if axis == 0 or rows < 2 or row_bytes * rows < CONCAT_CHUNK:
-        return np.concatenate(xs, axis=axis)
-    out = np.empty(xs[0].shape[:axis] + (sum(x.shape[axis] for x in xs),) + xs[0].shape[axis + 1:],
-                   np.result_type(*xs))
+        return np.concatenate(xs, axis=axis, out=out)
+    if out is None:
+        out = np.empty(xs[0].shape[:axis] + (sum(x.shape[axis] for x in xs),) + xs[0].shape[axis + 1:],
+                       np.result_type(*xs))
     step = max(1, CONCAT_CHUNK // max(row_bytes, 1))
     for start in range(0, rows, step):
         np.concatenate([x[start:start + step] for x in xs], axis=axis, out=out[start:start + step])

@@ -59,7 +59,12 @@ class Tiered:
     @property
     def switched(self):
         """Whether calls now run the compiled executable."""
-        return self._current is not self.reference
+        return self.reference is None
+
+    def _switch(self):
+        """Calls run the compiled executable from now on; the interpreter (and the buffers it
+        keeps from call to call) is let go."""
+        self._current, self.reference = self.compiled, None
 
     def __call__(self, *args):
         job = self.job
@@ -67,7 +72,7 @@ class Tiered:
             self.job = None
             _compiling.discard(self)
             if job.error is None:  # (a failed compile has said so, once: the interpreter goes on)
-                self._current = self.compiled
+                self._switch()
                 getattr(self._current, "mark_complete", lambda: None)()  # (the workers each built a part)
         with one_blas_thread(workers_busy()):
             result = self._current(*args)
@@ -90,4 +95,4 @@ class Tiered:
             _compiling.add(self)
         except OSError as e:  # no processes to be had (a sandbox, a process limit): compile here
             warn_once("no-workers", f"compiling in-process: no compile worker could start ({e})")
-            self._current = self.compiled
+            self._switch()

@@ -40,10 +40,11 @@ def _keepdims(g, x, axes):
 
 
 def _max_vjp(g, out, x, *, axes):
-    # Ties share the gradient equally (JAX's convention).
+    # Ties share the gradient equally (JAX's convention). The share is divided out before it is
+    # spread over the window (a pass over the small result, not the input: the same values, as
+    # the mask is 0 or 1).
     mask = np.equal(x, _keepdims(out, x, axes)).astype(x.dtype)
-    count = np.sum(mask, axis=axes, keepdims=True)
-    return (_keepdims(g, x, axes) * mask / count,)
+    return (_keepdims(g / np.sum(mask, axis=axes), x, axes) * mask,)
 
 
 def _prod_vjp(g, out, x, *, axes):
