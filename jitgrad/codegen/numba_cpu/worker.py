@@ -100,6 +100,11 @@ def start(program):
     return BackgroundCompile(program, what)
 
 
+# A worker compiles; it runs no BLAS. OpenBLAS's threads, started at NumPy's import, spun beside
+# the interpreter on the user's cores (a worker's start-up took 125% of a core, 100% with one).
+WORKER_THREADS = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def workers():
     """How many processes share a compile: ``$JITGRAD_COMPILE_WORKERS``, else one fewer than the
     cores, at most 2 (each pays Numba's start-up, about a second, so more rarely pays
@@ -130,7 +135,8 @@ class BackgroundCompile:
 
     def _launch(self):
         package_root = str(Path(__file__).resolve().parents[3])  # jitgrad importable from where it was
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+                   **WORKER_THREADS)
         count = workers()
         pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
         try:
