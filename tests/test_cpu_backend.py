@@ -358,3 +358,24 @@ def test_a_loop_runs_small_gemms_on_one_blas_thread():
     assert not backend._small_gemms(table((32, 512, 128, ()), (1024, 1024, 1024, ())))
     assert not backend._small_gemms(table((32, 512, 128, (1000,))))  # batched: a large product
     assert not backend._small_gemms(steps.encode([[steps.CALL, 0, 0]], None))  # no gemm: nothing to limit
+
+
+def test_a_stack_of_patches_is_gathered_once_into_a_pooled_buffer():
+    """The slices a concat stacks stay views (only NumPy's concat reads them), and the concat
+    writes into a pooled buffer: no copy per patch, no fresh array per call."""
+    from jitgrad.codegen import numpy_ref
+    from jitgrad.codegen.numba_cpu.backend import Executable, _PythonStep
+
+    def f(w, x):
+        patches = np.stack([x[:, i:i + 6, j:j + 6] for i in range(3) for j in range(3)], axis=-1)
+        return np.sum(np.tanh(patches @ w))
+
+    w, x = np.random.default_rng(0).standard_normal((9, 4)), np.random.default_rng(1).standard_normal((5, 8, 8))
+    program = jg.make_ir(jg.grad(f))(w, x)
+    executable = Executable(program)
+    steps = [r for r in executable._runs if isinstance(r, _PythonStep)]
+    concat = [s for s in steps if any(n.op == "concat" for n in s.kernel.body)]
+    assert concat and not concat[0].stores  # (written in place)
+    assert all(not contiguous for s in steps for o, contiguous in s.stores if o.op in ("slice", "reshape"))
+    for _ in range(2):
+        np.testing.assert_allclose(executable(w, x)[0], numpy_ref.Executable(program)(w, x)[0], rtol=1e-12)

@@ -1,15 +1,15 @@
 """Buffer planning, for any backend: which nodes a plan writes to buffers, and which of them can
 share one (a dead intermediate's buffer serves a later one of the same shape and dtype)."""
-from ..ir.ops import INDEXED, VIEWS
+from ..ir.ops import INDEXED, LAYOUT, VIEWS
 from .fuse import Kind
 
 
 def allocated(kernel):
-    """The nodes a step writes into buffers it asks for: loop stores, matmul, gather and
-    scatter-add results."""
+    """The nodes a step writes into buffers it asks for: loop stores, matmul, gather,
+    scatter-add and concat results."""
     if kernel.kind == Kind.LOOP:
         return kernel.stores
-    return [n for n in kernel.body if n.op == "matmul" or n.op in INDEXED]
+    return [n for n in kernel.body if n.op == "matmul" or n.op in INDEXED or n.op in LAYOUT]
 
 
 def plan_buffers(kernels, program):

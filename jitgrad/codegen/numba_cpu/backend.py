@@ -150,10 +150,13 @@ class _Segment:
 
 
 class _PythonStep:
-    """One library op (or a chain of views of a buffer) run with NumPy."""
+    """One library op (or a chain of views of a buffer) run with NumPy. Matmuls and concats write
+    into their result or pooled buffer; other values are stored as they come (views stay views)
+    where only other Python steps read them, else as C-contiguous arrays for compiled code."""
 
-    def __init__(self, kernel, position):
+    def __init__(self, kernel, position, contiguous):
         self.kernel, self.position = kernel, position
+        self.stores = [(o, id(o) in contiguous) for o in kernel.stores if o.op not in _INTO_BUFFER]
 
     def __call__(self, env, table, table_address):
         values = {}
@@ -161,13 +164,16 @@ class _PythonStep:
             for n in self.kernel.body:
                 args = [values[id(a)] if id(a) in values else env[self.position[id(a)]].reshape(a.shape)
                         for a in n.args]
-                if n.op == "matmul":  # BLAS writes straight into the result or pooled buffer
-                    values[id(n)] = np.matmul(*args, out=env[self.position[id(n)]])
+                if n.op in _INTO_BUFFER:
+                    values[id(n)] = _INTO_BUFFER[n.op](*args, **n.params, out=env[self.position[id(n)]])
                 else:
                     values[id(n)] = IMPLS[n.op](*args, **n.params)
-        for o in self.kernel.stores:
-            if o.op != "matmul":  # compiled code reads buffers as C-contiguous arrays, 0-d as 1-element
-                env[self.position[id(o)]] = np.ascontiguousarray(values[id(o)]).reshape(o.shape or (1,))
+        for o, contiguous in self.stores:  # (compiled code reads C-contiguous arrays, 0-d as 1-element)
+            env[self.position[id(o)]] = np.ascontiguousarray(values[id(o)]).reshape(o.shape or (1,)) \
+                if contiguous else values[id(o)]
+
+
+_INTO_BUFFER = {"matmul": np.matmul, "concat": IMPLS["concat"]}
 
 
 class Executable:
@@ -226,7 +232,8 @@ class Executable:
             place(("copy", id(o)) if o.op in ("input", "const") else id(o), f"out{program.outputs.index(o)}")
         self._results = [(o.shape or (1,), o.dtype) for o in results]
         self._recycled = [[] if o.size * o.dtype.itemsize >= RECYCLED_BYTES else None for o in results]
-        computed = [o for k, kind in zip(self.plan, kinds) if kind == Run.PYTHON for o in k.stores if o.op != "matmul"]
+        computed = [o for k, kind in zip(self.plan, kinds) if kind == Run.PYTHON
+                    for o in k.stores if o.op not in _INTO_BUFFER]
         for o in computed:
             place(id(o), f"v{len(self.names)}")
         self._unset = [None] * len(computed)
@@ -273,6 +280,10 @@ class Executable:
         def where(node, written=False):
             return self.position[("copy", id(node)) if written and node.op in ops.LEAVES else id(node)]
 
+        # values compiled code reads, or the caller: those a Python step stores as C-contiguous arrays
+        contiguous = {id(o) for o in self.program.outputs} | \
+            {id(n) for k, kind in zip(self.plan, kinds) if kind != Run.PYTHON for n in k.inputs}
+
         for i, (k, kind) in enumerate(zip(self.plan, kinds)):
             if kind in (Run.LOOP, Run.INDEXED):
                 function, positions = self._compiled_kernel(i, k, kind, where)
@@ -284,7 +295,7 @@ class Executable:
                 writer.gemm(*gemm_step(node, gemm_operands(node, stored), lambda n: writer.address(where(n))))
             elif kind == Run.PYTHON:
                 self._close_segment(writer)
-                self._runs.append(_PythonStep(k, self.position))
+                self._runs.append(_PythonStep(k, self.position, contiguous))
         self._close_segment(writer)
         self.segment_sources = writer.sources
         self._table, self._functions, self._pool_slot = writer.table, writer.functions, writer.pool_slot
