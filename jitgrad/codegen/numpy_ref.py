@@ -117,9 +117,10 @@ def _lifetimes(program):
     into, as that array's last reader. A big array's memory then serves the next one, where a
     fresh one is paged in from the OS: that made a first call several times slower than the next.
     A view shares its source's array, which lives until the last reader of either."""
-    owner, last = {}, {}
+    owner, last, nodes = {}, {}, {}
     for node in program.nodes:
         owner[id(node)] = owner[id(node.args[0])] if node.op in _VIEWS else id(node)
+        nodes[id(node)] = node
         for a in node.args:
             last[id(a)] = last[owner[id(a)]] = node
     kept = {id(n) for n in program.outputs} | {owner[id(n)] for n in program.outputs}
@@ -131,11 +132,22 @@ def _lifetimes(program):
         if node.op not in _UFUNCS or not node.shape:
             continue
         for a in node.args:
-            if (owner[id(a)] == id(a) and a.op in _FRESH and id(a) not in kept and last[id(a)] is node
+            base = nodes[owner[id(a)]]
+            if (base.op in _FRESH and id(base) not in kept and last[id(base)] is node and _reshaped(a, base)
                     and a.shape == node.shape and a.dtype == node.dtype):
                 into[id(node)] = a
                 break
     return dies, into
+
+
+def _reshaped(view, base):
+    """Whether ``view`` is ``base`` or a chain of reshapes of it (of a fresh array: every element
+    once, so a result may be written through it)."""
+    while view is not base:
+        if view.op != "reshape":
+            return False
+        view = view.args[0]
+    return True
 
 
 def _recycled(program, into):
@@ -266,5 +278,5 @@ _VIEW_TEXT = {"slice": _slice_text, "reshape": lambda shape: f".reshape({shape!r
 # Ops whose NumPy implementation is a ufunc (takes ``out=``), ops that return a new array of their
 # own, and ops that return a view of their first operand.
 _UFUNCS = {op for op in ops.ELEMENTWISE if isinstance(IMPLS[op], np.ufunc)}
-_FRESH = _UFUNCS | set(ops.REDUCE)
+_FRESH = _UFUNCS | set(ops.REDUCE) | {"matmul", "cast", "select"}
 _VIEWS = set(ops.VIEWS) | {"stop_gradient"}
