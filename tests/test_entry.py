@@ -257,3 +257,19 @@ def test_a_stored_view_is_the_base_of_a_folded_one():
     r, m = f(x, w)
     np.testing.assert_array_equal(r, (x * 2).reshape(4, 6))
     np.testing.assert_allclose(m, (x * 2).reshape(4, 6).T @ w, rtol=1e-12)
+
+
+def test_pytree_arguments_take_the_fast_path_keyed_by_their_structure():
+    """Arrays in lists, tuples and dicts take the fast path after the first call; another
+    structure, shape or leaf type with the same arrays is another key, never a wrong reuse."""
+    f = jg.jit(lambda p, x: p["w"][0] @ x + p["w"][1] + p["b"], device="numpy")
+    w0, w1, b, x = np.eye(2), np.ones(2), np.full(2, 3.0), np.arange(2.0)
+    for _ in range(2):
+        np.testing.assert_array_equal(f({"w": [w0, w1], "b": b}, x), w0 @ x + w1 + b)
+    assert len(f._fast) == 1 and f._fast_key(({"w": [w0, w1], "b": b}, x))[0] in f._fast
+    np.testing.assert_array_equal(f({"w": (w0, w1), "b": b}, x), w0 @ x + w1 + b)  # a tuple: another key
+    np.testing.assert_array_equal(f({"w": [w0, 1.0], "b": b}, x), w0 @ x + 1.0 + b)  # a number: the full path
+    assert len(f._fast) == 2 and f.cache_size == 3
+    g = jg.jit(lambda p: p[0] * 2, device="numpy")
+    assert g([np.ones(2)]).tolist() == [2.0, 2.0] and g([np.ones(2), np.ones(3)]).tolist() == [2.0, 2.0]
+    assert len(g._fast) == 2  # (one list of one array, one of two)

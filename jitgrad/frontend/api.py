@@ -19,7 +19,7 @@ from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
 from ..transforms.simplify import simplify
 from . import frozen_noise, numpy_api as jnp
 from ..ir.tracing import Tracer, eval_program, is_tracing, new_trace, replay_effects
-from .tree import builder, flatten, flatten_like, leaf_count, to_array, unflatten
+from .tree import builder, fast_leaves, flatten, flatten_like, leaf_count, to_array, unflatten
 
 
 # --------------------------------------------------------------------------- tracing a function
@@ -330,24 +330,27 @@ class Jitted:
     def __call__(self, *args):
         if is_tracing():
             return self.fn(*args)
-        run = self._fast.get(self._fast_key(args))  # the common call: a few dict-free microseconds
+        key, leaves = self._fast_key(args)  # the common call: a few microseconds, no checks
+        run = self._fast.get(key)
         if run is not None:
-            return run(*args)
+            return run(*leaves)
         compiled, leaves = self._compiled(args)
         return compiled.run(*leaves)
 
     def _fast_key(self, args):
-        """(device setting, then each argument's type, shape and dtype) when every argument is a
-        NumPy array or a device array (numba, CuPy, PyTorch CUDA) and nothing is static; else None."""
+        """(device setting, then the arguments' structure and each leaf's type, shape and dtype;
+        the leaves) when every leaf is a NumPy array or a device array (numba, CuPy, PyTorch
+        CUDA) in tuples, lists and dicts, and nothing is static; else (None, None)."""
         if self.static_argnums:
-            return None
-        key = [self.device or os.environ.get("JITGRAD_DEVICE")]
+            return None, None
+        key, leaves = [self.device or os.environ.get("JITGRAD_DEVICE")], []
         for a in args:
-            kind = type(a)
-            if kind is not np.ndarray and not arrays.on_gpu(a):
-                return None
-            key += (kind, a.shape, a.dtype)
-        return tuple(key)
+            if type(a) is np.ndarray:  # (the common case, inline)
+                key += (np.ndarray, a.shape, a.dtype)
+                leaves.append(a)
+            elif not fast_leaves(a, key, leaves):
+                return None, None
+        return tuple(key), leaves
 
     def lower(self, *args):
         """The optimized IR, the fused kernels and the generated code for these arguments."""
@@ -380,11 +383,11 @@ class Jitted:
             if compiled is None:
                 traced = frozen_noise.traced(self.fn, args, lambda: trace(self.fn, args, dynamic))
                 compiled = self._cache[key] = _Compiled(traced, device)
-            fast_key = self._fast_key(args)
+            fast_key, fast = self._fast_key(args)
             # the CUDA executable takes host and device arrays alike; the others, host arrays;
             # all of them in native byte order (to_array has converted others, and checked the dtypes)
-            if fast_key is not None and (device == "cuda" or all(type(a) is np.ndarray for a in args)) \
-                    and all(a.dtype.isnative for a in args):
+            if fast_key is not None and (device == "cuda" or all(type(a) is np.ndarray for a in fast)) \
+                    and all(a.dtype.isnative for a in fast):
                 self._fast[fast_key] = compiled.run
         return compiled, leaves
 

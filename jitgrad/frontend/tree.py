@@ -33,6 +33,31 @@ def _walk(x, leaves):
     return ("leaf",)
 
 
+def fast_leaves(x, key, leaves):
+    """``flatten``'s leaves of ``x`` appended to ``leaves``, and its structure and each leaf's
+    type, shape and dtype to ``key``, when every leaf is an array (NumPy's or a device array);
+    else False (the caller takes the full path, which checks and converts leaves)."""
+    kind = type(x)
+    if kind is np.ndarray or arrays.on_gpu(x):
+        key += (kind, x.shape, x.dtype)
+        leaves.append(x)
+        return True
+    if kind is list or kind is tuple:
+        key.append((kind, len(x)))
+        return all(fast_leaves(v, key, leaves) for v in x)
+    if kind is dict:
+        try:
+            keys = sorted(x)
+        except TypeError:
+            return False
+        key.append((dict, tuple(keys)))
+        return all(fast_leaves(x[k], key, leaves) for k in keys)
+    if x is None:
+        key.append(None)
+        return True
+    return False
+
+
 def flatten_like(tree, treedef):
     """``tree``'s leaves read by another value's structure ``treedef`` (a cotangent's by its output's, a
     tangent's by its primal's): where ``treedef`` has a list of leaves, a list of numbers is that many
