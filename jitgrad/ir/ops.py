@@ -340,6 +340,10 @@ RULES.update({op: _reduce for op in REDUCE})
 def plain(value):
     """A param as a plain Python value (int, float, bool, str, tuples of them), or an array or
     dtype: generated code prints params, and must never print a user object's ``repr``."""
+    kind = type(value)
+    if kind is int or kind is float or kind is bool or kind is str or \
+            kind is tuple and all(type(v) is int for v in value):  # (already plain: most params)
+        return value
     if value is None or isinstance(value, (np.ndarray, np.dtype, Program)):
         return value
     if isinstance(value, (bool, np.bool_)):
