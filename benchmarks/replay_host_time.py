@@ -52,7 +52,7 @@ def replayed_call(inputs, results):
     executable.replay, executable._checks_indices = replay, False
     jitted = api.Jitted(lambda *a: None, device="cuda")
     out_def = api.flatten((0.0, (0,) * (len(results) - 1)))[1]
-    jitted._fast[jitted._fast_key(args)] = api._runner(executable, out_def, types.SimpleNamespace(effects=()))
+    jitted._fast[jitted._fast_key(args)[0]] = api._runner(executable, out_def, types.SimpleNamespace(effects=()))
     return jitted, args
 
 
