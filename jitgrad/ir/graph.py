@@ -2,6 +2,7 @@
 static params, a static shape and a dtype); a ``Program`` is inputs plus outputs, and its
 body is every node the outputs reach, in topological order. Nodes are immutable and shared
 between programs, so transforms build new nodes instead of editing old ones."""
+import functools
 import hashlib
 import math
 import operator
@@ -16,8 +17,10 @@ _SHORT = {"float64": "f64", "float32": "f32", "float16": "f16", "int64": "i64", 
 TUPLE = np.dtype(object)  # the dtype of a node that is several values (``Node.is_tuple``)
 
 
+@functools.lru_cache(maxsize=1 << 12)  # (a program's text prints a type per node: its hash reads it)
 def type_str(shape, dtype):
-    return f"{_SHORT.get(np.dtype(dtype).name, np.dtype(dtype).name)}[{','.join(map(str, shape))}]"
+    name = np.dtype(dtype).name
+    return f"{_SHORT.get(name, name)}[{','.join(map(str, shape))}]"
 
 
 class Node:
