@@ -1,7 +1,7 @@
 """The interpreter of background mode on programs that do not run over blocks of rows: the
 reference backend's code with its large intermediates written into buffers kept from call to call
 (``numpy_ref.Executable(..., recycle=True)``), against the reference itself."""
-import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -101,23 +101,14 @@ def test_threads_calling_at_once_each_get_their_own_buffers():
     interpreter = blocked.interpreter(program)
     inputs = [tuple(a * (1 + 0.1 * k) for a in CONVNET_ARGS) for k in range(4)]
     expected = [numpy_ref.Executable(program)(*args) for args in inputs]
-    results, errors = {}, []
 
     def run(k):
-        try:
-            for _ in range(5):
-                results[k] = interpreter(*inputs[k])
-                for g, e in zip(results[k], expected[k]):
-                    np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
-        except AssertionError as e:
-            errors.append(e)
+        for _ in range(5):
+            for g, e in zip(interpreter(*inputs[k]), expected[k]):
+                np.testing.assert_allclose(g, e, rtol=1e-10, atol=1e-12)
 
-    threads = [threading.Thread(target=run, args=(k,)) for k in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(run, range(4)))  # (re-raises a thread's failure)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int64, np.bool_])
