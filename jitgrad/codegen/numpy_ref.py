@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from ..ir import ops
-from ..ir.evaluate import IMPLS
+from ..ir.evaluate import IMPLS, INTO
 
 
 class Executable:
@@ -23,9 +23,10 @@ class Executable:
     def __init__(self, program, recycle=False):
         self.program = program
         names, lines, scope = {}, [], dict(IMPLS, **_INTO)
+        readers = _readers(program)
         dies, into = _lifetimes(program)
-        implicit = _implicit_broadcasts(program)
-        slots, self._buffers = _recycled(program, into) if recycle else ({}, [])
+        implicit = _implicit_broadcasts(program, readers)
+        slots, self._buffers = _recycled(program, into, readers) if recycle else ({}, [])
         self._free = []  # sets of buffers no call is using (a call takes one: threads may call at once)
         for i, node in enumerate(program.nodes):
             names[id(node)] = name = f"v{i}"
@@ -96,14 +97,19 @@ class Executable:
         return out
 
 
-def _implicit_broadcasts(program):
-    """The ``expand`` nodes NumPy's own broadcasting can stand for: each reader is an elementwise
-    ufunc with another operand of the full shape (so its result keeps that shape), and the value is
-    no output. ``np.broadcast_to`` costs more than the small ops it feeds."""
+def _readers(program):
+    """{id(node): the nodes that read it}."""
     readers = {}
     for n in program.nodes:
         for a in n.args:
             readers.setdefault(id(a), []).append(n)
+    return readers
+
+
+def _implicit_broadcasts(program, readers):
+    """The ``expand`` nodes NumPy's own broadcasting can stand for: each reader is an elementwise
+    ufunc with another operand of the full shape (so its result keeps that shape), and the value is
+    no output. ``np.broadcast_to`` costs more than the small ops it feeds."""
     outputs = {id(o) for o in program.outputs}
     return {id(n) for n in program.nodes if n.op == "expand" and id(n) not in outputs and id(n) in readers
             and all(r.op in _UFUNCS and r.shape == n.shape
@@ -117,13 +123,12 @@ def _lifetimes(program):
     into, as that array's last reader. A big array's memory then serves the next one, where a
     fresh one is paged in from the OS: that made a first call several times slower than the next.
     A view shares its source's array, which lives until the last reader of either."""
-    owner, last, nodes = {}, {}, {}
+    owner, last = {}, {}  # (owner: the node whose array a view looks into)
     for node in program.nodes:
-        owner[id(node)] = owner[id(node.args[0])] if node.op in _VIEWS else id(node)
-        nodes[id(node)] = node
+        owner[id(node)] = owner[id(node.args[0])] if node.op in _VIEWS else node
         for a in node.args:
-            last[id(a)] = last[owner[id(a)]] = node
-    kept = {id(n) for n in program.outputs} | {owner[id(n)] for n in program.outputs}
+            last[id(a)] = last[id(owner[id(a)])] = node
+    kept = {id(n) for n in program.outputs} | {id(owner[id(n)]) for n in program.outputs}
     dies, into = {}, {}
     for value in program.nodes:
         if id(value) in last and id(value) not in kept:
@@ -132,7 +137,7 @@ def _lifetimes(program):
         if node.op not in _UFUNCS or not node.shape:
             continue
         for a in node.args:
-            base = nodes[owner[id(a)]]
+            base = owner[id(a)]
             if (base.op in _FRESH and id(base) not in kept and last[id(base)] is node and _reshaped(a, base)
                     and a.shape == node.shape and a.dtype == node.dtype):
                 into[id(node)] = a
@@ -150,7 +155,7 @@ def _reshaped(view, base):
     return True
 
 
-def _recycled(program, into):
+def _recycled(program, into, readers):
     """({id(node): (buffer index, the call that writes into it)} for each large intermediate,
     [(shape, dtype) of each buffer]). A buffer serves a later value of its shape and dtype once
     every value sharing its memory (views of it, results written into it) is dead; outputs and
@@ -158,10 +163,9 @@ def _recycled(program, into):
     give back an operand's array."""
     if any(n.op in ops.CONTROL for n in program.nodes):
         return {}, []
-    readers, root, end = {}, {}, {}
+    root, end = {}, {}
     for i, node in enumerate(program.nodes):
         for a in node.args:
-            readers.setdefault(id(a), []).append(node)
             end[root[id(a)]] = i
         source = node.args[0] if node.op in _VIEWS else into.get(id(node))
         root[id(node)] = root[id(source)] if source is not None else id(node)
@@ -218,15 +222,6 @@ def _read_by_matmuls(node, readers):
     return True
 
 
-def _cast_into(x, *, dtype, out):
-    np.copyto(out, x, casting="unsafe")
-    return out
-
-
-def _matmul_into(a, b, *, out):
-    return np.matmul(a, b, out=out)
-
-
 def _sum_into(x, *, axes, out=None):
     """``reduce_sum``; over many leading rows of floats (a bias's gradient), one gemv with ones
     (BLAS: 10x NumPy's reduction over an outer axis)."""
@@ -235,7 +230,7 @@ def _sum_into(x, *, axes, out=None):
     if axes == tuple(range(len(axes))) and rows >= GEMV_ROWS and x.dtype.kind == "f" and x.flags.c_contiguous:
         sums = np.matmul(_ones(rows, x.dtype), x.reshape(rows, -1), out=None if out is None else out.reshape(-1))
         return sums.reshape(x.shape[len(axes):])
-    return IMPLS["reduce_sum"](x, axes=axes, out=out)
+    return INTO["reduce_sum"](x, axes=axes, out=out)
 
 
 def _ones(count, dtype):
@@ -259,9 +254,8 @@ def _concat_axis_first(*xs, axis, out):
 
 
 # The calls that write an op's result into a given array (``out``), by the name the source uses.
-_INTO = {"cast_into": _cast_into, "matmul_into": _matmul_into, "reduce_sum_into": _sum_into,
-         "reduce_max_into": IMPLS["reduce_max"], "reduce_min_into": IMPLS["reduce_min"],
-         "concat_into": IMPLS["concat"], "concat_axis_first": _concat_axis_first}
+_INTO = {**{f"{op}_into": call for op, call in INTO.items()}, "reduce_sum_into": _sum_into,
+         "concat_axis_first": _concat_axis_first}
 RECYCLE_BYTES = 1 << 14  # below this, NumPy's allocator is as fast
 THIN = 4  # a concat whose pieces are at most this wide along its last axis is laid out axis first
 GEMV_ROWS = 1 << 10

@@ -344,12 +344,8 @@ class Jitted:
         if self.static_argnums:
             return None, None
         key, leaves = [self.device or os.environ.get("JITGRAD_DEVICE")], []
-        for a in args:
-            if type(a) is np.ndarray:  # (the common case, inline)
-                key += (np.ndarray, a.shape, a.dtype)
-                leaves.append(a)
-            elif not fast_leaves(a, key, leaves):
-                return None, None
+        if not all(fast_leaves(a, key, leaves) for a in args):
+            return None, None
         return tuple(key), leaves
 
     def lower(self, *args):

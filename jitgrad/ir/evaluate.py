@@ -279,6 +279,17 @@ IMPLS = {
 }
 
 
+
+def _cast_into(x, *, dtype, out):
+    np.copyto(out, x, casting="unsafe")
+    return out
+
+
+# The ops whose result can be written into a given array (``out``, of its shape and dtype): the
+# background interpreter's kept buffers and the CPU backend's pooled ones.
+INTO = {"matmul": np.matmul, "concat": _concat, "cast": _cast_into, "reduce_sum": IMPLS["reduce_sum"],
+        "reduce_max": IMPLS["reduce_max"], "reduce_min": IMPLS["reduce_min"]}
+
 def run_op(op, args, params):
     """Execute one primitive on concrete arrays (eager mode and constant folding)."""
     with np.errstate(all="ignore"):

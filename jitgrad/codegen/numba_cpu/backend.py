@@ -16,7 +16,7 @@ import numpy as np
 
 from ...errors import IRError, checks_on
 from ...ir import ops
-from ...ir.evaluate import IMPLS
+from ...ir.evaluate import IMPLS, INTO
 from ...ir.ops import INDEXED, LIBRARY, VIEWS
 from ...runtime import cache
 from ...runtime.threads import one_blas_thread
@@ -173,7 +173,7 @@ class _PythonStep:
                 if contiguous else values[id(o)]
 
 
-_INTO_BUFFER = {"matmul": np.matmul, "concat": IMPLS["concat"]}
+_INTO_BUFFER = {op: INTO[op] for op in ("matmul", "concat")}  # (the Python steps ``allocated`` gives buffers)
 
 
 class Executable:
