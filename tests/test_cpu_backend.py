@@ -281,22 +281,27 @@ def test_pads_fuse_into_a_loop_split_at_their_edges():
 
 
 def test_lift_makes_sizes_and_constants_parameters():
-    """Sizes above ``INLINE_INT_MAX`` and float constants become parameters, one per value;
-    buffer positions, small integers, divisors and moduli, and offsets in a subscript's last
-    (contiguous) index stay in the code."""
+    """Sizes above ``INLINE_INT_MAX`` and float constants become parameters, one per value; so do
+    a buffer's outermost extent and offsets along outer axes, however small (an offset one per
+    occurrence); buffer positions, small integers, divisors and moduli, and offsets in a
+    subscript's last (contiguous) index stay in the code."""
     from jitgrad.codegen.numba_cpu.compile import lift
     code = ("    in0 = carray(args[20], (64, 1000), np.float32)\n"
+            "    in1 = carray(args[21], (5, 3), np.float32)\n"
             "    for i0 in range(64):\n"
             "        t0 = in0[i0, (i0 * 3) // 1000 % 700] * np.float32(0.5) - np.float32(-0.5) + 1000\n"
             "        t1 = i0 & 0xFF\n"
-            "        t2 = in0[(i0 + 300), min(max((i0 - 400), 0), 599)]")
+            "        t2 = in0[(i0 + 300), min(max((i0 - 400), 0), 599)]\n"
+            "        t3 = in1[(3 + 0), 2] + in1[3, 2]")
     lifted, sizes, values = lift(code)
-    assert sizes == [64, 1000, 300] and values == [0.5]
+    assert sizes == [64, 1000, 5, 300, 3, 0, 3] and values == [0.5]
     assert lifted == ("    in0 = carray(args[20], (n0, n1), np.float32)\n"
+                      "    in1 = carray(args[21], (n2, 3), np.float32)\n"
                       "    for i0 in range(n0):\n"
                       "        t0 = in0[i0, (i0 * 3) // 1000 % 700] * np.float32(v0) - np.float32(-v0) + n1\n"
                       "        t1 = i0 & 0xFF\n"
-                      "        t2 = in0[(i0 + n2), min(max((i0 - 400), 0), 599)]")
+                      "        t2 = in0[(i0 + n3), min(max((i0 - 400), 0), 599)]\n"
+                      "        t3 = in1[(n4 + n5), 2] + in1[n6, 2]")
 
 
 def _natives(f, *args):
@@ -342,6 +347,22 @@ def test_a_gradient_summed_over_many_steps_reads_a_bounded_number_of_buffers():
         assert max(reads) == MAX_INPUTS
         compiled.append({function.symbol for function in executable._natives})
     assert len(compiled[1] - compiled[0]) <= 3  # (the last chunks of the sums)
+
+
+def test_an_unrolled_loop_of_any_length_compiles_its_steps_once():
+    """Each step of a loop unrolled by Python reads its own slice ``xs[t]``: the step number is
+    an offset along an outer axis, and the sequence's length the buffer's outermost extent, so
+    longer sequences add only the classes of their sums' last chunks (SPEC 6.1)."""
+    def loss(wx, wh, xs):
+        h, total = np.zeros((xs.shape[1], wh.shape[0])), 0.0
+        for t in range(xs.shape[0]):
+            h = np.tanh(xs[t] @ wx + h @ wh)
+            total = total + np.sum(h * xs[t][:, :1])
+        return total
+
+    f, wx, wh = jg.jit_grad(loss, device="cpu"), rng.standard_normal((3, 4)), rng.standard_normal((4, 4))
+    compiled = [_natives(f, wx, wh, rng.standard_normal((steps, 6, 3))) for steps in (5, 20)]
+    assert len(compiled[1]) <= len(compiled[0]) + 2 and len(compiled[1] - compiled[0]) <= 4
 
 
 def test_a_loop_runs_small_gemms_on_one_blas_thread():

@@ -94,11 +94,12 @@ INLINE_INT_MAX = 16
 
 def lift(code):
     """``(code, sizes, values)``: ``code`` with its integer literals (sizes, offsets; see
-    ``INLINE_INT_MAX``) replaced by names ``n0, n1, ...`` and its float literals (constants) by
-    ``v0, v1, ...``, one name per distinct value, and those values. Kernels whose lifted code is
+    ``INLINE_INT_MAX`` and ``_outermost_extent``) replaced by names ``n0, n1, ...`` and its float
+    literals (constants) by ``v0, v1, ...``, one name per distinct value (per occurrence for an
+    offset along an outer axis), and those values. Kernels whose lifted code is
     equal compute the same function of their parameters: one compile serves them all, whatever
     the batch size or the constants. Buffer positions (``args[i]``) stay as they are."""
-    sizes, values, edits = {}, {}, []
+    names, sizes, values, edits = {}, [], {}, []
     tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
     for k, tok in enumerate(tokens):
         if tok.type != tokenize.NUMBER or _kept(tokens, k):
@@ -107,13 +108,21 @@ def lift(code):
             continue  # (a bit pattern, not a size)
         if any(c in tok.string for c in ".eE"):
             edits.append((tok, "v%d" % values.setdefault(float(tok.string), len(values))))
-        elif INLINE_INT_MAX < int(tok.string) < 2 ** 62:  # (an unsigned maximum stays: no int64)
-            edits.append((tok, "n%d" % sizes.setdefault(int(tok.string), len(sizes))))
+        elif int(tok.string) < 2 ** 62:  # (an unsigned maximum stays: no int64)
+            number = int(tok.string)
+            # an offset is a name of its own: equal by chance to a size, it is no size
+            offset, outermost = _subscript_index(tokens, k) == OUTER, _outermost_extent(tokens, k)
+            key = ("at", k) if offset else number if outermost or number > INLINE_INT_MAX else None
+            if key is not None:
+                if key not in names:
+                    names[key] = f"n{len(sizes)}"
+                    sizes.append(number)
+                edits.append((tok, names[key]))
     lines = code.split("\n")
     for tok, name in reversed(edits):  # from the end: earlier columns stay where they are
         (row, start), (_, end) = tok.start, tok.end
         lines[row - 1] = lines[row - 1][:start] + name + lines[row - 1][end:]
-    return "\n".join(lines), list(sizes), list(values)
+    return "\n".join(lines), sizes, list(values)
 
 
 def _kept(tokens, k):
@@ -123,11 +132,23 @@ def _kept(tokens, k):
     each is a group of its own, and a kernel of many outputs then needs too many run-time alias
     checks to vectorize at all (an LSTM cell's 13 outputs: 170 us a call instead of 23)."""
     before = [t.string for t in tokens[max(0, k - 2):k]]
-    return before == ["args", "["] or before[-1:] in (["//"], ["%"]) or _in_last_index(tokens, k)
+    return before == ["args", "["] or before[-1:] in (["//"], ["%"]) or _subscript_index(tokens, k) == LAST
 
 
-def _in_last_index(tokens, k):
-    """Whether token ``k`` lies in the last index of a subscript ``name[..., here]``."""
+LAST, OUTER = "last", "outer"
+
+
+def _outermost_extent(tokens, k):
+    """Whether number ``k`` is a buffer's outermost extent in its ``carray``, on which no address
+    depends: lifted however small, as an offset along an outer axis is (``_subscript_index``), so
+    that every step of an unrolled loop, and every length of it, is one compile."""
+    before = [t.string for t in tokens[max(0, k - 8):k]]
+    return before[:4] == ["carray", "(", "args", "["] and before[5:] == ["]", ",", "("]
+
+
+def _subscript_index(tokens, k):
+    """``LAST`` if token ``k`` lies in the last index of a subscript ``name[..., here]``, ``OUTER``
+    if in another of its indices, else None."""
     opened = []  # the brackets open at token k: (token index, bracket)
     for j in range(k - 1, -1, -1):
         if tokens[j].type in (tokenize.NEWLINE, tokenize.NL):
@@ -141,7 +162,7 @@ def _in_last_index(tokens, k):
             stack.pop()
     subscripts = [j for j in stack if tokens[j].string == "[" and tokens[j - 1].type == tokenize.NAME]
     if not subscripts:
-        return False
+        return None
     depth = len(stack) - stack.index(subscripts[-1])  # brackets to close to leave the subscript
     for t in tokens[k + 1:]:
         if t.type == tokenize.OP and t.string in "([{":
@@ -149,10 +170,10 @@ def _in_last_index(tokens, k):
         elif t.type == tokenize.OP and t.string in ")]}":
             depth -= 1
             if depth == 0:
-                return True
+                return LAST
         elif t.type == tokenize.OP and t.string == "," and depth == 1:
-            return False
-    return False
+            return OUTER
+    return None
 
 
 def pool_function(source):
