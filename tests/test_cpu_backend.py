@@ -365,27 +365,20 @@ def test_an_unrolled_loop_of_any_length_compiles_its_steps_once():
     assert len(compiled[1]) <= len(compiled[0]) + 2 and len(compiled[1] - compiled[0]) <= 4
 
 
-def test_small_matmuls_run_on_one_blas_thread():
-    """A program whose matmuls are all small (its loops' bodies included) runs them on one BLAS
-    thread, compiled or interpreted (spinning threads beside a busy core cost more than they save
-    at that size); a large one, or a large batch of small ones, keeps BLAS's threads."""
-    from jitgrad.codegen import blocked
-    from jitgrad.codegen.gemm import small_matmuls
-    from jitgrad.codegen.numba_cpu.backend import Executable
+def test_a_loop_runs_small_gemms_on_one_blas_thread():
+    """A compiled loop whose body's gemms are small runs them on one BLAS thread (spinning
+    threads beside a busy core cost more than they save at that size); large ones keep BLAS's."""
+    from jitgrad.codegen.numba_cpu import backend, steps
 
-    def product(a, b):
-        return np.sum(a @ b)
+    def table(*gemms):
+        rows = [[steps.GEMM, 0, 0, 0, m, n, k] + [0] * 9 + [len(batch)] + [x for b in batch for x in (b, 0, 0, 0)]
+                for m, n, k, batch in gemms]
+        return steps.encode(rows + [[steps.CALL, 0, 0]], None)
 
-    def scanned(a, bs):
-        return np.sum(jg.lax.scan(lambda c, b: (np.tanh(c @ b), None), a, bs)[0])
-
-    small = jg.make_ir(product)(np.ones((32, 128)), np.ones((128, 512)))
-    assert small_matmuls(small) and Executable(small)._blas_alone and blocked.interpreter(small)._blas_alone
-    large = jg.make_ir(product)(np.ones((1024, 1024)), np.ones((1024, 1024)))
-    assert not small_matmuls(large) and not blocked.interpreter(large)._blas_alone
-    assert not small_matmuls(jg.make_ir(product)(np.ones((1000, 32, 128)), np.ones((128, 512))))  # batched
-    assert not small_matmuls(jg.make_ir(lambda a: np.sum(np.tanh(a)))(np.ones(3)))  # nothing to limit
-    assert small_matmuls(jg.make_ir(scanned)(np.ones((4, 8)), np.ones((5, 8, 8))))
+    assert backend._small_gemms(table((32, 512, 128, ())))
+    assert not backend._small_gemms(table((32, 512, 128, ()), (1024, 1024, 1024, ())))
+    assert not backend._small_gemms(table((32, 512, 128, (1000,))))  # batched: a large product
+    assert not backend._small_gemms(steps.encode([[steps.CALL, 0, 0]], None))  # no gemm: nothing to limit
 
 
 def test_a_stack_of_patches_is_gathered_once_into_a_pooled_buffer():

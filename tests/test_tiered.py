@@ -261,12 +261,15 @@ def test_a_queued_compile_killed_before_it_starts_leaves_the_interpreter(monkeyp
     np.testing.assert_allclose(f(np.ones(3)), np.cos(np.ones(3)) * 7, rtol=1e-15)
 
 
-def test_blas_runs_on_one_thread_while_a_background_compile_runs():
+def test_blas_runs_on_one_thread_while_a_background_compile_runs(monkeypatch):
     """Beside the compile workers, BLAS's spinning threads would wait out each other's time
     slices: the interpreter's (and compiled code's) matmuls run on one thread until the compile
     is done, and BLAS's own setting is back after each call."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
+    from jitgrad.runtime import tiered
     from jitgrad.runtime.tiered import Tiered
+
+    monkeypatch.setattr(tiered, "neighbours_busy", lambda: False)  # (other processes may be busy)
 
     def blas_threads():
         return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
@@ -289,3 +292,48 @@ def test_blas_runs_on_one_thread_while_a_background_compile_runs():
         tiered()  # the job is done: the compiled executable, BLAS as it was
         assert before == [2] * len(before) and seen == [before, [1] * len(before), before]
         assert blas_threads() == before
+
+
+def test_neighbours_busy_counts_the_cores_other_processes_use():
+    """Other processes' CPU time (the machine's less our own) over a window: busy when it leaves
+    this process no spare core; sampled once per window; never where the machine cannot say."""
+    from jitgrad.runtime.threads import _Neighbours
+
+    clock, machine, own = [0.0], [100.0], [5.0]
+    neighbours = _Neighbours(lambda: clock[0], lambda: machine[0], lambda: own[0], cpus=2)
+    assert not neighbours()  # (a first sample: nothing to compare)
+
+    def after(seconds, machine_busy, own_busy):
+        clock[0] += seconds
+        machine[0] += machine_busy
+        own[0] += own_busy
+        return neighbours()
+
+    assert not after(1.0, 1.2, 1.0)  # the others used 0.2 of a core: one to spare
+    assert after(1.0, 2.0, 1.0)  # another process used a core: none to spare
+    assert after(0.1, 0.0, 0.1)  # (within the window: the last answer)
+    assert not after(1.0, 1.5, 1.5)  # our own BLAS threads are not neighbours
+    assert not _Neighbours(lambda: clock[0], lambda: None, lambda: 0.0, cpus=2)()
+
+
+def test_blas_runs_on_one_thread_beside_busy_neighbours(monkeypatch):
+    """With the cores busy, BLAS's spinning threads would wait out each other's time slices: the
+    interpreter's and compiled code's matmuls run on one thread while that lasts."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from jitgrad.runtime import tiered
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        if not before:
+            pytest.skip("NumPy's BLAS is not one threadpoolctl knows")
+        seen = []
+        run = tiered.Tiered(lambda: seen.append(blas_threads()), lambda: None, lambda: None)
+        run._start = None  # (no compile)
+        monkeypatch.setattr(tiered, "neighbours_busy", lambda: True)
+        run()
+        monkeypatch.setattr(tiered, "neighbours_busy", lambda: False)
+        run()
+        assert seen == [[1] * len(before), before] and blas_threads() == before

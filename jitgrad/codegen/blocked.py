@@ -19,7 +19,6 @@ from ..ir import ops
 from ..ir.evaluate import IMPLS
 from ..transforms.simplify import for_interpreter
 from . import numpy_ref
-from .gemm import small_matmuls
 
 BLOCK = 1 << 16  # elements per block (float32: 256 KB per temporary, in L2)
 MIN_BLOCKS = 8  # below this many blocks, running whole is as fast
@@ -32,14 +31,9 @@ ROW, SMALL, PARTIAL, TAIL = "row", "small", "partial", "tail"
 
 def interpreter(program):
     """The fastest interpreter for ``program``: ``Blocked`` where it qualifies, else the
-    reference backend's ``Executable`` (of the program rewritten for it: ``for_interpreter``),
-    its small matmuls on one BLAS thread (``gemm.SMALL_GEMM``: a busy core next to two BLAS
-    threads slowed a small RNN's interpreted step 1.6x)."""
+    reference backend's ``Executable`` (of the program rewritten for it: ``for_interpreter``)."""
     kinds = _classify(program)
-    if kinds:
-        return Blocked(program, kinds)
-    program = for_interpreter(program)
-    return numpy_ref.Executable(program, recycle=True, blas_alone=small_matmuls(program))
+    return Blocked(program, kinds) if kinds else numpy_ref.Executable(for_interpreter(program), recycle=True)
 
 
 def _classify(program):

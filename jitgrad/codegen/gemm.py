@@ -1,9 +1,6 @@
 """How a view of a buffer is handed to a BLAS ``gemm`` (CBLAS on the CPU, cuBLAS on the GPU): as
 an offset, strides, a transpose flag and a leading dimension, so ``x.T @ y`` copies nothing.
 """
-import math
-
-from ..ir.graph import body_programs
 from ..ir.ops import VIEWS
 
 ROW_MAJOR, NO_TRANS, TRANS = 101, 111, 112  # CBLAS's enums
@@ -61,25 +58,3 @@ def gemm_layout(rows, cols, row_stride, col_stride):
         if ld >= max(1, rows):
             return TRANS, ld
     return None
-
-
-# A matmul this small (multiply-adds, batch included) runs on one BLAS thread: OpenBLAS's threads
-# spin waiting for each other at every call, and beside a busy core a descheduled one held the
-# others for its time slice (an LSTM's scan: 75.6 ms warm against 29.3 ms alone; an unrolled RNN's
-# interpreted step: 12-13 ms against 7.7 ms); alone, one thread is as fast at this size.
-SMALL_GEMM = 1 << 23
-
-
-def small_matmuls(program):
-    """Whether ``program`` (its loops' bodies included) has matmuls, each of at most
-    ``SMALL_GEMM`` multiply-adds."""
-    sizes = list(_matmul_sizes(program))
-    return bool(sizes) and max(sizes) <= SMALL_GEMM
-
-
-def _matmul_sizes(program):
-    for n in program.nodes:
-        if n.op == "matmul":
-            yield math.prod(n.shape) * n.args[0].shape[-1]
-        for body in body_programs(n):
-            yield from _matmul_sizes(body)

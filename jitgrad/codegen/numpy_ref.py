@@ -15,16 +15,13 @@ import numpy as np
 
 from ..ir import ops
 from ..ir.evaluate import IMPLS, INTO
-from ..runtime.threads import one_blas_thread
 
 
 class Executable:
-    """A program written out as Python source over ``IMPLS``, then ``exec``-ed; with
-    ``recycle``, its large intermediates in kept buffers; with ``blas_alone``, its matmuls on one
-    BLAS thread."""
+    """A program written out as Python source over ``IMPLS``, then ``exec``-ed."""
 
-    def __init__(self, program, recycle=False, blas_alone=False):
-        self.program, self._blas_alone = program, blas_alone
+    def __init__(self, program, recycle=False):
+        self.program = program
         names, lines, scope = {}, [], dict(IMPLS, **_INTO)
         readers = _readers(program)
         dies, into = _lifetimes(program)
@@ -81,7 +78,7 @@ class Executable:
         """The results as arrays of their own, as the compiled backends return them: one that is
         an argument, a constant, a view or an earlier result is copied, so that writing into it
         changes nothing else (a constant would change for every later call)."""
-        with np.errstate(all="ignore"), one_blas_thread(self._blas_alone):
+        with np.errstate(all="ignore"):
             if self._buffers:
                 buffers = self._take_buffers()
                 try:

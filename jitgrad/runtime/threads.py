@@ -6,13 +6,20 @@ out its time slice. The interpreter that answers meanwhile, and compiled code ca
 BLAS, then ran many times slower than on one thread (an LSTM's gradient: 1.77 s against 50 ms a
 call, beside two workers on the 2-core machine). ``threadpoolctl`` sets the thread count through
 each BLAS library's own API, read at every call (no environment variable another runtime may have
-read first), and only for the duration of jitgrad's call. Programs whose matmuls are all small
-run on one BLAS thread always (``codegen/gemm.SMALL_GEMM``).
+read first), and only for the duration of jitgrad's call.
+
+The same holds beside other processes: with the cores busy (another program, a build, our own
+compile workers), a BLAS thread of ours is the one descheduled. ``neighbours_busy`` tells from the
+machine's CPU time less this process's, as OpenMP runtimes size their teams from the load
+(a compiled LSTM step beside a process spinning on one of two cores: 25 ms, p90 152 ms, on BLAS's
+two threads; 9.6 ms on one). With a core to spare, BLAS keeps its threads: two were 1.3x to 1.7x
+faster on matmuls from a million multiply-adds up, on the quiet 2-core machine.
 """
 import contextlib
 import functools
 import os
 import threading
+import time
 
 
 @functools.cache
@@ -58,6 +65,50 @@ _ONE_THREAD = _OneThread()
 def one_blas_thread(limit=True):
     """A context in which BLAS runs on the calling thread alone (with ``limit``; else as it is)."""
     return _ONE_THREAD if limit and _blas() else contextlib.nullcontext()
+
+
+class _Neighbours:
+    """Whether other processes left this one less than a spare core over the last ``WINDOW``
+    seconds or more: the machine's busy CPU time (``machine()``, seconds) less this process's
+    (``own()``), over the time between samples (``clock()``); sampled at most once per window,
+    so a call pays a clock read. Where the machine's time is unknown (None): never."""
+
+    WINDOW = 0.25
+
+    def __init__(self, clock=time.monotonic, machine=None, own=None, cpus=None):
+        self._clock, self._machine = clock, machine or _machine_busy_seconds
+        self._own = own or (lambda: sum(os.times()[:2]))
+        self._cpus = cpus or os.cpu_count() or 1
+        self.busy, self._last = False, None
+
+    def __call__(self):
+        now = self._clock()
+        if self._last is None or now - self._last[0] >= self.WINDOW:
+            self._sample(now)
+        return self.busy
+
+    def _sample(self, now):
+        machine, own = self._machine(), self._own()
+        if machine is not None and self._last is not None:
+            then, machine_then, own_then = self._last
+            others = (machine - machine_then) - (own - own_then)
+            self.busy = others / (now - then) > self._cpus - 1.5
+        self._last = (now, machine, own) if machine is not None else None
+
+
+def _machine_busy_seconds():
+    """CPU seconds the machine has spent busy since boot (steal included: a core the hypervisor
+    took is not ours either), or None where ``/proc/stat`` cannot say."""
+    try:
+        with open("/proc/stat", "rb") as stat:
+            fields = stat.readline().split()
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, fields[1:9])
+        return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+neighbours_busy = _Neighbours()
 
 
 def cores():

@@ -11,7 +11,7 @@ import weakref
 
 from ..errors import JitgradError
 from .progress import warn_once
-from .threads import one_blas_thread
+from .threads import neighbours_busy, one_blas_thread
 
 MODES = ("background", "sync")
 
@@ -74,7 +74,7 @@ class Tiered:
             if job.error is None:  # (a failed compile has said so, once: the interpreter goes on)
                 self._switch()
                 getattr(self._current, "mark_complete", lambda: None)()  # (the workers each built a part)
-        with one_blas_thread(workers_busy()):
+        with one_blas_thread(workers_busy() or neighbours_busy()):
             result = self._current(*args)
         if self._start is not None:
             self._begin()

@@ -19,11 +19,10 @@ from ...ir import ops
 from ...ir.evaluate import IMPLS, INTO
 from ...ir.ops import INDEXED, LIBRARY, VIEWS
 from ...runtime import cache
-from ...runtime.threads import one_blas_thread
+from ...runtime.threads import neighbours_busy, one_blas_thread
 from ...runtime.progress import CompileProgress
 from ...schedule.buffers import allocated, plan_buffers
 from ...schedule.fuse import Kind, plan, sweeps
-from ..gemm import small_matmuls
 from ..loops import index_error, indexed_source, serial_loop
 from . import parallel, steps
 from .codegen import loop_kernel_source, partials, row_blocks, sweep_blocks, sweep_source
@@ -200,7 +199,6 @@ class Executable:
         self._outputs = [(self.position.get(("copy", id(o)), self.position[id(o)]), o.shape or None,
                           id(o) not in fresh or again) for o, again in zip(program.outputs, earlier)]
         self._copies = any(view for _, _, view in self._outputs)
-        self._blas_alone = small_matmuls(program)  # (then BLAS's threads cost more than they save)
 
     @property
     def kernels(self):
@@ -410,7 +408,7 @@ class Executable:
         buffers, table, table_address = self._pool()
         # Compiled code reads C-contiguous arrays (0-d as 1-element); results are fresh arrays.
         env = [*map(np.ascontiguousarray, args), *map(result, self._results, self._recycled), *self._unset, *buffers]
-        with one_blas_thread(self._blas_alone):
+        with one_blas_thread(neighbours_busy()):  # (BLAS's threads would wait for descheduled ones)
             for run in self._runs:
                 run(env, table, table_address)
         if self._progress is not None:
@@ -483,7 +481,7 @@ class Executable:
         (segment,) = self._runs
         loop = steps.as_loop(segment.steps, rows, 1 << 62 if length is None else length,
                              0 if flag is None else flag.ctypes.data)
-        with one_blas_thread(self._blas_alone):
+        with one_blas_thread(self._small_gemms or neighbours_busy()):
             _enter()(loop.ctypes.data, table_address, table.size, 0)
         if self._progress is not None:
             self._progress, progress = None, self._progress
@@ -523,6 +521,7 @@ class Executable:
                 else:
                     return None
             self._places[key] = places
+            self._small_gemms = _small_gemms(self._runs[0].steps)
         return self._places[key]
 
     def _check_indices(self, buffers):
@@ -535,6 +534,25 @@ class Executable:
                 flag[:] = 0
                 raise index_error(self.plan[i].body[0], axis, index)
 
+
+# A loop body's gemms this small (m * n * k) run on one BLAS thread: OpenBLAS's threads spin
+# waiting for each other at every call, and beside a busy core a descheduled one held the others
+# for its time slice (an LSTM's scan: 75.6 ms warm against 29.3 ms alone); alone, one thread is as
+# fast at this size.
+SMALL_GEMM = 1 << 23
+
+
+def _small_gemms(step_table):
+    """Whether the segment calls gemm, each time on at most ``SMALL_GEMM`` multiply-adds."""
+    rows = step_table[steps.HEADER:].reshape(-1, steps.WIDTH)
+    gemms = rows[rows[:, 0] == steps.GEMM]
+    if not len(gemms):
+        return False
+    sizes = gemms[:, 4] * gemms[:, 5] * gemms[:, 6]
+    for d in range(steps.MAX_BATCH):
+        batched = gemms[:, 16] > d
+        sizes = np.where(batched, sizes * gemms[:, 17 + 4 * d], sizes)
+    return bool(np.all(sizes <= SMALL_GEMM))
 
 
 def _shared():
