@@ -120,7 +120,7 @@ def _usleep(typingctx, microseconds):
     return types.void(types.int64), codegen
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def sleep_while(address, value):
     """Sleep while the low 32 bits of the word at ``address`` equal ``value``'s (or a while)."""
     if FUTEX:
@@ -129,13 +129,13 @@ def sleep_while(address, value):
         _usleep(50)
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def wake(address):
     if FUTEX:
         _syscall(FUTEX, address, FUTEX_WAKE, EVERYONE)
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def word(pool, index):
     return pool + np.uintp(LINE * index)
 
@@ -152,7 +152,7 @@ def call_block(typingctx, fn, args, lo, hi):
     return sig, codegen
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _spin_while(address, value):
     """Spin while the word at ``address`` is ``value``; whether it still is."""
     deadline, n = cycles() + SPIN_CYCLES, 0
@@ -164,7 +164,7 @@ def _spin_while(address, value):
     return False
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def work(pool, generation):
     """Claim and run blocks of job ``generation`` until none is left."""
     ticket = word(pool, TICKET)
@@ -182,7 +182,7 @@ def work(pool, generation):
                 wake(word(pool, DONE))
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def worker_loop(pool):
     """A worker thread's life: wait for a new job, help with it, until ``STOP``."""
     generation = load(word(pool, GEN))
@@ -197,7 +197,7 @@ def worker_loop(pool):
         work(pool, generation)
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def launch(pool, fn, args, rows, blocks):
     """Run ``fn(args, lo, hi)`` over ``rows`` in ``blocks`` with the workers; the caller holds
     ``BUSY`` and releases it here."""
@@ -227,7 +227,7 @@ def launch(pool, fn, args, rows, blocks):
     store(word(pool, BUSY), 0)
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def parallel_for(pool, fn, args, rows):
     """``fn(args, lo, hi)`` over ``rows``: with the workers when there is more than one block and
     no other job is running, else on this thread alone."""

@@ -89,10 +89,10 @@ def _no_gemm(row, table, single):
     pass  # without a CBLAS, matmuls are Python steps: no row is a gemm
 
 
-_gemm = njit(_gemm_found if blas.GEMM else _no_gemm)
+_gemm = njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)(_gemm_found if blas.GEMM else _no_gemm)
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def run_steps(steps_address, table_address, table_size):
     header = carray(_int64s(steps_address), (HEADER,))
     count, pool_slot, n_places, iterations = header[0], header[1], header[2], header[3]
@@ -113,7 +113,7 @@ def run_steps(steps_address, table_address, table_size):
             return
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def _run_rows(rows, table, table_address, pool):
     for i in range(rows.shape[0]):
         row = rows[i]
@@ -145,7 +145,7 @@ def _data_offset():
 DATA_OFFSET = _data_offset()
 
 
-@njit
+@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 def enter(steps_address, table_address, table_size, count):
     """``run_steps`` after replacing each of the table's first ``count`` slots, the address of an
     ndarray object, by that array's data address."""
