@@ -48,6 +48,10 @@ _X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 _I64 = ir.IntType(64)
 
+# Functions only compiled code calls (the pool's and the steps' runner's): no Python or C wrapper
+# to build for each, a third of the first compile of ``steps.ENTER`` (3.1-3.5 s to 2.2-2.4 s).
+compiled_only = njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
 
 def _pointer(builder, address):
     return builder.inttoptr(address, _I64.as_pointer())
@@ -120,7 +124,7 @@ def _usleep(typingctx, microseconds):
     return types.void(types.int64), codegen
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@compiled_only
 def sleep_while(address, value):
     """Sleep while the low 32 bits of the word at ``address`` equal ``value``'s (or a while)."""
     if FUTEX:
@@ -129,13 +133,13 @@ def sleep_while(address, value):
         _usleep(50)
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@compiled_only
 def wake(address):
     if FUTEX:
         _syscall(FUTEX, address, FUTEX_WAKE, EVERYONE)
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@compiled_only
 def word(pool, index):
     return pool + np.uintp(LINE * index)
 
@@ -152,7 +156,7 @@ def call_block(typingctx, fn, args, lo, hi):
     return sig, codegen
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@compiled_only
 def _spin_while(address, value):
     """Spin while the word at ``address`` is ``value``; whether it still is."""
     deadline, n = cycles() + SPIN_CYCLES, 0
@@ -164,7 +168,7 @@ def _spin_while(address, value):
     return False
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@compiled_only
 def work(pool, generation):
     """Claim and run blocks of job ``generation`` until none is left."""
     ticket = word(pool, TICKET)
@@ -182,7 +186,7 @@ def work(pool, generation):
                 wake(word(pool, DONE))
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@compiled_only
 def worker_loop(pool):
     """A worker thread's life: wait for a new job, help with it, until ``STOP``."""
     generation = load(word(pool, GEN))
@@ -197,7 +201,7 @@ def worker_loop(pool):
         work(pool, generation)
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@compiled_only
 def launch(pool, fn, args, rows, blocks):
     """Run ``fn(args, lo, hi)`` over ``rows`` in ``blocks`` with the workers; the caller holds
     ``BUSY`` and releases it here."""
@@ -227,7 +231,7 @@ def launch(pool, fn, args, rows, blocks):
     store(word(pool, BUSY), 0)
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@compiled_only
 def parallel_for(pool, fn, args, rows):
     """``fn(args, lo, hi)`` over ``rows``: with the workers when there is more than one block and
     no other job is running, else on this thread alone."""

@@ -24,11 +24,11 @@ import ctypes
 
 import numpy as np
 from llvmlite import ir
-from numba import carray, njit, types
+from numba import carray, types
 from numba.extending import intrinsic
 
 from . import blas
-from .parallel import call_block, parallel_for
+from .parallel import call_block, compiled_only, parallel_for
 
 CALL, PARALLEL, JOIN, COPY, GEMM = range(5)
 MAX_BATCH = 4
@@ -89,10 +89,10 @@ def _no_gemm(row, table, single):
     pass  # without a CBLAS, matmuls are Python steps: no row is a gemm
 
 
-_gemm = njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)(_gemm_found if blas.GEMM else _no_gemm)
+_gemm = compiled_only(_gemm_found if blas.GEMM else _no_gemm)
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@compiled_only
 def run_steps(steps_address, table_address, table_size):
     header = carray(_int64s(steps_address), (HEADER,))
     count, pool_slot, n_places, iterations = header[0], header[1], header[2], header[3]
@@ -113,7 +113,7 @@ def run_steps(steps_address, table_address, table_size):
             return
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@compiled_only
 def _run_rows(rows, table, table_address, pool):
     for i in range(rows.shape[0]):
         row = rows[i]
@@ -145,7 +145,7 @@ def _data_offset():
 DATA_OFFSET = _data_offset()
 
 
-@njit(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+@compiled_only
 def enter(steps_address, table_address, table_size, count):
     """``run_steps`` after replacing each of the table's first ``count`` slots, the address of an
     ndarray object, by that array's data address."""
