@@ -240,6 +240,40 @@ def test_background_compiles_queue_beyond_the_job_slots(monkeypatch, tmp_path):
     assert next(iter(fs[2]._cache.values())).executable.switched
 
 
+def test_a_later_compile_reuses_the_idle_workers(monkeypatch, tmp_path):
+    """Workers stay for the next job (no second start-up of Python and Numba); one that died
+    while idle, or an environment that changed (another cache directory), gets new ones. (Ops no
+    other test combines: kernels compiled before in this process would run compiled at once.)"""
+    import numpy as np
+
+    import jitgrad as jg
+
+    monkeypatch.setenv("JITGRAD_COMPILE", "background")
+    monkeypatch.setenv("JITGRAD_CACHE_DIR", str(tmp_path / "a"))
+    x = np.linspace(0, 1, 33).reshape(3, 11)
+
+    def compiled(fn, expected):
+        f = jg.jit(fn, device="cpu")
+        f(x)
+        job = next(iter(f._cache.values())).executable.job
+        assert f.wait_compiled(timeout=300) and job.error is None
+        np.testing.assert_allclose(f(x), expected, rtol=1e-12)
+        assert next(iter(f._cache.values())).executable.switched
+        return [p.pid for p in job.processes], job
+
+    first, _ = compiled(lambda v: np.arcsinh(v) * np.expm1(v) + 3, np.arcsinh(x) * np.expm1(x) + 3)
+    again, job = compiled(lambda v: np.log1p(v) * np.arctan(v) - 1, np.log1p(x) * np.arctan(x) - 1)
+    assert again == first
+    for process in job.processes:  # (killed while idle)
+        process.kill()
+        process.wait()
+    fresh, _ = compiled(lambda v: np.cbrt(v) * np.sinh(v) / 2, np.cbrt(x) * np.sinh(x) / 2)
+    assert not set(fresh) & set(first)
+    monkeypatch.setenv("JITGRAD_CACHE_DIR", str(tmp_path / "b"))
+    elsewhere, _ = compiled(lambda v: np.exp2(v) * np.arccos(v / 2) + 5, np.exp2(x) * np.arccos(x / 2) + 5)
+    assert not set(elsewhere) & set(fresh) and list((tmp_path / "b").rglob("o_*"))  # (its compile is stored there)
+
+
 def test_a_queued_compile_killed_before_it_starts_leaves_the_interpreter(monkeypatch, tmp_path):
 
     import numpy as np

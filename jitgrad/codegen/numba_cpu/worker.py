@@ -1,21 +1,22 @@
 """Background compiles (SPEC 6.1): a program's machine code built in separate processes.
 
-``start(program)`` runs ``python -m jitgrad.codegen.numba_cpu.worker`` (``workers()`` of them,
-each building a share of the program's functions), hands them the program (pickled flat) and
-returns at once; threads of ours wait for the answers, so neither the user's thread nor the GIL
-waits on Numba, and the user's process does not even import it until then. A worker builds its
-share of the program's executable as the first call would (``Executable.build``: kernels,
-``enter`` loaded from the disk cache or compiled), stores what it
-compiles in the disk cache and sends it back as object code (``compile.receive``): the user's
-process then builds the same executable (the same generated code) and loads it in milliseconds,
-with the disk cache off too.
+``start(program)`` hands the program (pickled flat) to ``workers()`` processes running ``python
+-m jitgrad.codegen.numba_cpu.worker``, each building a share of its functions, and returns at
+once; threads of ours wait for the answers, so neither the user's thread nor the GIL waits on
+Numba, and the user's process does not even import it until then. A worker builds its share of
+the program's executable as the first call would (``Executable.build``: kernels, ``enter``
+loaded from the disk cache or compiled), stores what it compiles in the disk cache and sends it
+back as object code (``compile.receive``): the user's process then builds the same executable
+(the same generated code) and loads it in milliseconds, with the disk cache off too. The
+processes stay for the next job (``_Workers``): a later signature's compile skips their start-up
+(Python, NumPy, Numba: about a second) and what they compiled before (``enter``).
 
 What can go wrong, and what happens: a worker that dies (killed, out of memory) or fails is
 reported once on the ``"jitgrad"`` logger, the others are stopped, and the program goes on
-running on the interpreter; a full disk only keeps the code out of the disk cache (it still
-comes back through the pipe); two processes compiling one program each compile it, and the
-cache's atomic writes keep one whole copy; at exit running workers are killed (no partial file
-is ever visible: writes are renames).
+running on the interpreter (the next job starts new processes); a full disk only keeps the code
+out of the disk cache (it still comes back through the pipe); two processes compiling one
+program each compile it, and the cache's atomic writes keep one whole copy; at exit the workers
+are killed, running or idle (no partial file is ever visible: writes are renames).
 """
 import atexit
 import collections
@@ -137,20 +138,15 @@ class BackgroundCompile:
         package_root = str(Path(__file__).resolve().parents[3])  # jitgrad importable from where it was
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
                    **WORKER_THREADS)
-        count = workers()
-        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
         try:
-            for shard in range(count):
-                self.processes.append(subprocess.Popen([sys.executable, "-m", __name__, str(shard), str(count)],
-                                                       env=env, **pipes))
+            self._workers = _Workers.take(env)
         except OSError:
-            self.kill()
             _running.discard(self)
             raise
-        self._left = count
-        for process in self.processes:
-            threading.Thread(target=self._wait, args=(process, self._payload), daemon=True,
-                             name="jitgrad-compile").start()
+        self.processes = self._workers.processes
+        self._left = len(self.processes)
+        for k in range(len(self.processes)):
+            threading.Thread(target=self._wait, args=(k,), daemon=True, name="jitgrad-compile").start()
 
     def _launch_queued(self):
         """Start a job that waited for a slot (it holds one now); False if it could not start
@@ -163,14 +159,10 @@ class BackgroundCompile:
             self.done = True
             return False
 
-    def _wait(self, process, payload):
+    def _wait(self, k):
         try:
-            out, err = process.communicate(payload)
-            if process.returncode != 0:
-                lines = err.decode(errors="replace").strip().splitlines() or ["(no message)"]
-                raise RuntimeError(f"a compile worker exited with {process.returncode}: {lines[-1]}")
+            made = self._workers.compile(k, self._payload)
             from . import compile  # (imports Numba, here in this thread: not on the user's)
-            made = pickle.loads(out)
             compile.receive(made)
             with self._lock:
                 self.functions += len(made)
@@ -201,6 +193,8 @@ class BackgroundCompile:
             say(logging.INFO, f"compiled {self.what} in the background: {self.functions} functions in "
                               f"{len(self.processes)} processes, {elapsed:.1f} s")
         _running.discard(self)
+        if self.error is None and not self._killed:
+            self._workers.keep()  # (for the next job)
         self.done = True
         self._slots.give_back()
 
@@ -216,16 +210,108 @@ class BackgroundCompile:
                 pass
 
 
+class _Workers:
+    """``workers()`` compile processes started with ``env`` (process k builds share k of each
+    job's functions), kept between jobs. Each reads jobs from its stdin and writes an answer per
+    job to its stdout (pickles); the last lines it said on stderr make the message of an error."""
+
+    _idle, _lock = [], threading.Lock()  # those no job uses: (workers, the environment they started with)
+
+    def __init__(self, env):
+        self.env, self.processes, self._said = env, [], []
+        count = workers()
+        pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        try:
+            for shard in range(count):
+                self.processes.append(subprocess.Popen([sys.executable, "-m", __name__, str(shard), str(count)],
+                                                       env=env, **pipes))
+        except OSError:
+            self.kill()
+            raise
+        for process in self.processes:
+            self._said.append(collections.deque(maxlen=3))
+            threading.Thread(target=_drain, args=(process.stderr, self._said[-1]), daemon=True,
+                             name="jitgrad-compile-stderr").start()
+
+    @classmethod
+    def take(cls, env):
+        """Idle workers started with the same settings as ``env`` (another cache directory needs
+        new ones), else new workers."""
+        with cls._lock:
+            idle, cls._idle = cls._idle, []
+        found = None
+        for workers in idle:
+            if found is None and _settings(workers.env) == _settings(env) and \
+                    all(p.poll() is None for p in workers.processes):
+                found = workers
+            else:
+                workers.kill()
+        return found or cls(env)
+
+    def keep(self):
+        with self._lock:
+            self._idle.append(self)
+
+    def compile(self, k, payload):
+        """Worker ``k``'s answer to the job ``payload``: the machine code it compiled."""
+        process = self.processes[k]
+        try:
+            process.stdin.write(payload)
+            process.stdin.flush()
+            return pickle.load(process.stdout)
+        except (OSError, EOFError, pickle.UnpicklingError):
+            code = process.wait()
+            last = self._said[k][-1] if self._said[k] else "(no message)"
+            raise RuntimeError(f"a compile worker exited with {code}: {last}") from None
+
+    def kill(self):
+        for process in self.processes:
+            try:
+                process.kill()
+            except OSError:
+                pass
+
+    @classmethod
+    def kill_idle(cls):
+        with cls._lock:
+            idle, cls._idle = cls._idle, []
+        for workers in idle:
+            workers.kill()
+
+
+def _settings(env):
+    """What of an environment a compile depends on (libraries set other variables as they load)."""
+    return {k: v for k, v in env.items() if k.startswith(("JITGRAD_", "NUMBA_", "PYTHON"))}
+
+
+def _drain(stream, said):
+    """Read what a worker says on stderr (its pipe must not fill up), keeping the last lines."""
+    for line in stream:
+        if line.strip():
+            said.append(line.decode(errors="replace").strip())
+
+
 _exiting = False
 
 
 @atexit.register
 def _stop_workers():
-    """Kill the workers still compiling: exit must not wait for them (their files are whole or absent)."""
+    """Kill the workers, compiling or idle: exit must not wait for them (their files are whole or absent)."""
     global _exiting
     _exiting = True
     for job in list(_running):
         job.kill()
+    _Workers.kill_idle()
+
+
+def _after_fork():
+    """A forked child shares the parent's pipes to its workers: it must start its own."""
+    _Workers._idle, _Workers._lock = [], threading.Lock()
+    _running.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def niceness():
@@ -236,9 +322,10 @@ def niceness():
 
 
 def main(shard, shards):
-    """A worker: read a program from stdin, build its share of the executable (``shard`` of
-    ``shards``), write what it compiled to stdout. It runs at a lower priority: the user's
-    program, on the interpreter meanwhile, keeps the cores it needs."""
+    """A worker: read programs from stdin, one job after another until it closes; for each, build
+    its share of the executable (``shard`` of ``shards``) and write what it compiled to stdout.
+    It runs at a lower priority: the user's program, on the interpreter meanwhile, keeps the cores
+    it needs."""
     if hasattr(os, "nice"):
         os.nice(niceness())
     answer = os.fdopen(os.dup(1), "wb")
@@ -246,11 +333,16 @@ def main(shard, shards):
     from . import compile
     from .backend import Executable
     made = compile.collect()
-    programs = pickle.load(sys.stdin.buffer)
-    for program in programs if isinstance(programs, list) else [programs]:
-        Executable(program).build(shard, shards)
-    pickle.dump(dict(made), answer)
-    answer.close()
+    while True:
+        try:
+            programs = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            return
+        for program in programs if isinstance(programs, list) else [programs]:
+            Executable(program).build(shard, shards)
+        pickle.dump(dict(made), answer)
+        answer.flush()
+        made.clear()
 
 
 if __name__ == "__main__":
