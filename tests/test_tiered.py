@@ -295,37 +295,44 @@ def test_a_queued_compile_killed_before_it_starts_leaves_the_interpreter(monkeyp
     np.testing.assert_allclose(f(np.ones(3)), np.cos(np.ones(3)) * 7, rtol=1e-15)
 
 
-def test_blas_runs_on_one_thread_while_a_background_compile_runs(monkeypatch):
+@pytest.fixture
+def blas_threads():
+    """The thread counts of NumPy's BLAS libraries, as a function; two threads each meanwhile."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import numpy  # noqa: F401 (its BLAS loaded)
+
+    def counts():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        if not counts():
+            pytest.skip("NumPy's BLAS is not one threadpoolctl knows")
+        yield counts
+
+
+def test_blas_runs_on_one_thread_while_a_background_compile_runs(monkeypatch, blas_threads):
     """Beside the compile workers, BLAS's spinning threads would wait out each other's time
     slices: the interpreter's (and compiled code's) matmuls run on one thread until the compile
     is done, and BLAS's own setting is back after each call."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
     from jitgrad.runtime import tiered
     from jitgrad.runtime.tiered import Tiered
 
     monkeypatch.setattr(tiered, "neighbours_busy", lambda: False)  # (other processes may be busy)
+    before = blas_threads()
 
-    def blas_threads():
-        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    class Job:
+        done, error = False, None
 
-    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
-        before = blas_threads()
-        if not before:
-            pytest.skip("NumPy's BLAS is not one threadpoolctl knows")
-
-        class Job:
-            done, error = False, None
-
-        seen = []
-        tiered = Tiered(lambda: seen.append(blas_threads()), lambda: Job(), lambda: None)
-        tiered()  # the first call: no workers yet
-        job = tiered.job
-        tiered()  # while the job runs
-        job.done = True
-        tiered._build = lambda: (lambda: seen.append(blas_threads()))
-        tiered()  # the job is done: the compiled executable, BLAS as it was
-        assert before == [2] * len(before) and seen == [before, [1] * len(before), before]
-        assert blas_threads() == before
+    seen = []
+    tiered = Tiered(lambda: seen.append(blas_threads()), lambda: Job(), lambda: None)
+    tiered()  # the first call: no workers yet
+    job = tiered.job
+    tiered()  # while the job runs
+    job.done = True
+    tiered._build = lambda: (lambda: seen.append(blas_threads()))
+    tiered()  # the job is done: the compiled executable, BLAS as it was
+    assert before == [2] * len(before) and seen == [before, [1] * len(before), before]
+    assert blas_threads() == before
 
 
 def test_neighbours_busy_counts_the_cores_other_processes_use():
@@ -350,24 +357,16 @@ def test_neighbours_busy_counts_the_cores_other_processes_use():
     assert not _Neighbours(lambda: clock[0], lambda: None, lambda: 0.0, cpus=2)()
 
 
-def test_blas_runs_on_one_thread_beside_busy_neighbours(monkeypatch):
+def test_blas_runs_on_one_thread_beside_busy_neighbours(monkeypatch, blas_threads):
     """With the cores busy, BLAS's spinning threads would wait out each other's time slices: the
     interpreter's and compiled code's matmuls run on one thread while that lasts."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
     from jitgrad.runtime import tiered
 
-    def blas_threads():
-        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
-
-    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
-        before = blas_threads()
-        if not before:
-            pytest.skip("NumPy's BLAS is not one threadpoolctl knows")
-        seen = []
-        run = tiered.Tiered(lambda: seen.append(blas_threads()), lambda: None, lambda: None)
-        run._start = None  # (no compile)
-        monkeypatch.setattr(tiered, "neighbours_busy", lambda: True)
-        run()
-        monkeypatch.setattr(tiered, "neighbours_busy", lambda: False)
-        run()
-        assert seen == [[1] * len(before), before] and blas_threads() == before
+    before, seen = blas_threads(), []
+    run = tiered.Tiered(lambda: seen.append(blas_threads()), lambda: None, lambda: None)
+    run._start = None  # (no compile)
+    monkeypatch.setattr(tiered, "neighbours_busy", lambda: True)
+    run()
+    monkeypatch.setattr(tiered, "neighbours_busy", lambda: False)
+    run()
+    assert seen == [[1] * len(before), before] and blas_threads() == before
