@@ -2,6 +2,7 @@
 give the reference's results whoever else runs threads, workers sleep when idle, a second
 calling thread and a forked child are served, and Numba's threading layer is never started."""
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -35,7 +36,8 @@ def _close(got, want):
 
 
 def _workers():
-    return [t for t in threading.enumerate() if t.name.startswith("jitgrad-")]
+    """The pool's threads (``jitgrad-1``, ...; not the threads that talk to compile workers)."""
+    return [t for t in threading.enumerate() if re.fullmatch(r"jitgrad-\d+", t.name)]
 
 
 def _cpu_ticks(thread):
