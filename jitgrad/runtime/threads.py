@@ -12,7 +12,7 @@ The same holds beside other processes: with the cores busy (another program, a b
 compile workers), a BLAS thread of ours is the one descheduled. ``neighbours_busy`` tells from the
 machine's CPU time less this process's, as OpenMP runtimes size their teams from the load
 (a compiled LSTM step beside a process spinning on one of two cores: 25 ms, p90 152 ms, on BLAS's
-two threads; 9.6 ms on one). With a core to spare, BLAS keeps its threads: two were 1.3x to 1.7x
+two threads; 13.1 ms on one). With a core to spare, BLAS keeps its threads: two were 1.3x to 1.7x
 faster on matmuls from a million multiply-adds up, on the quiet 2-core machine.
 """
 import contextlib

@@ -215,7 +215,7 @@ class _Workers:
     job's functions), kept between jobs. Each reads jobs from its stdin and writes an answer per
     job to its stdout (pickles); the last lines it said on stderr make the message of an error."""
 
-    _idle, _lock = [], threading.Lock()  # those no job uses: (workers, the environment they started with)
+    _idle, _lock = [], threading.Lock()  # the workers no job uses
 
     def __init__(self, env):
         self.env, self.processes, self._said = env, [], []
