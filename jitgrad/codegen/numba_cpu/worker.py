@@ -218,7 +218,7 @@ class _Workers:
     _idle, _lock = [], threading.Lock()  # the workers no job uses
 
     def __init__(self, env):
-        self.env, self.processes, self._said = env, [], []
+        self.env, self.processes, self._said, self._drains = env, [], [], []
         count = workers()
         pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
         try:
@@ -230,8 +230,9 @@ class _Workers:
             raise
         for process in self.processes:
             self._said.append(collections.deque(maxlen=3))
-            threading.Thread(target=_drain, args=(process.stderr, self._said[-1]), daemon=True,
-                             name="jitgrad-compile-stderr").start()
+            self._drains.append(threading.Thread(target=_drain, args=(process.stderr, self._said[-1]), daemon=True,
+                                                 name="jitgrad-compile-stderr"))
+            self._drains[-1].start()
 
     @classmethod
     def take(cls, env):
@@ -261,6 +262,7 @@ class _Workers:
             return pickle.load(process.stdout)
         except (OSError, EOFError, pickle.UnpicklingError):
             code = process.wait()
+            self._drains[k].join(timeout=1.0)  # (its last words, read until its stderr closed)
             last = self._said[k][-1] if self._said[k] else "(no message)"
             raise RuntimeError(f"a compile worker exited with {code}: {last}") from None
 
