@@ -102,7 +102,10 @@ def lift(code):
     names, sizes, values, edits = {}, [], {}, []
     tokens = list(tokenize.generate_tokens(io.StringIO(code).readline))
     for k, tok in enumerate(tokens):
-        if tok.type != tokenize.NUMBER or _kept(tokens, k):
+        if tok.type != tokenize.NUMBER:
+            continue
+        place = _subscript_index(tokens, k)
+        if _kept(tokens, k, place):
             continue
         if tok.string[:2].lower() in ("0x", "0o", "0b"):
             continue  # (a bit pattern, not a size)
@@ -111,8 +114,8 @@ def lift(code):
         elif int(tok.string) < 2 ** 62:  # (an unsigned maximum stays: no int64)
             number = int(tok.string)
             # an offset is a name of its own: equal by chance to a size, it is no size
-            offset, outermost = _subscript_index(tokens, k) == OUTER, _outermost_extent(tokens, k)
-            key = ("at", k) if offset else number if outermost or number > INLINE_INT_MAX else None
+            outermost = _outermost_extent(tokens, k)
+            key = ("at", k) if place == OUTER else number if outermost or number > INLINE_INT_MAX else None
             if key is not None:
                 if key not in names:
                     names[key] = f"n{len(sizes)}"
@@ -125,14 +128,15 @@ def lift(code):
     return "\n".join(lines), sizes, list(values)
 
 
-def _kept(tokens, k):
-    """Whether number ``k`` stays literal: a buffer position, a divisor or a modulus, or a number in
-    the last (contiguous) index of a subscript: a slice's or pad's offset there. Accesses to one
+def _kept(tokens, k, place):
+    """Whether number ``k`` (in a subscript's index ``place``: ``_subscript_index``) stays literal:
+    a buffer position, a divisor or a modulus, or a number in the last (contiguous) index of a
+    subscript: a slice's or pad's offset there. Accesses to one
     buffer at constant distances are one group for LLVM's vectorizer; at distances it cannot see,
     each is a group of its own, and a kernel of many outputs then needs too many run-time alias
     checks to vectorize at all (an LSTM cell's 13 outputs: 170 us a call instead of 23)."""
     before = [t.string for t in tokens[max(0, k - 2):k]]
-    return before == ["args", "["] or before[-1:] in (["//"], ["%"]) or _subscript_index(tokens, k) == LAST
+    return before == ["args", "["] or before[-1:] in (["//"], ["%"]) or place == LAST
 
 
 LAST, OUTER = "last", "outer"

@@ -203,11 +203,8 @@ class BackgroundCompile:
         if not self.processes and not self.done:  # still queued: it never starts
             self.error, self.done = self.error or "stopped before it started", True
             _running.discard(self)
-        for process in list(self.processes):
-            try:
-                process.kill()
-            except OSError:
-                pass
+        if self.processes:
+            self._workers.kill()
 
 
 class _Workers:
