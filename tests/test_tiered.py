@@ -337,7 +337,8 @@ def test_blas_runs_on_one_thread_while_a_background_compile_runs(monkeypatch, bl
 
 def test_neighbours_busy_counts_the_cores_other_processes_use():
     """Other processes' CPU time (the machine's less our own) over a window: busy when it leaves
-    this process no spare core; sampled once per window; never where the machine cannot say."""
+    this process no spare core; sampled once per window (the first one shorter); never where the
+    machine cannot say."""
     from jitgrad.runtime.threads import _Neighbours
 
     clock, machine, own = [0.0], [100.0], [5.0]
@@ -350,6 +351,8 @@ def test_neighbours_busy_counts_the_cores_other_processes_use():
         own[0] += own_busy
         return neighbours()
 
+    assert after(0.1, 0.1, 0.0)  # the first answer needs a shorter window: a core busy
+    assert after(0.2, 0.0, 0.0)  # (then a window is WINDOW: the last answer)
     assert not after(1.0, 1.2, 1.0)  # the others used 0.2 of a core: one to spare
     assert after(1.0, 2.0, 1.0)  # another process used a core: none to spare
     assert after(0.1, 0.0, 0.1)  # (within the window: the last answer)

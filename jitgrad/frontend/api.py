@@ -14,6 +14,7 @@ from ..errors import GradError, ShapeError, checks_on
 from ..ir.ops import is_float
 from ..codegen import blocked, control
 from ..runtime import arrays, devices
+from ..runtime.collector import collection_paused
 from ..runtime.tiered import Tiered, compile_mode
 from ..transforms.autodiff import backward_pass, jvp_pass, zeros_for
 from ..transforms.simplify import simplify
@@ -377,8 +378,9 @@ class Jitted:
         with self._lock:
             compiled = self._cache.get(key)
             if compiled is None:
-                traced = frozen_noise.traced(self.fn, args, lambda: trace(self.fn, args, dynamic))
-                compiled = self._cache[key] = _Compiled(traced, device)
+                with collection_paused:  # (tens of thousands of nodes, no cycles: runtime/collector.py)
+                    traced = frozen_noise.traced(self.fn, args, lambda: trace(self.fn, args, dynamic))
+                    compiled = self._cache[key] = _Compiled(traced, device)
             fast_key, fast = self._fast_key(args)
             # the CUDA executable takes host and device arrays alike; the others, host arrays;
             # all of them in native byte order (to_array has converted others, and checked the dtypes)

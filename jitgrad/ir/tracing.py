@@ -15,6 +15,7 @@ import threading
 import numpy as np
 
 from ..errors import TraceError, location, user_frame
+from ..runtime.collector import collection_paused
 from . import ops
 from .evaluate import run_op
 from .graph import Effect, Node, Program
@@ -71,7 +72,8 @@ def new_trace():
     trace = Trace(len(stack) + 1)
     stack.append(trace)
     try:
-        yield trace
+        with collection_paused:
+            yield trace
     finally:
         stack.pop()
         trace.active = False

@@ -71,19 +71,24 @@ class _Neighbours:
     """Whether other processes left this one less than a spare core over the last ``WINDOW``
     seconds or more: the machine's busy CPU time (``machine()``, seconds) less this process's
     (``own()``), over the time between samples (``clock()``); sampled at most once per window,
-    so a call pays a clock read. Where the machine's time is unknown (None): never."""
+    so a call pays a clock read. Where the machine's time is unknown (None): never.
+
+    The first sample is taken when jitgrad is imported, and the first answer needs only
+    ``FIRST_WINDOW``: a first call (its trace, then the interpreter) comes well within the
+    window, and beside a busy core BLAS's two threads made it 14 times slower."""
 
     WINDOW = 0.25
+    FIRST_WINDOW = 0.1
 
     def __init__(self, clock=time.monotonic, machine=None, own=None, cpus=None):
         self._clock, self._machine = clock, machine or _machine_busy_seconds
         self._own = own or (lambda: sum(os.times()[:2]))
         self._cpus = cpus or os.cpu_count() or 1
-        self.busy, self._last = False, None
+        self.busy, self._last, self._window = False, None, self.FIRST_WINDOW
 
     def __call__(self):
         now = self._clock()
-        if self._last is None or now - self._last[0] >= self.WINDOW:
+        if self._last is None or now - self._last[0] >= self._window:
             self._sample(now)
         return self.busy
 
@@ -92,7 +97,7 @@ class _Neighbours:
         if machine is not None and self._last is not None:
             then, machine_then, own_then = self._last
             others = (machine - machine_then) - (own - own_then)
-            self.busy = others / (now - then) > self._cpus - 1.5
+            self.busy, self._window = others / (now - then) > self._cpus - 1.5, self.WINDOW
         self._last = (now, machine, own) if machine is not None else None
 
 
@@ -109,6 +114,7 @@ def _machine_busy_seconds():
 
 
 neighbours_busy = _Neighbours()
+neighbours_busy()  # (the first sample)
 
 
 def cores():
