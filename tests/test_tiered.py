@@ -313,7 +313,8 @@ def blas_threads():
 def test_blas_runs_on_one_thread_while_a_background_compile_runs(monkeypatch, blas_threads):
     """Beside the compile workers, BLAS's spinning threads would wait out each other's time
     slices: the interpreter's (and compiled code's) matmuls run on one thread until the compile
-    is done, and BLAS's own setting is back after each call."""
+    is done, from the call that starts it (BLAS's idle threads spin on after a call), and BLAS's
+    own setting is back after each call."""
     from jitgrad.runtime import tiered
     from jitgrad.runtime.tiered import Tiered
 
@@ -325,13 +326,14 @@ def test_blas_runs_on_one_thread_while_a_background_compile_runs(monkeypatch, bl
 
     seen = []
     tiered = Tiered(lambda: seen.append(blas_threads()), lambda: Job(), lambda: None)
-    tiered()  # the first call: no workers yet
+    tiered()  # the first call, which starts the workers
     job = tiered.job
     tiered()  # while the job runs
     job.done = True
     tiered._build = lambda: (lambda: seen.append(blas_threads()))
     tiered()  # the job is done: the compiled executable, BLAS as it was
-    assert before == [2] * len(before) and seen == [before, [1] * len(before), before]
+    one = [1] * len(before)
+    assert before == [2] * len(before) and seen == [one, one, before]
     assert blas_threads() == before
 
 
