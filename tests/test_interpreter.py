@@ -81,6 +81,20 @@ def test_a_bias_gradient_is_one_gemv_and_matches_numpys_sum():
     _check(program, x, b)
 
 
+def test_reductions_call_the_ufuncs_reduce_and_match_numpys():
+    """A float reduction keeping axes is one ``ufunc.reduce`` call, whose choices (a pool's
+    window as slices, a gemv) are made from the shapes when the source is written."""
+    x, pool = rng.standard_normal((16, 40)), rng.standard_normal((16, 4, 2, 64))
+    program = jg.make_ir(lambda x, pool: (np.sum(x, axis=0), np.max(x, axis=1), np.min(x, axis=1),
+                                          np.sum(pool, axis=2), np.sum(x), np.sum(x.astype(np.int32), axis=0)))(x, pool)
+    source = blocked.interpreter(program).source
+    assert source.count("add_reduce(") == 1 and "maximum_reduce(" in source and "minimum_reduce(" in source
+    assert source.count("reduce_sum_into(") == 3  # (a pool's window, a full sum, integers)
+    _check(program, x, pool)
+    for got, expected in zip(blocked.interpreter(program)(x, pool), numpy_ref.Executable(program)(x, pool)):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_small_programs_allocate_as_numpy_does():
     x = rng.standard_normal((8, 8))
     program = _gradient_program(lambda x: np.sum(np.tanh(x @ x)), x)

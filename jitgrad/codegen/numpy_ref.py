@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from ..ir import ops
-from ..ir.evaluate import IMPLS, INTO
+from ..ir.evaluate import IMPLS, INTO, windowed
 
 
 class Executable:
@@ -42,12 +42,15 @@ class Executable:
             elif node.op in _VIEW_TEXT:  # (views as NumPy users write them: no call per view)
                 lines.append(f"    {name} = {args[0]}{_VIEW_TEXT[node.op](**node.params)}")
             else:
-                args += [f"{k}={v!r}" for k, v in sorted(node.params.items())]
-                call = "reduce_sum_into" if recycle and node.op == "reduce_sum" else node.op
+                slot, call = slots.get(id(node), (None, node.op))
+                call = "reduce_sum_into" if recycle and call == "reduce_sum" else call
+                params, reduction = node.params, _plain_reduction(node, recycle)
+                if reduction is not None:  # (a ufunc's reduce, whose axes are ``axis``)
+                    call, params = reduction, {"axis": tuple(node.params["axes"])}
+                args += [f"{k}={v!r}" for k, v in sorted(params.items())]
                 if id(node) in into:
                     args.append(f"out={names[id(into[id(node)])]}")
-                elif id(node) in slots:
-                    slot, call = slots[id(node)]
+                elif slot is not None:
                     args.append(f"out=B[{slot}]")
                 lines.append(f"    {name} = {call}({', '.join(args)})")
             if id(node) in dies:
@@ -222,6 +225,22 @@ def _read_by_matmuls(node, readers):
     return True
 
 
+def _plain_reduction(node, recycle):
+    """The ufunc's ``reduce`` that computes reduction ``node`` (a float result with axes left):
+    called directly, the generic reduction's choices (a window's slices, a gemv) settled here
+    from the shapes, where each call made them again (a third of an LSTM step's reductions)."""
+    call = _REDUCE_UFUNCS.get(node.op)
+    if call is None or node.dtype.kind != "f" or not node.shape:
+        return None
+    x, axes = node.args[0], tuple(node.params["axes"])
+    if not axes or windowed(x.shape, axes):
+        return None
+    if recycle and node.op == "reduce_sum" and axes == tuple(range(len(axes))) \
+            and math.prod(x.shape[:len(axes)]) >= GEMV_ROWS:  # (``_sum_into``'s gemv, if contiguous)
+        return None
+    return call
+
+
 def _sum_into(x, *, axes, out=None):
     """``reduce_sum``; over many leading rows of floats (a bias's gradient), one gemv with ones
     (BLAS: 10x NumPy's reduction over an outer axis)."""
@@ -253,9 +272,12 @@ def _concat_axis_first(*xs, axis, out):
     return np.moveaxis(out, 0, axis)
 
 
-# The calls that write an op's result into a given array (``out``), by the name the source uses.
+# The calls that write an op's result into a given array (``out``), by the name the source uses,
+# and the ufuncs' reductions.
 _INTO = {**{f"{op}_into": call for op, call in INTO.items()}, "reduce_sum_into": _sum_into,
-         "concat_axis_first": _concat_axis_first}
+         "concat_axis_first": _concat_axis_first,
+         "add_reduce": np.add.reduce, "maximum_reduce": np.maximum.reduce, "minimum_reduce": np.minimum.reduce}
+_REDUCE_UFUNCS = {"reduce_sum": "add_reduce", "reduce_max": "maximum_reduce", "reduce_min": "minimum_reduce"}
 RECYCLE_BYTES = 1 << 14  # below this, NumPy's allocator is as fast
 THIN = 4  # a concat whose pieces are at most this wide along its last axis is laid out axis first
 GEMV_ROWS = 1 << 10

@@ -157,8 +157,7 @@ def _reduce(fn, ufunc=None):
     an array of the result's shape and dtype to write it into."""
     def reduce(x, *, axes, out=None):
         axes = tuple(axes)
-        count = math.prod(x.shape[a] for a in axes)
-        if ufunc is None or x.ndim - 1 in axes or not 1 < count <= WINDOW or x.size < 4096:
+        if ufunc is None or not windowed(x.shape, axes):
             if out is not None:
                 return ufunc.reduce(x, axis=axes, out=out)
             return np.asarray(fn(x, axis=axes)).astype(x.dtype, copy=False)
@@ -176,6 +175,15 @@ def _reduce(fn, ufunc=None):
 
 
 WINDOW = 16
+
+
+def windowed(shape, axes):
+    """Whether ``_reduce`` reduces an array of ``shape`` over ``axes`` as strided slices: not
+    over leading axes, which NumPy sums a row at a time as fast (a bias's gradient, 16 rows:
+    8x faster)."""
+    count = math.prod(shape[a] for a in axes)
+    return sorted(axes) != list(range(len(axes))) and len(shape) - 1 not in axes and 1 < count <= WINDOW \
+        and math.prod(shape) >= 4096
 
 
 def _concat(*xs, axis, out=None):
