@@ -4,9 +4,12 @@ fresh processes: jitgrad (its default, background compiles; and sync) against au
 
     python -m benchmarks.training            # all programs, a markdown table on stdout
     python -m benchmarks.training --steps 20 --programs mlp,rnn
+    python -m benchmarks.training --neighbours   # a second table: as a user's process runs it
 
 A cell is the total time of the gradient calls (the SGD update and the data are outside it), in
-a process that imported its framework beforehand (import time is reported apart).
+a process that imported its framework beforehand (import time is reported apart). With
+``--neighbours``, each cell runs again as in a user's process (``neighbours.py``): a parallel
+Numba function and a PyTorch op ran first in it, and another process spins on one core.
 """
 import argparse
 import json
@@ -18,6 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from .neighbours import BEFORE, run_before, spinner
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,15 +145,37 @@ def train(framework, name, steps, lr=0.05):
             "loss": final}
 
 
-def _fresh(framework, name, steps):
-    """``train`` in a fresh process with an empty jitgrad cache."""
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, JITGRAD_CACHE_DIR=cache, PYTHONPATH=str(ROOT), JITGRAD_LOG="quiet")
-        out = subprocess.run([sys.executable, "-m", "benchmarks.training", "--one", framework, name, str(steps)],
-                             env=env, capture_output=True, text=True, timeout=1800, cwd=ROOT)
+def _fresh(framework, name, steps, neighbours=False):
+    """``train`` in a fresh process with an empty jitgrad cache (``neighbours``: as a user's)."""
+    argv = [sys.executable, "-m", "benchmarks.training", "--one", framework, name, str(steps)]
+    spinning = spinner(1800) if neighbours else None
+    try:
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, JITGRAD_CACHE_DIR=cache, PYTHONPATH=str(ROOT), JITGRAD_LOG="quiet")
+            out = subprocess.run(argv + ["--before"] * neighbours, env=env, capture_output=True, text=True,
+                                 timeout=1800, cwd=ROOT)
+    finally:
+        if spinning is not None:
+            spinning.kill()
     if out.returncode != 0:
         return {"error": out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"}
     return json.loads(out.stdout.splitlines()[-1])
+
+
+def _table(title, frameworks, programs, steps, neighbours):
+    lines = [title, "", "| program | " + " | ".join(frameworks) + " | jitgrad / autograd |",
+             "|---|" + "---|" * (len(frameworks) + 1)]
+    print("\n".join(lines), flush=True)
+    for name in programs:
+        cells = {f: _fresh(f, name, steps, neighbours) for f in frameworks}
+        row = [("error: " + c["error"]) if "error" in c else
+               f"{c['total_s']:.2f} ({c['first_s']:.2f}; {c['last_ms']:.1f})" for c in cells.values()]
+        ratio = "–"
+        if "total_s" in cells.get("jitgrad", {}) and "total_s" in cells.get("autograd", {}):
+            ratio = f"{cells['jitgrad']['total_s'] / cells['autograd']['total_s']:.2f}x"
+        lines.append(f"| {name} | " + " | ".join(row) + f" | {ratio} |")
+        print(lines[-1], flush=True)
+    return lines + [""]
 
 
 def main():
@@ -157,30 +184,27 @@ def main():
     parser.add_argument("--programs", default=",".join(PROGRAMS))
     parser.add_argument("--frameworks", default=",".join(FRAMEWORKS))
     parser.add_argument("--write-results", action="store_true", help="also write benchmarks/TRAINING.md")
+    parser.add_argument("--neighbours", action="store_true",
+                        help="a second table: Numba and PyTorch ran first in the process, another process spins")
     parser.add_argument("--one", nargs=3, metavar=("FRAMEWORK", "PROGRAM", "STEPS"), help=argparse.SUPPRESS)
+    parser.add_argument("--before", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         framework, name, steps = args.one
+        if args.before:
+            run_before(BEFORE)
         print(json.dumps(train(framework, name, int(steps))))
         return
-    frameworks = args.frameworks.split(",")
-    lines = [f"{args.steps} SGD steps from an empty cache, fresh process per cell: total gradient time s "
-             "(first call s; last step ms)", "",
-             "| program | " + " | ".join(frameworks) + " | jitgrad / autograd |",
-             "|---|" + "---|" * (len(frameworks) + 1)]
-    print("\n".join(lines), flush=True)
-    for name in args.programs.split(","):
-        cells = {f: _fresh(f, name, args.steps) for f in frameworks}
-        row = [("error: " + c["error"]) if "error" in c else
-               f"{c['total_s']:.2f} ({c['first_s']:.2f}; {c['last_ms']:.1f})" for c in cells.values()]
-        ratio = "–"
-        if "total_s" in cells.get("jitgrad", {}) and "total_s" in cells.get("autograd", {}):
-            ratio = f"{cells['jitgrad']['total_s'] / cells['autograd']['total_s']:.2f}x"
-        lines.append(f"| {name} | " + " | ".join(row) + f" | {ratio} |")
-        print(lines[-1], flush=True)
+    lines = []
+    for neighbours in (False, True)[:1 + args.neighbours]:
+        title = ("As a user's process runs it: Numba and PyTorch ran first in it, another process spins "
+                 "on one core. " if neighbours else "") + f"{args.steps} SGD steps from an empty cache, fresh " \
+            "process per cell: total gradient time s (first call s; last step ms)"
+        lines += _table(title, args.frameworks.split(","), args.programs.split(","), args.steps, neighbours)
     if args.write_results:
         page = ["# Training runs from an empty cache", "",
-                f"`python -m benchmarks.training --write-results`, {time.strftime('%Y-%m-%d')}, "
+                f"`python -m benchmarks.training --write-results{' --neighbours' * args.neighbours}`, "
+                f"{time.strftime('%Y-%m-%d')}, "
                 f"{os.cpu_count()} cores. " + __doc__.split("\n\n")[0].replace("\n", " "), "", *lines, ""]
         (ROOT / "benchmarks" / "TRAINING.md").write_text("\n".join(page))
 

@@ -93,3 +93,15 @@ def test_the_together_worker_runs_frameworks_in_one_process_beside_a_busy_core(t
     got = json.loads(path.read_text())
     assert got["before"] == ["numba"] and got["busy"]
     assert {fw: c["status"] for fw, c in got["cells"]["mlp2"].items()} == {"numpy": "ok", "jitgrad[cpu]": "ok"}
+
+
+@pytest.mark.parametrize("neighbours", [False, True])
+def test_a_training_cell_runs_in_a_fresh_process(neighbours):
+    """``benchmarks.training``'s cell: SGD steps of a program in a fresh process with an empty
+    cache; with ``neighbours``, after Numba and PyTorch ran in it, beside a spinning process."""
+    training = pytest.importorskip("benchmarks.training")
+    if neighbours:
+        pytest.importorskip("torch")
+    cell = training._fresh("jitgrad", "rnn", 3, neighbours)
+    assert "error" not in cell, cell
+    assert cell["total_s"] >= cell["first_s"] > 0 and np.isfinite(cell["loss"])
