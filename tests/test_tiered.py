@@ -27,6 +27,9 @@ SCRIPT = textwrap.dedent("""
     report = {"numba_at_first_call": None, "calls": 0, "switched": False}
     start = time.perf_counter()
     while time.perf_counter() - start < float(os.environ.get("SECONDS", "120")):
+        job = getattr(executable, "job", None) if report["calls"] else None
+        if job is not None and job.done:  # (the call that switches comes next)
+            report["numba_when_done"] = "numba" in sys.modules
         value, grad = f(w, x)
         if report["numba_at_first_call"] is None:
             report["numba_at_first_call"] = "numba" in sys.modules
@@ -63,6 +66,8 @@ def test_the_first_call_interprets_and_later_calls_run_compiled_code(tmp_path, w
     report, said = _run(tmp_path, JITGRAD_COMPILE_WORKERS=workers)
     assert report["tiered"] and not report["numba_at_first_call"]  # the first call did not even import Numba
     assert report["switched"] and not report["compiled_here"]  # the worker compiled, this process loaded
+    # (nor did the threads waiting for the workers: the call that switches imports it, between calls)
+    assert report["numba_when_done"] is False
     again, _ = _run(tmp_path)  # a new process, the cache complete: compiled code from the first call, no worker
     assert not again["tiered"] and not again["compiled_here"]
 
@@ -323,6 +328,9 @@ def test_blas_runs_on_one_thread_while_a_background_compile_runs(monkeypatch, bl
 
     class Job:
         done, error = False, None
+
+        def deliver(self):
+            pass
 
     seen = []
     tiered = Tiered(lambda: seen.append(blas_threads()), lambda: Job(), lambda: None)

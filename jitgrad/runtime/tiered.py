@@ -32,8 +32,9 @@ def workers_busy():
 
 
 class Tiered:
-    """``reference`` answers until the job ``start()`` returns (with ``done`` and ``error``) has
-    compiled what ``build()`` then loads; from the next call on, the built executable answers.
+    """``reference`` answers until the job ``start()`` returns (with ``done``, ``error`` and
+    ``deliver()``) has compiled what ``build()`` then loads; from the next call on, the built
+    executable answers.
     The job starts once the first call has its answer (workers starting beside it would slow
     it down). Everything else (``source``, ``kernels``, ...) is the built executable's (built on
     demand)."""
@@ -72,6 +73,7 @@ class Tiered:
             self.job = None
             _compiling.discard(self)
             if job.error is None:  # (a failed compile has said so, once: the interpreter goes on)
+                job.deliver()
                 self._switch()
                 getattr(self._current, "mark_complete", lambda: None)()  # (the workers each built a part)
         # (the call that starts the compile too: BLAS's idle threads spin for 0.1 s after a call,

@@ -6,8 +6,8 @@ once; threads of ours wait for the answers, so neither the user's thread nor the
 Numba, and the user's process does not even import it until then. A worker builds its share of
 the program's executable as the first call would (``Executable.build``: kernels, ``enter``
 loaded from the disk cache or compiled), stores what it compiles in the disk cache and sends it
-back as object code (``compile.receive``): the user's process then builds the same executable
-(the same generated code) and loads it in milliseconds, with the disk cache off too. The
+back as object code (``BackgroundCompile.deliver``): the user's process then builds the same
+executable (the same generated code) and loads it in milliseconds, with the disk cache off too. The
 processes stay for the next job (``_Workers``): a later signature's compile skips their start-up
 (Python, NumPy, Numba: about a second) and what they compiled before (``enter``).
 
@@ -118,11 +118,12 @@ def workers():
 class BackgroundCompile:
     """Worker processes building the executable of ``program`` (described by ``what``) for the
     CPU, each a share of its functions (``Executable.build``). ``done`` turns true when they
-    have all ended; ``error`` then says why one failed (else None). Starting them imports
-    nothing of Numba's: the interpreter serves the first calls at once."""
+    have all ended; ``error`` then says why one failed (else None), and ``deliver()`` hands what
+    they made to the loader. Nothing of Numba's is imported until then: the interpreter serves
+    the calls meanwhile."""
 
     def __init__(self, program, what):
-        self.what, self.done, self.error, self.functions = what, False, None, 0
+        self.what, self.done, self.error, self.functions, self.made = what, False, None, 0, {}
         self.start, self.processes, self._killed = time.perf_counter(), [], False
         self._payload, self._lock = pickle.dumps(program), threading.Lock()
         self._slots = _JOBS  # (the slots this job takes one of, and gives it back to)
@@ -162,9 +163,8 @@ class BackgroundCompile:
     def _wait(self, k):
         try:
             made = self._workers.compile(k, self._payload)
-            from . import compile  # (imports Numba, here in this thread: not on the user's)
-            compile.receive(made)
             with self._lock:
+                self.made.update(made)
                 self.functions += len(made)
         except Exception as e:  # a failed compile must never fail the program: the interpreter goes on
             if _exiting:  # (stopped at exit: nothing to report)
@@ -177,6 +177,15 @@ class BackgroundCompile:
                 last = self._left == 0
             if last:
                 self._finish()
+
+    def deliver(self):
+        """Hand the machine code the workers sent to this process's loader (``compile.receive``).
+        The caller switching to the compiled executable calls it, between calls: importing Numba
+        there takes 0.13 s, where a thread of ours waiting for the GIL beside a loop of calls took
+        1 to 4 s (each file it read gave the GIL back for a switch interval)."""
+        from . import compile
+        compile.receive(self.made)
+        self.made = {}
 
     def _failed(self, e):
         """Say once that the compile failed, and stop the other workers."""
