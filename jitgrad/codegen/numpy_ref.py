@@ -226,9 +226,10 @@ def _read_by_matmuls(node, readers):
 
 
 def _plain_reduction(node, recycle):
-    """The ufunc's ``reduce`` that computes reduction ``node`` (a float result with axes left):
-    called directly, the generic reduction's choices (a window's slices, a gemv) settled here
-    from the shapes, where each call made them again (a third of an LSTM step's reductions)."""
+    """The ufunc's ``reduce`` that computes reduction ``node`` (a float result with axes left),
+    or None: called directly, with the generic reduction's choices (a window's slices, a gemv)
+    made here from the shapes, where each call made them again and went through ``np.sum``'s
+    wrappers (an LSTM's small sums: 4.5 us each, 1.9 us called directly)."""
     call = _REDUCE_UFUNCS.get(node.op)
     if call is None or node.dtype.kind != "f" or not node.shape:
         return None

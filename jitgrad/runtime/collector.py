@@ -5,7 +5,7 @@ Tracing, differentiating, simplifying and planning allocate tens of thousands of
 no cycles. Each 700 allocations start a young collection, and every hundredth of those a full
 one, which walks every object the process holds. In a process that has imported PyTorch and
 Numba that is a quarter of a million objects: one full collection took most of an unrolled
-RNN's first call (benchmarks/RESULTS.md). Paused, the collector skips those passes; the objects
+RNN's first call (CHANGELOG, tenth session). Paused, the collector skips those passes; the objects
 that outlive the build are counted and collected as usual once it ends.
 """
 import gc
