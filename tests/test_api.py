@@ -203,6 +203,18 @@ def test_python_scalar_gradient_is_0d():
     np.testing.assert_allclose(g, 12.0)
 
 
+def test_eager_and_compiled_results_are_arrays_alike():
+    """Values computed eagerly are 0-d arrays where compiled code gives 0-d arrays (NumPy's own
+    arithmetic on 0-d arrays gives scalars), used or not, for every transform."""
+    f = lambda x, y: x * x * 2.0  # noqa: E731 (y unused: a zero gradient)
+    eager = [*jg.grad(f, argnums=(0, 1))(3.0, 1.0), *jg.value_and_grad(f)(3.0, 1.0),
+             *jg.jvp(lambda x: x * x, (3.0,), (1.0,)), *jg.vjp(lambda x: x * x, 3.0)[1](1.0),
+             jg.grad(jg.grad(lambda x: x * x * x))(2.0)]
+    compiled = [*jg.jit(jg.grad(f, argnums=(0, 1)))(3.0, 1.0)]
+    for value in eager + compiled:
+        assert type(value) is np.ndarray and value.shape == (), type(value)
+
+
 def test_sgd_update_keeps_float32():
     @jg.jit(device=D)
     def update(w, g, lr):

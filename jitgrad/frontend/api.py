@@ -106,14 +106,15 @@ def value_and_grad(f, argnums=0, has_aux=False):
         value = _check_grad_output(traced, has_aux)  # after the arguments: an int argument is the cause
         seed = [jnp.full((), 1, value.dtype, traced.args)] + [None] * (len(out_leaves) - 1)
         outputs, grads = backward_pass(traced.program, traced.args, seed, wrt)
-        grads = [g if g is not None else zeros_for(traced.program.inputs[k], traced.args) for g, k in zip(grads, wrt)]
+        grads = _arrays([g if g is not None else zeros_for(traced.program.inputs[k], traced.args)
+                         for g, k in zip(grads, wrt)])
         per_arg, offset = [], 0
         for i in nums:
             n = leaf_count(traced.in_defs[i])
             per_arg.append(unflatten(traced.in_defs[i], grads[offset:offset + n]))
             offset += n
         grads = per_arg[0] if single else tuple(per_arg)
-        result = unflatten(traced.out_def, outputs)
+        result = unflatten(traced.out_def, _arrays(outputs))
         return (tuple(result), grads) if has_aux else (result, grads)
 
     return value_and_grad_f
@@ -159,14 +160,15 @@ def vjp(f, *primals):
     (array([1., 1.]),)
     """
     traced = trace(f, primals, range(len(primals)))
-    outputs = eval_program(traced.program, traced.args)
+    outputs = _arrays(eval_program(traced.program, traced.args))
 
     def vjp_fn(cotangents):
         ct_leaves, ct_def = _flatten_as(cotangents, traced.out_def)
         _check_like(ct_leaves, ct_def, traced.program.outputs, traced.out_def, "vjp cotangent")
         wrt = list(range(len(traced.leaves)))
         _, grads = backward_pass(traced.program, traced.args, ct_leaves, wrt, effects=False)
-        grads = [g if g is not None else zeros_for(n, traced.args) for g, n in zip(grads, traced.program.inputs)]
+        grads = _arrays([g if g is not None else zeros_for(n, traced.args)
+                         for g, n in zip(grads, traced.program.inputs)])
         per_arg, offset = [], 0
         for i in range(len(primals)):
             n = leaf_count(traced.in_defs[i])
@@ -192,7 +194,13 @@ def jvp(f, primals, tangents):
     _check_like(tan_leaves, tan_def, traced.program.inputs[:len(traced.leaves)], primal_def, "jvp tangent")
     tan_leaves = [t if is_float(n.dtype) else None for t, n in zip(tan_leaves, traced.program.inputs)]
     outs, jv = jvp_pass(traced.program, traced.args, tan_leaves + [None] * len(traced.captured))
-    return unflatten(traced.out_def, outs), unflatten(traced.out_def, jv)
+    return unflatten(traced.out_def, _arrays(outs)), unflatten(traced.out_def, _arrays(jv))
+
+
+def _arrays(values):
+    """Values computed now as arrays: NumPy's arithmetic on 0-d arrays gives scalars (``np.float64``),
+    where compiled code, and an unused input's zero gradient, give 0-d arrays."""
+    return [np.asarray(v) if isinstance(v, np.generic) else v for v in values]
 
 
 def _flatten_as(tree, expected_def):
