@@ -383,3 +383,15 @@ def test_blas_runs_on_one_thread_beside_busy_neighbours(monkeypatch, blas_thread
     monkeypatch.setattr(tiered, "neighbours_busy", lambda: False)
     run()
     assert seen == [[1] * len(before), before] and blas_threads() == before
+
+
+def test_a_short_compiled_call_keeps_blas_threads_beside_busy_neighbours(monkeypatch):
+    """Compiled code runs BLAS on one thread beside busy neighbours only for calls long enough to
+    meet a preemption (timed by the last call; the first counts as long)."""
+    from jitgrad.runtime import threads
+
+    monkeypatch.setattr(threads, "neighbours_busy", lambda: True)
+    assert threads.crowded(float("inf")) and threads.crowded(10 * threads.SHORT_CALL)
+    assert not threads.crowded(threads.SHORT_CALL / 5)
+    monkeypatch.setattr(threads, "neighbours_busy", lambda: False)
+    assert not threads.crowded(float("inf"))

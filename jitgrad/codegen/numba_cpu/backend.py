@@ -8,7 +8,9 @@ program compiles nothing but its kernels. Library ops compiled code cannot run a
 between compiled segments.
 """
 import ctypes
+import math
 import threading
+import time
 from collections import namedtuple
 from enum import Enum
 
@@ -19,7 +21,7 @@ from ...ir import ops
 from ...ir.evaluate import IMPLS, INTO
 from ...ir.ops import INDEXED, LIBRARY, VIEWS
 from ...runtime import cache
-from ...runtime.threads import neighbours_busy, one_blas_thread
+from ...runtime.threads import crowded, one_blas_thread
 from ...runtime.progress import CompileProgress
 from ...schedule.buffers import allocated, plan_buffers
 from ...schedule.fuse import Kind, plan, sweeps
@@ -302,7 +304,7 @@ class Executable:
         segments = any(isinstance(run, _Segment) for run in self._runs)
         self._natives += [enter_function()] * segments + \
             [pool_function(parallel.WORKER)] * (self._pool_slot is not None)
-        self._ready = False
+        self._ready, self._last_call = False, math.inf  # (seconds; the first call counts as long)
         self._places = {}  # (constants, carries) of a scan over this body -> _loop_places
 
     def _parameter(self, array):
@@ -408,9 +410,11 @@ class Executable:
         buffers, table, table_address = self._pool()
         # Compiled code reads C-contiguous arrays (0-d as 1-element); results are fresh arrays.
         env = [*map(np.ascontiguousarray, args), *map(result, self._results, self._recycled), *self._unset, *buffers]
-        with one_blas_thread(neighbours_busy()):  # (BLAS's threads would wait for descheduled ones)
+        start = time.perf_counter()
+        with one_blas_thread(crowded(self._last_call)):  # (BLAS's threads would wait for descheduled ones)
             for run in self._runs:
                 run(env, table, table_address)
+        self._last_call = time.perf_counter() - start
         if self._progress is not None:
             self._progress, progress = None, self._progress
             if any(f.compiled_here for f in self._natives):
@@ -481,8 +485,10 @@ class Executable:
         (segment,) = self._runs
         loop = steps.as_loop(segment.steps, rows, 1 << 62 if length is None else length,
                              0 if flag is None else flag.ctypes.data)
-        with one_blas_thread(self._small_gemms or neighbours_busy()):
+        start = time.perf_counter()
+        with one_blas_thread(self._small_gemms or crowded(self._last_call)):
             _enter()(loop.ctypes.data, table_address, table.size, 0)
+        self._last_call = time.perf_counter() - start
         if self._progress is not None:
             self._progress, progress = None, self._progress
             progress.finished("")
