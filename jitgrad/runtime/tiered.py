@@ -76,9 +76,7 @@ class Tiered:
                 job.deliver()
                 self._switch()
                 getattr(self._current, "mark_complete", lambda: None)()  # (the workers each built a part)
-        # (the call that starts the compile too: BLAS's idle threads spin for 0.1 s after a call,
-        # beside the worker starting up)
-        with one_blas_thread(self._start is not None or workers_busy() or neighbours_busy()):
+        with one_blas_thread(workers_busy() or neighbours_busy()):
             result = self._current(*args)
         if self._start is not None:
             self._begin()

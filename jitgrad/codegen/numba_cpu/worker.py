@@ -229,7 +229,7 @@ class _Workers:
         pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
         try:
             for shard in range(count):
-                self.processes.append(subprocess.Popen([sys.executable, "-m", __name__, str(shard), str(count)],
+                self.processes.append(subprocess.Popen([sys.executable, "-S", "-c", _START, str(shard), str(count)],
                                                        env=env, **pipes))
         except OSError:
             self.kill()
@@ -285,6 +285,14 @@ class _Workers:
             idle, cls._idle = cls._idle, []
         for workers in idle:
             workers.kill()
+
+
+# A new worker first waits out BLAS's idle threads in the user's process, which spin for about
+# 0.1 s after a call on two threads: beside a worker starting up, the interpreter's next calls took
+# 2 to 5 times as long. (The calls after the first run BLAS on one thread while the compile runs.)
+BLAS_SPIN = 0.1
+_START = (f"import time; time.sleep({BLAS_SPIN}); import site, runpy; site.main(); "
+          f"runpy.run_module({__name__!r}, run_name='__main__', alter_sys=True)")
 
 
 def _settings(env):
