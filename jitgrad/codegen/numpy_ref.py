@@ -236,18 +236,23 @@ def _plain_reduction(node, recycle):
     x, axes = node.args[0], tuple(node.params["axes"])
     if not axes or windowed(x.shape, axes):
         return None
-    if recycle and node.op == "reduce_sum" and axes == tuple(range(len(axes))) \
-            and math.prod(x.shape[:len(axes)]) >= GEMV_ROWS:  # (``_sum_into``'s gemv, if contiguous)
+    if recycle and node.op == "reduce_sum" and _gemv_rows(x.shape, axes):  # (``_sum_into``'s, if contiguous)
         return None
     return call
+
+
+def _gemv_rows(shape, axes):
+    """The rows a sum over ``axes`` adds as one gemv with ones (``_sum_into``), or 0: many leading ones."""
+    rows = math.prod(shape[a] for a in axes)
+    return rows if axes == tuple(range(len(axes))) and rows >= GEMV_ROWS else 0
 
 
 def _sum_into(x, *, axes, out=None):
     """``reduce_sum``; over many leading rows of floats (a bias's gradient), one gemv with ones
     (BLAS: 10x NumPy's reduction over an outer axis)."""
     axes = tuple(axes)
-    rows = math.prod(x.shape[a] for a in axes)
-    if axes == tuple(range(len(axes))) and rows >= GEMV_ROWS and x.dtype.kind == "f" and x.flags.c_contiguous:
+    rows = _gemv_rows(x.shape, axes)
+    if rows and x.dtype.kind == "f" and x.flags.c_contiguous:
         sums = np.matmul(_ones(rows, x.dtype), x.reshape(rows, -1), out=None if out is None else out.reshape(-1))
         return sums.reshape(x.shape[len(axes):])
     return INTO["reduce_sum"](x, axes=axes, out=out)

@@ -404,17 +404,24 @@ class Executable:
             pool = self._pools.buffers = (buffers, table, table.ctypes.data)
         return pool
 
+    def _timed(self, run, one_thread=False):
+        """``run()``, BLAS on one thread with ``one_thread`` or where ``crowded`` says so (its
+        threads would wait for descheduled ones), timed for the next call's choice."""
+        start = time.perf_counter()
+        with one_blas_thread(one_thread or crowded(self._last_call)):
+            run()
+        self._last_call = time.perf_counter() - start
+
     def __call__(self, *args):
         if not self._ready:
             self._prepare()
         buffers, table, table_address = self._pool()
         # Compiled code reads C-contiguous arrays (0-d as 1-element); results are fresh arrays.
         env = [*map(np.ascontiguousarray, args), *map(result, self._results, self._recycled), *self._unset, *buffers]
-        start = time.perf_counter()
-        with one_blas_thread(crowded(self._last_call)):  # (BLAS's threads would wait for descheduled ones)
+        def run_all():
             for run in self._runs:
                 run(env, table, table_address)
-        self._last_call = time.perf_counter() - start
+        self._timed(run_all)
         if self._progress is not None:
             self._progress, progress = None, self._progress
             if any(f.compiled_here for f in self._natives):
@@ -485,10 +492,7 @@ class Executable:
         (segment,) = self._runs
         loop = steps.as_loop(segment.steps, rows, 1 << 62 if length is None else length,
                              0 if flag is None else flag.ctypes.data)
-        start = time.perf_counter()
-        with one_blas_thread(self._small_gemms or crowded(self._last_call)):
-            _enter()(loop.ctypes.data, table_address, table.size, 0)
-        self._last_call = time.perf_counter() - start
+        self._timed(lambda: _enter()(loop.ctypes.data, table_address, table.size, 0), self._small_gemms)
         if self._progress is not None:
             self._progress, progress = None, self._progress
             progress.finished("")

@@ -1,7 +1,7 @@
 """Background compiles (SPEC 6.1): a program's machine code built in separate processes.
 
-``start(program)`` hands the program (pickled flat) to ``workers()`` processes running ``python
--m jitgrad.codegen.numba_cpu.worker``, each building a share of its functions, and returns at
+``start(program)`` hands the program (pickled flat) to ``workers()`` processes running this
+module (``_START``), each building a share of its functions, and returns at
 once; threads of ours wait for the answers, so neither the user's thread nor the GIL waits on
 Numba, and the user's process does not even import it until then. A worker builds its share of
 the program's executable as the first call would (``Executable.build``: kernels, ``enter``
@@ -290,6 +290,7 @@ class _Workers:
 # A new worker first waits out BLAS's idle threads in the user's process, which spin for about
 # 0.1 s after a call on two threads: beside a worker starting up, the interpreter's next calls took
 # 2 to 5 times as long. (The calls after the first run BLAS on one thread while the compile runs.)
+# It waits as ``python -S``, the site packages not yet read: the start-up before the sleep is light.
 BLAS_SPIN = 0.1
 _START = (f"import time; time.sleep({BLAS_SPIN}); import site, runpy; site.main(); "
           f"runpy.run_module({__name__!r}, run_name='__main__', alter_sys=True)")
